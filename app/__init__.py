@@ -1,0 +1,1 @@
+"""The web app: Bottle routes, accounts, sessions, the WebSocket hub, config."""

@@ -1,0 +1,214 @@
+"""The chat service: accounts, posting, history and fan-out, without HTTP.
+
+Routes (app/web.py) validate a request and call one method here.  Everything
+that changes state makes a record, stamps it with the hybrid clock, appends it
+to the store (flushed) and only then tells anyone: the WebSocket ack, the
+room's pages and, with the mesh, the other routers (``on_local_record``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from app.accounts import Account, AccountError, Accounts, check_new_account, hash_password
+from app.hub import Hub
+from node.clock import HybridClock
+from node.record import Record, RecordKind
+from node.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 2000  # a long paragraph; keeps every message a few datagrams at most
+HISTORY_LIMIT = 100  # messages a page gets on connect: two phone screens and more
+OLDER_LIMIT_MAX = 200  # one scroll-back request
+# Per user on this router: a person types far slower; a paste-happy phone or a
+# script is slowed to this sustained rate, with a burst for quick replies.
+RATE_PER_SECOND = 2.0
+RATE_BURST = 10
+# Characters a message may not hold: C0/C1 controls other than tab and newline
+# (they confuse terminals reading the logs and can hide text).
+_FORBIDDEN = {c for c in range(0x20) if c not in (0x09, 0x0A)} | set(range(0x7F, 0xA0))
+
+
+class ChatError(ValueError):
+    """A request the client must correct; ``code`` goes into the error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def clean_text(text: Any) -> str:
+    """Validate a message's text; raises ChatError with the frame's code."""
+    if not isinstance(text, str):
+        raise ChatError("bad_request", "text must be a string")
+    text = text.replace("\r\n", "\n").translate(dict.fromkeys(_FORBIDDEN))
+    if not text.strip():
+        raise ChatError("empty", "A message needs some text.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ChatError("too_long", f"A message holds at most {MAX_TEXT_CHARS} characters.")
+    return text
+
+
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def message_frame(record: Record) -> dict[str, Any]:
+    body = record.body
+    return {
+        "type": "message",
+        "id": record.id,
+        "room": record.room,
+        "author": body.get("author"),
+        "node": body.get("node"),
+        "time": iso_utc(int(body.get("time", 0))),
+        "hlc": record.hlc,
+        "text": body.get("text"),
+    }
+
+
+class Chat:
+    def __init__(self, store: Store, node_name: str, *,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.node_name = node_name
+        self.wall = wall
+        self.clock = HybridClock(store.max_hlc)
+        self.accounts = Accounts()
+        for record in store.accounts:
+            self.accounts.add(record)
+        self.hub = Hub(store.rooms, on_presence=self.presence_changed)
+        self.on_local_record: Callable[[Record], None] | None = None
+        self.remote_presence: Callable[[int], list[tuple[str, str]]] | None = None
+        self._buckets: dict[str, TokenBucket] = {}
+
+    @property
+    def node_id(self) -> str:
+        return self.store.node_id
+
+    @property
+    def rooms(self) -> int:
+        return self.store.rooms
+
+    # -- records -------------------------------------------------------------
+
+    def _make_record(self, kind: RecordKind, room: int, body: dict[str, Any]) -> Record:
+        hlc = self.clock.tick(int(self.wall() * 1000))
+        record = Record(self.node_id, self.store.next_seq(), hlc, kind, room, body)
+        self.store.append(record)
+        if self.on_local_record is not None:
+            self.on_local_record(record)
+        return record
+
+    def receive_record(self, record: Record) -> bool:
+        """A record from a peer: store it and show it; False if held already."""
+        if not self.store.append(record):
+            return False
+        if record.kind == RecordKind.ACCOUNT:
+            self.accounts.add(record)
+        elif record.kind == RecordKind.MESSAGE:
+            self.hub.broadcast(record.room, message_frame(record))
+        return True
+
+    # -- accounts ------------------------------------------------------------
+
+    def register(self, name: str, password: str, confirm: str) -> Account:
+        check_new_account(name, password, confirm)
+        if self.accounts.exists(name):
+            raise AccountError("That username is taken; please choose another.")
+        record = self._make_record(RecordKind.ACCOUNT, 0,
+                                   {"name": name, "hash": hash_password(password)})
+        self.accounts.add(record)
+        account = self.accounts.owner(name)
+        assert account is not None
+        return account
+
+    def login(self, name: str, password: str) -> Account | None:
+        return self.accounts.authenticate(name, password)
+
+    # -- messages ------------------------------------------------------------
+
+    def post(self, user: str, room: int, text: Any,
+             on_stored: Callable[[Record], None] | None = None) -> Record:
+        """Store and fan out a message; raises ChatError.
+
+        ``on_stored`` runs after the record is flushed to the log and before
+        the room's fan-out (the sender's ack goes ahead of the message).
+        """
+        text = clean_text(text)
+        now = self.wall()
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST, now)
+        if not bucket.take(now):
+            raise ChatError("rate_limited", "Too many messages; wait a moment.")
+        record = self._make_record(RecordKind.MESSAGE, room, {
+            "author": user, "node": self.node_name, "time": int(now * 1000), "text": text})
+        if on_stored is not None:
+            on_stored(record)
+        self.hub.broadcast(room, message_frame(record))
+        return record
+
+    def history(self, room: int, after: tuple[str, int] | None = None,
+                ) -> tuple[list[Record], bool]:
+        """What a page gets on connect, and whether it must start afresh.
+
+        With ``after`` (the last id the page had): exactly the records this
+        router stored since, if it still knows that id and they are few;
+        otherwise the latest ``HISTORY_LIMIT`` and ``reset=True``.
+        """
+        if after is not None:
+            missed = self.store.since(room, after, HISTORY_LIMIT)
+            if missed is not None:
+                return missed, False
+        return self.store.latest(room, HISTORY_LIMIT), True
+
+    def older(self, room: int, before: tuple[str, int], limit: int) -> list[Record]:
+        records = self.store.before(room, before, min(max(limit, 1), OLDER_LIMIT_MAX))
+        if records is None:
+            raise ChatError("bad_request", "unknown message id")
+        return records
+
+    # -- presence ------------------------------------------------------------
+
+    def presence(self, room: int) -> list[dict[str, str]]:
+        """Who is online in a room: here and, with the mesh, on other routers."""
+        users = [(u, self.node_name) for u in self.hub.users(room)]
+        if self.remote_presence is not None:
+            users += self.remote_presence(room)
+        return [{"user": u, "node": n} for u, n in sorted(set(users))]
+
+    def presence_changed(self, room: int) -> None:
+        self.hub.broadcast(room, {"type": "presence", "users": self.presence(room)})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "node_name": self.node_name,
+            "rooms": {str(n): self.store.count(n) for n in range(1, self.rooms + 1)},
+            "accounts": len(self.accounts),
+            "clients": self.hub.clients(),
+            "vector": self.store.vector.as_dict(),
+            "hlc": self.clock.last,
+            "store": {"skipped_lines": self.store.skipped_lines,
+                      "torn_bytes": self.store.torn_bytes},
+        }

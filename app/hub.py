@@ -1,0 +1,187 @@
+"""The WebSocket hub: who is connected to which room, and fan-out to them.
+
+Each connected page is a ``Client``.  Everything sent to it goes through its
+own outbox and one writer greenlet, so frames written from several greenlets
+(fan-out, acks, pongs, the close frame) never interleave on the socket:
+gevent-websocket has no send lock.  A frame is serialised and framed once per
+message and the same bytes go to every client in the room; a writer that
+finds several frames waiting writes them in one ``sendall``.  A client whose
+outbox grows past ``OUTBOX_MAX_BYTES`` cannot keep up and is disconnected (its
+page reconnects and fetches what it missed) rather than letting one slow phone
+hold the router's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
+from geventwebsocket.websocket import Header, WebSocket
+
+log = logging.getLogger(__name__)
+
+# The largest frame or message a page may send: a 2,000-character message of
+# 4-byte characters, JSON-escaped, fits with room to spare.
+MAX_INCOMING_BYTES = 16 * 1024
+# Per client; about 100 full-size history frames.  A phone this far behind is
+# disconnected and catches up by reconnecting.
+OUTBOX_MAX_BYTES = 1024 * 1024
+OPCODE_TEXT = 0x1
+OPCODE_CLOSE = 0x8
+OPCODE_PONG = 0xA
+
+
+def frame_bytes(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
+    """An unmasked server-to-client WebSocket frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return header + payload
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    """A JSON object as a ready-to-write text frame."""
+    return frame_bytes(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+class BoundedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket with a size limit and one writer.
+
+    gevent-websocket reads a frame of any announced length into memory; this
+    refuses a frame or a message larger than ``MAX_INCOMING_BYTES`` before
+    reading its payload (``FrameTooLargeException``).  Pongs and the close
+    frame go through the client's outbox, so they cannot interleave with
+    other frames.
+    """
+
+    client: Client | None = None
+    _message_bytes = 0
+
+    def read_frame(self):  # type: ignore[no-untyped-def]
+        header = Header.decode_header(self.stream)
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self._message_bytes = 0
+        self._message_bytes += header.length
+        if header.length > MAX_INCOMING_BYTES or self._message_bytes > MAX_INCOMING_BYTES:
+            raise FrameTooLargeException(f"message over {MAX_INCOMING_BYTES} bytes")
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        payload = self.raw_read(header.length) if header.length else b""
+        if len(payload) != header.length:
+            raise WebSocketError("unexpected EOF reading frame payload")
+        if header.mask:
+            payload = header.unmask_payload(payload)
+        return header, payload
+
+    def handle_ping(self, header, payload):  # type: ignore[no-untyped-def]
+        if self.client is not None:
+            self.client.send_raw(frame_bytes(payload, OPCODE_PONG))
+
+    def close(self, code=1000, message=b""):  # type: ignore[no-untyped-def]
+        if self.client is not None:
+            self.client.close(code)
+            self.client.flush()
+        self.closed = True
+
+
+class Client:
+    """One page connected to one room."""
+
+    def __init__(self, ws: WebSocket, user: str, room: int) -> None:
+        self.ws = ws
+        self.user = user
+        self.room = room
+        self.closed = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._writer: gevent.Greenlet | None = None
+        if isinstance(ws, BoundedWebSocket):
+            ws.client = self
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.send_raw(encode_frame(obj))
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue ready-framed bytes; never blocks."""
+        if self.closed:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > OUTBOX_MAX_BYTES:
+            log.info("dropping %s in room %d: outbox full", self.user, self.room)
+            self._pending.clear()
+            self.close(1008)
+            return
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        try:
+            while self._pending:
+                chunk = b"".join(self._pending)
+                self._pending.clear()
+                self._pending_bytes = 0
+                self.ws.raw_write(chunk)
+        except (OSError, WebSocketError, TypeError, AttributeError):
+            # TypeError/AttributeError: gevent-websocket set raw_write to None
+            # when the socket closed under us.
+            self.closed = True
+            self._pending.clear()
+        finally:
+            self._writer = None
+
+    def close(self, code: int = 1000) -> None:
+        """Send a close frame after what is queued; the reader loop ends."""
+        if self.closed:
+            return
+        self.send_raw(frame_bytes(struct.pack("!H", code), OPCODE_CLOSE))
+        self.closed = True
+
+    def flush(self, timeout: float = 1.0) -> None:
+        """Wait (briefly) until the outbox is written."""
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+
+
+class Hub:
+    """Rooms of clients; calls ``on_presence(room)`` when a room's users change."""
+
+    def __init__(self, rooms: int, on_presence: Callable[[int], None] | None = None) -> None:
+        self.rooms: dict[int, set[Client]] = {n: set() for n in range(1, rooms + 1)}
+        self.on_presence = on_presence
+
+    def join(self, client: Client) -> None:
+        before = self.users(client.room)
+        self.rooms[client.room].add(client)
+        if self.users(client.room) != before and self.on_presence:
+            self.on_presence(client.room)
+
+    def leave(self, client: Client) -> None:
+        before = self.users(client.room)
+        self.rooms[client.room].discard(client)
+        if self.users(client.room) != before and self.on_presence:
+            self.on_presence(client.room)
+
+    def users(self, room: int) -> list[str]:
+        return sorted({c.user for c in self.rooms[room]})
+
+    def broadcast(self, room: int, obj: dict[str, Any]) -> int:
+        """Send one frame to every client in the room; returns how many."""
+        data = encode_frame(obj)
+        clients = list(self.rooms[room])
+        for client in clients:
+            client.send_raw(data)
+        return len(clients)
+
+    def clients(self) -> int:
+        return sum(len(c) for c in self.rooms.values())

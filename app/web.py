@@ -1,0 +1,329 @@
+"""HTTP routes and the WebSocket endpoint.
+
+Routes stay short: validate, call one ``Chat`` method, render.  Every response
+carries the security headers (a Content-Security-Policy that forbids inline
+script and anything from outside the router).  Forms carry a CSRF token: the
+session's own once logged in, a double-submit cookie before.
+
+A WebSocket upgrade is checked *before* the handshake (``ChatHandler``):
+gevent-websocket answers 101 before calling the app, so a refused upgrade
+(no session, or an ``Origin`` that is not this host: cross-site WebSocket
+hijacking) is routed to the plain WSGI app instead, which answers 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import bottle
+from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler
+
+from app.accounts import AccountError
+from app.chat import Chat, ChatError, message_frame
+from app.hub import BoundedWebSocket, Client
+from app.sessions import Session, Sessions
+from node.record import parse_id
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "static"
+SESSION_COOKIE = "cc_session"
+CSRF_COOKIE = "cc_csrf"
+# Form bodies are a name and two passwords; anything larger is not ours.
+MAX_FORM_BYTES = 4096
+COOKIE_MAX_AGE = 30 * 24 * 3600
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+WS_PATH_PREFIX = "/ws/"
+
+
+def _cookie(environ: dict[str, Any], name: str) -> str | None:
+    jar = SimpleCookie()
+    try:
+        jar.load(environ.get("HTTP_COOKIE", ""))
+    except CookieError:  # a mangled header is just "no cookie"
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel else None
+
+
+def origin_matches_host(environ: dict[str, Any]) -> bool:
+    """True if the Origin header names this very host (and port)."""
+    origin, host = environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST")
+    if not origin or not host:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+class ChatHandler(WebSocketHandler):
+    """Upgrades only WebSockets the app allows; the rest get plain HTTP."""
+
+    def run_application(self) -> None:  # type: ignore[override]
+        env = self.environ
+        if env.get("PATH_INFO", "").startswith(WS_PATH_PREFIX):
+            allow = getattr(self.server, "allow_upgrade", None)
+            if allow is None or not allow(env):
+                env["cc.upgrade_refused"] = True
+                return super(WebSocketHandler, self).run_application()
+        super().run_application()
+
+    def run_websocket(self) -> None:  # type: ignore[override]
+        # One writer per socket and a bounded frame size (app/hub.py).
+        self.websocket.__class__ = BoundedWebSocket
+        super().run_websocket()
+
+
+def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
+    app = bottle.Bottle()
+    views = bottle.SimpleTemplate
+    lookup = [str(TEMPLATES)]
+
+    def render(view: str, /, **kw: Any) -> str:
+        return bottle.template(view, template_lookup=lookup, template_adapter=views,
+                               node_name=chat.node_name, **kw)
+
+    def session() -> Session | None:
+        return sessions.get(bottle.request.get_cookie(SESSION_COOKIE), chat.wall())
+
+    def csrf_token() -> str:
+        s = session()
+        if s is not None:
+            return s.csrf
+        token = bottle.request.get_cookie(CSRF_COOKIE)
+        if not token or len(token) > 64:
+            token = secrets.token_urlsafe(16)
+            bottle.response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
+                                       path="/")
+        return token
+
+    def check_form() -> bottle.FormsDict:
+        if (bottle.request.content_length or 0) > MAX_FORM_BYTES:
+            bottle.abort(413, "The form is too large.")
+        form = bottle.request.forms
+        s = session()
+        expected = s.csrf if s else bottle.request.get_cookie(CSRF_COOKIE)
+        given = form.getunicode("csrf") or ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            bottle.abort(403, "The form expired or came from another site: reload and try again.")
+        return form
+
+    def field(form: bottle.FormsDict, name: str) -> str:
+        return form.getunicode(name) or ""
+
+    def require_room(n: str) -> int:
+        if not n.isdigit() or not 1 <= int(n) <= chat.rooms:
+            bottle.abort(404, "There is no such room.")
+        return int(n)
+
+    @app.hook("after_request")
+    def security_headers() -> None:
+        for k, v in SECURITY_HEADERS.items():
+            bottle.response.set_header(k, v)
+
+    @app.get("/")
+    def index() -> str:
+        s = session()
+        if s is None:
+            bottle.redirect("/login", 303)
+        rooms = [{"n": n, "count": chat.store.count(n), "online": len(chat.presence(n))}
+                 for n in range(1, chat.rooms + 1)]
+        return render("rooms", user=s.user, rooms=rooms, csrf=s.csrf)
+
+    @app.get("/register")
+    def register_form() -> str:
+        return render("register", error=None, name="", csrf=csrf_token())
+
+    @app.post("/register")
+    def register() -> str:
+        form = check_form()
+        name = field(form, "username").strip()
+        try:
+            chat.register(name, field(form, "password"), field(form, "confirm"))
+        except AccountError as e:
+            bottle.response.status = 409 if "taken" in str(e) else 400
+            return render("register", error=str(e), name=name, csrf=csrf_token())
+        return render("login", error=None, notice="Account created: you can log in now.",
+                      name=name, csrf=csrf_token())
+
+    @app.get("/login")
+    def login_form() -> str:
+        if session() is not None:
+            bottle.redirect("/", 303)
+        return render("login", error=None, notice=None, name="", csrf=csrf_token())
+
+    @app.post("/login")
+    def login() -> str:
+        form = check_form()
+        name = field(form, "username").strip()
+        account = chat.login(name, field(form, "password"))
+        if account is None:
+            bottle.response.status = 401
+            return render("login", error="Username or password is invalid.", notice=None,
+                          name=name, csrf=csrf_token())
+        sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
+        token = sessions.create(account.name, account.id, chat.wall())
+        bottle.response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
+                                   path="/", max_age=COOKIE_MAX_AGE)
+        bottle.redirect("/", 303)
+        return ""
+
+    @app.post("/logout")
+    def logout() -> None:
+        check_form()
+        sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
+        bottle.response.delete_cookie(SESSION_COOKIE, path="/")
+        bottle.redirect("/login", 303)
+
+    @app.get("/room/<n>")
+    def room(n: str) -> str:
+        room_n = require_room(n)
+        s = session()
+        if s is None:
+            bottle.redirect("/login", 303)
+        return render("room", user=s.user, room=room_n, rooms=chat.rooms, csrf=s.csrf)
+
+    @app.get("/status")
+    def status() -> dict[str, Any]:
+        return chat.status()
+
+    @app.get("/static/<path:path>")
+    def static(path: str) -> bottle.HTTPResponse:
+        return bottle.static_file(path, root=str(STATIC))
+
+    @app.get("/ws/<n>")
+    def websocket(n: str) -> str:
+        room_n = require_room(n)
+        env = bottle.request.environ
+        ws = env.get("wsgi.websocket")
+        if ws is None:
+            if env.get("cc.upgrade_refused"):
+                bottle.abort(403, "Log in first, from this router's own page.")
+            bottle.abort(400, "This address takes WebSocket connections only.")
+        s = session()
+        if s is None:  # the session ended between the check and the upgrade
+            ws.close(1008)
+            return ""
+        serve_socket(chat, ws, s.user, room_n, bottle.request.query.get("after"))
+        return ""
+
+    @app.error(400)
+    @app.error(403)
+    @app.error(404)
+    @app.error(405)
+    @app.error(413)
+    def error_page(err: bottle.HTTPError) -> str:
+        bottle.response.content_type = "text/html; charset=utf-8"
+        return render("error", status=err.status_line, message=err.body)
+
+    def allow_upgrade(environ: dict[str, Any]) -> bool:
+        token = _cookie(environ, SESSION_COOKIE)
+        return origin_matches_host(environ) and sessions.get(token, chat.wall()) is not None
+
+    app.config["cc.allow_upgrade"] = allow_upgrade
+    return app
+
+
+def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
+                 after: str | None) -> None:
+    """One page's WebSocket: hello, history, then frames until it closes."""
+    client = Client(ws, user, room)
+    client.send({"type": "hello", "user": user, "room": room, "node": chat.node_name,
+                 "node_id": chat.node_id})
+    records, reset = chat.history(room, parse_id(after) if after else None)
+    # No greenlet switch from here to join(): nothing can slip between the
+    # history and the live frames.
+    client.send({"type": "history", "messages": [message_frame(r) for r in records],
+                 "last": chat.store.last_arrival(room), "reset": reset})
+    chat.hub.join(client)
+    client.send({"type": "presence", "users": chat.presence(room)})
+    try:
+        while not client.closed:
+            try:
+                text = ws.read_message()
+            except FrameTooLargeException:
+                client.close(1009)
+                break
+            except UnicodeError:
+                client.close(1007)
+                break
+            except ProtocolError:
+                client.close(1002)
+                break
+            except (WebSocketError, OSError):
+                break
+            if text is None:  # the page closed the socket
+                break
+            handle_frame(chat, client, text)
+    finally:
+        chat.hub.leave(client)
+        client.flush()
+
+
+def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
+    """One frame from a page; problems go back as error frames."""
+    frame: Any = None
+    try:
+        if not isinstance(text, str):
+            raise ChatError("bad_request", "frames are JSON text, not binary")
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            raise ChatError("bad_request", "frames are JSON objects") from None
+        if not isinstance(frame, dict):
+            raise ChatError("bad_request", "frames are JSON objects")
+        kind = frame.get("type")
+        if kind == "send":
+            receive_send(chat, client, frame)
+        elif kind == "older":
+            receive_older(chat, client, frame)
+        else:
+            raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
+    except ChatError as e:
+        client.send({"type": "error", "code": e.code, "message": str(e),
+                     **_echo_client_id(frame)})
+
+
+def _echo_client_id(frame: Any) -> dict[str, str]:
+    if isinstance(frame, dict) and isinstance(frame.get("client_id"), str):
+        return {"client_id": frame["client_id"][:64]}
+    return {}
+
+
+def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    client_id = frame.get("client_id")
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+        raise ChatError("bad_request", "client_id must be a string of 1 to 64 characters")
+    # The ack goes first into this client's outbox, so the page learns the id
+    # before (or with) the message's own fan-out frame.
+    chat.post(client.user, client.room, frame.get("text"),
+              on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}))
+
+
+def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    before, limit = frame.get("before"), frame.get("limit", 50)
+    rid = parse_id(before) if isinstance(before, str) else None
+    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ChatError("bad_request", "older needs before=<id> and an integer limit")
+    records = chat.older(client.room, rid, limit)
+    client.send({"type": "older", "before": before,
+                 "messages": [message_frame(r) for r in records]})

@@ -1,0 +1,157 @@
+"""Records: everything the mesh replicates, and the version vector over them.
+
+How this works: a record is a chat message, an account or (later) a moderation
+action.  ``(origin, seq)`` is its id: ``origin`` is the router's node id (16 hex
+digits, random, kept in the data folder) and ``seq`` counts 1, 2, 3... per
+origin across every kind, never reused.  ``hlc`` is the hybrid-logical-clock
+timestamp (node/clock.py); logs sort by ``Record.order_key`` =
+``(hlc, origin, seq)``.
+
+``VersionVector`` remembers which ids a node holds: per origin the highest seq
+up to which it has everything (``contiguous``) plus the few seqs above it that
+arrived early.  It is the dedup index (a record seen twice is a duplicate, which
+also defeats replays) and, in beacons, what peers compare to find gaps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+ORIGIN_HEX_LEN = 16  # 8 random bytes: collisions are negligible for any mesh
+ORIGIN_RE = re.compile(r"[0-9a-f]{16}")
+MAX_SEQ = (1 << 32) - 1  # the wire carries seq in 32 bits
+
+
+class RecordKind(IntEnum):
+    MESSAGE = 1  # a chat message in a room: author, node name, wall time, text
+    ACCOUNT = 2  # an account: username, password hash (register or change)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class Record:
+    origin: str
+    seq: int
+    hlc: int
+    kind: RecordKind
+    room: int  # 1..N for messages, 0 for records that belong to no room
+    body: Mapping[str, Any] = field(compare=False)
+
+    __hash__ = None  # type: ignore[assignment]  # body is a dict
+
+    @property
+    def id(self) -> str:
+        return f"{self.origin}:{self.seq}"
+
+    @property
+    def order_key(self) -> tuple[int, str, int]:
+        return (self.hlc, self.origin, self.seq)
+
+
+def parse_id(text: str) -> tuple[str, int] | None:
+    """``"<origin>:<seq>"`` to ``(origin, seq)``; None if malformed."""
+    origin, sep, seq = text.partition(":")
+    if not sep or not ORIGIN_RE.fullmatch(origin) or not seq.isdigit():
+        return None
+    n = int(seq)
+    if not 1 <= n <= MAX_SEQ:
+        return None
+    return origin, n
+
+
+class SeqSet:
+    """The seqs held from one origin: 1..contiguous, plus ``extra`` above it."""
+
+    __slots__ = ("contiguous", "extra")
+
+    def __init__(self) -> None:
+        self.contiguous = 0
+        self.extra: set[int] = set()
+
+    def __contains__(self, seq: int) -> bool:
+        return seq <= self.contiguous or seq in self.extra
+
+    def add(self, seq: int) -> bool:
+        """Add ``seq``; False if it was already there."""
+        if seq in self:
+            return False
+        if seq == self.contiguous + 1:
+            self.contiguous = seq
+            while self.contiguous + 1 in self.extra:
+                self.contiguous += 1
+                self.extra.discard(self.contiguous)
+        else:
+            self.extra.add(seq)
+        return True
+
+    def highest(self) -> int:
+        return max(self.extra) if self.extra else self.contiguous
+
+    def missing(self, upto: int) -> Iterator[tuple[int, int]]:
+        """Inclusive ranges of seqs in 1..upto that we lack."""
+        start = self.contiguous + 1
+        for seq in sorted(self.extra):
+            if seq > upto:
+                break
+            if seq > start:
+                yield (start, seq - 1)
+            start = seq + 1
+        if start <= upto:
+            yield (start, upto)
+
+    def advance_to(self, low_water: int) -> None:
+        """Treat every seq up to ``low_water`` as held (purged upstream)."""
+        if low_water > self.contiguous:
+            self.contiguous = low_water
+            self.extra = {s for s in self.extra if s > low_water}
+            while self.contiguous + 1 in self.extra:
+                self.contiguous += 1
+                self.extra.discard(self.contiguous)
+
+
+class VersionVector:
+    """Which record ids a node holds, per origin."""
+
+    def __init__(self) -> None:
+        self._origins: dict[str, SeqSet] = {}
+
+    def __contains__(self, rid: tuple[str, int]) -> bool:
+        seqs = self._origins.get(rid[0])
+        return seqs is not None and rid[1] in seqs
+
+    def add(self, origin: str, seq: int) -> bool:
+        """Record that we hold ``(origin, seq)``; False if we already did."""
+        seqs = self._origins.get(origin)
+        if seqs is None:
+            seqs = self._origins[origin] = SeqSet()
+        return seqs.add(seq)
+
+    def contiguous(self, origin: str) -> int:
+        seqs = self._origins.get(origin)
+        return seqs.contiguous if seqs else 0
+
+    def highest(self, origin: str) -> int:
+        seqs = self._origins.get(origin)
+        return seqs.highest() if seqs else 0
+
+    def missing(self, origin: str, upto: int) -> list[tuple[int, int]]:
+        seqs = self._origins.get(origin)
+        if seqs is None:
+            return [(1, upto)] if upto >= 1 else []
+        return list(seqs.missing(upto))
+
+    def advance_to(self, origin: str, low_water: int) -> None:
+        seqs = self._origins.get(origin)
+        if seqs is None:
+            seqs = self._origins[origin] = SeqSet()
+        seqs.advance_to(low_water)
+
+    def origins(self) -> list[str]:
+        return sorted(self._origins)
+
+    def as_dict(self) -> dict[str, int]:
+        """``{origin: contiguous}``: what beacons carry and /status shows."""
+        return {o: s.contiguous for o, s in sorted(self._origins.items())}

@@ -1,0 +1,314 @@
+"""Per-room text logs on disk, and the in-memory index over them.
+
+How this works: the data folder holds one log per room (``room-1.log`` ...)
+and ``accounts.log``, one JSON object per line (readable with ``less``; JSON
+escapes every character a user can type, so no text can forge a line).  A
+record is appended and flushed before anyone is told it is stored; fsyncs are
+batched (``sync()``, called by the app every ``SYNC_INTERVAL``) because routers
+write to flash.  Lines are never edited in place: a later rewrite (purge,
+compaction) goes to a temp file that is fsynced and renamed over the log.
+
+A crash can only tear the last line of a log.  ``load()`` cuts a torn tail off
+(keeping the bytes in ``<log>.torn`` so nothing is silently lost) and skips,
+counts and keeps any line it cannot parse, so every log stays readable.
+
+In memory: the version vector (which ids we hold), an index of ids, and each
+room's records twice: sorted by ``(hlc, origin, seq)`` for display and
+scroll-back, and in arrival order so a reconnecting page gets exactly what
+this router stored since the last record it saw.  Loading is linear in the
+log's size plus one O(n log n) sort.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from node.record import ORIGIN_RE, Record, RecordKind, VersionVector
+
+log = logging.getLogger(__name__)
+
+NODE_ID_FILE = "node_id"
+ACCOUNTS_LOG = "accounts.log"
+TORN_SUFFIX = ".torn"
+# A line longer than this is corrupt: the largest record we accept (a
+# 2,000-character message of 4-byte characters, JSON-escaped) is well below.
+MAX_LINE_BYTES = 64 * 1024
+
+KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account"}
+KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
+
+
+def room_log_name(room: int) -> str:
+    return f"room-{room}.log"
+
+
+def encode_line(record: Record) -> bytes:
+    """One log line for a record, newline included."""
+    obj = {
+        "id": record.id,
+        "hlc": record.hlc,
+        "kind": KIND_NAMES[record.kind],
+        "room": record.room,
+        "body": record.body,
+    }
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def decode_line(line: bytes) -> Record:
+    """A log line back to a record; raises ValueError if it is not one."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    origin, _, seq = str(obj["id"]).partition(":")
+    hlc, room, body = obj["hlc"], obj["room"], obj["body"]
+    kind = KINDS_BY_NAME[obj["kind"]]
+    if not ORIGIN_RE.fullmatch(origin) or not seq.isdigit():
+        raise ValueError("bad id")
+    if not isinstance(hlc, int) or not isinstance(room, int) or not isinstance(body, dict):
+        raise ValueError("bad field types")
+    return Record(origin=origin, seq=int(seq), hlc=hlc, kind=kind, room=room, body=body)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync dir."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_make_node_id(data_dir: Path) -> str:
+    """This router's node id: random on first start, then kept."""
+    path = data_dir / NODE_ID_FILE
+    try:
+        node_id = path.read_text().strip()
+    except FileNotFoundError:
+        node_id = ""
+    if ORIGIN_RE.fullmatch(node_id):
+        return node_id
+    if node_id:
+        raise ValueError(f"{path} does not hold a node id (16 hex digits): {node_id!r}")
+    node_id = secrets.token_hex(8)
+    write_atomically(path, (node_id + "\n").encode())
+    return node_id
+
+
+@dataclass
+class RoomLog:
+    """One room: its records sorted for display, and in arrival order."""
+
+    sorted: list[Record] = field(default_factory=list)
+    arrivals: list[Record] = field(default_factory=list)
+    position: dict[tuple[str, int], int] = field(default_factory=dict)  # arrival index
+
+    def add(self, record: Record) -> None:
+        self.position[(record.origin, record.seq)] = len(self.arrivals)
+        self.arrivals.append(record)
+        if not self.sorted or self.sorted[-1].order_key < record.order_key:
+            self.sorted.append(record)
+        else:
+            bisect.insort(self.sorted, record, key=lambda r: r.order_key)
+
+
+@dataclass
+class LogFile:
+    path: Path
+    handle: BinaryIO
+    dirty: bool = False
+
+
+class Store:
+    """The data folder: node id, room logs, accounts log."""
+
+    def __init__(self, data_dir: Path | str, rooms: int) -> None:
+        if rooms < 1:
+            raise ValueError("a router serves at least one room")
+        self.data_dir = Path(data_dir)
+        self.rooms = rooms
+        self.vector = VersionVector()
+        self.index: dict[tuple[str, int], Record] = {}
+        self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
+        self.accounts: list[Record] = []
+        self.max_hlc = 0
+        self.skipped_lines = 0  # unparseable lines kept in place
+        self.torn_bytes = 0  # bytes of torn tails moved aside
+        self.refused: dict[str, int] = {}
+        self._files: dict[str, LogFile] = {}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.node_id = load_or_make_node_id(self.data_dir)
+        self._load()
+
+    # -- loading -------------------------------------------------------------
+
+    def _load(self) -> None:
+        for room in self.room_logs:
+            self._load_file(self.data_dir / room_log_name(room))
+        self._load_file(self.data_dir / ACCOUNTS_LOG)
+        for room_log in self.room_logs.values():
+            room_log.sorted.sort(key=lambda r: r.order_key)
+
+    def _load_file(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self._move_torn_tail(path, data[end:], end)
+        for number, line in enumerate(data[:end].splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = decode_line(line) if len(line) <= MAX_LINE_BYTES else None
+            except (ValueError, KeyError, TypeError):
+                record = None
+            if record is None or not self._accept(record, from_load=True):
+                self.skipped_lines += 1
+                log.warning("%s:%d: skipped a line that is not a valid record", path, number)
+
+    def _move_torn_tail(self, path: Path, tail: bytes, keep: int) -> None:
+        """Cut an unterminated last line (a crash mid-write) off the log."""
+        log.warning("%s: moved a torn last line (%d bytes) to %s%s",
+                    path, len(tail), path.name, TORN_SUFFIX)
+        with open(path.with_name(path.name + TORN_SUFFIX), "ab") as f:
+            f.write(tail + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            os.fsync(f.fileno())
+        self.torn_bytes += len(tail)
+
+    # -- writing -------------------------------------------------------------
+
+    def append(self, record: Record) -> bool:
+        """Store a record: appended and flushed.  False if already held.
+
+        Raises ValueError for a record that belongs nowhere (our own misuse;
+        the mesh validates what it receives before it gets here).
+        """
+        if (record.origin, record.seq) in self.index:
+            return False
+        self._check(record)
+        lf = self._file_for(record)
+        lf.handle.write(encode_line(record))
+        lf.handle.flush()
+        lf.dirty = True
+        self._accept(record, from_load=False)
+        return True
+
+    def _check(self, record: Record) -> None:
+        if record.kind == RecordKind.MESSAGE and record.room not in self.room_logs:
+            raise ValueError(f"no room {record.room} on this router")
+        if record.kind not in KIND_NAMES:
+            raise ValueError(f"unknown record kind {record.kind!r}")
+
+    def _accept(self, record: Record, *, from_load: bool) -> bool:
+        """Index a record; False if it is a duplicate or belongs nowhere."""
+        rid = (record.origin, record.seq)
+        if rid in self.index:
+            return False
+        if record.kind == RecordKind.MESSAGE:
+            room_log = self.room_logs.get(record.room)
+            if room_log is None:
+                return False
+            if from_load:  # sorted once at the end of loading
+                room_log.position[rid] = len(room_log.arrivals)
+                room_log.arrivals.append(record)
+                room_log.sorted.append(record)
+            else:
+                room_log.add(record)
+        elif record.kind == RecordKind.ACCOUNT:
+            self.accounts.append(record)
+        else:
+            return False
+        self.index[rid] = record
+        self.vector.add(record.origin, record.seq)
+        self.max_hlc = max(self.max_hlc, record.hlc)
+        return True
+
+    def _file_for(self, record: Record) -> LogFile:
+        name = room_log_name(record.room) if record.kind == RecordKind.MESSAGE else ACCOUNTS_LOG
+        lf = self._files.get(name)
+        if lf is None:
+            path = self.data_dir / name
+            lf = self._files[name] = LogFile(path, open(path, "ab"))
+        return lf
+
+    def sync(self) -> int:
+        """fsync every log written since the last sync; returns how many."""
+        synced = 0
+        for lf in self._files.values():
+            if lf.dirty:
+                os.fsync(lf.handle.fileno())
+                lf.dirty = False
+                synced += 1
+        return synced
+
+    def close(self) -> None:
+        self.sync()
+        for lf in self._files.values():
+            lf.handle.close()
+        self._files.clear()
+
+    # -- reading -------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """The seq for the next record this router makes."""
+        return self.vector.highest(self.node_id) + 1
+
+    def get(self, origin: str, seq: int) -> Record | None:
+        return self.index.get((origin, seq))
+
+    def latest(self, room: int, limit: int) -> list[Record]:
+        records = self.room_logs[room].sorted
+        return records[-limit:] if limit > 0 else []
+
+    def since(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+        """Records stored in ``room`` after ``rid`` arrived, sorted.
+
+        None if ``rid`` is not in this room (unknown or purged) or more than
+        ``limit`` records came since: the caller then starts afresh with the
+        latest history.
+        """
+        room_log = self.room_logs[room]
+        pos = room_log.position.get(rid)
+        if pos is None or len(room_log.arrivals) - pos - 1 > limit:
+            return None
+        return sorted(room_log.arrivals[pos + 1:], key=lambda r: r.order_key)
+
+    def last_arrival(self, room: int) -> str | None:
+        """Id of the record this room received last (for ``?after=``)."""
+        arrivals = self.room_logs[room].arrivals
+        return arrivals[-1].id if arrivals else None
+
+    def before(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+        """Up to ``limit`` records sorted just before ``rid`` (scroll-back)."""
+        record = self.index.get(rid)
+        if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
+            return None
+        records = self.room_logs[room].sorted
+        end = bisect.bisect_left(records, record.order_key, key=lambda r: r.order_key)
+        return records[max(0, end - limit):end]
+
+    def count(self, room: int) -> int:
+        return len(self.room_logs[room].sorted)
+
+    def messages(self, room: int) -> Iterator[Record]:
+        return iter(self.room_logs[room].sorted)
+
