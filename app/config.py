@@ -21,6 +21,7 @@ class Config:
     rooms: int = DEFAULT_ROOMS
     node_name: str = field(default_factory=lambda: socket.gethostname()[:NODE_NAME_MAX])
     log_level: str = "info"
+    mesh: bool = True
 
 
 def _rooms(text: str) -> int:
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--rooms", type=_rooms, default=d.rooms, help="number of chat rooms")
     web.add_argument("--node-name", type=_node_name, default=d.node_name,
                      help="this router's name, shown beside its users' messages")
+    mesh = p.add_argument_group("mesh")
+    mesh.add_argument("--no-mesh", dest="mesh", action="store_false",
+                      help="a lone router: no multicast at all")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     return p

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +27,9 @@ from geventwebsocket.websocket import Header, WebSocket
 log = logging.getLogger(__name__)
 
 # The largest frame or message a page may send: a 2,000-character message of
-# 4-byte characters, JSON-escaped, fits with room to spare.
-MAX_INCOMING_BYTES = 16 * 1024
+# characters outside the BMP, each JSON-escaped as a surrogate pair
+# ("\ud83d\udc69", 12 bytes), fits with room to spare: 24 KB + framing.
+MAX_INCOMING_BYTES = 32 * 1024
 # Per client; about 100 full-size history frames.  A phone this far behind is
 # disconnected and catches up by reconnecting.
 OUTBOX_MAX_BYTES = 1024 * 1024
@@ -63,15 +65,25 @@ class BoundedWebSocket(WebSocket):
     other frames.
     """
 
-    client: Client | None = None
-    _message_bytes = 0
+    # Same layout as WebSocket (so the handler can swap the class of the
+    # socket it made); per-socket state lives on the handler object.
+    __slots__ = ()
+
+    @property
+    def client(self) -> Client | None:
+        return getattr(self.handler, "cc_client", None)
+
+    @client.setter
+    def client(self, client: Client) -> None:
+        self.handler.cc_client = client
 
     def read_frame(self):  # type: ignore[no-untyped-def]
         header = Header.decode_header(self.stream)
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
-            self._message_bytes = 0
-        self._message_bytes += header.length
-        if header.length > MAX_INCOMING_BYTES or self._message_bytes > MAX_INCOMING_BYTES:
+            self.handler.cc_message_bytes = 0
+        total = getattr(self.handler, "cc_message_bytes", 0) + header.length
+        self.handler.cc_message_bytes = total
+        if total > MAX_INCOMING_BYTES:
             raise FrameTooLargeException(f"message over {MAX_INCOMING_BYTES} bytes")
         if header.flags:
             raise ProtocolError("reserved bits set")
@@ -87,9 +99,10 @@ class BoundedWebSocket(WebSocket):
             self.client.send_raw(frame_bytes(payload, OPCODE_PONG))
 
     def close(self, code=1000, message=b""):  # type: ignore[no-untyped-def]
-        if self.client is not None:
-            self.client.close(code)
-            self.client.flush()
+        client = self.client
+        if client is not None:
+            client.close(code)
+            client.flush()
         self.closed = True
 
 
@@ -131,6 +144,10 @@ class Client:
                 self._pending.clear()
                 self._pending_bytes = 0
                 self.ws.raw_write(chunk)
+            if self.closed:
+                # The close frame is out: end the reader's wait as well (a
+                # slow or silent peer would otherwise hold it until timeout).
+                self.ws.handler.socket.shutdown(socket.SHUT_RDWR)
         except (OSError, WebSocketError, TypeError, AttributeError):
             # TypeError/AttributeError: gevent-websocket set raw_write to None
             # when the socket closed under us.
@@ -160,11 +177,15 @@ class Hub:
         self.rooms: dict[int, set[Client]] = {n: set() for n in range(1, rooms + 1)}
         self.on_presence = on_presence
 
-    def join(self, client: Client) -> None:
+    def join(self, client: Client) -> bool:
+        """Add a client; True if the room's users changed (and were told)."""
         before = self.users(client.room)
         self.rooms[client.room].add(client)
-        if self.users(client.room) != before and self.on_presence:
+        if self.users(client.room) == before:
+            return False
+        if self.on_presence:
             self.on_presence(client.room)
+        return True
 
     def leave(self, client: Client) -> None:
         before = self.users(client.room)

@@ -254,8 +254,8 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
     # history and the live frames.
     client.send({"type": "history", "messages": [message_frame(r) for r in records],
                  "last": chat.store.last_arrival(room), "reset": reset})
-    chat.hub.join(client)
-    client.send({"type": "presence", "users": chat.presence(room)})
+    if not chat.hub.join(client):  # a change is broadcast to the room, this client too
+        client.send({"type": "presence", "users": chat.presence(room)})
     try:
         while not client.closed:
             try:

@@ -1,0 +1,51 @@
+# Community Chat.  Every target makes .venv and installs what it needs itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.run-deps
+TEST_STAMP := $(VENV)/.test-deps
+DEBIAN_PACKAGES := chromium nftables iproute2
+
+.PHONY: run test lint bench clean debian-packages mesh
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(TEST_STAMP): requirements.txt requirements-test.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $@ $(RUN_STAMP)
+
+# Debian packages the tests drive (a real browser, network namespaces, nft).
+# Installed only when running as root; tests that need them fail in CI.
+debian-packages:
+	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && command -v nft >/dev/null \
+	    && command -v ip >/dev/null; }; then \
+	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+## run: one router on http://127.0.0.1:8080 with data in ./data
+run: $(RUN_STAMP)
+	$(PY) -m app --data-dir data --port 8080
+
+## test: lint, then the whole suite (unit, integration, browser, netns)
+test: $(TEST_STAMP) debian-packages lint
+	$(PY) -m pytest
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
+	$(VENV)/bin/shellcheck .ci/run
+
+## bench: benchmarks with baselines side by side (tests/bench)
+bench: $(TEST_STAMP) debian-packages
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build stage
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from node.clock import MAX_DRIFT_MS, HybridClock, counter, pack, physical_ms
+from node.record import SeqSet, VersionVector, parse_id
+
+
+def test_tick_follows_wall_clock_and_never_goes_back() -> None:
+    c = HybridClock()
+    a = c.tick(1000)
+    assert (physical_ms(a), counter(a)) == (1000, 0)
+    b = c.tick(1000)
+    assert b == pack(1000, 1)
+    d = c.tick(400)  # the wall clock jumped back (NTP, no RTC)
+    assert d == pack(1000, 2) and d > b
+    assert c.tick(2000) == pack(2000, 0)
+
+
+def test_restart_from_persisted_last_is_monotonic() -> None:
+    c = HybridClock()
+    last = c.tick(5000)
+    c2 = HybridClock(last)
+    assert c2.tick(10) > last  # rebooted at 1970
+
+
+def test_observe_moves_past_remote_but_clamps_far_future() -> None:
+    c = HybridClock()
+    c.observe(pack(3000, 7), wall_ms=2000)
+    assert c.tick(2000) == pack(3000, 8)
+    future = pack(2000 + MAX_DRIFT_MS + 10_000, 0)
+    c.observe(future, wall_ms=2000)
+    assert c.clamped == 1
+    assert physical_ms(c.last) == 2000 + MAX_DRIFT_MS
+    assert c.is_too_far_ahead(future, 2000)
+    assert not c.is_too_far_ahead(pack(2500, 0), 2000)
+
+
+def test_seqset_contiguous_extra_and_missing() -> None:
+    s = SeqSet()
+    assert s.add(1) and s.add(2) and not s.add(2)
+    assert s.add(5) and s.add(7)
+    assert s.contiguous == 2 and s.extra == {5, 7}
+    assert list(s.missing(9)) == [(3, 4), (6, 6), (8, 9)]
+    s.add(3)
+    s.add(4)
+    assert s.contiguous == 5 and s.extra == {7}
+    s.advance_to(10)
+    assert s.contiguous == 10 and not s.extra and 9 in s
+
+
+def test_version_vector() -> None:
+    v = VersionVector()
+    assert v.missing("a" * 16, 3) == [(1, 3)]
+    v.add("a" * 16, 1)
+    v.add("a" * 16, 3)
+    assert ("a" * 16, 3) in v and ("a" * 16, 2) not in v
+    assert v.as_dict() == {"a" * 16: 1}
+    assert v.highest("a" * 16) == 3
+
+
+def test_parse_id() -> None:
+    assert parse_id("0123456789abcdef:12") == ("0123456789abcdef", 12)
+    for bad in ["", ":", "0123456789abcdef", "0123456789abcdef:0", "0123456789ABCDEF:1",
+                "0123456789abcdef:-1", "0123456789abcdef:1x", "g123456789abcdef:1",
+                "0123456789abcdef:99999999999"]:
+        assert parse_id(bad) is None, bad

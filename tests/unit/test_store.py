@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from node.record import Record, RecordKind
+from node.store import ACCOUNTS_LOG, Store, decode_line, encode_line, room_log_name
+
+ORIGIN_A = "a" * 16
+ORIGIN_B = "b" * 16
+
+
+def msg(origin: str, seq: int, hlc: int, room: int = 1, text: str = "hi") -> Record:
+    return Record(origin, seq, hlc, RecordKind.MESSAGE, room,
+                  {"author": "ann", "node": "r1", "time": 1000, "text": text})
+
+
+def test_line_round_trip_any_text() -> None:
+    nasty = 'a\nb\r"}\\{"id":"x"}\x00\u2028 ✓ 👩‍👩‍👧'
+    r = msg(ORIGIN_A, 7, 123, text=nasty)
+    line = encode_line(r)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    back = decode_line(line)
+    assert back == r and back.body == r.body
+
+
+def test_append_and_reload(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=4)
+    node_id = s.node_id
+    assert s.append(msg(ORIGIN_A, 1, 10))
+    assert s.append(msg(ORIGIN_A, 2, 20, room=2))
+    assert not s.append(msg(ORIGIN_A, 1, 10)), "a duplicate id is not stored twice"
+    s.close()
+    lines = (tmp_path / room_log_name(1)).read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["id"] == f"{ORIGIN_A}:1"
+    s2 = Store(tmp_path, rooms=4)
+    assert s2.node_id == node_id
+    assert [r.seq for r in s2.messages(1)] == [1]
+    assert [r.seq for r in s2.messages(2)] == [2]
+    assert s2.vector.contiguous(ORIGIN_A) == 2
+
+
+def test_out_of_order_arrivals_sorted_by_hlc_origin_seq(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    for r in [msg(ORIGIN_B, 1, 50), msg(ORIGIN_A, 1, 50), msg(ORIGIN_A, 2, 10),
+              msg(ORIGIN_B, 2, 99)]:
+        s.append(r)
+    expected = [(10, ORIGIN_A, 2), (50, ORIGIN_A, 1), (50, ORIGIN_B, 1), (99, ORIGIN_B, 2)]
+    assert [r.order_key for r in s.messages(1)] == expected
+    s.close()
+    assert [r.order_key for r in Store(tmp_path, rooms=1).messages(1)] == expected
+
+
+def test_since_is_by_arrival_and_before_is_by_order(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    s.append(msg(ORIGIN_A, 1, 100))
+    s.append(msg(ORIGIN_A, 2, 200))
+    s.append(msg(ORIGIN_B, 1, 150))  # arrives last, sorts in the middle
+    assert [r.id for r in s.since(1, (ORIGIN_A, 2), 10)] == [f"{ORIGIN_B}:1"]
+    assert s.since(1, (ORIGIN_A, 1), 1) is None, "more than the limit: start afresh"
+    assert s.since(1, ("c" * 16, 1), 10) is None
+    assert s.last_arrival(1) == f"{ORIGIN_B}:1"
+    assert [r.id for r in s.before(1, (ORIGIN_A, 2), 10)] == [f"{ORIGIN_A}:1", f"{ORIGIN_B}:1"]
+    assert [r.id for r in s.before(1, (ORIGIN_A, 2), 1)] == [f"{ORIGIN_B}:1"]
+    assert s.before(1, ("c" * 16, 9), 5) is None
+
+
+def test_torn_last_line_is_moved_aside_and_log_stays_appendable(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    s.append(msg(ORIGIN_A, 1, 10))
+    s.close()
+    path = tmp_path / room_log_name(1)
+    torn = encode_line(msg(ORIGIN_A, 2, 20))[:-9]  # a crash in the middle of a write
+    with open(path, "ab") as f:
+        f.write(torn)
+    s2 = Store(tmp_path, rooms=1)
+    assert [r.seq for r in s2.messages(1)] == [1]
+    assert s2.torn_bytes == len(torn)
+    assert (tmp_path / (room_log_name(1) + ".torn")).read_bytes() == torn + b"\n"
+    assert s2.append(msg(ORIGIN_A, 3, 30))
+    s2.close()
+    for line in path.read_bytes().splitlines():
+        decode_line(line)  # every line is a whole record again
+    assert [r.seq for r in Store(tmp_path, rooms=1).messages(1)] == [1, 3]
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b"[1,2]", b'{"id":"zz:1"}', b"{}",
+                                     b'{"id":"' + b"a" * 16 + b':1","hlc":"x","kind":"message",'
+                                     b'"room":1,"body":{}}', b"\xff\xfe"])
+def test_corrupt_middle_line_is_skipped_and_kept(tmp_path: Path, garbage: bytes) -> None:
+    path = tmp_path / room_log_name(1)
+    tmp_path.mkdir(exist_ok=True)
+    good1, good2 = encode_line(msg(ORIGIN_A, 1, 10)), encode_line(msg(ORIGIN_A, 2, 20))
+    path.write_bytes(good1 + garbage + b"\n" + good2)
+    s = Store(tmp_path, rooms=1)
+    assert [r.seq for r in s.messages(1)] == [1, 2]
+    assert s.skipped_lines == 1
+    assert garbage in path.read_bytes(), "the bad line stays for a person to look at"
+
+
+def test_crash_at_every_byte_leaves_a_readable_log(tmp_path: Path) -> None:
+    lines = b"".join(encode_line(msg(ORIGIN_A, i, i * 10, text="x" * i)) for i in range(1, 6))
+    for cut in range(len(lines) + 1):
+        d = tmp_path / str(cut)
+        d.mkdir()
+        (d / room_log_name(1)).write_bytes(lines[:cut])
+        s = Store(d, rooms=1)
+        whole = lines[:cut].count(b"\n")
+        assert [r.seq for r in s.messages(1)] == list(range(1, whole + 1))
+        s.append(msg(ORIGIN_B, 1, 1))
+        s.close()
+        assert len(list(Store(d, rooms=1).messages(1))) == whole + 1
+
+
+def test_accounts_go_to_their_own_file(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
+    s.close()
+    assert "ann" in (tmp_path / ACCOUNTS_LOG).read_text()
+    assert not (tmp_path / room_log_name(1)).exists()
+    assert [r.body["name"] for r in Store(tmp_path, rooms=1).accounts] == ["ann"]
+
+
+def test_next_seq_and_max_hlc_survive_restart(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    me = s.node_id
+    assert s.next_seq() == 1
+    s.append(msg(me, 1, 500))
+    s.append(msg(ORIGIN_B, 1, 900))
+    s.close()
+    s2 = Store(tmp_path, rooms=1)
+    assert s2.next_seq() == 2
+    assert s2.max_hlc == 900
+
+
+def test_misuse_raises(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=2)
+    with pytest.raises(ValueError, match="no room 3"):
+        s.append(msg(ORIGIN_A, 1, 1, room=3))
+    with pytest.raises(ValueError):
+        Store(tmp_path / "x", rooms=0)
+
+
+def test_bad_node_id_file_is_an_error_not_a_new_identity(tmp_path: Path) -> None:
+    (tmp_path / "node_id").write_text("not-hex\n")
+    with pytest.raises(ValueError, match="node id"):
+        Store(tmp_path, rooms=1)
+
+
+def test_sync_fsyncs_only_dirty_logs(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=2)
+    assert s.sync() == 0
+    s.append(msg(ORIGIN_A, 1, 1))
+    assert s.sync() == 1
+    assert s.sync() == 0
+    s.close()
+    assert os.path.getsize(tmp_path / room_log_name(1)) > 0
