@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from app.accounts import Account, AccountError, Accounts, check_new_account, hash_password
+from app.accounts import (
+    USERNAME_RE,
+    Account,
+    AccountError,
+    Accounts,
+    check_new_account,
+    hash_password,
+)
+from app.config import NODE_NAME_MAX
 from app.hub import Hub
 from node.clock import HybridClock
 from node.record import Record, RecordKind
@@ -29,6 +38,7 @@ OLDER_LIMIT_MAX = 200  # one scroll-back request
 # script is slowed to this sustained rate, with a burst for quick replies.
 RATE_PER_SECOND = 2.0
 RATE_BURST = 10
+MAX_HASH_CHARS = 200  # "scrypt$N$r$p$salt$hash" with base64 fields is about 90
 # Characters a message may not hold: C0/C1 controls other than tab and newline
 # (they confuse terminals reading the logs and can hide text).
 _FORBIDDEN = {c for c in range(0x20) if c not in (0x09, 0x0A)} | set(range(0x7F, 0xA0))
@@ -67,6 +77,41 @@ def clean_text(text: Any) -> str:
     return text
 
 
+def check_remote_record(record: Record, rooms: int) -> str | None:
+    """Why a record from a peer cannot be stored, or None if it can."""
+    if record.kind == RecordKind.MESSAGE:
+        return _check_message(record, rooms)
+    if record.kind == RecordKind.ACCOUNT:
+        return _check_account(record)
+    return "unknown_kind"
+
+
+def _check_message(record: Record, rooms: int) -> str | None:
+    if not 1 <= record.room <= rooms:
+        return "no_such_room"
+    author, node, when, text = (record.body.get(k) for k in ("author", "node", "time", "text"))
+    well_formed = (
+        isinstance(author, str) and USERNAME_RE.fullmatch(author)
+        and isinstance(node, str) and 0 < len(node) <= NODE_NAME_MAX
+        and isinstance(when, int) and not isinstance(when, bool) and when >= 0
+        and isinstance(text, str)
+    )
+    try:
+        return None if well_formed and clean_text(text) == text else "bad_message"
+    except ChatError:
+        return "bad_message"
+
+
+def _check_account(record: Record) -> str | None:
+    name, hashed = record.body.get("name"), record.body.get("hash")
+    well_formed = (
+        isinstance(name, str) and USERNAME_RE.fullmatch(name)
+        and isinstance(hashed, str) and hashed.startswith("scrypt$")
+        and len(hashed) <= MAX_HASH_CHARS and record.room == 0
+    )
+    return None if well_formed else "bad_account"
+
+
 def iso_utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
@@ -96,9 +141,13 @@ class Chat:
         self.accounts = Accounts()
         for record in store.accounts:
             self.accounts.add(record)
-        self.hub = Hub(store.rooms, on_presence=self.presence_changed)
+        self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
+        # Set by the mesh link (app/meshlink.py); a lone router leaves them None.
         self.on_local_record: Callable[[Record], None] | None = None
+        self.on_local_presence: Callable[[dict[int, list[str]]], None] | None = None
         self.remote_presence: Callable[[int], list[tuple[str, str]]] | None = None
+        self.mesh_status: Callable[[], dict[str, Any]] | None = None
+        self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
 
     @property
@@ -120,7 +169,16 @@ class Chat:
         return record
 
     def receive_record(self, record: Record) -> bool:
-        """A record from a peer: store it and show it; False if held already."""
+        """A record from a peer: check, store and show it.
+
+        False if we hold it already or refuse it; a refusal is counted by
+        reason in ``refused`` (a peer with other settings or a bug must not
+        be able to put a record in our logs that our own pages would reject).
+        """
+        reason = check_remote_record(record, self.rooms)
+        if reason is not None:
+            self.refused[reason] += 1
+            return False
         if not self.store.append(record):
             return False
         if record.kind == RecordKind.ACCOUNT:
@@ -198,7 +256,13 @@ class Chat:
         return [{"user": u, "node": n} for u, n in sorted(set(users))]
 
     def presence_changed(self, room: int) -> None:
+        """Tell a room's pages who is online (here or on other routers)."""
         self.hub.broadcast(room, {"type": "presence", "users": self.presence(room)})
+
+    def local_presence_changed(self, room: int) -> None:
+        self.presence_changed(room)
+        if self.on_local_presence is not None:
+            self.on_local_presence({n: self.hub.users(n) for n in range(1, self.rooms + 1)})
 
     def status(self) -> dict[str, Any]:
         return {
@@ -210,5 +274,7 @@ class Chat:
             "vector": self.store.vector.as_dict(),
             "hlc": self.clock.last,
             "store": {"skipped_lines": self.store.skipped_lines,
-                      "torn_bytes": self.store.torn_bytes},
+                      "torn_bytes": self.store.torn_bytes,
+                      "refused": dict(self.refused)},
+            "mesh": self.mesh_status() if self.mesh_status else None,
         }

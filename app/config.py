@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,20 +23,21 @@ class Config:
     node_name: str = field(default_factory=lambda: socket.gethostname()[:NODE_NAME_MAX])
     log_level: str = "info"
     mesh: bool = True
+    mesh_group: str = "224.1.1.1"
+    mesh_port: int = 8888
+    mesh_iface: list[str] = field(default_factory=list)  # empty: ["lo"]
+    mesh_ttl: int = 1
+    mesh_key_file: Path | None = None  # None: <data-dir>/mesh.key
+    mesh_mtu: int = 1200
+    beacon_interval: float = 5.0
 
+    @property
+    def interfaces(self) -> list[str]:
+        return self.mesh_iface or ["lo"]
 
-def _rooms(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= MAX_ROOMS:
-        raise argparse.ArgumentTypeError(f"rooms must be 1 to {MAX_ROOMS}")
-    return n
-
-
-def _port(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError("a port is 1 to 65535")
-    return n
+    @property
+    def key_file(self) -> Path:
+        return self.mesh_key_file or self.data_dir / "mesh.key"
 
 
 def _node_name(text: str) -> str:
@@ -44,6 +46,29 @@ def _node_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"node name must be 1 to {NODE_NAME_MAX} printable characters")
     return text
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}")
+        return n
+    return parse
+
+
+_port = _bounded_int(1, 65535)
+_rooms = _bounded_int(1, MAX_ROOMS)
+
+
+def _positive_float(text: str) -> float:
+    x = float(text)
+    if not 0.05 <= x <= 3600:
+        raise argparse.ArgumentTypeError("must be 0.05 to 3600 seconds")
+    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     mesh = p.add_argument_group("mesh")
     mesh.add_argument("--no-mesh", dest="mesh", action="store_false",
                       help="a lone router: no multicast at all")
+    mesh.add_argument("--mesh-group", default=d.mesh_group, help="multicast group")
+    mesh.add_argument("--mesh-port", type=_port, default=d.mesh_port, help="UDP port")
+    mesh.add_argument("--mesh-iface", action="append", default=[], metavar="IFACE",
+                      help="interface to the other routers (repeat for several; "
+                           "default: lo, so nothing leaves this machine until you say so)")
+    mesh.add_argument("--mesh-ttl", type=_bounded_int(1, 32), default=d.mesh_ttl,
+                      help="multicast TTL; 1 for one layer-2 mesh, our relay does the hops")
+    mesh.add_argument("--mesh-key-file", type=Path, default=None,
+                      help="mesh key (hex); made on first start if absent "
+                           "(default: DATA_DIR/mesh.key); copy it to every router")
+    mesh.add_argument("--mesh-mtu", type=_bounded_int(548, 65507), default=d.mesh_mtu,
+                      help="largest UDP payload we send; larger records are fragmented")
+    mesh.add_argument("--beacon-interval", type=_positive_float, default=d.beacon_interval,
+                      help="seconds between beacons (version vector, presence)")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     return p

@@ -1,0 +1,95 @@
+"""Wires the chat to the mesh: local records and presence out, peers' in.
+
+The protocol (node/protocol.py) shares the chat's hybrid clock, so a record
+heard from a peer moves our clock past it; it gets its own copy of the
+version vector, since it marks a record seen before the chat stores it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from app.chat import Chat
+from app.config import Config
+from node.keys import load_or_make_keys
+from node.protocol import MeshProtocol, PeerJoined, PeerLost, PresenceChanged, RecordReceived
+from node.record import VersionVector
+from node.transport import MeshTransport
+
+log = logging.getLogger(__name__)
+
+
+class MeshLink:
+    def __init__(self, config: Config, chat: Chat) -> None:
+        self.chat = chat
+        known = VersionVector()
+        for origin, seq in chat.store.index:
+            known.add(origin, seq)
+        self.protocol = MeshProtocol(
+            node_id=chat.node_id, node_name=config.node_name,
+            keys=load_or_make_keys(config.key_file), clock=chat.clock, known=known,
+            rng=random.SystemRandom(), beacon_interval=config.beacon_interval,
+            mtu=config.mesh_mtu)
+        self.transport = MeshTransport(
+            self.protocol, interfaces=config.interfaces, group=config.mesh_group,
+            port=config.mesh_port, ttl=config.mesh_ttl, on_event=self.handle_event)
+        chat.on_local_record = self.send_record
+        chat.on_local_presence = self.send_presence
+        chat.remote_presence = lambda room: self.protocol.presence().get(room, [])
+        chat.mesh_status = self.status
+
+    def start(self) -> None:
+        self.transport.start()
+        log.info("mesh: group %s:%d on %s, unicast %s:%d", self.transport.group,
+                 self.transport.port, ",".join(self.transport.ifindex),
+                 *self.transport.unicast_address)
+
+    def stop(self) -> None:
+        self.transport.stop()
+
+    def send_record(self, record: Any) -> None:
+        self.protocol.send_record(record, time.time())
+        self.transport.pump()
+
+    def send_presence(self, presence: dict[int, list[str]]) -> None:
+        self.protocol.set_presence(presence, time.time())
+        self.transport.pump()
+
+    def handle_event(self, event: Any) -> None:
+        if isinstance(event, RecordReceived):
+            self.chat.receive_record(event.record)
+        elif isinstance(event, PresenceChanged):
+            for room in range(1, self.chat.rooms + 1):
+                self.chat.presence_changed(room)
+        elif isinstance(event, PeerJoined):
+            log.info("mesh: peer %s (%s) at %s:%d", event.name, event.node_id, *event.addr)
+        elif isinstance(event, PeerLost):
+            log.info("mesh: lost peer %s (%s)", event.name, event.node_id)
+
+    def status(self) -> dict[str, Any]:
+        p, now = self.protocol, time.time()
+        ours = self.chat.store.vector.as_dict()
+        return {
+            "group": f"{self.transport.group}:{self.transport.port}",
+            "interfaces": list(self.transport.ifindex),
+            "unicast": "{}:{}".format(*self.transport.unicast_address),
+            "peers": {
+                node_id: {
+                    "name": peer.name, "addr": "{}:{}".format(*peer.addr),
+                    "last_heard_s": round(now - peer.last_heard, 3), "iface": peer.iface,
+                    "vector": peer.vector,
+                    "behind_us": {o: n - peer.vector.get(o, 0) for o, n in ours.items()
+                                  if n > peer.vector.get(o, 0)},
+                    "ahead_of_us": {o: n - ours.get(o, 0) for o, n in peer.vector.items()
+                                    if n > ours.get(o, 0)},
+                }
+                for node_id, peer in sorted(p.peers.items())
+            },
+            "datagrams": {"sent": p.sent, "received": p.received, "relayed": p.relayed,
+                          "looped": p.looped, "dropped": dict(p.dropped),
+                          "send_errors": dict(self.transport.errors)},
+            "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
+        }

@@ -1,0 +1,43 @@
+"""The mesh key: shared by every router of one mesh, kept in a file.
+
+The file holds one or two keys as hex, one per line: the current key first,
+then optionally the previous one, accepted while a mesh changes keys (every
+router sends with the first, accepts both).  If the file does not exist, a
+random key is made (32 bytes, the HMAC-SHA256 block-size sweet spot) with
+mode 0600; copy that file to every other router of the mesh.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+KEY_BYTES = 32
+MIN_KEY_BYTES = 16  # 128 bits: below that a key could be guessed offline
+MAX_KEYS = 2  # current and previous
+
+
+class MeshKeyError(ValueError):
+    """The key file is unusable; the message says why."""
+
+
+def load_or_make_keys(path: Path) -> list[bytes]:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not 1 <= len(lines) <= MAX_KEYS:
+        raise MeshKeyError(f"{path}: expected 1 or 2 keys (hex, one per line), found {len(lines)}")
+    keys = []
+    for n, line in enumerate(lines, 1):
+        try:
+            key = bytes.fromhex(line)
+        except ValueError:
+            raise MeshKeyError(f"{path}: line {n} is not hex") from None
+        if len(key) < MIN_KEY_BYTES:
+            raise MeshKeyError(f"{path}: line {n}: a key needs at least {MIN_KEY_BYTES} bytes")
+        keys.append(key)
+    return keys
