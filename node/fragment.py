@@ -1,0 +1,235 @@
+"""Fragmentation: bodies larger than the MTU go out in numbered pieces.
+
+How this works: ``split`` cuts the body of a RECORD or BEACON datagram into
+``FragmentDatagram``s of at most ``mtu`` bytes each once serialized (header,
+fragment head and MAC included), all with one transfer id, index 0..count-1 and
+the same hops-left.  The sender picks transfer ids (a counter, or random from a
+passed-in rng) so that ``(sender, transfer id)`` names one transfer.
+
+``Reassembler`` collects the pieces per ``(sender, transfer id)`` in any order,
+ignores duplicates, and returns the inner datagram once every piece is in.
+It is sans-I/O: ``now`` is a parameter, ``get_timer``/``handle_timer`` time out
+transfers that stop making progress.  Memory is bounded: at most
+``MAX_PARTIAL_TRANSFERS`` partial transfers and ``MAX_BUFFERED_BYTES`` of
+pieces; going over evicts the oldest partial transfer.  Everything dropped is
+counted in ``dropped`` by reason (pass the protocol's counter to share it):
+
+    duplicate_fragment  a piece we hold, or a piece of a transfer just finished
+    fragment_mismatch   a piece whose count or inner kind disagrees with the rest
+    fragment_too_long   pieces adding up to more than MAX_BODY (the transfer goes)
+    fragment_timeout    a partial transfer silent for the timeout (per transfer)
+    fragment_evicted    a partial transfer pushed out by the bounds (per transfer)
+
+``missing(sender, transfer_id)`` lists the indexes still lacking, for a later
+request-by-index repair.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node.wire import (
+    FRAGMENT_HEAD,
+    HEADER,
+    MAC_LEN,
+    MAX_BODY,
+    MAX_DATAGRAM,
+    MAX_FRAGMENTS,
+    FragmentDatagram,
+    InnerDatagram,
+    parse_body,
+)
+
+# RFC 8085 §3.2: without path MTU discovery stay well under 1,280 (the IPv6
+# minimum link MTU) less IP/UDP headers; 1,200 is what QUIC settled on.
+DEFAULT_MTU = 1200
+# 576 is the datagram every IPv4 host must accept (RFC 791), less 20 IP and 8 UDP.
+MIN_MTU = 548
+FRAGMENT_OVERHEAD = HEADER.size + FRAGMENT_HEAD.size + MAC_LEN
+# A transfer that gets no new piece for this long is given up.  Pieces are sent
+# back to back, so a live transfer completes in well under a second; 10 s (two
+# beacons) leaves room for a later request-by-index repair round trip.
+REASSEMBLY_TIMEOUT = 10.0
+# Partial transfers held at once: a few neighbours each with a couple of large
+# records or beacons in flight.  More means someone floods us: evict the oldest.
+MAX_PARTIAL_TRANSFERS = 32
+# Bytes of pieces held: four maximal bodies; trivial for a router's 64 MB.
+MAX_BUFFERED_BYTES = 4 * MAX_BODY
+# Finished transfers remembered so late duplicate pieces do not start a new
+# partial transfer that could only time out.
+MAX_FINISHED_REMEMBERED = 256
+
+
+def piece_size(mtu: int) -> int:
+    """Bytes of body one fragment carries at ``mtu``."""
+    if not MIN_MTU <= mtu <= MAX_DATAGRAM:
+        raise ValueError(f"mtu must be {MIN_MTU}..{MAX_DATAGRAM}: {mtu}")
+    return mtu - FRAGMENT_OVERHEAD
+
+
+def split(
+    datagram: InnerDatagram,
+    *,
+    mtu: int = DEFAULT_MTU,
+    transfer_id: int | None = None,
+    rng: random.Random | None = None,
+) -> list[FragmentDatagram]:
+    """Cut ``datagram``'s body into fragments that serialize to <= ``mtu`` bytes."""
+    size = piece_size(mtu)
+    body = datagram.body()
+    count = max(1, -(-len(body) // size))
+    if count > MAX_FRAGMENTS:
+        raise ValueError(f"{len(body)} bytes need {count} > {MAX_FRAGMENTS} fragments")
+    if transfer_id is None:
+        if rng is None:
+            raise ValueError("pass a transfer_id or an rng")
+        transfer_id = rng.getrandbits(32)
+    return [
+        FragmentDatagram(
+            datagram.sender,
+            datagram.kind,
+            transfer_id,
+            index,
+            count,
+            body[index * size : (index + 1) * size],
+            datagram.hops,
+            datagram.counter,
+        )
+        for index in range(count)
+    ]
+
+
+def encode(
+    datagram: InnerDatagram,
+    key: bytes,
+    *,
+    mtu: int = DEFAULT_MTU,
+    transfer_id: int | None = None,
+    rng: random.Random | None = None,
+) -> list[bytes]:
+    """``datagram`` serialized whole if it fits ``mtu``, else as fragments."""
+    whole = datagram.serialize(key)
+    if len(whole) <= mtu:
+        return [whole]
+    pieces = split(datagram, mtu=mtu, transfer_id=transfer_id, rng=rng)
+    return [piece.serialize(key) for piece in pieces]
+
+
+@dataclass(slots=True)
+class _Partial:
+    inner_kind: int
+    count: int
+    hops: int
+    counter: int
+    last_heard: float
+    pieces: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+class Reassembler:
+    """Joins fragments back into RECORD/BEACON datagrams; bounded memory."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = REASSEMBLY_TIMEOUT,
+        max_transfers: int = MAX_PARTIAL_TRANSFERS,
+        max_bytes: int = MAX_BUFFERED_BYTES,
+        dropped: Counter[str] | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.max_transfers = max_transfers
+        self.max_bytes = max_bytes
+        self.dropped: Counter[str] = Counter() if dropped is None else dropped
+        self.buffered = 0  # bytes of pieces held
+        self._partials: OrderedDict[tuple[str, int], _Partial] = OrderedDict()
+        self._finished: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def receive(self, fragment: FragmentDatagram, now: float) -> InnerDatagram | None:
+        """Take one fragment; the inner datagram once the last piece is in.
+
+        Raises ``WireError`` only when the joined body does not parse.
+        """
+        key = (fragment.sender, fragment.transfer_id)
+        if key in self._finished:
+            self.dropped["duplicate_fragment"] += 1
+            return None
+        partial = self._partials.get(key)
+        if partial is None:
+            partial = self._start(key, fragment, now)
+        elif partial.count != fragment.count or partial.inner_kind != fragment.inner_kind:
+            self.dropped["fragment_mismatch"] += 1
+            return None
+        if fragment.index in partial.pieces:
+            self.dropped["duplicate_fragment"] += 1
+            return None
+        partial.pieces[fragment.index] = fragment.piece
+        partial.size += len(fragment.piece)
+        partial.last_heard = now
+        self.buffered += len(fragment.piece)
+        if partial.size > MAX_BODY:
+            self._discard(key, "fragment_too_long")
+            return None
+        if len(partial.pieces) == partial.count:
+            return self._finish(key, fragment.sender)
+        self._evict_while(lambda: self.buffered > self.max_bytes)
+        return None
+
+    def missing(self, sender: str, transfer_id: int) -> list[int] | None:
+        """Indexes not yet received; None if no such partial transfer."""
+        partial = self._partials.get((sender, transfer_id))
+        if partial is None:
+            return None
+        return [i for i in range(partial.count) if i not in partial.pieces]
+
+    def pending(self) -> list[tuple[str, int]]:
+        """``(sender, transfer id)`` of each partial transfer, oldest first."""
+        return list(self._partials)
+
+    def get_timer(self) -> float | None:
+        if not self._partials:
+            return None
+        return min(p.last_heard for p in self._partials.values()) + self.timeout
+
+    def handle_timer(self, now: float) -> None:
+        for key, partial in list(self._partials.items()):
+            if now - partial.last_heard >= self.timeout:
+                self._discard(key, "fragment_timeout")
+
+    def shift(self, delta: float) -> None:
+        """Move every stored time by ``delta`` (the wall clock jumped)."""
+        for partial in self._partials.values():
+            partial.last_heard += delta
+
+    def _start(self, key: tuple[str, int], fragment: FragmentDatagram, now: float) -> _Partial:
+        self._evict_while(lambda: len(self._partials) >= self.max_transfers)
+        partial = _Partial(
+            fragment.inner_kind, fragment.count, fragment.hops, fragment.counter, now
+        )
+        self._partials[key] = partial
+        return partial
+
+    def _evict_while(self, over: Callable[[], bool]) -> None:
+        while self._partials and over():
+            self._discard(next(iter(self._partials)), "fragment_evicted")
+
+    def _discard(self, key: tuple[str, int], reason: str) -> None:
+        partial = self._partials.pop(key)
+        self.buffered -= partial.size
+        self.dropped[reason] += 1
+
+    def _finish(self, key: tuple[str, int], sender: str) -> InnerDatagram:
+        partial = self._partials.pop(key)
+        self.buffered -= partial.size
+        self._finished[key] = None
+        if len(self._finished) > MAX_FINISHED_REMEMBERED:
+            self._finished.popitem(last=False)
+        body = b"".join(partial.pieces[i] for i in range(partial.count))
+        inner = parse_body(
+            partial.inner_kind, body, sender=sender, hops=partial.hops, counter=partial.counter
+        )
+        assert not isinstance(inner, FragmentDatagram)  # INNER_KINDS excludes it
+        return inner

@@ -1,0 +1,389 @@
+"""The mesh protocol: a sans-I/O state machine, one per node.
+
+How this works: the transport feeds what arrives to ``receive_datagram`` and
+sends whatever ``datagrams_to_send`` returns (destination None: multicast to the
+group on every mesh interface); it sleeps until ``get_timer()`` and then calls
+``handle_timer``; the app drains ``next_event()``.  Every call takes ``now``,
+wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
+
+- Records.  ``send_record`` queues a local record for the group in one RECORD
+  datagram, or in fragments when larger than the MTU.  A received record whose
+  ``(origin, seq)`` is not in ``known`` is marked seen, folded into the hybrid
+  clock and emitted as ``RecordReceived``; a seen one is dropped as
+  "duplicate" (this also covers our own records relayed back to us).  A new
+  record with hops-left > 1 is relayed to the group with hops-left - 1 and our
+  id as sender, so chat crosses routers that cannot hear each other.
+- Clock.  A record stamped too far in the future is still accepted, unchanged:
+  every node must order it the same way.  ``HybridClock.observe`` refuses to
+  follow it (clamps and counts in ``clock.clamped``) so our own stamps stay sane.
+- Beacons.  At start (``get_timer()`` is 0.0, due at once), then every
+  ``beacon_interval`` less up to ``BEACON_JITTER`` of it, and early (at most
+  every ``MIN_BEACON_GAP``) when the local presence changes.  They carry name,
+  boot id, version vector and users online; they are not relayed, so ``peers``
+  are the nodes we hear directly.  A peer silent for ``peer_timeout`` is lost.
+- Our own datagrams coming back (multicast loopback) are recognised by sender
+  id, never by address (several nodes can share a host) and counted in
+  ``looped``.  Anything malformed is counted in ``dropped`` by reason; nothing
+  raises out of ``receive_datagram``.  Our own misuse raises ``ValueError``.
+- Wall-clock jumps (a router sets its clock from NTP after boot).  The beacon
+  timer wakes us at least once per interval, so a step between calls that is
+  negative or longer than ``MAX_STEP_INTERVALS`` intervals is a jump, not time
+  spent listening: every stored time moves with it, so peers are not all lost
+  at once, and the next beacon is never more than one interval ahead of ``now``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
+
+from node import fragment
+from node.clock import HybridClock
+from node.fragment import DEFAULT_MTU, Reassembler
+from node.record import ORIGIN_RE, Record, VersionVector
+from node.wire import (
+    HOPS_MAX,
+    MAX_VECTOR_ENTRIES,
+    U32_MAX,
+    BeaconDatagram,
+    FragmentDatagram,
+    InnerDatagram,
+    RecordDatagram,
+    WireError,
+    parse,
+)
+
+# Seconds between beacons: peers and presence stay fresh within a few seconds;
+# a ~100-byte datagram every 5 s per router is nothing even on a busy channel.
+BEACON_INTERVAL = 5.0
+# Each interval is shortened by up to this fraction, at random, so routers that
+# powered up together (after an outage) do not beacon in lockstep.
+BEACON_JITTER = 0.2
+# A presence change sends a beacon early, but no more often than this, so users
+# hopping between rooms cannot turn beacons into a flood.
+MIN_BEACON_GAP = 1.0
+# A peer missing this many beacons in a row is lost: at 10% loss three losses in
+# a row happen once in a thousand intervals, and users vanish within ~15 s.
+PEER_TIMEOUT_INTERVALS = 3
+PEER_TIMEOUT = PEER_TIMEOUT_INTERVALS * BEACON_INTERVAL
+# Hops-left on a new record: it reaches nodes up to 7 links away, more than a
+# neighbourhood chain of routers is long, while a loop dies out quickly.
+DEFAULT_HOP_LIMIT = 7
+# A step of the wall clock longer than this many beacon intervals between two
+# calls is a jump (the beacon timer wakes us every interval); see above.
+MAX_STEP_INTERVALS = 2
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReceived:
+    record: Record
+    sender: str  # the node we got it from: the origin, or a relayer
+    addr: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    node_id: str
+    name: str
+    addr: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLost:
+    node_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """Some peer's users online changed: call ``presence()`` again."""
+
+
+Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged
+
+
+@dataclass(slots=True)
+class Peer:
+    """A node we hear beacons from directly."""
+
+    name: str
+    addr: tuple[str, int]
+    last_heard: float  # wall-clock seconds of its last datagram (moved with clock jumps)
+    boot_id: int
+    vector: dict[str, int] = field(default_factory=dict)
+    presence: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    iface: str | None = None
+
+
+# -- the state machine -------------------------------------------------------------------
+
+
+class MeshProtocol:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        node_name: str,
+        keys: Sequence[bytes],
+        clock: HybridClock,
+        known: VersionVector,
+        rng: random.Random,
+        beacon_interval: float = BEACON_INTERVAL,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+        mtu: int = DEFAULT_MTU,
+    ) -> None:
+        if not ORIGIN_RE.fullmatch(node_id):
+            raise ValueError(f"node_id must be 16 lowercase hex digits: {node_id!r}")
+        if not keys or not all(isinstance(k, bytes) and k for k in keys):
+            raise ValueError("keys: one or more non-empty bytes, the current key first")
+        if not beacon_interval > 0:
+            raise ValueError(f"beacon_interval must be positive: {beacon_interval}")
+        if not 1 <= hop_limit <= HOPS_MAX:
+            raise ValueError(f"hop_limit must be 1..{HOPS_MAX}: {hop_limit}")
+        fragment.piece_size(mtu)  # raises ValueError for an impossible mtu
+        self.node_id = node_id
+        self.node_name = node_name
+        self.keys = list(keys)
+        self.clock = clock
+        self.known = known
+        self.rng = rng
+        self.beacon_interval = beacon_interval
+        self.peer_timeout = PEER_TIMEOUT_INTERVALS * beacon_interval
+        self.hop_limit = hop_limit
+        self.mtu = mtu
+        self.boot_id = rng.getrandbits(64)  # tells peers we restarted
+        self.peers: dict[str, Peer] = {}
+        self.sent = 0  # datagrams handed out by datagrams_to_send
+        self.received = 0  # datagrams handed to receive_datagram, good or bad
+        self.relayed = 0  # records we passed on
+        self.looped = 0  # our own datagrams heard back (multicast loopback)
+        self.clock_jumps = 0  # wall-clock jumps smoothed over
+        self.dropped: Counter[str] = Counter()
+        self._presence: dict[int, tuple[str, ...]] = {}
+        self._beacon()  # checks node_name now rather than at the first timer
+        self._counter = 0
+        self._transfer_id = rng.getrandbits(32)
+        self._next_beacon: float | None = None  # None: due at once (start-up)
+        self._last_beacon: float | None = None
+        self._last_now: float | None = None
+        self._outbox: list[tuple[bytes, tuple[str, int] | None]] = []
+        self._events: deque[Event] = deque()
+        self._reassembler = Reassembler(dropped=self.dropped)
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def send_record(self, record: Record, now: float) -> None:
+        """Queue a record made here for the group; it is marked seen."""
+        self._observe_now(now)
+        if record.origin != self.node_id:
+            raise ValueError(f"not our record: origin {record.origin}")
+        datagram = RecordDatagram(self.node_id, record, hops=self.hop_limit)
+        datagram.body()  # ValueError if not JSON or larger than wire.MAX_RECORD_JSON
+        self.known.add(record.origin, record.seq)
+        self._queue(datagram)
+
+    def set_presence(self, presence: Mapping[int, Sequence[str]], now: float) -> None:
+        """Local users online per room; a change is beaconed early."""
+        self._observe_now(now)
+        normalized = self._beacon(presence).presence  # validates: ValueError
+        if normalized == self._presence:
+            return
+        self._presence = dict(normalized)
+        if self._next_beacon is None:
+            return  # the start-up beacon is still due and will carry it
+        earliest = now if self._last_beacon is None else self._last_beacon + MIN_BEACON_GAP
+        if now >= earliest:
+            self._send_beacon(now)
+        else:
+            self._next_beacon = min(self._next_beacon, earliest)
+
+    def receive_datagram(
+        self, data: bytes, addr: tuple[str, int], now: float, iface: str | None = None
+    ) -> None:
+        self._observe_now(now)
+        self.received += 1
+        try:
+            datagram = parse(data, self.keys)
+        except WireError as exc:
+            self.dropped[exc.reason] += 1
+            return
+        if datagram.sender == self.node_id:
+            self.looped += 1
+            return
+        peer = self.peers.get(datagram.sender)
+        if peer is not None:
+            peer.last_heard, peer.addr, peer.iface = now, addr, iface
+        if isinstance(datagram, FragmentDatagram):
+            self._receive_fragment(datagram, addr, now, iface)
+        else:
+            self._receive_inner(datagram, addr, now, iface)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | None]]:
+        self._observe_now(now)
+        out, self._outbox = self._outbox, []
+        self.sent += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        timers = [0.0 if self._next_beacon is None else self._next_beacon]
+        if self.peers:
+            timers.append(min(p.last_heard for p in self.peers.values()) + self.peer_timeout)
+        reassembly = self._reassembler.get_timer()
+        if reassembly is not None:
+            timers.append(reassembly)
+        return min(timers)
+
+    def handle_timer(self, now: float) -> None:
+        self._observe_now(now)
+        if self._next_beacon is None or now >= self._next_beacon:
+            self._send_beacon(now)
+        self._expire_peers(now)
+        self._reassembler.handle_timer(now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def presence(self) -> dict[int, list[tuple[str, str]]]:
+        """Room -> sorted ``(username, node name)`` over live peers (not us)."""
+        rooms: dict[int, list[tuple[str, str]]] = {}
+        for peer in self.peers.values():
+            for room, users in peer.presence.items():
+                rooms.setdefault(room, []).extend((user, peer.name) for user in users)
+        return {room: sorted(users) for room, users in sorted(rooms.items())}
+
+    def missing_fragments(self, sender: str, transfer_id: int) -> list[int] | None:
+        """Fragment indexes still lacking in a partial transfer (for repair)."""
+        return self._reassembler.missing(sender, transfer_id)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _receive_fragment(
+        self, piece: FragmentDatagram, addr: tuple[str, int], now: float, iface: str | None
+    ) -> None:
+        try:
+            inner = self._reassembler.receive(piece, now)
+        except WireError as exc:
+            self.dropped[exc.reason] += 1
+            return
+        if inner is not None:
+            self._receive_inner(inner, addr, now, iface)
+
+    def _receive_inner(
+        self, datagram: InnerDatagram, addr: tuple[str, int], now: float, iface: str | None
+    ) -> None:
+        if isinstance(datagram, RecordDatagram):
+            self._receive_record(datagram, addr, now)
+        else:
+            self._receive_beacon(datagram, addr, now, iface)
+
+    def _receive_record(self, datagram: RecordDatagram, addr: tuple[str, int], now: float) -> None:
+        record = datagram.record
+        if not self.known.add(record.origin, record.seq):
+            self.dropped["duplicate"] += 1
+            return
+        self.clock.observe(record.hlc, int(now * 1000))
+        self._events.append(RecordReceived(record, datagram.sender, addr))
+        if datagram.hops > 1:
+            self.relayed += 1
+            self._queue(RecordDatagram(self.node_id, record, hops=datagram.hops - 1))
+
+    def _receive_beacon(
+        self, beacon: BeaconDatagram, addr: tuple[str, int], now: float, iface: str | None
+    ) -> None:
+        peer = self.peers.get(beacon.sender)
+        if peer is None:
+            self.peers[beacon.sender] = Peer(
+                beacon.name,
+                addr,
+                now,
+                beacon.boot_id,
+                dict(beacon.vector),
+                dict(beacon.presence),
+                iface,
+            )
+            self._events.append(PeerJoined(beacon.sender, beacon.name, addr))
+            if beacon.presence:
+                self._events.append(PresenceChanged())
+            return
+        changed = peer.presence != beacon.presence or (
+            bool(peer.presence) and peer.name != beacon.name
+        )
+        peer.name, peer.boot_id = beacon.name, beacon.boot_id
+        peer.vector, peer.presence = dict(beacon.vector), dict(beacon.presence)
+        if changed:
+            self._events.append(PresenceChanged())
+
+    def _expire_peers(self, now: float) -> None:
+        lost = [nid for nid, p in self.peers.items() if now - p.last_heard >= self.peer_timeout]
+        had_presence = False
+        for node_id in lost:
+            peer = self.peers.pop(node_id)
+            had_presence = had_presence or bool(peer.presence)
+            self._events.append(PeerLost(node_id, peer.name))
+        if had_presence:
+            self._events.append(PresenceChanged())
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _beacon(self, presence: Mapping[int, Sequence[str]] | None = None) -> BeaconDatagram:
+        vector = self.known.as_dict()
+        if len(vector) > MAX_VECTOR_ENTRIES:  # thousands of origins: send what fits
+            vector = dict(islice(vector.items(), MAX_VECTOR_ENTRIES))
+        return BeaconDatagram(
+            self.node_id,
+            self.node_name,
+            self.boot_id,
+            vector,
+            self._presence if presence is None else presence,
+        )
+
+    def _send_beacon(self, now: float) -> None:
+        self._queue(self._beacon())
+        self._last_beacon = now
+        jitter = 1.0 - BEACON_JITTER * self.rng.random()
+        self._next_beacon = now + self.beacon_interval * jitter
+
+    def _queue(self, datagram: InnerDatagram) -> None:
+        """Serialize for the group: whole if it fits the MTU, else in fragments."""
+        key = self.keys[0]
+        datagram = replace(datagram, counter=self._next_counter())
+        whole = datagram.serialize(key)
+        if len(whole) <= self.mtu:
+            self._outbox.append((whole, None))
+            return
+        self._transfer_id = (self._transfer_id + 1) & U32_MAX
+        for piece in fragment.split(datagram, mtu=self.mtu, transfer_id=self._transfer_id):
+            numbered = replace(piece, counter=self._next_counter())
+            self._outbox.append((numbered.serialize(key), None))
+
+    def _next_counter(self) -> int:
+        self._counter = (self._counter + 1) & U32_MAX
+        return self._counter
+
+    # -- time ----------------------------------------------------------------------------
+
+    def _observe_now(self, now: float) -> None:
+        """Smooth over wall-clock jumps; keep the next beacon within an interval."""
+        last, self._last_now = self._last_now, now
+        if last is not None:
+            step = now - last
+            if step < 0 or step > MAX_STEP_INTERVALS * self.beacon_interval:
+                self.clock_jumps += 1
+                self._shift_times(step)
+        if self._next_beacon is not None:
+            self._next_beacon = min(self._next_beacon, now + self.beacon_interval)
+
+    def _shift_times(self, delta: float) -> None:
+        for peer in self.peers.values():
+            peer.last_heard += delta
+        if self._next_beacon is not None:
+            self._next_beacon += delta
+        if self._last_beacon is not None:
+            self._last_beacon += delta
+        self._reassembler.shift(delta)

@@ -1,0 +1,212 @@
+"""A simulated mesh of ``MeshProtocol`` nodes: topology, virtual time, bad links.
+
+How this works: ``Mesh`` holds N nodes and who hears whom (``hears[i]`` is the
+set of nodes that receive what node i multicasts), so a chain A-B-C where A and
+C cannot hear each other is ``Mesh.chain(3)``.  Time is virtual: ``run_for``
+steps from one due thing to the next (a delivery, or a node's ``get_timer()``),
+calling ``handle_timer`` / ``receive_datagram`` with that time, collecting each
+node's events and sending what it queued.  Each link can drop, duplicate and
+delay (reorder) datagrams, driven by one seeded ``random.Random``: a run is
+reproducible.  Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from node.clock import HybridClock
+from node.fragment import DEFAULT_MTU
+from node.protocol import (
+    BEACON_INTERVAL,
+    DEFAULT_HOP_LIMIT,
+    Event,
+    MeshProtocol,
+    RecordReceived,
+)
+from node.record import Record, RecordKind, VersionVector
+
+KEY = b"simulated mesh key, 32 bytes...."
+PORT = 8888
+START = 1_700_000_000.0  # a plausible wall clock, in seconds
+LATENCY = 0.002  # one hop over Wi-Fi
+
+
+@dataclass
+class LinkConfig:
+    drop: float = 0.0  # probability a datagram is lost
+    duplicate: float = 0.0  # probability it arrives twice
+    reorder: float = 0.0  # extra random delay, up to this many seconds
+
+
+@dataclass
+class SimNode:
+    index: int
+    protocol: MeshProtocol
+    addr: tuple[str, int]
+    up: bool = True
+    events: list[Event] = field(default_factory=list)
+    sent_datagrams: list[bytes] = field(default_factory=list)
+    next_seq: int = 1
+
+    @property
+    def node_id(self) -> str:
+        return self.protocol.node_id
+
+    def records(self) -> list[Record]:
+        return [e.record for e in self.events if isinstance(e, RecordReceived)]
+
+    def events_of(self, kind: type) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def node_id(index: int) -> str:
+    return f"{0xA0 + index:016x}"
+
+
+class Mesh:
+    def __init__(
+        self,
+        n: int,
+        links: Iterable[tuple[int, int]],
+        *,
+        seed: int = 0,
+        link: LinkConfig | None = None,
+        keys: dict[int, bytes] | None = None,
+        loopback: bool = False,
+        same_host: bool = False,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+        mtu: int = DEFAULT_MTU,
+        beacon_interval: float = BEACON_INTERVAL,
+        start: float = START,
+    ) -> None:
+        self.now = start
+        self.rng = random.Random(seed)
+        self.default_link = link or LinkConfig()
+        self.links: dict[tuple[int, int], LinkConfig] = {}
+        self.hears: dict[int, set[int]] = {i: set() for i in range(n)}
+        self.loopback = loopback
+        self.nodes = [
+            SimNode(
+                i,
+                MeshProtocol(
+                    node_id=node_id(i),
+                    node_name=f"node{i}",
+                    keys=[(keys or {}).get(i, KEY)],
+                    clock=HybridClock(),
+                    known=VersionVector(),
+                    rng=random.Random(seed * 1000 + i),
+                    beacon_interval=beacon_interval,
+                    hop_limit=hop_limit,
+                    mtu=mtu,
+                ),
+                ("127.0.0.1", PORT) if same_host else (f"198.18.0.{i + 1}", PORT),
+            )
+            for i in range(n)
+        ]
+        for a, b in links:
+            self.link(a, b)
+        self._queue: list[tuple[float, int, int, bytes, tuple[str, int]]] = []
+        self._order = 0  # tie-breaker: equal times run in scheduling order
+
+    @classmethod
+    def full(cls, n: int, **kwargs) -> Mesh:
+        return cls(n, [(a, b) for a in range(n) for b in range(a + 1, n)], **kwargs)
+
+    @classmethod
+    def chain(cls, n: int, **kwargs) -> Mesh:
+        return cls(n, [(i, i + 1) for i in range(n - 1)], **kwargs)
+
+    # -- topology ------------------------------------------------------------------------
+
+    def link(self, a: int, b: int, config: LinkConfig | None = None) -> None:
+        """Let a and b hear each other (with ``config``'s loss, both ways)."""
+        self.hears[a].add(b)
+        self.hears[b].add(a)
+        if config is not None:
+            self.links[(a, b)] = self.links[(b, a)] = config
+
+    def unlink(self, a: int, b: int) -> None:
+        self.hears[a].discard(b)
+        self.hears[b].discard(a)
+
+    # -- driving -------------------------------------------------------------------------
+
+    def make_record(self, i: int, text: str, room: int = 1) -> Record:
+        node = self.nodes[i]
+        seq, node.next_seq = node.next_seq, node.next_seq + 1
+        hlc = node.protocol.clock.tick(int(self.now * 1000))
+        body = {"author": f"user{i}", "node": f"node{i}", "time": self.now, "text": text}
+        return Record(node.node_id, seq, hlc, RecordKind.MESSAGE, room, body)
+
+    def send(self, i: int, text: str, room: int = 1) -> Record:
+        """Node i's user posts ``text``: make the record and send it now."""
+        record = self.make_record(i, text, room)
+        self.nodes[i].protocol.send_record(record, self.now)
+        self._flush(self.nodes[i])
+        return record
+
+    def set_presence(self, i: int, presence: dict[int, list[str]]) -> None:
+        self.nodes[i].protocol.set_presence(presence, self.now)
+        self._flush(self.nodes[i])
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, end: float) -> None:
+        for _ in range(1_000_000):  # a protocol that never settles fails, not hangs
+            when, action = self._next_action()
+            if action is None or when > end:
+                self.now = end
+                return
+            self.now = max(self.now, when)
+            action()
+        raise AssertionError("the mesh did not settle")
+
+    def _next_action(self):
+        best: tuple[float, object] = (float("inf"), None)
+        if self._queue:
+            best = (self._queue[0][0], self._deliver_next)
+        for node in self.nodes:
+            timer = node.protocol.get_timer() if node.up else None
+            if timer is not None and max(timer, self.now) < best[0]:
+                best = (max(timer, self.now), lambda node=node: self._fire(node))
+        return best
+
+    def _fire(self, node: SimNode) -> None:
+        node.protocol.handle_timer(self.now)
+        self._flush(node)
+
+    def _deliver_next(self) -> None:
+        _, _, dst, data, src_addr = heapq.heappop(self._queue)
+        node = self.nodes[dst]
+        if node.up:
+            node.protocol.receive_datagram(data, src_addr, self.now, iface="sim0")
+            self._flush(node)
+
+    def _flush(self, node: SimNode) -> None:
+        for data, dest in node.protocol.datagrams_to_send(self.now):
+            node.sent_datagrams.append(data)
+            for dst in self._receivers(node.index, dest):
+                self._transmit(node.index, dst, data)
+        while (event := node.protocol.next_event()) is not None:
+            node.events.append(event)
+
+    def _receivers(self, src: int, dest: tuple[str, int] | None) -> list[int]:
+        heard = sorted(self.hears[src] | ({src} if self.loopback else set()))
+        if dest is None:
+            return heard
+        return [i for i in heard if self.nodes[i].addr == dest]
+
+    def _transmit(self, src: int, dst: int, data: bytes) -> None:
+        config = self.links.get((src, dst), self.default_link)
+        if self.rng.random() < config.drop:
+            return
+        copies = 2 if self.rng.random() < config.duplicate else 1
+        for _ in range(copies):
+            delay = LATENCY + self.rng.uniform(0, config.reorder)
+            self._order += 1
+            item = (self.now + delay, self._order, dst, data, self.nodes[src].addr)
+            heapq.heappush(self._queue, item)

@@ -1,0 +1,539 @@
+"""node/protocol.py: one MeshProtocol driven by hand, and meshes of them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from collections import Counter
+from itertools import combinations
+
+import pytest
+
+from node.clock import COUNTER_MASK, MAX_DRIFT_MS, HybridClock, pack
+from node.fragment import DEFAULT_MTU, encode
+from node.protocol import (
+    BEACON_INTERVAL,
+    BEACON_JITTER,
+    DEFAULT_HOP_LIMIT,
+    MIN_BEACON_GAP,
+    PEER_TIMEOUT,
+    MeshProtocol,
+    PeerJoined,
+    PeerLost,
+    PresenceChanged,
+    RecordReceived,
+)
+from node.record import Record, RecordKind, VersionVector
+from node.wire import (
+    HEADER,
+    BeaconDatagram,
+    DatagramKind,
+    FragmentDatagram,
+    RecordDatagram,
+    parse,
+)
+from tests.unit.mesh_sim import KEY, START, LinkConfig, Mesh, node_id
+
+ME = node_id(0)
+PEER = node_id(1)
+PEER_ADDR = ("198.18.0.2", 8888)
+
+
+def make_protocol(seed: int = 1, **kwargs) -> MeshProtocol:
+    settings = dict(
+        node_id=ME,
+        node_name="me",
+        keys=[KEY],
+        clock=HybridClock(),
+        known=VersionVector(),
+        rng=random.Random(seed),
+    )
+    settings.update(kwargs)
+    return MeshProtocol(**settings)
+
+
+def twin_rng(seed: int = 1) -> random.Random:
+    """The rng as the protocol leaves it after its constructor."""
+    rng = random.Random(seed)
+    rng.getrandbits(64)  # boot id
+    rng.getrandbits(32)  # first transfer id
+    return rng
+
+
+def events(protocol: MeshProtocol) -> list:
+    out = []
+    while (event := protocol.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def peer_beacon(presence=None, name="peer", counter=1) -> bytes:
+    return BeaconDatagram(PEER, name, 7, {}, presence or {}, counter=counter).serialize(KEY)
+
+
+def peer_record(seq=1, hlc=1 << 16, hops=3, text="hi", origin=PEER) -> RecordDatagram:
+    record = Record(origin, seq, hlc, RecordKind.MESSAGE, 1, {"text": text})
+    return RecordDatagram(PEER, record, hops=hops)
+
+
+# -- one protocol by hand: timers ----------------------------------------------------------
+
+
+def test_first_beacon_is_due_at_once_then_every_interval_less_jitter():
+    p = make_protocol()
+    rng = twin_rng()
+    assert p.get_timer() == 0.0
+    p.handle_timer(START)
+    [(data, dest)] = p.datagrams_to_send(START)
+    assert dest is None
+    beacon = parse(data, [KEY])
+    assert beacon == BeaconDatagram(ME, "me", p.boot_id, {}, {}, hops=1, counter=1)
+    first = START + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
+    assert p.get_timer() == first
+    p.handle_timer(first - 0.5)  # early wake-up: nothing to do
+    assert p.datagrams_to_send(first - 0.5) == []
+    assert p.get_timer() == first
+    p.handle_timer(first)
+    assert len(p.datagrams_to_send(first)) == 1
+    assert p.get_timer() == first + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
+    assert p.sent == 2
+
+
+def test_beacon_carries_vector_and_presence():
+    known = VersionVector()
+    for seq in (1, 2, 4):
+        known.add(PEER, seq)
+    p = make_protocol(known=known)
+    p.set_presence({2: ["bo", "ana"]}, START)
+    assert p.datagrams_to_send(START) == []  # the start-up beacon will carry it
+    p.handle_timer(START)
+    [(data, _)] = p.datagrams_to_send(START)
+    beacon = parse(data, [KEY])
+    assert beacon.vector == {PEER: 2}
+    assert beacon.presence == {2: ("ana", "bo")}
+
+
+def test_presence_change_beacons_early_but_rate_limited():
+    p = make_protocol()
+    rng = twin_rng()
+    p.handle_timer(START)
+    p.datagrams_to_send(START)
+    regular = START + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
+    p.set_presence({1: ["ana"]}, START + 0.2)
+    assert p.datagrams_to_send(START + 0.2) == []
+    assert p.get_timer() == START + MIN_BEACON_GAP < regular
+    p.handle_timer(START + MIN_BEACON_GAP)
+    [(data, _)] = p.datagrams_to_send(START + MIN_BEACON_GAP)
+    assert parse(data, [KEY]).presence == {1: ("ana",)}
+    assert p.get_timer() == START + MIN_BEACON_GAP + BEACON_INTERVAL * (
+        1.0 - BEACON_JITTER * rng.random()
+    )
+    p.set_presence({1: ["ana"]}, START + 3.0)  # no change: no beacon
+    assert p.datagrams_to_send(START + 3.0) == []
+    p.set_presence({1: ["ana", "bo"]}, START + 3.0)  # gap long enough: at once
+    [(data, _)] = p.datagrams_to_send(START + 3.0)
+    assert parse(data, [KEY]).presence == {1: ("ana", "bo")}
+
+
+def test_peer_timer_is_exact_and_peer_is_lost_then():
+    p = make_protocol()
+    p.handle_timer(START)
+    p.receive_datagram(peer_beacon({1: ["zoe"]}), PEER_ADDR, START + 1.0, iface="br-lan")
+    assert events(p) == [PeerJoined(PEER, "peer", PEER_ADDR), PresenceChanged()]
+    assert p.peers[PEER].iface == "br-lan"
+    assert p.peers[PEER].last_heard == START + 1.0
+    while True:
+        now = p.get_timer()
+        p.handle_timer(now)
+        got = events(p)
+        if got:
+            break
+        assert PEER in p.peers
+    assert now == START + 1.0 + PEER_TIMEOUT
+    assert got == [PeerLost(PEER, "peer"), PresenceChanged()]
+    assert p.peers == {}
+    assert p.presence() == {}
+
+
+def test_wall_clock_stepping_back_keeps_the_beacon_within_an_interval():
+    p = make_protocol()
+    rng = twin_rng()
+    p.handle_timer(START)
+    first = START + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
+    p.receive_datagram(peer_beacon(), PEER_ADDR, START)
+    p.datagrams_to_send(START - 3600.0)  # NTP set the clock back an hour
+    assert p.clock_jumps == 1
+    assert p.get_timer() == first + (START - 3600.0 - START)
+    assert p.get_timer() <= START - 3600.0 + BEACON_INTERVAL
+    assert p.peers[PEER].last_heard == START - 3600.0
+
+
+def test_wall_clock_stepping_forward_loses_no_peer():
+    p = make_protocol()
+    p.handle_timer(START)
+    p.receive_datagram(peer_beacon(), PEER_ADDR, START + 1.0)
+    events(p)
+    later = START + 1.0 + 86_400.0  # router booted at its build date; NTP answered
+    p.handle_timer(later)
+    assert p.clock_jumps == 1
+    assert PEER in p.peers
+    assert events(p) == []
+    assert later < p.get_timer() <= later + BEACON_INTERVAL
+    # A small step is time passing, not a jump.
+    p.handle_timer(p.get_timer())
+    assert p.clock_jumps == 1
+
+
+# -- one protocol by hand: records -------------------------------------------------------
+
+
+def test_received_record_is_emitted_marked_seen_and_relayed():
+    p = make_protocol()
+    p.receive_datagram(peer_record(hops=3).serialize(KEY), PEER_ADDR, START)
+    [event] = events(p)
+    assert event == RecordReceived(peer_record().record, PEER, PEER_ADDR)
+    assert event.record.body == {"text": "hi"}
+    assert (PEER, 1) in p.known
+    [(data, dest)] = p.datagrams_to_send(START)
+    relay = parse(data, [KEY])
+    assert (relay.sender, relay.hops, dest) == (ME, 2, None)
+    assert relay.record.body == {"text": "hi"}
+    assert (p.received, p.relayed, p.sent) == (1, 1, 1)
+    p.receive_datagram(peer_record(hops=3).serialize(KEY), PEER_ADDR, START)
+    assert events(p) == []
+    assert p.datagrams_to_send(START) == []
+    assert p.dropped == Counter(duplicate=1)
+
+
+def test_last_hop_is_not_relayed():
+    p = make_protocol()
+    p.receive_datagram(peer_record(hops=1).serialize(KEY), PEER_ADDR, START)
+    assert len(events(p)) == 1
+    assert p.datagrams_to_send(START) == []
+    assert p.relayed == 0
+
+
+def test_far_future_record_is_accepted_but_the_clock_clamps():
+    p = make_protocol()
+    now_ms = int(START * 1000)
+    future = pack(now_ms + 3_600_000, 0)  # a router whose clock is an hour ahead
+    p.receive_datagram(peer_record(hlc=future).serialize(KEY), PEER_ADDR, START)
+    [event] = events(p)
+    assert event.record.hlc == future  # unchanged: every node orders it the same
+    assert p.clock.clamped == 1
+    assert p.clock.last == pack(now_ms + MAX_DRIFT_MS, COUNTER_MASK)
+
+
+def test_send_record_queues_it_and_marks_it_seen():
+    p = make_protocol(hop_limit=4)
+    record = Record(ME, 1, 5, RecordKind.ACCOUNT, 0, {"username": "ana"})
+    p.send_record(record, START)
+    [(data, dest)] = p.datagrams_to_send(START)
+    sent = parse(data, [KEY])
+    assert (sent.sender, sent.hops, sent.counter, dest) == (ME, 4, 1, None)
+    assert sent.record == record and sent.record.body == record.body
+    assert (ME, 1) in p.known
+
+
+def test_large_record_goes_out_in_fragments_under_the_mtu():
+    p = make_protocol(mtu=DEFAULT_MTU)
+    record = Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"text": "😀" * 2000})
+    p.send_record(record, START)
+    out = p.datagrams_to_send(START)
+    assert len(out) == 7
+    pieces = [parse(data, [KEY]) for data, _ in out]
+    assert all(len(data) <= DEFAULT_MTU for data, _ in out)
+    assert all(isinstance(f, FragmentDatagram) for f in pieces)
+    assert [f.counter for f in pieces] == list(range(2, 9))  # one counter per datagram
+    assert len({f.transfer_id for f in pieces}) == 1
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        (Record(PEER, 1, 5, RecordKind.MESSAGE, 1, {}), "not our record"),
+        (Record(ME, 0, 5, RecordKind.MESSAGE, 1, {}), "seq"),
+        (Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"t": "x" * 70_000}), "exceeds"),
+        (Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"t": {1, 2}}), "not JSON"),
+    ],
+)
+def test_send_record_misuse_raises(record, match):
+    p = make_protocol()
+    with pytest.raises(ValueError, match=match):
+        p.send_record(record, START)
+    assert p.datagrams_to_send(START) == []
+    assert p.known.as_dict() == {}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"node_id": "nothex"},
+        {"keys": []},
+        {"keys": [b""]},
+        {"node_name": ""},
+        {"hop_limit": 0},
+        {"hop_limit": 256},
+        {"beacon_interval": 0},
+        {"mtu": 100},
+    ],
+)
+def test_constructor_misuse_raises(settings):
+    with pytest.raises(ValueError):
+        make_protocol(**settings)
+
+
+def test_set_presence_misuse_raises():
+    p = make_protocol()
+    with pytest.raises(ValueError):
+        p.set_presence({1: [""]}, START)
+
+
+def test_hostile_input_never_raises_and_is_counted():
+    p = make_protocol()
+    rng = random.Random(7)
+    good = [peer_record(seq=s).serialize(KEY) for s in range(1, 4)] + [peer_beacon()]
+    for _ in range(3000):
+        choice = rng.random()
+        if choice < 0.3:
+            data = rng.randbytes(rng.randrange(0, 300))
+        elif choice < 0.6:
+            data = bytearray(rng.choice(good))
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:  # validly signed, random body of every kind: a buggy or hostile peer
+            kind = rng.choice([1, 2, 3, 4])
+            head = HEADER.pack(1, kind, 0, rng.randrange(256), bytes.fromhex(PEER), 1)
+            body = bytes([rng.choice([1, 2])]) + rng.randbytes(rng.randrange(0, 60))
+            data = head + body
+            data += hmac.new(KEY, data, hashlib.sha256).digest()[:16]
+        p.receive_datagram(bytes(data), PEER_ADDR, START)
+    assert p.received == 3000
+    assert sum(p.dropped.values()) > 2000
+    assert set(p.dropped) <= {
+        "too_short",
+        "bad_version",
+        "bad_mac",
+        "bad_kind",
+        "malformed",
+        "bad_json",
+        "bad_utf8",
+        "bad_record_kind",
+        "duplicate",
+        "duplicate_fragment",
+        "fragment_mismatch",
+        "too_long",
+    }
+
+
+def test_fragmented_peer_record_is_reassembled_and_relayed_in_fragments():
+    p = make_protocol()
+    big = peer_record(text="😀" * 2000, hops=2)
+    for data in reversed(encode(big, KEY, transfer_id=5)):
+        p.receive_datagram(data, PEER_ADDR, START)
+    [event] = events(p)
+    assert event.record.body == big.record.body
+    relayed = [parse(data, [KEY]) for data, _ in p.datagrams_to_send(START)]
+    assert len(relayed) == 7
+    assert all(f.kind == DatagramKind.FRAGMENT and f.hops == 1 for f in relayed)
+    assert p.missing_fragments(PEER, 5) is None
+
+
+# -- meshes --------------------------------------------------------------------------------
+
+
+def delivered(mesh: Mesh) -> dict[int, list[str]]:
+    return {n.index: [r.id for r in n.records()] for n in mesh.nodes}
+
+
+def test_three_connected_nodes_each_get_a_record_exactly_once():
+    mesh = Mesh.full(3)
+    mesh.run_for(1.0)
+    record = mesh.send(0, "hello")
+    mesh.run_for(1.0)
+    assert delivered(mesh) == {0: [], 1: [record.id], 2: [record.id]}
+    for node in mesh.nodes[1:]:
+        assert node.records()[0].body == record.body
+        assert node.protocol.relayed == 1
+    # Both relays come back to the origin, and reach the other neighbour again.
+    assert [n.protocol.dropped["duplicate"] for n in mesh.nodes] == [2, 1, 1]
+    assert {n.index: sorted(n.protocol.peers) for n in mesh.nodes} == {
+        0: [node_id(1), node_id(2)],
+        1: [node_id(0), node_id(2)],
+        2: [node_id(0), node_id(1)],
+    }
+
+
+def test_chain_relays_from_a_to_c_exactly_once():
+    mesh = Mesh.chain(3)
+    mesh.run_for(1.0)
+    assert sorted(mesh.nodes[0].protocol.peers) == [node_id(1)]  # A cannot hear C
+    record = mesh.send(0, "over the hill")
+    mesh.run_for(1.0)
+    assert delivered(mesh) == {0: [], 1: [record.id], 2: [record.id]}
+    [event] = mesh.nodes[2].events_of(RecordReceived)
+    assert (event.sender, event.addr) == (node_id(1), mesh.nodes[1].addr)
+    assert event.record.body == record.body
+
+
+@pytest.mark.parametrize("hop_limit", [1, 2, DEFAULT_HOP_LIMIT])
+def test_hop_limit_stops_propagation(hop_limit):
+    mesh = Mesh.chain(hop_limit + 2, hop_limit=hop_limit)
+    record = mesh.send(0, "how far?")
+    mesh.run_for(1.0)
+    reached = [n.index for n in mesh.nodes if [r.id for r in n.records()] == [record.id]]
+    assert reached == list(range(1, hop_limit + 1))
+    assert mesh.nodes[hop_limit + 1].records() == []
+
+
+def test_default_hop_limit_covers_seven_hops():
+    assert DEFAULT_HOP_LIMIT == 7
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_duplicates_and_reordering_never_deliver_twice(seed):
+    mesh = Mesh.full(4, seed=seed, link=LinkConfig(duplicate=0.5, reorder=0.05))
+    mesh.run_for(1.0)
+    sent = {}
+    for round_ in range(10):
+        for i in range(4):
+            record = mesh.send(i, f"{i}-{round_}")
+            sent[record.id] = record
+        mesh.run_for(0.01)
+    mesh.run_for(1.0)
+    for node in mesh.nodes:
+        ids = [r.id for r in node.records()]
+        assert sorted(ids) == sorted(k for k in sent if not k.startswith(node.node_id))
+        for r in node.records():
+            assert r.body == sent[r.id].body
+
+
+def assert_exactly_once_and_same_order(mesh: Mesh, sent: dict[str, Record]) -> None:
+    orders = {}
+    for node in mesh.nodes:
+        records = node.records()
+        assert len({r.id for r in records}) == len(records)  # exactly once
+        for r in records:
+            assert r == sent[r.id] and r.body == sent[r.id].body
+            assert r.origin != node.node_id
+        mine = [r for r in sent.values() if r.origin == node.node_id]
+        orders[node.index] = [r.id for r in sorted(records + mine, key=lambda r: r.order_key)]
+    for a, b in combinations(orders.values(), 2):  # sorted logs agree wherever they overlap
+        common = set(a) & set(b)
+        assert [x for x in a if x in common] == [x for x in b if x in common]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("shape", ["full", "chain"])
+def test_random_loss_is_tolerated(seed, shape):
+    link = LinkConfig(drop=0.3, duplicate=0.2, reorder=0.03)
+    mesh = getattr(Mesh, shape)(5, seed=seed, link=link)
+    rng = random.Random(seed)
+    sent = {}
+    for _ in range(40):
+        record = mesh.send(rng.randrange(5), "x" * rng.randrange(0, 3000))
+        sent[record.id] = record
+        mesh.run_for(rng.uniform(0, 0.5))
+    mesh.run_for(2.0)
+    assert_exactly_once_and_same_order(mesh, sent)
+    assert sum(len(n.records()) for n in mesh.nodes) > 40  # most of it got through
+
+
+def test_a_node_with_another_key_is_heard_by_nobody():
+    mesh = Mesh.full(3, keys={2: b"some other mesh's key"})
+    mesh.run_for(BEACON_INTERVAL * 2)
+    outsider = mesh.send(2, "anyone?")
+    insider = mesh.send(0, "hello")
+    mesh.run_for(1.0)
+    assert delivered(mesh) == {0: [], 1: [insider.id], 2: []}
+    assert sorted(mesh.nodes[0].protocol.peers) == [node_id(1)]
+    assert sorted(mesh.nodes[1].protocol.peers) == [node_id(0)]
+    assert mesh.nodes[2].protocol.peers == {}
+    for node in mesh.nodes:
+        assert node.protocol.dropped["bad_mac"] > 0
+    assert outsider.id not in {r.id for n in mesh.nodes for r in n.records()}
+
+
+def test_own_looped_back_datagrams_are_ignored_even_on_one_host():
+    mesh = Mesh.full(3, loopback=True, same_host=True)
+    mesh.run_for(BEACON_INTERVAL * 2)
+    record = mesh.send(0, "echo")
+    mesh.run_for(1.0)
+    assert delivered(mesh) == {0: [], 1: [record.id], 2: [record.id]}
+    for node in mesh.nodes:
+        assert node.protocol.looped > 0
+        assert node.node_id not in node.protocol.peers
+        assert len(node.protocol.peers) == 2  # same address, still told apart
+        assert "own" not in node.protocol.dropped
+
+
+def test_own_record_relayed_back_is_a_duplicate():
+    mesh = Mesh.chain(2)
+    mesh.send(0, "boomerang")
+    mesh.run_for(1.0)
+    assert mesh.nodes[0].records() == []
+    assert mesh.nodes[0].protocol.dropped["duplicate"] == 1
+    assert mesh.nodes[1].protocol.relayed == 1
+
+
+def test_presence_shows_up_on_peers_and_disappears_after_timeout():
+    mesh = Mesh.chain(2)
+    mesh.run_for(1.0)
+    mesh.set_presence(1, {1: ["ana", "bo"], 3: ["zoë"]})
+    mesh.run_for(MIN_BEACON_GAP + 0.1)
+    watcher = mesh.nodes[0]
+    assert watcher.protocol.presence() == {
+        1: [("ana", "node1"), ("bo", "node1")],
+        3: [("zoë", "node1")],
+    }
+    assert watcher.events_of(PresenceChanged)
+    assert mesh.nodes[1].protocol.presence() == {}  # not including self
+    watcher.events.clear()
+    mesh.set_presence(1, {1: ["ana"]})
+    mesh.run_for(MIN_BEACON_GAP + 0.1)
+    assert watcher.protocol.presence() == {1: [("ana", "node1")]}
+    assert watcher.events == [PresenceChanged()]
+    watcher.events.clear()
+    mesh.nodes[1].up = False  # switched off
+    mesh.run_for(PEER_TIMEOUT + BEACON_INTERVAL)
+    assert watcher.protocol.presence() == {}
+    assert watcher.events == [PeerLost(node_id(1), "node1"), PresenceChanged()]
+
+
+def test_big_record_reassembles_under_reordering_and_duplication():
+    link = LinkConfig(duplicate=0.5, reorder=0.02)
+    for seed in range(10):
+        mesh = Mesh.full(3, seed=seed, link=link)
+        record = mesh.send(0, "😀" * 2000)
+        mesh.run_for(1.0)
+        assert len(mesh.nodes[0].sent_datagrams) > 1
+        for node in mesh.nodes:
+            assert all(len(d) <= DEFAULT_MTU for d in node.sent_datagrams)
+        for node in mesh.nodes[1:]:
+            [got] = node.records()
+            assert got.body == record.body
+
+
+def test_big_beacon_is_fragmented_and_understood():
+    mesh = Mesh.chain(2)
+    users = [f"someone-with-a-long-name-{i:03d}" for i in range(200)]
+    mesh.set_presence(1, {1: users, 2: users[:50]})
+    mesh.run_for(1.0)
+    presence = mesh.nodes[0].protocol.presence()
+    assert [u for u, _ in presence[1]] == sorted(users)
+    assert len(presence[2]) == 50
+    assert any(isinstance(parse(d, [KEY]), FragmentDatagram) for d in mesh.nodes[1].sent_datagrams)
+
+
+def test_peers_track_vectors_from_beacons():
+    mesh = Mesh.full(2)
+    first = mesh.send(0, "one")
+    mesh.send(0, "two")
+    mesh.run_for(BEACON_INTERVAL + 0.1)
+    peer = mesh.nodes[1].protocol.peers[node_id(0)]
+    assert peer.vector == {first.origin: 2}
+    assert peer.name == "node0"
+    assert peer.boot_id == mesh.nodes[0].protocol.boot_id
+    assert mesh.nodes[1].events_of(PeerJoined) == [
+        PeerJoined(node_id(0), "node0", mesh.nodes[0].addr)
+    ]
