@@ -79,7 +79,9 @@
     const stick = nearBottom();
     let added = false;
     for (const m of messages) added = insert(m) || added;
-    if (added && stick) list.lastElementChild.scrollIntoView({ block: "end" });
+    // To the page's very end: the sticky composer would cover a message
+    // scrolled only to the viewport's bottom edge.
+    if (added && stick) window.scrollTo(0, document.documentElement.scrollHeight);
   }
 
   function showError(text) {
