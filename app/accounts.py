@@ -81,8 +81,16 @@ def name_key(name: str) -> str:
 
 def check_new_account(name: str, password: str, confirm: str) -> None:
     """Raise AccountError with a message for a person if the form breaks a rule."""
+    check_username(name)
+    check_new_password(password, confirm)
+
+
+def check_username(name: str) -> None:
     if not USERNAME_RE.fullmatch(name):
         raise AccountError(f"Username must be {USERNAME_RULE}.")
+
+
+def check_new_password(password: str, confirm: str) -> None:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise AccountError(f"Password must be {PASSWORD_RULE}.")
     if password != confirm:
@@ -93,43 +101,83 @@ def check_new_account(name: str, password: str, confirm: str) -> None:
 class Account:
     id: str  # the id of the ACCOUNT record that created it
     name: str
-    password_hash: str
+    password_hash: str  # the latest, after any password change
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A successful password check: ``displaced`` if another router's earlier
+    registration owns the name, so the person must pick a new one."""
+
+    account: Account
+    displaced: bool
 
 
 class Accounts:
-    """Who owns which name, built from ACCOUNT records in any order."""
+    """Who owns which name, built from ACCOUNT records in any order.
+
+    Two kinds of ACCOUNT record: a registration (``name``, ``hash``) and a
+    password change (``name``, ``hash``, ``account``: the registration's id).
+    For each name the registration with the lowest ``(hlc, origin, seq)``
+    owns it; later ones are displaced.  An account's password is that of its
+    latest change, in the same order, so every router agrees.
+    """
 
     def __init__(self) -> None:
-        self._claims: dict[str, list[Record]] = {}  # name key -> claims, owner first
+        self._claims: dict[str, list[Record]] = {}  # name key -> registrations, owner first
+        self._changes: dict[str, Record] = {}  # registration id -> latest password change
+        self._registrations: dict[str, Record] = {}  # id -> registration
 
     def add(self, record: Record) -> None:
-        """Fold in an ACCOUNT record (local or from a peer)."""
+        """Fold in an ACCOUNT record (local or from a peer), in any order."""
         if record.kind != RecordKind.ACCOUNT:
             raise ValueError("not an account record")
-        name = record.body.get("name")
+        name, target = record.body.get("name"), record.body.get("account")
         if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
             return
+        if isinstance(target, str):
+            latest = self._changes.get(target)
+            if latest is None or latest.order_key < record.order_key:
+                self._changes[target] = record
+            return
+        self._registrations[record.id] = record
         claims = self._claims.setdefault(name_key(name), [])
         claims.append(record)
         claims.sort(key=lambda r: r.order_key)
 
+    def _account(self, registration: Record) -> Account:
+        change = self._changes.get(registration.id)
+        hashed = (change or registration).body["hash"]
+        return Account(registration.id, registration.body["name"], hashed)
+
     def owner(self, name: str) -> Account | None:
         claims = self._claims.get(name_key(name))
-        if not claims:
-            return None
-        first = claims[0]
-        return Account(first.id, first.body["name"], first.body["hash"])
+        return self._account(claims[0]) if claims else None
+
+    def by_id(self, account_id: str) -> Account | None:
+        registration = self._registrations.get(account_id)
+        return self._account(registration) if registration else None
+
+    def is_owner(self, account_id: str, name: str) -> bool:
+        claims = self._claims.get(name_key(name))
+        return bool(claims) and claims[0].id == account_id
 
     def exists(self, name: str) -> bool:
         return name_key(name) in self._claims
 
-    def authenticate(self, name: str, password: str) -> Account | None:
-        """The account if name and password match; None otherwise."""
-        account = self.owner(name)
-        if account is None:
+    def authenticate(self, name: str, password: str) -> Login | None:
+        """Check a password against the name's owner, then its displaced
+        claims (an account registered on a router cut off from the one that
+        registered the name first).  None if nothing matches."""
+        claims = self._claims.get(name_key(name))
+        if not claims:
             verify_password(password, _DUMMY_HASH)
             return None
-        return account if verify_password(password, account.password_hash) else None
+        for n, claim in enumerate(claims):
+            account = self._account(claim)
+            if verify_password(password, account.password_hash):
+                return Login(account, displaced=n > 0)
+        return None
 
     def __len__(self) -> int:
         return len(self._claims)

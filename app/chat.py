@@ -20,13 +20,16 @@ from app.accounts import (
     Account,
     AccountError,
     Accounts,
+    Login,
     check_new_account,
+    check_new_password,
+    check_username,
     hash_password,
 )
 from app.config import NODE_NAME_MAX
 from app.hub import Hub
 from node.clock import HybridClock
-from node.record import Record, RecordKind
+from node.record import Record, RecordKind, parse_id
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -103,11 +106,14 @@ def _check_message(record: Record, rooms: int) -> str | None:
 
 
 def _check_account(record: Record) -> str | None:
-    name, hashed = record.body.get("name"), record.body.get("hash")
+    body = record.body
+    name, hashed = body.get("name"), body.get("hash")
+    links = [body[k] for k in ("account", "renamed_from") if k in body]
     well_formed = (
         isinstance(name, str) and USERNAME_RE.fullmatch(name)
         and isinstance(hashed, str) and hashed.startswith("scrypt$")
         and len(hashed) <= MAX_HASH_CHARS and record.room == 0
+        and all(isinstance(x, str) and parse_id(x) for x in links)
     )
     return None if well_formed else "bad_account"
 
@@ -191,17 +197,33 @@ class Chat:
 
     def register(self, name: str, password: str, confirm: str) -> Account:
         check_new_account(name, password, confirm)
+        return self._claim_name(name, hash_password(password))
+
+    def _claim_name(self, name: str, hashed: str, **extra: str) -> Account:
         if self.accounts.exists(name):
             raise AccountError("That username is taken; please choose another.")
-        record = self._make_record(RecordKind.ACCOUNT, 0,
-                                   {"name": name, "hash": hash_password(password)})
+        record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed,
+                                                           **extra})
         self.accounts.add(record)
-        account = self.accounts.owner(name)
-        assert account is not None
-        return account
+        return Account(record.id, name, hashed)
 
-    def login(self, name: str, password: str) -> Account | None:
+    def login(self, name: str, password: str) -> Login | None:
         return self.accounts.authenticate(name, password)
+
+    def rename(self, account: Account, new_name: str) -> Account:
+        """A displaced account takes a new name; the password stays."""
+        check_username(new_name)
+        return self._claim_name(new_name, account.password_hash, renamed_from=account.id)
+
+    def change_password(self, account_id: str, name: str, current: str, new: str,
+                        confirm: str) -> None:
+        login = self.accounts.authenticate(name, current)
+        if login is None or login.account.id != account_id:
+            raise AccountError("The current password is not right.")
+        check_new_password(new, confirm)
+        record = self._make_record(RecordKind.ACCOUNT, 0, {
+            "name": name, "hash": hash_password(new), "account": account_id})
+        self.accounts.add(record)
 
     # -- messages ------------------------------------------------------------
 

@@ -12,6 +12,12 @@ DEFAULT_PORT = 8080
 DEFAULT_ROOMS = 4
 MAX_ROOMS = 64  # the room list is one screen; the wire keeps room numbers in one byte
 NODE_NAME_MAX = 32  # shown beside every author; long names wrap on a phone
+NODE_NAME_MAX_BYTES = 64  # what a beacon carries (node/wire.py MAX_NODE_NAME_BYTES)
+
+
+def default_node_name() -> str:
+    name = socket.gethostname().strip() or "router"
+    return name.encode()[:NODE_NAME_MAX_BYTES].decode(errors="ignore")[:NODE_NAME_MAX]
 
 
 @dataclass
@@ -20,7 +26,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     rooms: int = DEFAULT_ROOMS
-    node_name: str = field(default_factory=lambda: socket.gethostname()[:NODE_NAME_MAX])
+    node_name: str = field(default_factory=default_node_name)
     log_level: str = "info"
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
@@ -42,9 +48,11 @@ class Config:
 
 def _node_name(text: str) -> str:
     text = text.strip()
-    if not 1 <= len(text) <= NODE_NAME_MAX or not text.isprintable():
+    if (not 1 <= len(text) <= NODE_NAME_MAX or len(text.encode()) > NODE_NAME_MAX_BYTES
+            or not text.isprintable()):
         raise argparse.ArgumentTypeError(
-            f"node name must be 1 to {NODE_NAME_MAX} printable characters")
+            f"node name must be 1 to {NODE_NAME_MAX} printable characters "
+            f"({NODE_NAME_MAX_BYTES} bytes of UTF-8)")
     return text
 
 

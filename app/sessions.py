@@ -1,6 +1,6 @@
 """Login sessions, kept server-side in the data folder.
 
-The browser holds a random token in an HttpOnly, SameSite=Strict cookie; the
+The browser holds a random token in an HttpOnly, SameSite=Lax cookie; the
 server keeps only the token's SHA-256, so a copied data folder does not hand
 out live sessions.  ``sessions.json`` is rewritten atomically on every login
 and logout (rare events), so a restart logs nobody out.  Each session has its

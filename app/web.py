@@ -102,11 +102,29 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         return bottle.template(view, template_lookup=lookup, template_adapter=views,
                                node_name=chat.node_name, **kw)
 
-    def session() -> Session | None:
+    def any_session() -> Session | None:
+        """The request's session, even one whose name was taken meanwhile."""
         return sessions.get(bottle.request.get_cookie(SESSION_COOKIE), chat.wall())
 
+    def session() -> Session | None:
+        """The request's session if its account still owns its name.
+
+        A session whose account was displaced (another router registered the
+        name first, see app/accounts.py) is sent to /rename instead.
+        """
+        s = any_session()
+        if s is not None and not chat.accounts.is_owner(s.account, s.user):
+            bottle.redirect("/rename", 303)
+        return s
+
+    def start_session(name: str, account_id: str) -> None:
+        sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
+        token = sessions.create(name, account_id, chat.wall())
+        bottle.response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
+                                   path="/", max_age=COOKIE_MAX_AGE)
+
     def csrf_token() -> str:
-        s = session()
+        s = any_session()
         if s is not None:
             return s.csrf
         token = bottle.request.get_cookie(CSRF_COOKIE)
@@ -120,7 +138,7 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         if (bottle.request.content_length or 0) > MAX_FORM_BYTES:
             bottle.abort(413, "The form is too large.")
         form = bottle.request.forms
-        s = session()
+        s = any_session()
         expected = s.csrf if s else bottle.request.get_cookie(CSRF_COOKIE)
         given = form.getunicode("csrf") or ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -175,17 +193,60 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
     def login() -> str:
         form = check_form()
         name = field(form, "username").strip()
-        account = chat.login(name, field(form, "password"))
-        if account is None:
+        login = chat.login(name, field(form, "password"))
+        if login is None:
             bottle.response.status = 401
             return render("login", error="Username or password is invalid.", notice=None,
                           name=name, csrf=csrf_token())
-        sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
-        token = sessions.create(account.name, account.id, chat.wall())
-        bottle.response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
-                                   path="/", max_age=COOKIE_MAX_AGE)
+        start_session(login.account.name, login.account.id)
+        bottle.redirect("/rename" if login.displaced else "/", 303)
+        return ""
+
+    @app.get("/rename")
+    def rename_form() -> str:
+        s = any_session()
+        if s is None or chat.accounts.is_owner(s.account, s.user):
+            bottle.redirect("/", 303)
+        return render("rename", error=None, old=s.user, name="", csrf=s.csrf)
+
+    @app.post("/rename")
+    def rename() -> str:
+        form = check_form()
+        s = any_session()
+        account = chat.accounts.by_id(s.account) if s else None
+        if s is None or account is None or chat.accounts.is_owner(s.account, s.user):
+            bottle.redirect("/", 303)
+        name = field(form, "username").strip()
+        try:
+            renamed = chat.rename(account, name)
+        except AccountError as e:
+            bottle.response.status = 409 if "taken" in str(e) else 400
+            return render("rename", error=str(e), old=s.user, name=name, csrf=s.csrf)
+        start_session(renamed.name, renamed.id)
         bottle.redirect("/", 303)
         return ""
+
+    @app.get("/password")
+    def password_form() -> str:
+        s = session()
+        if s is None:
+            bottle.redirect("/login", 303)
+        return render("password", error=None, notice=None, csrf=s.csrf)
+
+    @app.post("/password")
+    def change_password() -> str:
+        form = check_form()
+        s = session()
+        if s is None:
+            bottle.redirect("/login", 303)
+        try:
+            chat.change_password(s.account, s.user, field(form, "current"),
+                                 field(form, "password"), field(form, "confirm"))
+        except AccountError as e:
+            bottle.response.status = 400
+            return render("password", error=str(e), notice=None, csrf=s.csrf)
+        return render("password", error=None, notice="Password changed on every router.",
+                      csrf=s.csrf)
 
     @app.post("/logout")
     def logout() -> None:
@@ -236,8 +297,10 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         return render("error", status=err.status_line, message=err.body)
 
     def allow_upgrade(environ: dict[str, Any]) -> bool:
-        token = _cookie(environ, SESSION_COOKIE)
-        return origin_matches_host(environ) and sessions.get(token, chat.wall()) is not None
+        if not origin_matches_host(environ):
+            return False
+        s = sessions.get(_cookie(environ, SESSION_COOKIE), chat.wall())
+        return s is not None and chat.accounts.is_owner(s.account, s.user)
 
     app.config["cc.allow_upgrade"] = allow_upgrade
     return app

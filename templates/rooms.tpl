@@ -7,6 +7,7 @@
     <span class="meta">{{r['count']}} messages · {{r['online']}} online</span></li>
 % end
 </ul>
+<p><a href="/password">Change password</a></p>
 <form method="post" action="/logout">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <button type="submit" class="link">Log out</button>

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +11,9 @@ from pathlib import Path
 import pytest
 
 from node.store import room_log_name
-from tests.helpers import Router, free_port, routers
+from tests.helpers import Router, free_port, free_udp_port, routers, wait_for
 
 BEACON = "0.3"  # seconds: presence converges within a second
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mesh_args(tmp_path: Path, port: int, key: str | None = None) -> list[str]:
@@ -36,16 +29,6 @@ def mesh3(tmp_path: Path) -> Iterator[list[Router]]:
     # A mesh port of its own per test: parallel runs never hear each other.
     with routers(tmp_path, "ra", "rb", "rc", extra=mesh_args(tmp_path, free_udp_port())) as rs:
         yield rs
-
-
-def wait_for(pred, timeout: float = 5.0, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_account_message_and_presence_cross_routers(mesh3: list[Router]) -> None:
