@@ -34,6 +34,15 @@ debian-packages:
 run: $(RUN_STAMP)
 	$(PY) -m app --data-dir data --port 8080
 
+## mesh: three routers on loopback (http://127.0.0.1:8081 ... 8083), data in ./data/mesh-N
+mesh: $(RUN_STAMP)
+	@echo "routers on http://127.0.0.1:8081, :8082, :8083 (Ctrl-C stops all three)"
+	@trap 'kill 0' INT TERM; \
+	for i in 1 2 3; do \
+	  $(PY) -m app --data-dir data/mesh-$$i --port 808$$i --node-name router-$$i \
+	    --mesh-key-file data/mesh.key & \
+	done; wait
+
 ## test: lint, then the whole suite (unit, integration, browser, netns)
 test: $(TEST_STAMP) debian-packages lint
 	$(PY) -m pytest

@@ -42,7 +42,11 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
 def run(argv: list[str]) -> int:
     config = parse_args(argv)
     logging.getLogger().setLevel(config.log_level.upper())
-    server, chat, mesh = make_server(config)
+    try:
+        server, chat, mesh = make_server(config)
+    except (OSError, ValueError) as e:  # a port in use, a bad key file, no such interface
+        log.error("cannot start: %s", e)
+        return 2
     syncer = gevent.spawn(_sync_forever, chat.store)
     if mesh is not None:
         mesh.start()

@@ -22,12 +22,26 @@ class MeshKeyError(ValueError):
     """The key file is unusable; the message says why."""
 
 
+def _make_key_file(path: Path) -> None:
+    """Write a new key; if several routers on one host race, one key wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(KEY_BYTES) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # atomic, and fails if another process got there first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 def load_or_make_keys(path: Path) -> list[bytes]:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+        _make_key_file(path)
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     if not 1 <= len(lines) <= MAX_KEYS:
         raise MeshKeyError(f"{path}: expected 1 or 2 keys (hex, one per line), found {len(lines)}")

@@ -61,6 +61,13 @@ def mreqn(group: str, ifindex: int) -> bytes:
     return struct.pack("=4s4si", socket.inet_aton(group), b"\0\0\0\0", ifindex)
 
 
+def interface_index(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise ValueError(f"mesh interface {name!r} does not exist") from None
+
+
 def check_group(group: str) -> str:
     try:
         first = int(socket.inet_aton(group)[0])
@@ -84,7 +91,7 @@ class MeshTransport:
         self.ttl = ttl
         self.on_event = on_event
         self.wall = wall
-        self.ifindex = {name: socket.if_nametoindex(name) for name in interfaces}
+        self.ifindex = {name: interface_index(name) for name in interfaces}
         self.ifname = {i: n for n, i in self.ifindex.items()}
         self.errors: Counter[str] = Counter()
         self._wakeup = Wakeup()
