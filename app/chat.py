@@ -175,23 +175,42 @@ class Chat:
         return record
 
     def receive_record(self, record: Record) -> bool:
-        """A record from a peer: check, store and show it.
+        """One record from a peer; see ``receive_records``."""
+        return bool(self.receive_records([record]))
 
-        False if we hold it already or refuse it; a refusal is counted by
-        reason in ``refused`` (a peer with other settings or a bug must not
-        be able to put a record in our logs that our own pages would reject).
+    def receive_records(self, records: list[Record]) -> list[Record]:
+        """Records from peers: check, store (one write per log) and show them.
+
+        Returns the new ones.  A record we would refuse from a page is refused
+        from a peer too, and counted by reason in ``refused``: a peer with
+        other settings or a bug must not put anything in our logs.  A room
+        that gets more than a page's history at once (a catch-up burst) gets
+        one fresh ``history`` frame instead of a flood of ``message`` frames.
         """
-        reason = check_remote_record(record, self.rooms)
-        if reason is not None:
-            self.refused[reason] += 1
-            return False
-        if not self.store.append(record):
-            return False
-        if record.kind == RecordKind.ACCOUNT:
-            self.accounts.add(record)
-        elif record.kind == RecordKind.MESSAGE:
-            self.hub.broadcast(record.room, message_frame(record))
-        return True
+        accepted = []
+        for record in records:
+            reason = check_remote_record(record, self.rooms)
+            if reason is None:
+                accepted.append(record)
+            else:
+                self.refused[reason] += 1
+        new = self.store.append_many(accepted)
+        by_room: dict[int, list[Record]] = {}
+        for record in new:
+            if record.kind == RecordKind.ACCOUNT:
+                self.accounts.add(record)
+            elif record.kind == RecordKind.MESSAGE:
+                by_room.setdefault(record.room, []).append(record)
+        for room, fresh in by_room.items():
+            if len(fresh) > HISTORY_LIMIT:
+                latest = self.store.latest(room, HISTORY_LIMIT)
+                self.hub.broadcast(room, {
+                    "type": "history", "messages": [message_frame(r) for r in latest],
+                    "last": self.store.last_arrival(room), "reset": True})
+            else:
+                for record in fresh:
+                    self.hub.broadcast(room, message_frame(record))
+        return new
 
     # -- accounts ------------------------------------------------------------
 

@@ -35,7 +35,7 @@ class MeshLink:
             mtu=config.mesh_mtu)
         self.transport = MeshTransport(
             self.protocol, interfaces=config.interfaces, group=config.mesh_group,
-            port=config.mesh_port, ttl=config.mesh_ttl, on_event=self.handle_event)
+            port=config.mesh_port, ttl=config.mesh_ttl, on_events=self.handle_events)
         chat.on_local_record = self.send_record
         chat.on_local_presence = self.send_presence
         chat.remote_presence = lambda room: self.protocol.presence().get(room, [])
@@ -58,13 +58,18 @@ class MeshLink:
         self.protocol.set_presence(presence, time.time())
         self.transport.pump()
 
-    def handle_event(self, event: Any) -> None:
-        if isinstance(event, RecordReceived):
-            self.chat.receive_record(event.record)
-        elif isinstance(event, PresenceChanged):
+    def handle_events(self, events: list[Any]) -> None:
+        records = [e.record for e in events if isinstance(e, RecordReceived)]
+        if records:
+            self.chat.receive_records(records)
+        if any(isinstance(e, PresenceChanged) for e in events):
             for room in range(1, self.chat.rooms + 1):
                 self.chat.presence_changed(room)
-        elif isinstance(event, PeerJoined):
+        for event in events:
+            self.log_event(event)
+
+    def log_event(self, event: Any) -> None:
+        if isinstance(event, PeerJoined):
             log.info("mesh: peer %s (%s) at %s:%d", event.name, event.node_id, *event.addr)
         elif isinstance(event, PeerLost):
             log.info("mesh: lost peer %s (%s)", event.name, event.node_id)

@@ -108,21 +108,39 @@ def load_or_make_node_id(data_dir: Path) -> str:
     return node_id
 
 
+def _order_key(record: Record) -> tuple[int, str, int]:
+    return record.order_key
+
+
 @dataclass
 class RoomLog:
-    """One room: its records sorted for display, and in arrival order."""
+    """One room: its records in arrival order, and sorted for display.
 
-    sorted: list[Record] = field(default_factory=list)
+    Records arriving in order (the usual case) are appended; one arriving out
+    of order marks the sorted list dirty, and the next read sorts it once.
+    Timsort merges the already-sorted run with the newcomers, so merging a
+    catch-up batch of k records into n costs O(n + k log k), never k inserts
+    of O(n) each.
+    """
+
     arrivals: list[Record] = field(default_factory=list)
     position: dict[tuple[str, int], int] = field(default_factory=dict)  # arrival index
+    _sorted: list[Record] = field(default_factory=list)
+    _dirty: bool = False
 
     def add(self, record: Record) -> None:
         self.position[(record.origin, record.seq)] = len(self.arrivals)
         self.arrivals.append(record)
-        if not self.sorted or self.sorted[-1].order_key < record.order_key:
-            self.sorted.append(record)
-        else:
-            bisect.insort(self.sorted, record, key=lambda r: r.order_key)
+        if self._sorted and self._sorted[-1].order_key > record.order_key:
+            self._dirty = True
+        self._sorted.append(record)
+
+    @property
+    def sorted(self) -> list[Record]:
+        if self._dirty:
+            self._sorted.sort(key=_order_key)
+            self._dirty = False
+        return self._sorted
 
 
 @dataclass
@@ -159,8 +177,6 @@ class Store:
         for room in self.room_logs:
             self._load_file(self.data_dir / room_log_name(room))
         self._load_file(self.data_dir / ACCOUNTS_LOG)
-        for room_log in self.room_logs.values():
-            room_log.sorted.sort(key=lambda r: r.order_key)
 
     def _load_file(self, path: Path) -> None:
         try:
@@ -177,7 +193,7 @@ class Store:
                 record = decode_line(line) if len(line) <= MAX_LINE_BYTES else None
             except (ValueError, KeyError, TypeError):
                 record = None
-            if record is None or not self._accept(record, from_load=True):
+            if record is None or not self._accept(record):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", path, number)
 
@@ -202,15 +218,28 @@ class Store:
         Raises ValueError for a record that belongs nowhere (our own misuse;
         the mesh validates what it receives before it gets here).
         """
-        if (record.origin, record.seq) in self.index:
-            return False
-        self._check(record)
-        lf = self._file_for(record)
-        lf.handle.write(encode_line(record))
-        lf.handle.flush()
-        lf.dirty = True
-        self._accept(record, from_load=False)
-        return True
+        return bool(self.append_many([record]))
+
+    def append_many(self, records: list[Record]) -> list[Record]:
+        """Store a batch (a catch-up burst): one write and flush per log.
+
+        Returns the records that were new, in the order given.
+        """
+        for record in records:
+            self._check(record)  # before anything is written: all or nothing
+        new: list[Record] = []
+        lines: dict[str, list[bytes]] = {}
+        for record in records:
+            if not self._accept(record):
+                continue
+            new.append(record)
+            lines.setdefault(self._log_name(record), []).append(encode_line(record))
+        for name, chunk in lines.items():
+            lf = self._file(name)
+            lf.handle.write(b"".join(chunk))
+            lf.handle.flush()
+            lf.dirty = True
+        return new
 
     def _check(self, record: Record) -> None:
         if record.kind == RecordKind.MESSAGE and record.room not in self.room_logs:
@@ -218,7 +247,7 @@ class Store:
         if record.kind not in KIND_NAMES:
             raise ValueError(f"unknown record kind {record.kind!r}")
 
-    def _accept(self, record: Record, *, from_load: bool) -> bool:
+    def _accept(self, record: Record) -> bool:
         """Index a record; False if it is a duplicate or belongs nowhere."""
         rid = (record.origin, record.seq)
         if rid in self.index:
@@ -227,12 +256,7 @@ class Store:
             room_log = self.room_logs.get(record.room)
             if room_log is None:
                 return False
-            if from_load:  # sorted once at the end of loading
-                room_log.position[rid] = len(room_log.arrivals)
-                room_log.arrivals.append(record)
-                room_log.sorted.append(record)
-            else:
-                room_log.add(record)
+            room_log.add(record)
         elif record.kind == RecordKind.ACCOUNT:
             self.accounts.append(record)
         else:
@@ -242,8 +266,11 @@ class Store:
         self.max_hlc = max(self.max_hlc, record.hlc)
         return True
 
-    def _file_for(self, record: Record) -> LogFile:
-        name = room_log_name(record.room) if record.kind == RecordKind.MESSAGE else ACCOUNTS_LOG
+    @staticmethod
+    def _log_name(record: Record) -> str:
+        return room_log_name(record.room) if record.kind == RecordKind.MESSAGE else ACCOUNTS_LOG
+
+    def _file(self, name: str) -> LogFile:
         lf = self._files.get(name)
         if lf is None:
             path = self.data_dir / name
@@ -290,7 +317,7 @@ class Store:
         pos = room_log.position.get(rid)
         if pos is None or len(room_log.arrivals) - pos - 1 > limit:
             return None
-        return sorted(room_log.arrivals[pos + 1:], key=lambda r: r.order_key)
+        return sorted(room_log.arrivals[pos + 1:], key=_order_key)
 
     def last_arrival(self, room: int) -> str | None:
         """Id of the record this room received last (for ``?after=``)."""
@@ -303,7 +330,7 @@ class Store:
         if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
             return None
         records = self.room_logs[room].sorted
-        end = bisect.bisect_left(records, record.order_key, key=lambda r: r.order_key)
+        end = bisect.bisect_left(records, record.order_key, key=_order_key)
         return records[max(0, end - limit):end]
 
     def count(self, room: int) -> int:

@@ -16,7 +16,7 @@ How this works: ``MeshTransport`` drives a sans-I/O ``MeshProtocol``.
   answers come back to it.
 - Greenlets: one reader per socket, and one timer loop that sleeps until the
   protocol's next timer or until ``pump()`` wakes it.  After every input the
-  transport drains the protocol's events (handed to ``on_event``) and sends
+  transport drains the protocol's events (handed to ``on_events``) and sends
   what it has queued.  Send errors (an interface that went down, a full
   buffer) are counted, never raised: the mesh repairs losses.
 """
@@ -81,7 +81,7 @@ def check_group(group: str) -> str:
 class MeshTransport:
     def __init__(self, protocol: MeshProtocol, *, interfaces: Sequence[str],
                  group: str = DEFAULT_GROUP, port: int = DEFAULT_PORT, ttl: int = DEFAULT_TTL,
-                 on_event: Callable[[Event], None],
+                 on_events: Callable[[list[Event]], None],
                  wall: Callable[[], float] = time.time) -> None:
         if not interfaces:
             raise ValueError("name at least one mesh interface (the default is lo)")
@@ -89,7 +89,7 @@ class MeshTransport:
         self.group = check_group(group)
         self.port = port
         self.ttl = ttl
-        self.on_event = on_event
+        self.on_events = on_events
         self.wall = wall
         self.ifindex = {name: interface_index(name) for name in interfaces}
         self.ifname = {i: n for n, i in self.ifindex.items()}
@@ -154,12 +154,19 @@ class MeshTransport:
             s.close()
 
     def pump(self) -> None:
-        """Hand out events, send what the protocol queued, re-arm the timer."""
+        """Hand out events, send what the protocol queued, re-arm the timer.
+
+        Events go out as one list per pump, so a burst of records (catch-up)
+        is stored with one write per log.
+        """
+        events = []
         while (event := self.protocol.next_event()) is not None:
+            events.append(event)
+        if events:
             try:
-                self.on_event(event)
+                self.on_events(events)
             except Exception:
-                log.exception("handling mesh event %r failed", event)
+                log.exception("handling %d mesh events failed", len(events))
         for data, dest in self.protocol.datagrams_to_send(self.wall()):
             self._send(data, dest)
         self._wakeup.set()

@@ -158,3 +158,29 @@ def test_sync_fsyncs_only_dirty_logs(tmp_path: Path) -> None:
     assert s.sync() == 0
     s.close()
     assert os.path.getsize(tmp_path / room_log_name(1)) > 0
+
+
+def test_append_many_merges_an_old_batch_in_order(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=2)
+    for i in range(1, 101):
+        s.append(msg(ORIGIN_A, i, i * 10))
+    batch = [msg(ORIGIN_B, i, i * 10 + 5, room=1 + i % 2) for i in range(100, 0, -1)]
+    batch.append(msg(ORIGIN_A, 3, 30))  # a duplicate inside the batch
+    new = s.append_many(batch)
+    assert len(new) == 100
+    keys = [r.order_key for r in s.messages(1)] + [r.order_key for r in s.messages(2)]
+    assert len(keys) == 200
+    for room in (1, 2):
+        ordered = [r.order_key for r in s.messages(room)]
+        assert ordered == sorted(ordered)
+    assert s.vector.contiguous(ORIGIN_B) == 100
+    s.close()
+    again = Store(tmp_path, rooms=2)
+    assert [r.order_key for r in again.messages(1)] == [r.order_key for r in s.messages(1)]
+
+
+def test_append_many_is_all_or_nothing_on_misuse(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    with pytest.raises(ValueError, match="no room 2"):
+        s.append_many([msg(ORIGIN_A, 1, 1), msg(ORIGIN_A, 2, 2, room=2)])
+    assert s.count(1) == 0 and not (tmp_path / room_log_name(1)).exists()
