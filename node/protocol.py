@@ -19,8 +19,35 @@ wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
 - Beacons.  At start (``get_timer()`` is 0.0, due at once), then every
   ``beacon_interval`` less up to ``BEACON_JITTER`` of it, and early (at most
   every ``MIN_BEACON_GAP``) when the local presence changes.  They carry name,
-  boot id, version vector and users online; they are not relayed, so ``peers``
-  are the nodes we hear directly.  A peer silent for ``peer_timeout`` is lost.
+  boot id, a beacon number ``seq`` (1, 2, 3... per boot), version vector and
+  users online, and go out with hops-left = ``hop_limit``.
+- Beacon relay.  A beacon names its ``origin``; the header's sender is whoever
+  put this copy on the wire.  ``nodes`` holds every node known from beacons,
+  direct or relayed (name, boot id, vector, presence, hops away, ``via``), and
+  ``presence()`` covers them all.  Only the newest beacon of an origin counts,
+  and only it is relayed (hops-left - 1, while above 1), so each beacon crosses
+  each node at most once:
+    * same boot id: newer iff ``seq`` is higher; an equal or lower one is a
+      relayed copy or reordered late: dropped as "duplicate_beacon";
+    * another boot id: the origin restarted (boot ids are random, unordered),
+      accepted only once the current boot has been silent ``beacon_interval``
+      (it beacons at least that often), else "stale_beacon".  So a late or
+      replayed copy of a previous boot cannot displace a live one, and a real
+      restart shows within about one interval.  A wrong pick heals itself: the
+      live boot wins back as soon as the other one is silent for an interval.
+    * our own beacons relayed back: "duplicate_beacon", never relayed again.
+  Both reasons are normal mesh traffic, like "duplicate" for records, not
+  faults.  A node without an accepted beacon for ``peer_timeout`` is gone.
+  Cost: every node relays every other node's beacon once, so N routers put
+  N^2 beacons on the air per interval: 20 routers, 400 datagrams of ~350 bytes
+  (20 vector entries, a few users) per 5 s: 80/s, ~220 kbit/s in all, fine for
+  a neighbourhood.  Much larger meshes would relay only through chosen
+  neighbours (OLSR's multipoint relays, RFC 7181).
+- Peers.  ``peers`` are the nodes we hear directly: a beacon whose sender is
+  its origin makes one (``PeerJoined``); its ``addr`` is where that node's own
+  datagrams come from, never a relayer's.  A peer silent for ``peer_timeout``
+  is lost (``PeerLost``) though it may stay in ``nodes`` through relays; a
+  node that is gone takes its peer with it.
 - Our own datagrams coming back (multicast loopback) are recognised by sender
   id, never by address (several nodes can share a host) and counted in
   ``looped``.  Anything malformed is counted in ``dropped`` by reason; nothing
@@ -102,23 +129,50 @@ class PeerLost:
 
 @dataclass(frozen=True, slots=True)
 class PresenceChanged:
-    """Some peer's users online changed: call ``presence()`` again."""
+    """Some node's users online changed: call ``presence()`` again."""
 
 
 Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged
 
 
 @dataclass(slots=True)
-class Peer:
-    """A node we hear beacons from directly."""
+class Node:
+    """A node known from its newest beacon, heard directly or relayed."""
 
     name: str
-    addr: tuple[str, int]
-    last_heard: float  # wall-clock seconds of its last datagram (moved with clock jumps)
     boot_id: int
+    seq: int  # of the newest beacon accepted
+    last_heard: float  # when that beacon came (wall clock, moved with clock jumps)
+    hops: int  # links away: 1 is a peer; fewest over the copies of the newest beacon
+    via: str  # the neighbour that copy came from (the node itself when hops is 1)
     vector: dict[str, int] = field(default_factory=dict)
     presence: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Peer:
+    """A node we hear directly; what its beacons say is in ``node``."""
+
+    addr: tuple[str, int]  # where its own datagrams come from
+    last_heard: float  # its last datagram to us (wall clock, moved with clock jumps)
+    node: Node  # the same object as ``MeshProtocol.nodes[node_id]``
     iface: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def boot_id(self) -> int:
+        return self.node.boot_id
+
+    @property
+    def vector(self) -> dict[str, int]:
+        return self.node.vector
+
+    @property
+    def presence(self) -> dict[int, tuple[str, ...]]:
+        return self.node.presence
 
 
 # -- the state machine -------------------------------------------------------------------
@@ -158,10 +212,13 @@ class MeshProtocol:
         self.hop_limit = hop_limit
         self.mtu = mtu
         self.boot_id = rng.getrandbits(64)  # tells peers we restarted
-        self.peers: dict[str, Peer] = {}
+        self.beacon_seq = 0  # of our last beacon
+        self.nodes: dict[str, Node] = {}  # every live node but us, direct or relayed
+        self.peers: dict[str, Peer] = {}  # the nodes among them we hear directly
         self.sent = 0  # datagrams handed out by datagrams_to_send
         self.received = 0  # datagrams handed to receive_datagram, good or bad
         self.relayed = 0  # records we passed on
+        self.relayed_beacons = 0  # other nodes' beacons we passed on
         self.looped = 0  # our own datagrams heard back (multicast loopback)
         self.clock_jumps = 0  # wall-clock jumps smoothed over
         self.dropped: Counter[str] = Counter()
@@ -232,8 +289,10 @@ class MeshProtocol:
 
     def get_timer(self) -> float | None:
         timers = [0.0 if self._next_beacon is None else self._next_beacon]
-        if self.peers:
-            timers.append(min(p.last_heard for p in self.peers.values()) + self.peer_timeout)
+        heard = [p.last_heard for p in self.peers.values()]
+        heard += [n.last_heard for n in self.nodes.values()]
+        if heard:
+            timers.append(min(heard) + self.peer_timeout)
         reassembly = self._reassembler.get_timer()
         if reassembly is not None:
             timers.append(reassembly)
@@ -243,18 +302,18 @@ class MeshProtocol:
         self._observe_now(now)
         if self._next_beacon is None or now >= self._next_beacon:
             self._send_beacon(now)
-        self._expire_peers(now)
+        self._expire(now)
         self._reassembler.handle_timer(now)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
     def presence(self) -> dict[int, list[tuple[str, str]]]:
-        """Room -> sorted ``(username, node name)`` over live peers (not us)."""
+        """Room -> sorted ``(username, node name)`` over live nodes (not us)."""
         rooms: dict[int, list[tuple[str, str]]] = {}
-        for peer in self.peers.values():
-            for room, users in peer.presence.items():
-                rooms.setdefault(room, []).extend((user, peer.name) for user in users)
+        for node in self.nodes.values():
+            for room, users in node.presence.items():
+                rooms.setdefault(room, []).extend((user, node.name) for user in users)
         return {room: sorted(users) for room, users in sorted(rooms.items())}
 
     def missing_fragments(self, sender: str, transfer_id: int) -> list[int] | None:
@@ -296,36 +355,67 @@ class MeshProtocol:
     def _receive_beacon(
         self, beacon: BeaconDatagram, addr: tuple[str, int], now: float, iface: str | None
     ) -> None:
-        peer = self.peers.get(beacon.sender)
-        if peer is None:
-            self.peers[beacon.sender] = Peer(
+        if beacon.origin == self.node_id:  # ours, relayed back
+            self.dropped["duplicate_beacon"] += 1
+            return
+        newest, presence_changed = self._update_node(beacon, now)
+        if beacon.origin == beacon.sender and beacon.sender not in self.peers:
+            peer = Peer(addr, now, self.nodes[beacon.sender], iface)
+            self.peers[beacon.sender] = peer
+            self._events.append(PeerJoined(beacon.sender, peer.name, addr))
+        if presence_changed:
+            self._events.append(PresenceChanged())
+        if newest and beacon.hops > 1:
+            self.relayed_beacons += 1
+            self._queue(replace(beacon, sender=self.node_id, hops=beacon.hops - 1))
+
+    def _update_node(self, beacon: BeaconDatagram, now: float) -> tuple[bool, bool]:
+        """Take the beacon into ``nodes`` if it is the origin's newest:
+        ``(newest, presence changed)``; see the opening comment."""
+        direct = beacon.origin == beacon.sender
+        # Hops away, assuming one hop limit across the mesh (the beacon carries
+        # hops left, not hops taken).
+        hops = 1 if direct else max(2, self.hop_limit - beacon.hops + 1)
+        node = self.nodes.get(beacon.origin)
+        if node is None:
+            self.nodes[beacon.origin] = Node(
                 beacon.name,
-                addr,
-                now,
                 beacon.boot_id,
+                beacon.seq,
+                now,
+                hops,
+                beacon.sender,
                 dict(beacon.vector),
                 dict(beacon.presence),
-                iface,
             )
-            self._events.append(PeerJoined(beacon.sender, beacon.name, addr))
-            if beacon.presence:
-                self._events.append(PresenceChanged())
-            return
-        changed = peer.presence != beacon.presence or (
-            bool(peer.presence) and peer.name != beacon.name
+            return True, bool(beacon.presence)
+        if beacon.boot_id == node.boot_id and beacon.seq <= node.seq:
+            if beacon.seq == node.seq and hops < node.hops:  # a shorter way to it
+                node.hops, node.via = hops, beacon.sender
+            self.dropped["duplicate_beacon"] += 1
+            return False, False
+        if beacon.boot_id != node.boot_id and now - node.last_heard < self.beacon_interval:
+            self.dropped["stale_beacon"] += 1  # the current boot is alive
+            return False, False
+        changed = node.presence != beacon.presence or (
+            bool(node.presence) and node.name != beacon.name
         )
-        peer.name, peer.boot_id = beacon.name, beacon.boot_id
-        peer.vector, peer.presence = dict(beacon.vector), dict(beacon.presence)
-        if changed:
-            self._events.append(PresenceChanged())
+        node.name, node.boot_id, node.seq = beacon.name, beacon.boot_id, beacon.seq
+        node.last_heard, node.hops, node.via = now, hops, beacon.sender
+        node.vector, node.presence = dict(beacon.vector), dict(beacon.presence)
+        return True, changed
 
-    def _expire_peers(self, now: float) -> None:
-        lost = [nid for nid, p in self.peers.items() if now - p.last_heard >= self.peer_timeout]
+    def _expire(self, now: float) -> None:
+        """Forget nodes without a beacon, and peers not heard directly, for
+        ``peer_timeout``; a node that goes takes its peer with it."""
+        gone = {nid for nid, n in self.nodes.items() if now - n.last_heard >= self.peer_timeout}
+        for node_id, peer in list(self.peers.items()):
+            if node_id in gone or now - peer.last_heard >= self.peer_timeout:
+                del self.peers[node_id]
+                self._events.append(PeerLost(node_id, peer.name))
         had_presence = False
-        for node_id in lost:
-            peer = self.peers.pop(node_id)
-            had_presence = had_presence or bool(peer.presence)
-            self._events.append(PeerLost(node_id, peer.name))
+        for node_id in gone:
+            had_presence = bool(self.nodes.pop(node_id).presence) or had_presence
         if had_presence:
             self._events.append(PresenceChanged())
 
@@ -341,9 +431,12 @@ class MeshProtocol:
             self.boot_id,
             vector,
             self._presence if presence is None else presence,
+            hops=self.hop_limit,
+            seq=self.beacon_seq,
         )
 
     def _send_beacon(self, now: float) -> None:
+        self.beacon_seq += 1  # a u32: at most one a MIN_BEACON_GAP lasts 136 years
         self._queue(self._beacon())
         self._last_beacon = now
         jitter = 1.0 - BEACON_JITTER * self.rng.random()
@@ -382,6 +475,8 @@ class MeshProtocol:
     def _shift_times(self, delta: float) -> None:
         for peer in self.peers.values():
             peer.last_heard += delta
+        for node in self.nodes.values():
+            node.last_heard += delta
         if self._next_beacon is not None:
             self._next_beacon += delta
         if self._last_beacon is not None:

@@ -9,12 +9,17 @@ key.  All integers are big-endian.
     mac     16 B  HMAC-SHA256(key, header + body)[:16]
 
     RECORD    origin 8 B | seq u32 | hlc u64 | record kind u8 | room u16 | JSON object (rest)
-    BEACON    boot id u64 | name len u8 | name | n u16 | n * (origin 8 B | contiguous u32)
+    BEACON    origin 8 B | beacon seq u32 | boot id u64 | name len u8 | name
+              | n u16 | n * (origin 8 B | contiguous u32)
               | rooms u8 | rooms * (room u16 | users u16 | users * (len u8 | username))
     FRAGMENT  inner kind u8 | transfer id u32 | index u16 | count u16 | piece (rest)
 
 ``sender`` is the node that put this datagram on the wire (for a relayed record
-the relayer, not the origin); ``counter`` counts that sender's datagrams.  A
+or beacon the relayer, not the origin); ``counter`` counts that sender's
+datagrams.  A beacon names its ``origin`` (the node it describes) in the body,
+with ``seq`` numbering that origin's beacons since its boot (1, 2, 3...; at one
+beacon a second a u32 lasts 136 years), so a relayed copy can be told from a
+newer beacon: ``(origin, boot id, seq)`` names one beacon.  A
 FRAGMENT carries a piece of a RECORD or BEACON *body*; joined, the pieces are
 parsed by ``parse_body`` with the fragments' header fields.
 
@@ -52,7 +57,7 @@ FLAGS_KNOWN = 0x00  # version 1 defines no flag bits; see the opening comment
 
 HEADER = struct.Struct("!BBBB8sI")  # version, kind, flags, hops, sender, counter
 RECORD_HEAD = struct.Struct("!8sIQBH")  # origin, seq, hlc, record kind, room
-BEACON_HEAD = struct.Struct("!QB")  # boot id, node name length
+BEACON_HEAD = struct.Struct("!8sIQB")  # origin, beacon seq, boot id, node name length
 VECTOR_COUNT = struct.Struct("!H")  # number of (origin, contiguous) pairs
 VECTOR_ENTRY = struct.Struct("!8sI")  # origin, highest contiguous seq
 ROOM_COUNT = struct.Struct("!B")  # number of rooms with users online
@@ -93,7 +98,7 @@ HOPS_MAX = 255  # hops-left is a u8
 
 class DatagramKind(IntEnum):
     RECORD = 1  # one whole record: live delivery of a new record, and relays
-    BEACON = 2  # who we are: node name, boot id, version vector, users online
+    BEACON = 2  # who a node is: name, boot id, version vector, users online; relayed
     FRAGMENT = 3  # a numbered piece of a RECORD or BEACON body above the MTU
     # 4, 5, 6 are kept for catch-up (REQUEST, RANGE, LOW_WATER); a node that
     # does not know a kind drops it as "bad_kind".
@@ -309,8 +314,10 @@ def _presence_size(presence: Mapping[int, Sequence[str]]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class BeaconDatagram:
-    """Who a node is and what it holds.  ``presence`` is kept sorted, without
-    empty rooms or repeated usernames, so equal beacons compare equal."""
+    """Who node ``origin`` is and what it holds.  ``origin`` defaults to the
+    sender (a beacon not relayed); ``seq`` numbers the origin's beacons per
+    boot.  ``presence`` is kept sorted, without empty rooms or repeated
+    usernames, so equal beacons compare equal."""
 
     sender: str
     name: str
@@ -319,10 +326,18 @@ class BeaconDatagram:
     presence: Mapping[int, Sequence[str]] = field(default_factory=dict)
     hops: int = 1
     counter: int = 0
+    origin: str = ""  # "": the sender itself; a node id once built
+    seq: int = 0
     kind: ClassVar[DatagramKind] = DatagramKind.BEACON
 
     def __post_init__(self) -> None:
         _check_header(self.sender, self.hops, self.counter)
+        if not self.origin:
+            object.__setattr__(self, "origin", self.sender)
+        if not isinstance(self.origin, str) or not ORIGIN_RE.fullmatch(self.origin):
+            raise ValueError(f"origin must be 16 lowercase hex digits: {self.origin!r}")
+        if not 0 <= self.seq <= U32_MAX:
+            raise ValueError(f"beacon seq out of range: {self.seq}")
         _check_name(self.name, MAX_NODE_NAME_BYTES, "node name")
         if not 0 <= self.boot_id <= U64_MAX:
             raise ValueError(f"boot id out of range: {self.boot_id}")
@@ -358,7 +373,8 @@ class BeaconDatagram:
 
     def body(self) -> bytes:
         name = self.name.encode("utf-8")
-        parts = [BEACON_HEAD.pack(self.boot_id, len(name)), name]
+        head = BEACON_HEAD.pack(bytes.fromhex(self.origin), self.seq, self.boot_id, len(name))
+        parts = [head, name]
         parts.append(VECTOR_COUNT.pack(len(self.vector)))
         parts += [VECTOR_ENTRY.pack(bytes.fromhex(o), s) for o, s in self.vector.items()]
         parts.append(ROOM_COUNT.pack(len(self.presence)))
@@ -405,12 +421,12 @@ def _parse_presence(reader: _Reader) -> dict[int, tuple[str, ...]]:
 
 def _parse_beacon(body: bytes, sender: str, hops: int, counter: int) -> BeaconDatagram:
     reader = _Reader(body)
-    boot_id, name_len = reader.unpack(BEACON_HEAD)
+    origin, seq, boot_id, name_len = reader.unpack(BEACON_HEAD)
     name = reader.text(name_len, MAX_NODE_NAME_BYTES)
     vector = _parse_vector(reader)
     presence = _parse_presence(reader)
     reader.finish()
-    return BeaconDatagram(sender, name, boot_id, vector, presence, hops, counter)
+    return BeaconDatagram(sender, name, boot_id, vector, presence, hops, counter, origin.hex(), seq)
 
 
 # -- FRAGMENT ----------------------------------------------------------------------------

@@ -68,8 +68,9 @@ def events(protocol: MeshProtocol) -> list:
     return out
 
 
-def peer_beacon(presence=None, name="peer", counter=1) -> bytes:
-    return BeaconDatagram(PEER, name, 7, {}, presence or {}, counter=counter).serialize(KEY)
+def peer_beacon(presence=None, name="peer", counter=1, **fields) -> bytes:
+    beacon = BeaconDatagram(PEER, name, 7, {}, presence or {}, counter=counter, **fields)
+    return beacon.serialize(KEY)
 
 
 def peer_record(seq=1, hlc=1 << 16, hops=3, text="hi", origin=PEER) -> RecordDatagram:
@@ -88,14 +89,17 @@ def test_first_beacon_is_due_at_once_then_every_interval_less_jitter():
     [(data, dest)] = p.datagrams_to_send(START)
     assert dest is None
     beacon = parse(data, [KEY])
-    assert beacon == BeaconDatagram(ME, "me", p.boot_id, {}, {}, hops=1, counter=1)
+    assert beacon == BeaconDatagram(
+        ME, "me", p.boot_id, {}, {}, hops=DEFAULT_HOP_LIMIT, counter=1, seq=1
+    )
     first = START + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
     assert p.get_timer() == first
     p.handle_timer(first - 0.5)  # early wake-up: nothing to do
     assert p.datagrams_to_send(first - 0.5) == []
     assert p.get_timer() == first
     p.handle_timer(first)
-    assert len(p.datagrams_to_send(first)) == 1
+    [(data, _)] = p.datagrams_to_send(first)
+    assert parse(data, [KEY]).seq == 2
     assert p.get_timer() == first + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
     assert p.sent == 2
 
@@ -320,6 +324,8 @@ def test_hostile_input_never_raises_and_is_counted():
         "bad_utf8",
         "bad_record_kind",
         "duplicate",
+        "duplicate_beacon",
+        "stale_beacon",
         "duplicate_fragment",
         "fragment_mismatch",
         "too_long",
@@ -337,6 +343,129 @@ def test_fragmented_peer_record_is_reassembled_and_relayed_in_fragments():
     assert len(relayed) == 7
     assert all(f.kind == DatagramKind.FRAGMENT and f.hops == 1 for f in relayed)
     assert p.missing_fragments(PEER, 5) is None
+
+
+# -- one protocol by hand: relayed beacons ------------------------------------------------
+
+FAR = node_id(5)  # a node we hear only through PEER
+FAR_ADDR = ("198.18.0.6", 8888)
+
+
+def far_beacon(seq=1, presence=None, boot_id=9, hops=DEFAULT_HOP_LIMIT - 1, sender=PEER) -> bytes:
+    beacon = BeaconDatagram(
+        sender, "far", boot_id, {FAR: seq}, presence or {}, hops=hops, origin=FAR, seq=seq
+    )
+    return beacon.serialize(KEY)
+
+
+def sent_beacons(p: MeshProtocol, now: float) -> list[BeaconDatagram]:
+    return [parse(data, [KEY]) for data, _ in p.datagrams_to_send(now)]
+
+
+def test_relayed_beacon_makes_a_node_not_a_peer_and_is_relayed_once():
+    p = make_protocol()
+    p.receive_datagram(far_beacon(presence={1: ["zoe"]}), PEER_ADDR, START)
+    assert events(p) == [PresenceChanged()]  # no PeerJoined: FAR is not a neighbour
+    assert p.peers == {}
+    node = p.nodes[FAR]
+    assert (node.name, node.boot_id, node.seq, node.hops, node.via) == ("far", 9, 1, 2, PEER)
+    assert node.vector == {FAR: 1}
+    assert p.presence() == {1: [("zoe", "far")]}
+    [relay] = sent_beacons(p, START)
+    assert (relay.sender, relay.origin, relay.seq, relay.hops) == (ME, FAR, 1, 5)
+    assert relay.presence == {1: ("zoe",)} and relay.boot_id == 9
+    assert (p.relayed_beacons, p.relayed) == (1, 0)
+    # The same beacon again, through anyone: a duplicate, not relayed again.
+    p.receive_datagram(far_beacon(presence={1: ["zoe"]}), PEER_ADDR, START)
+    p.receive_datagram(far_beacon(presence={1: ["zoe"]}, sender=node_id(6)), FAR_ADDR, START)
+    assert events(p) == []
+    assert sent_beacons(p, START) == []
+    assert p.dropped == Counter(duplicate_beacon=2)
+
+
+def test_direct_copy_makes_the_peer_with_the_origins_own_address():
+    p = make_protocol()
+    p.receive_datagram(far_beacon(), PEER_ADDR, START)  # relayed copy first
+    p.receive_datagram(far_beacon(sender=FAR), FAR_ADDR, START)  # then its own
+    assert events(p) == [PeerJoined(FAR, "far", FAR_ADDR)]
+    assert p.peers[FAR].addr == FAR_ADDR
+    assert p.peers[FAR].node is p.nodes[FAR]
+    assert (p.nodes[FAR].hops, p.nodes[FAR].via) == (1, FAR)
+    assert p.dropped == Counter(duplicate_beacon=1)
+    # A newer beacon relayed by PEER updates the node, never the peer's address.
+    p.receive_datagram(far_beacon(seq=2, presence={1: ["zoe"]}), PEER_ADDR, START + 1)
+    assert p.peers[FAR].addr == FAR_ADDR and p.peers[FAR].presence == {1: ("zoe",)}
+    assert (p.nodes[FAR].hops, p.nodes[FAR].via) == (2, PEER)
+
+
+def test_older_beacon_after_a_newer_one_changes_nothing():
+    p = make_protocol()
+    p.receive_datagram(far_beacon(seq=5, presence={1: ["new"]}), PEER_ADDR, START)
+    events(p)
+    sent_beacons(p, START)
+    for seq in (4, 1, 5):  # reordered late, or a replay of an old one
+        p.receive_datagram(far_beacon(seq=seq, presence={1: ["old"]}), PEER_ADDR, START + 1)
+    assert p.presence() == {1: [("new", "far")]}
+    assert p.nodes[FAR].last_heard == START
+    assert events(p) == []
+    assert sent_beacons(p, START + 1) == []
+    assert p.dropped == Counter(duplicate_beacon=3)
+
+
+def test_own_beacon_relayed_back_is_dropped_not_relayed():
+    p = make_protocol()
+    p.handle_timer(START)
+    [mine] = sent_beacons(p, START)
+    echo = BeaconDatagram(PEER, "me", mine.boot_id, hops=5, origin=ME, seq=mine.seq)
+    p.receive_datagram(echo.serialize(KEY), PEER_ADDR, START)
+    assert sent_beacons(p, START) == []
+    assert ME not in p.nodes and p.presence() == {}
+    assert p.dropped == Counter(duplicate_beacon=1)
+    assert p.relayed_beacons == 0
+
+
+def test_another_boot_wins_only_once_the_current_one_is_silent_an_interval():
+    p = make_protocol()
+    p.receive_datagram(far_beacon(seq=40, presence={1: ["live"]}), PEER_ADDR, START)
+    events(p)
+    sent_beacons(p, START)
+    # Another boot while the current one beacons: a late copy or a replay.
+    late = START + BEACON_INTERVAL - 0.1
+    p.receive_datagram(far_beacon(seq=900, boot_id=8, presence={1: ["x"]}), PEER_ADDR, late)
+    assert (p.nodes[FAR].boot_id, p.nodes[FAR].seq) == (9, 40)
+    assert p.dropped == Counter(stale_beacon=1)
+    assert sent_beacons(p, late) == []
+    # Silent for an interval: it restarted; its beacons count from 1 again.
+    restart = START + BEACON_INTERVAL
+    p.receive_datagram(far_beacon(seq=1, boot_id=10, presence={1: ["back"]}), PEER_ADDR, restart)
+    assert (p.nodes[FAR].boot_id, p.nodes[FAR].seq) == (10, 1)
+    assert p.presence() == {1: [("back", "far")]}
+    assert events(p) == [PresenceChanged()]
+    assert len(sent_beacons(p, restart)) == 1
+    # The old boot's beacons, now late, do not come back.
+    p.receive_datagram(far_beacon(seq=41, presence={1: ["live"]}), PEER_ADDR, restart + 1)
+    assert p.presence() == {1: [("back", "far")]}
+    assert p.dropped == Counter(stale_beacon=2)
+
+
+def test_relayed_node_times_out_from_its_last_beacon_and_peers_stay():
+    p = make_protocol()
+    p.handle_timer(START)
+    p.receive_datagram(far_beacon(presence={1: ["zoe"]}), PEER_ADDR, START + 1)
+    events(p)
+    got = []
+    for second in range(2, 30):  # PEER keeps beaconing and relaying; FAR went quiet
+        now = START + second
+        p.receive_datagram(peer_beacon(seq=second), PEER_ADDR, now)
+        p.receive_datagram(peer_record(seq=second, hops=1).serialize(KEY), PEER_ADDR, now)
+        p.handle_timer(now)
+        got = [e for e in events(p) if not isinstance(e, (PeerJoined, RecordReceived))]
+        if got:
+            break
+    assert now == START + 1 + PEER_TIMEOUT
+    assert got == [PresenceChanged()]  # no PeerLost: FAR was no peer
+    assert sorted(p.nodes) == [PEER] and sorted(p.peers) == [PEER]
+    assert p.presence() == {}
 
 
 # -- meshes --------------------------------------------------------------------------------
@@ -537,3 +666,96 @@ def test_peers_track_vectors_from_beacons():
     assert mesh.nodes[1].events_of(PeerJoined) == [
         PeerJoined(node_id(0), "node0", mesh.nodes[0].addr)
     ]
+
+
+# -- meshes: beacons relayed ---------------------------------------------------------------
+
+
+def test_chain_shows_presence_from_two_hops_away_via_the_middle():
+    mesh = Mesh.chain(3)
+    a, b, c = mesh.nodes
+    mesh.set_presence(2, {1: ["cat"], 2: ["cy"]})
+    mesh.set_presence(1, {1: ["bob"]})
+    mesh.run_for(1.0)
+    assert a.protocol.presence() == {1: [("bob", "node1"), ("cat", "node2")], 2: [("cy", "node2")]}
+    assert sorted(a.protocol.peers) == [b.node_id]  # A still cannot hear C
+    assert sorted(a.protocol.nodes) == [b.node_id, c.node_id]
+    far = a.protocol.nodes[c.node_id]
+    assert (far.name, far.hops, far.via) == ("node2", 2, b.node_id)
+    assert far.boot_id == c.protocol.boot_id
+    assert a.events_of(PeerJoined) == [PeerJoined(b.node_id, "node1", b.addr)]
+    assert c.protocol.presence() == {1: [("bob", "node1")]}  # and back the other way
+    # Nobody relays its own beacon back out.
+    for node in mesh.nodes:
+        for data in node.sent_datagrams:
+            beacon = parse(data, [KEY])
+            if isinstance(beacon, BeaconDatagram) and beacon.origin == node.node_id:
+                assert beacon.hops == DEFAULT_HOP_LIMIT
+    assert a.protocol.dropped["duplicate_beacon"] > 0  # B relayed A's beacons back
+
+
+def test_chain_loses_the_far_nodes_users_after_the_timeout():
+    mesh = Mesh.chain(3)
+    a = mesh.nodes[0]
+    mesh.set_presence(2, {1: ["cat"]})
+    mesh.run_for(1.0)
+    assert a.protocol.presence() == {1: [("cat", "node2")]}
+    a.events.clear()
+    mesh.nodes[2].up = False
+    # Its last beacon went out at most an interval ago: gone within the timeout.
+    stopped = mesh.now
+    mesh.run_until(stopped + PEER_TIMEOUT - BEACON_INTERVAL - 0.1)
+    assert a.protocol.presence() == {1: [("cat", "node2")]}  # not yet
+    mesh.run_until(stopped + PEER_TIMEOUT + 0.1)
+    assert a.protocol.presence() == {}
+    assert node_id(2) not in a.protocol.nodes
+    assert a.events == [PresenceChanged()]
+    assert sorted(a.protocol.peers) == [node_id(1)]  # B is still there
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicated_and_reordered_beacons_never_bring_old_presence_back(seed):
+    # A ring of 4 gives two ways round; copies arrive twice and up to 3 s late,
+    # later than the next presence change.
+    link = LinkConfig(duplicate=0.5, reorder=3.0)
+    mesh = Mesh(4, [(0, 1), (1, 2), (2, 3), (3, 0)], seed=seed, link=link)
+    states = [[f"gen{i}"] for i in range(8)]
+    seen = []
+    for users in states:
+        mesh.set_presence(2, {1: users})
+        for _ in range(120):  # 1.2 s: past MIN_BEACON_GAP, so each state goes out
+            mesh.run_for(0.01)
+            got = [u for u, _ in mesh.nodes[0].protocol.presence().get(1, [])]
+            if got and (not seen or seen[-1] != got):
+                seen.append(got)
+    mesh.run_for(4.0)
+    last = [u for u, _ in mesh.nodes[0].protocol.presence()[1]]
+    if last != seen[-1]:
+        seen.append(last)
+    order = [states.index(users) for users in seen]
+    assert order == sorted(set(order)), order  # only ever forward, never back
+    assert order[-1] == len(states) - 1
+    assert mesh.nodes[0].protocol.dropped["duplicate_beacon"] > 0
+
+
+@pytest.mark.parametrize("hop_limit", [1, 2, 3])
+def test_hop_limit_bounds_beacon_propagation(hop_limit):
+    mesh = Mesh.chain(hop_limit + 2, hop_limit=hop_limit)
+    mesh.run_for(1.0)
+    first = mesh.nodes[0].protocol
+    assert sorted(first.nodes) == [node_id(i) for i in range(1, hop_limit + 1)]
+    assert [first.nodes[node_id(i)].hops for i in range(1, hop_limit + 1)] == list(
+        range(1, hop_limit + 1)
+    )
+    assert node_id(0) not in mesh.nodes[hop_limit + 1].protocol.nodes
+
+
+def test_beacon_relays_in_a_full_mesh_are_one_per_node_and_origin():
+    n = 5
+    mesh = Mesh.full(n)
+    mesh.run_for(0.5)  # the start-up beacons only
+    for node in mesh.nodes:
+        assert node.protocol.relayed_beacons == n - 1
+        assert len(node.protocol.nodes) == n - 1
+        assert all(other.hops == 1 for other in node.protocol.nodes.values())
+    assert sum(len(node.sent_datagrams) for node in mesh.nodes) == n * n  # the N^2 cost

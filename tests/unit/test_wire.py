@@ -11,6 +11,7 @@ import pytest
 from node.clock import pack
 from node.record import Record, RecordKind
 from node.wire import (
+    BEACON_HEAD,
     FRAGMENT_HEAD,
     HEADER,
     MAC_LEN,
@@ -49,14 +50,16 @@ def make_record(body: dict | None = None, **fields) -> Record:
 
 
 RECORD = RecordDatagram(SENDER, make_record(), hops=7, counter=5)
-BEACON = BeaconDatagram(
+BEACON = BeaconDatagram(  # ORIGIN's 9th beacon, relayed by SENDER
     SENDER,
     "café",
     0x1122334455667788,
     {ORIGIN: 42, SENDER: 3},
     {1: ["bo", "ana"], 3: ["zoë"]},
-    hops=1,
+    hops=6,
     counter=6,
+    origin=ORIGIN,
+    seq=9,
 )
 FRAGMENT = FragmentDatagram(
     SENDER, DatagramKind.RECORD, 0xDEADBEEF, 1, 3, b"\x00\x01piece", hops=7, counter=9
@@ -71,12 +74,13 @@ RECORD_HEX = (
     "4c394dc9fde476c1234ac7899b693a95"  # mac
 )
 BEACON_HEX = (
-    "01 02 00 01 0123456789abcdef 00000006 "
+    "01 02 00 06 0123456789abcdef 00000006 "
+    "fedcba9876543210 00000009 "  # origin, beacon seq
     "1122334455667788 05 636166c3a9 "  # boot id, name length, "café"
     "0002 0123456789abcdef 00000003 fedcba9876543210 0000002a "  # vector: 2 entries
     "02 0001 0002 03 616e61 02 626f "  # 2 rooms; room 1: "ana", "bo"
     "0003 0001 04 7a6fc3ab "  # room 3: "zoë"
-    "249d8952ae7f2ffb507f865df6653fee"
+    "b16def0df6b715c377dd441071e18204"
 )
 FRAGMENT_HEX = (
     "01 03 00 07 0123456789abcdef 00000009 "
@@ -124,6 +128,7 @@ def test_exact_bytes_both_ways(datagram, hexdata):
 def test_struct_sizes():
     assert HEADER.size == 16
     assert RECORD_HEAD.size == 23
+    assert BEACON_HEAD.size == 21
     assert FRAGMENT_HEAD.size == 9
     assert MAC_LEN == 16
     assert MAX_BODY == MAX_DATAGRAM - 32
@@ -153,7 +158,10 @@ def test_record_round_trip(body, kind):
 
 def test_beacon_round_trip_and_normalization():
     empty = BeaconDatagram(SENDER, "n", 0)
+    assert empty.origin == SENDER and empty.seq == 0  # not relayed: from its origin
     assert parse(empty.serialize(KEY), [KEY]) == empty
+    relayed = BeaconDatagram(SENDER, "n", 0, hops=3, origin=ORIGIN, seq=(1 << 32) - 1)
+    assert parse(relayed.serialize(KEY), [KEY]) == relayed
     messy = BeaconDatagram(SENDER, "n", 1, {}, {4: ["b", "a", "b"], 2: [], 1: ("c",)})
     assert messy.presence == {1: ("c",), 4: ("a", "b")}
     assert parse(messy.serialize(KEY), [KEY]) == messy
@@ -211,7 +219,8 @@ def record_body(json_bytes: bytes, kind: int = 1, seq: int = 1) -> bytes:
 def beacon_body(
     name: bytes = b"n", vector: bytes = b"\x00\x00", presence: bytes = b"\x00"
 ) -> bytes:
-    return struct.pack("!QB", 1, len(name)) + name + vector + presence
+    head = struct.pack("!8sIQB", bytes.fromhex(ORIGIN), 1, 1, len(name))
+    return head + name + vector + presence
 
 
 REFUSALS = {
@@ -362,6 +371,9 @@ def test_every_truncated_body_with_valid_mac_is_refused(data):
         lambda: BeaconDatagram(SENDER, "", 0),
         lambda: BeaconDatagram(SENDER, "n" * (MAX_NODE_NAME_BYTES + 1), 0),
         lambda: BeaconDatagram(SENDER, "n", 1 << 64),
+        lambda: BeaconDatagram(SENDER, "n", 0, origin="FEDCBA9876543210"),
+        lambda: BeaconDatagram(SENDER, "n", 0, seq=1 << 32),
+        lambda: BeaconDatagram(SENDER, "n", 0, seq=-1),
         lambda: BeaconDatagram(SENDER, "n", 0, {"xyz": 1}),
         lambda: BeaconDatagram(SENDER, "n", 0, {ORIGIN: -1}),
         lambda: BeaconDatagram(SENDER, "n", 0, {}, {70000: ["a"]}),
