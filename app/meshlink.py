@@ -93,7 +93,14 @@ class MeshLink:
                 }
                 for node_id, peer in sorted(p.peers.items())
             },
+            "nodes": {
+                node_id: {"name": node.name, "hops": node.hops, "via": node.via,
+                          "last_heard_s": round(now - node.last_heard, 3),
+                          "vector": node.vector}
+                for node_id, node in sorted(p.nodes.items())
+            },
             "datagrams": {"sent": p.sent, "received": p.received, "relayed": p.relayed,
+                          "relayed_beacons": p.relayed_beacons,
                           "looped": p.looped, "dropped": dict(p.dropped),
                           "send_errors": dict(self.transport.errors)},
             "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
