@@ -42,6 +42,7 @@ TORN_SUFFIX = ".torn"
 # 2,000-character message of 4-byte characters, JSON-escaped) is well below.
 MAX_LINE_BYTES = 64 * 1024
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account"}
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 
@@ -59,7 +60,7 @@ def encode_line(record: Record) -> bytes:
         "room": record.room,
         "body": record.body,
     }
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (_ENCODER.encode(obj) + "\n").encode()
 
 
 def decode_line(line: bytes) -> Record:
@@ -218,7 +219,15 @@ class Store:
         Raises ValueError for a record that belongs nowhere (our own misuse;
         the mesh validates what it receives before it gets here).
         """
-        return bool(self.append_many([record]))
+        if (record.origin, record.seq) in self.index:
+            return False
+        self._check(record)
+        self._accept(record)
+        lf = self._file(self._log_name(record))
+        lf.handle.write(encode_line(record))
+        lf.handle.flush()
+        lf.dirty = True
+        return True
 
     def append_many(self, records: list[Record]) -> list[Record]:
         """Store a batch (a catch-up burst): one write and flush per log.
