@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.run-deps
 TEST_STAMP := $(VENV)/.test-deps
-DEBIAN_PACKAGES := chromium nftables iproute2
+DEBIAN_PACKAGES := chromium nftables iproute2 busybox
 
 .PHONY: run test lint bench clean debian-packages mesh
 
@@ -23,7 +23,7 @@ $(TEST_STAMP): requirements.txt requirements-test.txt | $(PY)
 # Installed only when running as root; tests that need them fail in CI.
 debian-packages:
 	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && command -v nft >/dev/null \
-	    && command -v ip >/dev/null; }; then \
+	    && command -v ip >/dev/null && command -v busybox >/dev/null; }; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -58,3 +58,14 @@ bench: $(TEST_STAMP) debian-packages
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build stage
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+## openwrt-stage: the OpenWrt package's files under DESTDIR (default ./stage), as
+## the recipe installs them (both run openwrt/stage.sh); `make openwrt` is the same
+DESTDIR ?= stage
+.PHONY: openwrt-stage openwrt
+openwrt-stage:
+	@test -n "$(DESTDIR)" || { echo "DESTDIR is empty" >&2; exit 2; }
+	rm -rf "$(DESTDIR)/usr/lib/community-chat"
+	sh openwrt/stage.sh "$(CURDIR)" "$(DESTDIR)"
+
+openwrt: openwrt-stage
