@@ -31,6 +31,7 @@ class Config:
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
     mesh_port: int = 8888
+    mesh_unicast_port: int = 0  # 0: any free port
     mesh_iface: list[str] = field(default_factory=list)  # empty: ["lo"]
     mesh_ttl: int = 1
     mesh_key_file: Path | None = None  # None: <data-dir>/mesh.key
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a lone router: no multicast at all")
     mesh.add_argument("--mesh-group", default=d.mesh_group, help="multicast group")
     mesh.add_argument("--mesh-port", type=_port, default=d.mesh_port, help="UDP port")
+    mesh.add_argument("--mesh-unicast-port", type=_bounded_int(0, 65535),
+                      default=d.mesh_unicast_port,
+                      help="UDP port for catch-up between two routers (0: any free port; "
+                           "a fixed one lets a firewall open exactly it)")
     mesh.add_argument("--mesh-iface", action="append", default=[], metavar="IFACE",
                       help="interface to the other routers (repeat for several; "
                            "default: lo, so nothing leaves this machine until you say so)")

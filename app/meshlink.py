@@ -35,7 +35,8 @@ class MeshLink:
             mtu=config.mesh_mtu)
         self.transport = MeshTransport(
             self.protocol, interfaces=config.interfaces, group=config.mesh_group,
-            port=config.mesh_port, ttl=config.mesh_ttl, on_events=self.handle_events)
+            port=config.mesh_port, ttl=config.mesh_ttl, unicast_port=config.mesh_unicast_port,
+            on_events=self.handle_events)
         chat.on_local_record = self.send_record
         chat.on_local_presence = self.send_presence
         chat.remote_presence = lambda room: self.protocol.presence().get(room, [])

@@ -9,7 +9,7 @@ How this works: ``MeshTransport`` drives a sans-I/O ``MeshProtocol``.
   interface by index, never on "any" interface, which the kernel would map to
   the default route.  ``IP_PKTINFO`` tells which interface a datagram came in
   on.
-- One *unicast socket*, on an ephemeral port, sends everything: multicast on
+- One *unicast socket*, on ``unicast_port`` (0: any free one), sends everything: multicast on
   each mesh interface in turn (``IP_MULTICAST_IF`` by index, TTL from the
   config, loopback on so routers on one host hear each other) and unicast
   replies to a peer.  Peers see its port as our source address, so unicast
@@ -81,6 +81,7 @@ def check_group(group: str) -> str:
 class MeshTransport:
     def __init__(self, protocol: MeshProtocol, *, interfaces: Sequence[str],
                  group: str = DEFAULT_GROUP, port: int = DEFAULT_PORT, ttl: int = DEFAULT_TTL,
+                 unicast_port: int = 0,
                  on_events: Callable[[list[Event]], None],
                  wall: Callable[[], float] = time.time) -> None:
         if not interfaces:
@@ -89,6 +90,7 @@ class MeshTransport:
         self.group = check_group(group)
         self.port = port
         self.ttl = ttl
+        self.unicast_port = unicast_port
         self.on_events = on_events
         self.wall = wall
         self.ifindex = {name: interface_index(name) for name in interfaces}
@@ -130,7 +132,7 @@ class MeshTransport:
             # address: unicast replies may come on any mesh interface, and
             # every datagram is MAC-checked before anything reads it.
             only_lo = list(self.ifindex) == ["lo"]
-            s.bind(("127.0.0.1" if only_lo else "0.0.0.0", 0))  # noqa: S104
+            s.bind(("127.0.0.1" if only_lo else "0.0.0.0", self.unicast_port))  # noqa: S104
         except OSError:
             s.close()
             raise

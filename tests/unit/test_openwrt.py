@@ -457,6 +457,7 @@ SHIPPED_ARGV = [
     "/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/etc/community-chat",
     "--host", "0.0.0.0", "--port", "8080", "--rooms", "4", "--log-level", "info",
     "--mesh-iface", "br-lan", "--mesh-group", "224.1.1.1", "--mesh-port", "8888",
+    "--mesh-unicast-port", "8889",
     "--mesh-ttl", "1", "--mesh-mtu", "1200", "--mesh-key-file", "/etc/community-chat/mesh.key",
     "--beacon-interval", "5",
 ]
@@ -594,7 +595,7 @@ def test_uci_defaults_makes_key_firewall_rules_and_chat_lan(shell: str, tmp_path
         "firewall.community_chat_mesh.src": "lan",
         "firewall.community_chat_mesh.proto": "udp",
         "firewall.community_chat_mesh.family": "ipv4",
-        "firewall.community_chat_mesh.dest_port": "8888",
+        "firewall.community_chat_mesh.dest_port": "8888 8889",
         "firewall.community_chat_mesh.target": "ACCEPT",
         "dhcp.community_chat": "domain",
         "dhcp.community_chat.name": "chat.lan",
