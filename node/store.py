@@ -36,6 +36,7 @@ from node.record import ORIGIN_RE, Record, RecordKind, VersionVector
 log = logging.getLogger(__name__)
 
 NODE_ID_FILE = "node_id"
+STATE_FILE = "state.json"  # retention horizon and low-water marks
 ACCOUNTS_LOG = "accounts.log"
 TORN_SUFFIX = ".torn"
 # A line longer than this is corrupt: the largest record we accept (a
@@ -78,6 +79,14 @@ def decode_line(line: bytes) -> Record:
     return Record(origin=origin, seq=int(seq), hlc=hlc, kind=kind, room=room, body=body)
 
 
+def _line_id(line: bytes) -> tuple[str, int] | None:
+    try:
+        record = decode_line(line)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (record.origin, record.seq)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync dir."""
     tmp = path.with_name(path.name + ".tmp")
@@ -113,6 +122,10 @@ def _order_key(record: Record) -> tuple[int, str, int]:
     return record.order_key
 
 
+def _hlc(record: Record) -> int:
+    return record.hlc
+
+
 @dataclass
 class RoomLog:
     """One room: its records in arrival order, and sorted for display.
@@ -128,6 +141,17 @@ class RoomLog:
     position: dict[tuple[str, int], int] = field(default_factory=dict)  # arrival index
     _sorted: list[Record] = field(default_factory=list)
     _dirty: bool = False
+
+    def expire(self, horizon: int) -> list[Record]:
+        """Drop the records stamped before ``horizon``; returns them."""
+        records = self.sorted
+        cut = bisect.bisect_left(records, horizon, key=_hlc)
+        if cut == 0:
+            return []
+        gone, self._sorted = records[:cut], records[cut:]
+        self.arrivals = [r for r in self.arrivals if r.hlc >= horizon]
+        self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
+        return gone
 
     def add(self, record: Record) -> None:
         self.position[(record.origin, record.seq)] = len(self.arrivals)
@@ -166,13 +190,42 @@ class Store:
         self.max_hlc = 0
         self.skipped_lines = 0  # unparseable lines kept in place
         self.torn_bytes = 0  # bytes of torn tails moved aside
-        self.refused: dict[str, int] = {}
+        # Retention: messages stamped before ``horizon`` (an HLC) are gone;
+        # ``low_water[origin]`` is the highest seq of that origin's expired
+        # messages.  An origin's messages carry rising seqs and HLCs alike, so
+        # every seq of it up to its low water is either still held (an
+        # account, say) or gone for good: catch-up answers "gone" for those.
+        self.horizon = 0
+        self.low_water: dict[str, int] = {}
+        self.expired = 0  # messages dropped by retention since start
         self._files: dict[str, LogFile] = {}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = load_or_make_node_id(self.data_dir)
+        self._load_state()
         self._load()
 
     # -- loading -------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        path = self.data_dir / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+            horizon, low_water = int(state["horizon"]), state["low_water"]
+            if not all(ORIGIN_RE.fullmatch(o) and isinstance(s, int) for o, s in
+                       low_water.items()):
+                raise ValueError("bad low_water")
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("%s is unreadable (%s): retention starts afresh", path, e)
+            return
+        self.horizon, self.low_water = horizon, dict(low_water)
+        for origin, seq in self.low_water.items():
+            self.vector.advance_to(origin, seq)
+
+    def _save_state(self) -> None:
+        write_atomically(self.data_dir / STATE_FILE, json.dumps(
+            {"horizon": self.horizon, "low_water": self.low_water}, indent=1).encode())
 
     def _load(self) -> None:
         for room in self.room_logs:
@@ -194,7 +247,9 @@ class Store:
                 record = decode_line(line) if len(line) <= MAX_LINE_BYTES else None
             except (ValueError, KeyError, TypeError):
                 record = None
-            if record is None or not self._accept(record):
+            if record is not None and self.is_expired(record):
+                self._note_expired(record)  # still in the file until compact()
+            elif record is None or not self._accept(record):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", path, number)
 
@@ -250,6 +305,9 @@ class Store:
             lf.dirty = True
         return new
 
+    def is_expired(self, record: Record) -> bool:
+        return record.kind == RecordKind.MESSAGE and record.hlc < self.horizon
+
     def _check(self, record: Record) -> None:
         if record.kind == RecordKind.MESSAGE and record.room not in self.room_logs:
             raise ValueError(f"no room {record.room} on this router")
@@ -259,7 +317,7 @@ class Store:
     def _accept(self, record: Record) -> bool:
         """Index a record; False if it is a duplicate or belongs nowhere."""
         rid = (record.origin, record.seq)
-        if rid in self.index:
+        if rid in self.index or self.is_expired(record):
             return False
         if record.kind == RecordKind.MESSAGE:
             room_log = self.room_logs.get(record.room)
@@ -285,6 +343,52 @@ class Store:
             path = self.data_dir / name
             lf = self._files[name] = LogFile(path, open(path, "ab"))
         return lf
+
+    # -- retention -------------------------------------------------------------
+
+    def expire(self, horizon: int) -> int:
+        """Forget messages stamped before ``horizon`` (an HLC); returns how
+        many.  Memory only: ``compact()`` takes them out of the files."""
+        if horizon <= self.horizon:
+            return 0
+        self.horizon = horizon
+        gone = 0
+        for room_log in self.room_logs.values():
+            for record in room_log.expire(horizon):
+                del self.index[(record.origin, record.seq)]
+                self._note_expired(record)
+                gone += 1
+        self._save_state()
+        return gone
+
+    def _note_expired(self, record: Record) -> None:
+        self.expired += 1
+        if record.seq > self.low_water.get(record.origin, 0):
+            self.low_water[record.origin] = record.seq
+            self.vector.advance_to(record.origin, record.seq)
+
+    def compact(self) -> int:
+        """Rewrite every room log with only the records still held (temp file,
+        fsync, rename: a crash at any point leaves the old or the new log,
+        both valid).  Rare on purpose: routers write to flash.  Returns the
+        number of logs rewritten."""
+        rewritten = 0
+        for room, room_log in self.room_logs.items():
+            path = self.data_dir / room_log_name(room)
+            if not path.exists():
+                continue
+            keep = {(r.origin, r.seq) for r in room_log.arrivals}
+            lines = path.read_bytes().splitlines(keepends=True)
+            # Lines that are not records stay for a person to look at.
+            kept = [ln for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
+            if len(kept) == len(lines):
+                continue
+            lf = self._files.pop(room_log_name(room), None)
+            if lf is not None:
+                lf.handle.close()
+            write_atomically(path, b"".join(kept))
+            rewritten += 1
+        return rewritten
 
     def sync(self) -> int:
         """fsync every log written since the last sync; returns how many."""

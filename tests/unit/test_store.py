@@ -184,3 +184,62 @@ def test_append_many_is_all_or_nothing_on_misuse(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no room 2"):
         s.append_many([msg(ORIGIN_A, 1, 1), msg(ORIGIN_A, 2, 2, room=2)])
     assert s.count(1) == 0 and not (tmp_path / room_log_name(1)).exists()
+
+
+def test_expire_drops_old_messages_keeps_accounts_and_low_water(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=2)
+    s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
+    for seq in range(2, 12):
+        s.append(msg(ORIGIN_A, seq, seq * 100, room=1 + seq % 2))
+    s.append(msg(ORIGIN_B, 1, 250))
+    assert s.expire(600) == 5  # A:2..5 (hlc 200..500) and B:1 (250); 600 itself stays
+    assert s.low_water == {ORIGIN_A: 5, ORIGIN_B: 1}
+    assert [r.seq for r in s.messages(1) if r.origin == ORIGIN_A] == [7, 9, 11]
+    assert [r.seq for r in s.messages(2)] == [6, 8, 10]
+    assert s.get(ORIGIN_A, 1) is not None, "accounts never expire"
+    assert s.get(ORIGIN_A, 3) is None
+    assert s.vector.contiguous(ORIGIN_A) == 11 and s.vector.contiguous(ORIGIN_B) == 1
+    assert s.expire(500) == 0, "the horizon never moves back"
+    assert not s.append(msg(ORIGIN_B, 2, 590)), "expired on receipt"
+    assert s.since(1, (ORIGIN_A, 7), 10) is not None
+    s.close()
+    # Restart before compaction: the old lines are still in the files, but
+    # nothing comes back.
+    again = Store(tmp_path, rooms=2)
+    assert again.horizon == 600 and again.skipped_lines == 0
+    assert sorted(r.seq for r in again.messages(1) if r.origin == ORIGIN_A) == [7, 9, 11]
+    assert again.vector.contiguous(ORIGIN_A) == 11
+
+
+def test_compact_rewrites_logs_atomically_keeping_bad_lines(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    for seq in range(1, 6):
+        s.append(msg(ORIGIN_A, seq, seq * 100))
+    s.close()
+    path = tmp_path / room_log_name(1)
+    with open(path, "ab") as f:
+        f.write(b"garbage line\n")
+    s = Store(tmp_path, rooms=1)
+    s.expire(300)
+    assert s.compact() == 1
+    lines = path.read_bytes().splitlines()
+    assert [decode_line(ln).seq for ln in lines[:-1]] == [3, 4, 5]
+    assert lines[-1] == b"garbage line"
+    assert not list(tmp_path.glob("*.tmp"))
+    assert s.append(msg(ORIGIN_A, 6, 600)), "the log is appendable after the rewrite"
+    s.close()
+    assert [r.seq for r in Store(tmp_path, rooms=1).messages(1)] == [3, 4, 5, 6]
+    assert Store(tmp_path, rooms=1).compact() == 0, "nothing to do: no rewrite"
+
+
+def test_own_seq_continues_after_everything_expired(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    me = s.node_id
+    for seq in range(1, 4):
+        s.append(msg(me, seq, seq * 100))
+    s.expire(10_000)
+    s.compact()
+    s.close()
+    again = Store(tmp_path, rooms=1)
+    assert again.count(1) == 0
+    assert again.next_seq() == 4, "a seq is never reused, even after a purge"
