@@ -274,10 +274,9 @@ class Store:
         Raises ValueError for a record that belongs nowhere (our own misuse;
         the mesh validates what it receives before it gets here).
         """
-        if (record.origin, record.seq) in self.index:
-            return False
         self._check(record)
-        self._accept(record)
+        if not self._accept(record):  # held already, or expired
+            return False
         lf = self._file(self._log_name(record))
         lf.handle.write(encode_line(record))
         lf.handle.flush()
