@@ -6,7 +6,10 @@ import argparse
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
+
+from app.retention import DEFAULT_RETENTION, parse_clock_time, parse_duration
 
 DEFAULT_PORT = 8080
 DEFAULT_ROOMS = 4
@@ -28,6 +31,8 @@ class Config:
     rooms: int = DEFAULT_ROOMS
     node_name: str = field(default_factory=default_node_name)
     log_level: str = "info"
+    retention: float = DEFAULT_RETENTION  # seconds
+    purge_at: time | None = None
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
     mesh_port: int = 8888
@@ -67,6 +72,20 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be {low} to {high}")
         return n
     return parse
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _clock_time(text: str) -> time:
+    try:
+        return parse_clock_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _port = _bounded_int(1, 65535)
@@ -116,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="largest UDP payload we send; larger records are fragmented")
     mesh.add_argument("--beacon-interval", type=_positive_float, default=d.beacon_interval,
                       help="seconds between beacons (version vector, presence)")
+    history = p.add_argument_group("history")
+    history.add_argument("--retention", type=_duration, default="24h",
+                         help="how long messages are kept: 90s, 15m, 12h, 7d")
+    history.add_argument("--purge-at", type=_clock_time, default=None, metavar="HH:MM",
+                         help="also wipe everything older every day at this local time")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     return p

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from app.chat import Chat
+from app.chat import Chat, iso_utc
 from app.config import Config, parse_args
 from app.meshlink import MeshLink
+from app.retention import horizon_ms
 from app.sessions import Sessions
 from app.web import ChatHandler, build_app
+from node.clock import pack, physical_ms
 from node.store import Store
 
 log = logging.getLogger("app")
@@ -21,10 +24,46 @@ log = logging.getLogger("app")
 SYNC_INTERVAL = 1.0
 
 
+# How often the retention horizon is moved on: a message outlives its time by
+# at most this much (and at most a tenth of a short test retention).
+PURGE_CHECK_INTERVAL = 30.0
+# Expired lines leave the files (a rewrite: flash wear) at most this often, or
+# sooner when retention itself is shorter.
+COMPACT_INTERVAL = 3600.0
+
+
 def _sync_forever(store: Store) -> None:
     while True:
         gevent.sleep(SYNC_INTERVAL)
         store.sync()
+
+
+def purge(chat: Chat, config: Config) -> int:
+    """Move the horizon on: forget, and take off the pages, expired messages."""
+    now_ms = physical_ms(chat.clock.tick(int(chat.wall() * 1000)))
+    horizon = pack(horizon_ms(now_ms, config.retention, config.purge_at), 0)
+    gone = chat.store.expire(horizon)
+    if gone:
+        log.info("retention: %d messages older than %s dropped", gone, iso_utc(
+            physical_ms(horizon)))
+        for room in range(1, chat.rooms + 1):
+            chat.hub.broadcast(room, {"type": "expired", "before_hlc": str(horizon)})
+    return gone
+
+
+def _purge_forever(chat: Chat, config: Config) -> None:
+    check = min(PURGE_CHECK_INTERVAL, config.retention / 10)
+    compact_every = min(COMPACT_INTERVAL, config.retention)
+    pending = 0
+    last_compact = time.monotonic()
+    while True:
+        pending += purge(chat, config)
+        if pending and time.monotonic() - last_compact >= compact_every:
+            rewritten = chat.store.compact()
+            log.info("retention: %d logs rewritten without %d expired lines", rewritten,
+                     pending)
+            pending, last_compact = 0, time.monotonic()
+        gevent.sleep(check)
 
 
 def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
@@ -48,6 +87,7 @@ def run(argv: list[str]) -> int:
         log.error("cannot start: %s", e)
         return 2
     syncer = gevent.spawn(_sync_forever, chat.store)
+    purger = gevent.spawn(_purge_forever, chat, config)
     if mesh is not None:
         mesh.start()
     log.info("node %s (%s) serving http://%s:%d/ with data in %s", chat.node_id,
@@ -61,5 +101,6 @@ def run(argv: list[str]) -> int:
         if mesh is not None:
             mesh.stop()
         syncer.kill()
+        purger.kill()
         chat.store.close()
     return 0

@@ -26,7 +26,7 @@
 
   function orderKey(m) {
     const [origin, seq] = m.id.split(":");
-    return [m.hlc, origin, Number(seq)];
+    return [BigInt(m.hlc), origin, Number(seq)]; // hlc: a 64-bit decimal string
   }
 
   function compare(a, b) {
@@ -134,6 +134,13 @@
       if (f.messages.length < OLDER_PAGE) olderButton.hidden = true;
     },
     presence(f) { showPresence(f.users); },
+    expired(f) {
+      // Retention moved on: messages stamped before the horizon are gone.
+      const horizon = BigInt(f.before_hlc);
+      for (const [id, li] of shown) {
+        if (BigInt(li.msg.hlc) < horizon) { li.remove(); shown.delete(id); }
+      }
+    },
     error(f) {
       if (f.client_id && unacked.has(f.client_id)) {
         if (!input.value) input.value = unacked.get(f.client_id);
