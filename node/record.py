@@ -1,6 +1,6 @@
 """Records: everything the mesh replicates, and the version vector over them.
 
-How this works: a record is a chat message, an account or (later) a moderation
+How this works: a record is a chat message, an account or a moderation
 action.  ``(origin, seq)`` is its id: ``origin`` is the router's node id (16 hex
 digits, random, kept in the data folder) and ``seq`` counts 1, 2, 3... per
 origin across every kind, never reused.  ``hlc`` is the hybrid-logical-clock
@@ -29,6 +29,7 @@ MAX_SEQ = (1 << 32) - 1  # the wire carries seq in 32 bits
 class RecordKind(IntEnum):
     MESSAGE = 1  # a chat message in a room: author, node name, wall time, text
     ACCOUNT = 2  # an account: username, password hash (register or change)
+    MODERATION = 3  # an admin's action: delete a message, clear a room, (un)ban a user
 
 
 @dataclass(frozen=True, slots=True, eq=True)

@@ -38,13 +38,15 @@ log = logging.getLogger(__name__)
 NODE_ID_FILE = "node_id"
 STATE_FILE = "state.json"  # retention horizon and low-water marks
 ACCOUNTS_LOG = "accounts.log"
+MODERATION_LOG = "moderation.log"
 TORN_SUFFIX = ".torn"
 # A line longer than this is corrupt: the largest record we accept (a
 # 2,000-character message of 4-byte characters, JSON-escaped) is well below.
 MAX_LINE_BYTES = 64 * 1024
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account"}
+KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account",
+              RecordKind.MODERATION: "moderation"}
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 
 
@@ -153,6 +155,14 @@ class RoomLog:
         self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
         return gone
 
+    def remove(self, rids: set[tuple[str, int]]) -> None:
+        """Take records out (moderation); O(n), and rare."""
+        if not any(rid in self.position for rid in rids):
+            return
+        self.arrivals = [r for r in self.arrivals if (r.origin, r.seq) not in rids]
+        self._sorted = [r for r in self._sorted if (r.origin, r.seq) not in rids]
+        self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
+
     def add(self, record: Record) -> None:
         self.position[(record.origin, record.seq)] = len(self.arrivals)
         self.arrivals.append(record)
@@ -187,6 +197,11 @@ class Store:
         self.index: dict[tuple[str, int], Record] = {}
         self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
         self.accounts: list[Record] = []
+        self.moderation: list[Record] = []
+        # Messages taken out by moderation (a delete, a room cleared): never
+        # stored again, and answered as gone in catch-up.
+        self.gone: set[tuple[str, int]] = set()
+        self.room_horizon: dict[int, int] = {}  # room -> HLC of its latest clear
         self.max_hlc = 0
         self.skipped_lines = 0  # unparseable lines kept in place
         self.torn_bytes = 0  # bytes of torn tails moved aside
@@ -228,6 +243,8 @@ class Store:
             {"horizon": self.horizon, "low_water": self.low_water}, indent=1).encode())
 
     def _load(self) -> None:
+        # Moderation first: a deleted message must not even be loaded.
+        self._load_file(self.data_dir / MODERATION_LOG)
         for room in self.room_logs:
             self._load_file(self.data_dir / room_log_name(room))
         self._load_file(self.data_dir / ACCOUNTS_LOG)
@@ -249,6 +266,8 @@ class Store:
                 record = None
             if record is not None and self.is_expired(record):
                 self._note_expired(record)  # still in the file until compact()
+            elif record is not None and self._is_taken_out(record):
+                self.gone.add((record.origin, record.seq))
             elif record is None or not self._accept(record):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", path, number)
@@ -307,8 +326,22 @@ class Store:
     def is_expired(self, record: Record) -> bool:
         return record.kind == RecordKind.MESSAGE and record.hlc < self.horizon
 
+    def _is_taken_out(self, record: Record) -> bool:
+        """A message a moderation record removed, whatever the arrival order."""
+        return record.kind == RecordKind.MESSAGE and (
+            (record.origin, record.seq) in self.gone
+            or record.hlc < self.room_horizon.get(record.room, 0))
+
+    def is_gone(self, origin: str, seq: int) -> bool:
+        """True if ``(origin, seq)`` existed and is gone for good here:
+        removed by moderation, or an expired message (every seq of an origin
+        up to its low water that we no longer hold)."""
+        rid = (origin, seq)
+        return rid in self.gone or (seq <= self.low_water.get(origin, 0)
+                                    and rid not in self.index)
     def _check(self, record: Record) -> None:
-        if record.kind == RecordKind.MESSAGE and record.room not in self.room_logs:
+        if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION) and record.room and \
+                record.room not in self.room_logs:
             raise ValueError(f"no room {record.room} on this router")
         if record.kind not in KIND_NAMES:
             raise ValueError(f"unknown record kind {record.kind!r}")
@@ -318,6 +351,10 @@ class Store:
         rid = (record.origin, record.seq)
         if rid in self.index or self.is_expired(record):
             return False
+        if self._is_taken_out(record):
+            self.gone.add(rid)
+            self.vector.add(record.origin, record.seq)  # held, as gone
+            return False
         if record.kind == RecordKind.MESSAGE:
             room_log = self.room_logs.get(record.room)
             if room_log is None:
@@ -325,6 +362,9 @@ class Store:
             room_log.add(record)
         elif record.kind == RecordKind.ACCOUNT:
             self.accounts.append(record)
+        elif record.kind == RecordKind.MODERATION:
+            self.moderation.append(record)
+            self._apply_moderation(record)
         else:
             return False
         self.index[rid] = record
@@ -332,9 +372,35 @@ class Store:
         self.max_hlc = max(self.max_hlc, record.hlc)
         return True
 
+    def _apply_moderation(self, record: Record) -> None:
+        """Take out what a delete or a clear names (bans are the app's)."""
+        action, body = record.body.get("action"), record.body
+        if action == "delete" and isinstance(body.get("target"), str):
+            origin, _, seq = body["target"].partition(":")
+            if seq.isdigit():
+                self._take_out({(origin, int(seq))})
+        elif (action == "clear" and record.room in self.room_logs
+              and record.hlc > self.room_horizon.get(record.room, 0)):
+            self.room_horizon[record.room] = record.hlc
+            older = self.room_logs[record.room].sorted
+            cut = bisect.bisect_left(older, record.hlc, key=_hlc)
+            self._take_out({(r.origin, r.seq) for r in older[:cut]})
+
+    def _take_out(self, rids: set[tuple[str, int]]) -> None:
+        self.gone |= rids
+        held = {rid for rid in rids if rid in self.index}
+        if not held:
+            return
+        for rid in held:
+            del self.index[rid]
+        for room_log in self.room_logs.values():
+            room_log.remove(held)
+
     @staticmethod
     def _log_name(record: Record) -> str:
-        return room_log_name(record.room) if record.kind == RecordKind.MESSAGE else ACCOUNTS_LOG
+        if record.kind == RecordKind.MESSAGE:
+            return room_log_name(record.room)
+        return MODERATION_LOG if record.kind == RecordKind.MODERATION else ACCOUNTS_LOG
 
     def _file(self, name: str) -> LogFile:
         lf = self._files.get(name)

@@ -243,3 +243,46 @@ def test_own_seq_continues_after_everything_expired(tmp_path: Path) -> None:
     again = Store(tmp_path, rooms=1)
     assert again.count(1) == 0
     assert again.next_seq() == 4, "a seq is never reused, even after a purge"
+
+
+def moderation(origin: str, seq: int, hlc: int, room: int, **body: str) -> Record:
+    return Record(origin, seq, hlc, RecordKind.MODERATION, room, {"by": "boss", **body})
+
+
+@pytest.mark.parametrize("tombstone_first", [False, True])
+def test_delete_beats_its_message_in_any_arrival_order(tmp_path: Path,
+                                                      tombstone_first: bool) -> None:
+    s = Store(tmp_path, rooms=1)
+    m = msg(ORIGIN_A, 1, 100)
+    t = moderation(ORIGIN_B, 1, 200, 1, action="delete", target=m.id)
+    for r in ([t, m] if tombstone_first else [m, t]):
+        s.append(r)
+    assert s.count(1) == 0 and s.get(ORIGIN_A, 1) is None
+    assert s.is_gone(ORIGIN_A, 1) and (ORIGIN_A, 1) in s.vector
+    assert not s.append(m), "never stored again"
+    s.close()
+    again = Store(tmp_path, rooms=1)
+    assert again.count(1) == 0 and again.is_gone(ORIGIN_A, 1)
+    assert len(again.moderation) == 1
+
+
+@pytest.mark.parametrize("order", ["before", "after", "mixed"])
+def test_clear_removes_older_messages_in_any_arrival_order(tmp_path: Path, order: str) -> None:
+    s = Store(tmp_path, rooms=2)
+    old = [msg(ORIGIN_A, i, i * 10) for i in range(1, 6)]
+    newer = msg(ORIGIN_A, 6, 1000)
+    other_room = msg(ORIGIN_B, 1, 20, room=2)
+    clear = moderation(ORIGIN_B, 2, 500, 1, action="clear")
+    batches = {"before": [clear, *old, newer, other_room],
+               "after": [*old, newer, other_room, clear],
+               "mixed": [old[0], old[1], clear, *old[2:], newer, other_room]}[order]
+    for r in batches:
+        s.append(r)
+    assert [r.seq for r in s.messages(1)] == [6]
+    assert s.count(2) == 1
+    assert all(s.is_gone(ORIGIN_A, i) for i in range(1, 6))
+    assert s.vector.contiguous(ORIGIN_A) == 6
+    s.expire(1)  # any compaction-triggering path
+    s.compact()
+    s.close()
+    assert [r.seq for r in Store(tmp_path, rooms=2).messages(1)] == [6]
