@@ -33,6 +33,7 @@ class Config:
     log_level: str = "info"
     retention: float = DEFAULT_RETENTION  # seconds
     purge_at: time | None = None
+    admin: list[str] = field(default_factory=list)
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
     mesh_port: int = 8888
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how long messages are kept: 90s, 15m, 12h, 7d")
     history.add_argument("--purge-at", type=_clock_time, default=None, metavar="HH:MM",
                          help="also wipe everything older every day at this local time")
+    web.add_argument("--admin", action="append", default=[], metavar="USERNAME",
+                     help="a user who may delete messages, clear rooms and ban users "
+                          "(repeat for several)")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     return p
