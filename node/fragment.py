@@ -1,6 +1,6 @@
 """Fragmentation: bodies larger than the MTU go out in numbered pieces.
 
-How this works: ``split`` cuts the body of a RECORD or BEACON datagram into
+How this works: ``split`` cuts the body of a RECORD, BEACON or BATCH datagram into
 ``FragmentDatagram``s of at most ``mtu`` bytes each once serialized (header,
 fragment head and MAC included), all with one transfer id, index 0..count-1 and
 the same hops-left.  The sender picks transfer ids (a counter, or random from a
@@ -20,8 +20,11 @@ counted in ``dropped`` by reason (pass the protocol's counter to share it):
     fragment_timeout    a partial transfer silent for the timeout (per transfer)
     fragment_evicted    a partial transfer pushed out by the bounds (per transfer)
 
-``missing(sender, transfer_id)`` lists the indexes still lacking, for a later
-request-by-index repair.
+``missing(sender, transfer_id)`` lists the indexes still lacking and
+``last_heard`` says when the transfer last made progress, so node/sync.py can
+ask the sender for just those pieces (FRAGMENT_REQUEST).  On the sending side
+``SentCache`` keeps the serialized pieces of the last few fragmented transfers,
+bounded by ``MAX_CACHED_TRANSFERS`` and ``MAX_CACHED_BYTES``, to resend them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ MAX_BUFFERED_BYTES = 4 * MAX_BODY
 # Finished transfers remembered so late duplicate pieces do not start a new
 # partial transfer that could only time out.
 MAX_FINISHED_REMEMBERED = 256
+# Sent transfers kept for resending pieces: a repair request comes within a
+# second or two, by which time a router has sent at most a few large records.
+MAX_CACHED_TRANSFERS = 16
+# Bytes of sent pieces kept: two maximal bodies (a 4 KB record is ~4 pieces).
+MAX_CACHED_BYTES = 2 * MAX_BODY
 
 
 def piece_size(mtu: int) -> int:
@@ -185,6 +193,18 @@ class Reassembler:
             return None
         return [i for i in range(partial.count) if i not in partial.pieces]
 
+    def last_heard(self, sender: str, transfer_id: int) -> float | None:
+        """When the partial transfer last got a new piece; None if no such."""
+        partial = self._partials.get((sender, transfer_id))
+        return None if partial is None else partial.last_heard
+
+    def first_piece(self, sender: str, transfer_id: int) -> tuple[int, bytes] | None:
+        """``(inner kind, piece 0)`` of a partial transfer, if piece 0 is in."""
+        partial = self._partials.get((sender, transfer_id))
+        if partial is None or 0 not in partial.pieces:
+            return None
+        return partial.inner_kind, partial.pieces[0]
+
     def pending(self) -> list[tuple[str, int]]:
         """``(sender, transfer id)`` of each partial transfer, oldest first."""
         return list(self._partials)
@@ -233,3 +253,34 @@ class Reassembler:
         )
         assert not isinstance(inner, FragmentDatagram)  # INNER_KINDS excludes it
         return inner
+
+
+class SentCache:
+    """The serialized pieces of our recent fragmented transfers, by transfer
+    id, oldest evicted first beyond ``max_transfers`` or ``max_bytes``."""
+
+    def __init__(
+        self, *, max_transfers: int = MAX_CACHED_TRANSFERS, max_bytes: int = MAX_CACHED_BYTES
+    ) -> None:
+        self.max_transfers = max_transfers
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes held
+        self._sent: OrderedDict[int, list[bytes]] = OrderedDict()
+
+    def add(self, transfer_id: int, pieces: list[bytes]) -> None:
+        self._drop(transfer_id)
+        self._sent[transfer_id] = list(pieces)
+        self.size += sum(len(p) for p in pieces)
+        while self._sent and (len(self._sent) > self.max_transfers or self.size > self.max_bytes):
+            self._drop(next(iter(self._sent)))
+
+    def get(self, transfer_id: int) -> list[bytes] | None:
+        return self._sent.get(transfer_id)
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    def _drop(self, transfer_id: int) -> None:
+        pieces = self._sent.pop(transfer_id, None)
+        if pieces is not None:
+            self.size -= sum(len(p) for p in pieces)

@@ -52,6 +52,13 @@ wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
   id, never by address (several nodes can share a host) and counted in
   ``looped``.  Anything malformed is counted in ``dropped`` by reason; nothing
   raises out of ``receive_datagram``.  Our own misuse raises ``ValueError``.
+- Catch-up and repair live in node/sync.py (``self.sync``): beacons from peers
+  trigger a unicast REQUEST for the ranges we lack, live records above a small
+  hole trigger a NACK after a back-off (suppressed when another node asks
+  first), REQUESTs aimed at us are answered from ``source`` in paced BATCHes,
+  stalled fragment transfers ask their sender for the missing pieces.  Records
+  from a BATCH are delivered like live ones but never relayed.  ``source``
+  (``sync.RecordSource``: the store) defaults to one that holds nothing.
 - Wall-clock jumps (a router sets its clock from NTP after boot).  The beacon
   timer wakes us at least once per interval, so a step between calls that is
   negative or longer than ``MAX_STEP_INTERVALS`` intervals is a jump, not time
@@ -71,11 +78,14 @@ from node import fragment
 from node.clock import HybridClock
 from node.fragment import DEFAULT_MTU, Reassembler
 from node.record import ORIGIN_RE, Record, VersionVector
+from node.sync import CATCHUP_RATE, CatchUpFinished, Host, NoRecords, RecordSource, Sync
 from node.wire import (
     HOPS_MAX,
     MAX_VECTOR_ENTRIES,
     U32_MAX,
+    BatchDatagram,
     BeaconDatagram,
+    Datagram,
     FragmentDatagram,
     InnerDatagram,
     RecordDatagram,
@@ -132,7 +142,8 @@ class PresenceChanged:
     """Some node's users online changed: call ``presence()`` again."""
 
 
-Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged
+Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged | CatchUpFinished
+Addr = tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -191,6 +202,8 @@ class MeshProtocol:
         beacon_interval: float = BEACON_INTERVAL,
         hop_limit: int = DEFAULT_HOP_LIMIT,
         mtu: int = DEFAULT_MTU,
+        source: RecordSource | None = None,
+        catchup_rate: float = CATCHUP_RATE,
     ) -> None:
         if not ORIGIN_RE.fullmatch(node_id):
             raise ValueError(f"node_id must be 16 lowercase hex digits: {node_id!r}")
@@ -201,6 +214,8 @@ class MeshProtocol:
         if not 1 <= hop_limit <= HOPS_MAX:
             raise ValueError(f"hop_limit must be 1..{HOPS_MAX}: {hop_limit}")
         fragment.piece_size(mtu)  # raises ValueError for an impossible mtu
+        if not catchup_rate > 0:
+            raise ValueError(f"catchup_rate must be positive: {catchup_rate}")
         self.node_id = node_id
         self.node_name = node_name
         self.keys = list(keys)
@@ -232,6 +247,17 @@ class MeshProtocol:
         self._outbox: list[tuple[bytes, tuple[str, int] | None]] = []
         self._events: deque[Event] = deque()
         self._reassembler = Reassembler(dropped=self.dropped)
+        self.sync_stats: Counter[str] = Counter()  # catch-up and repair, for /status
+        self.sync = Sync(
+            Host(
+                node_id, known, self.peers, mtu, rng, self.dropped, self.sync_stats,
+                send=self._queue, encode=self._encode, send_raw=self._queue_raw,
+                accept=self._accept_record, emit=self._events.append,
+            ),
+            source=source or NoRecords(),
+            rate=catchup_rate,
+            reassembler=self._reassembler,
+        )
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -278,12 +304,15 @@ class MeshProtocol:
             peer.last_heard, peer.addr, peer.iface = now, addr, iface
         if isinstance(datagram, FragmentDatagram):
             self._receive_fragment(datagram, addr, now, iface)
-        else:
+        elif isinstance(datagram, (RecordDatagram, BeaconDatagram, BatchDatagram)):
             self._receive_inner(datagram, addr, now, iface)
+        else:
+            self.sync.receive(datagram, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int] | None]]:
         self._observe_now(now)
         out, self._outbox = self._outbox, []
+        out += self.sync.datagrams_to_send(now)
         self.sent += len(out)
         return out
 
@@ -293,9 +322,8 @@ class MeshProtocol:
         heard += [n.last_heard for n in self.nodes.values()]
         if heard:
             timers.append(min(heard) + self.peer_timeout)
-        reassembly = self._reassembler.get_timer()
-        if reassembly is not None:
-            timers.append(reassembly)
+        others = (self._reassembler.get_timer(), self.sync.get_timer())
+        timers += [t for t in others if t is not None]
         return min(timers)
 
     def handle_timer(self, now: float) -> None:
@@ -303,6 +331,7 @@ class MeshProtocol:
         if self._next_beacon is None or now >= self._next_beacon:
             self._send_beacon(now)
         self._expire(now)
+        self.sync.handle_timer(now)
         self._reassembler.handle_timer(now)
 
     def next_event(self) -> Event | None:
@@ -315,6 +344,10 @@ class MeshProtocol:
             for room, users in node.presence.items():
                 rooms.setdefault(room, []).extend((user, node.name) for user in users)
         return {room: sorted(users) for room, users in sorted(rooms.items())}
+
+    def sync_status(self) -> dict:
+        """Catch-up and repair progress: counters, outstanding ranges, queues."""
+        return self.sync.status()
 
     def missing_fragments(self, sender: str, transfer_id: int) -> list[int] | None:
         """Fragment indexes still lacking in a partial transfer (for repair)."""
@@ -338,19 +371,28 @@ class MeshProtocol:
     ) -> None:
         if isinstance(datagram, RecordDatagram):
             self._receive_record(datagram, addr, now)
+        elif isinstance(datagram, BatchDatagram):
+            self.sync.receive(datagram, addr, now)
         else:
             self._receive_beacon(datagram, addr, now, iface)
 
     def _receive_record(self, datagram: RecordDatagram, addr: tuple[str, int], now: float) -> None:
         record = datagram.record
-        if not self.known.add(record.origin, record.seq):
-            self.dropped["duplicate"] += 1
+        if not self._accept_record(record, datagram.sender, addr, now):
             return
-        self.clock.observe(record.hlc, int(now * 1000))
-        self._events.append(RecordReceived(record, datagram.sender, addr))
         if datagram.hops > 1:
             self.relayed += 1
             self._queue(RecordDatagram(self.node_id, record, hops=datagram.hops - 1))
+        self.sync.live_record(record, datagram.sender, now)
+
+    def _accept_record(self, record: Record, sender: str, addr: Addr, now: float) -> bool:
+        """Deliver a record new to us (live or from a BATCH); False if seen."""
+        if not self.known.add(record.origin, record.seq):
+            self.dropped["duplicate"] += 1
+            return False
+        self.clock.observe(record.hlc, int(now * 1000))
+        self._events.append(RecordReceived(record, sender, addr))
+        return True
 
     def _receive_beacon(
         self, beacon: BeaconDatagram, addr: tuple[str, int], now: float, iface: str | None
@@ -368,6 +410,8 @@ class MeshProtocol:
         if newest and beacon.hops > 1:
             self.relayed_beacons += 1
             self._queue(replace(beacon, sender=self.node_id, hops=beacon.hops - 1))
+        if newest and beacon.origin == beacon.sender:
+            self.sync.peer_vector(now)
 
     def _update_node(self, beacon: BeaconDatagram, now: float) -> tuple[bool, bool]:
         """Take the beacon into ``nodes`` if it is the origin's newest:
@@ -442,18 +486,29 @@ class MeshProtocol:
         jitter = 1.0 - BEACON_JITTER * self.rng.random()
         self._next_beacon = now + self.beacon_interval * jitter
 
-    def _queue(self, datagram: InnerDatagram) -> None:
-        """Serialize for the group: whole if it fits the MTU, else in fragments."""
+    def _queue(self, datagram: Datagram, dest: Addr | None = None) -> None:
+        """Queue for ``dest`` (None: the group), in fragments if above the MTU."""
+        self._outbox.extend((data, dest) for data in self._encode(datagram))
+
+    def _queue_raw(self, data: bytes, dest: Addr | None) -> None:
+        self._outbox.append((data, dest))
+
+    def _encode(self, datagram: Datagram) -> list[bytes]:
+        """Serialized whole if it fits the MTU, else as fragments (kept a
+        while in ``sync`` so lost pieces can be sent again)."""
         key = self.keys[0]
         datagram = replace(datagram, counter=self._next_counter())
         whole = datagram.serialize(key)
         if len(whole) <= self.mtu:
-            self._outbox.append((whole, None))
-            return
+            return [whole]
+        assert isinstance(datagram, (RecordDatagram, BeaconDatagram, BatchDatagram))
         self._transfer_id = (self._transfer_id + 1) & U32_MAX
-        for piece in fragment.split(datagram, mtu=self.mtu, transfer_id=self._transfer_id):
-            numbered = replace(piece, counter=self._next_counter())
-            self._outbox.append((numbered.serialize(key), None))
+        pieces = [
+            replace(piece, counter=self._next_counter()).serialize(key)
+            for piece in fragment.split(datagram, mtu=self.mtu, transfer_id=self._transfer_id)
+        ]
+        self.sync.fragments_sent(self._transfer_id, pieces)
+        return pieces
 
     def _next_counter(self) -> int:
         self._counter = (self._counter + 1) & U32_MAX
@@ -482,3 +537,4 @@ class MeshProtocol:
         if self._last_beacon is not None:
             self._last_beacon += delta
         self._reassembler.shift(delta)
+        self.sync.shift(delta)

@@ -5,7 +5,7 @@ and a 16-byte tag, HMAC-SHA256 truncated, over header and body under the mesh
 key.  All integers are big-endian.
 
     header  16 B  version u8 | kind u8 | flags u8 | hops u8 | sender 8 B | counter u32
-    body          RECORD, BEACON or FRAGMENT, below
+    body          one of the kinds below
     mac     16 B  HMAC-SHA256(key, header + body)[:16]
 
     RECORD    origin 8 B | seq u32 | hlc u64 | record kind u8 | room u16 | JSON object (rest)
@@ -13,6 +13,20 @@ key.  All integers are big-endian.
               | n u16 | n * (origin 8 B | contiguous u32)
               | rooms u8 | rooms * (room u16 | users u16 | users * (len u8 | username))
     FRAGMENT  inner kind u8 | transfer id u32 | index u16 | count u16 | piece (rest)
+    REQUEST   target 8 B | request flags u8 | n u16 | n * (origin 8 B | first u32 | last u32)
+    BATCH     n u16 | n * (len u16 | a RECORD body of len bytes)
+    LOW_WATER n u16 | n * (origin 8 B | low u32)
+    FRAGMENT_REQUEST  target 8 B | transfer id u32 | n u16 | n * index u16
+
+Catch-up (node/sync.py).  A REQUEST asks node ``target`` (every other node
+ignores it for serving) for the records of each inclusive seq range; request
+flag bit 0 (``REQUEST_ANSWER_MULTICAST``) asks for the answer on the group
+instead of by unicast to the asker, so every neighbour missing the same records
+is repaired by one answer.  A BATCH carries whole records back to back, each
+length-prefixed, and is never relayed; a record too large for one datagram goes
+as a BATCH of one, in FRAGMENTs.  A LOW_WATER says "from ``origin`` everything
+up to ``low`` is purged here: stop asking".  A FRAGMENT_REQUEST asks the sender
+of a stalled fragmented transfer for the listed pieces again.
 
 ``sender`` is the node that put this datagram on the wire (for a relayed record
 or beacon the relayer, not the origin); ``counter`` counts that sender's
@@ -20,7 +34,7 @@ datagrams.  A beacon names its ``origin`` (the node it describes) in the body,
 with ``seq`` numbering that origin's beacons since its boot (1, 2, 3...; at one
 beacon a second a u32 lasts 136 years), so a relayed copy can be told from a
 newer beacon: ``(origin, boot id, seq)`` names one beacon.  A
-FRAGMENT carries a piece of a RECORD or BEACON *body*; joined, the pieces are
+FRAGMENT carries a piece of a RECORD, BEACON or BATCH *body*; joined, the pieces are
 parsed by ``parse_body`` with the fragments' header fields.
 
 ``parse`` checks the size, the version, then the MAC (any of several keys, so a
@@ -28,7 +42,7 @@ mesh can rotate its key), then everything else, and raises only ``WireError``
 whose ``reason`` is one of ``REASONS``: callers count it and drop the datagram.
 Building a datagram from bad values is our own bug and raises ``ValueError``.
 
-Flags: version 1 defines no flag bits.  A datagram with any flag bit set is
+Header flags: version 1 defines no flag bits.  A datagram with any flag bit set is
 refused ("bad_flags"): a flag may change how the body reads, so a node must not
 guess.  A later optional feature announces itself first (e.g. in the beacon)
 and only then sets its bit.
@@ -64,11 +78,23 @@ ROOM_COUNT = struct.Struct("!B")  # number of rooms with users online
 ROOM_HEAD = struct.Struct("!HH")  # room, number of usernames
 NAME_LEN = struct.Struct("!B")  # length of one username
 FRAGMENT_HEAD = struct.Struct("!BIHH")  # inner kind, transfer id, index, count
+REQUEST_HEAD = struct.Struct("!8sBH")  # target node, request flags, number of ranges
+REQUEST_RANGE = struct.Struct("!8sII")  # origin, first seq, last seq (inclusive)
+BATCH_COUNT = struct.Struct("!H")  # number of records in a batch
+BATCH_ENTRY = struct.Struct("!H")  # length of one record's RECORD body
+LOW_WATER_COUNT = struct.Struct("!H")  # number of (origin, low) marks
+LOW_WATER_ENTRY = struct.Struct("!8sI")  # origin, purged up to this seq
+FRAGMENT_REQUEST_HEAD = struct.Struct("!8sIH")  # target node, transfer id, number of indexes
+FRAGMENT_INDEX = struct.Struct("!H")  # one missing piece
+REQUEST_ANSWER_MULTICAST = 0x01  # request flag: answer on the group, not by unicast
+REQUEST_FLAGS_KNOWN = REQUEST_ANSWER_MULTICAST
 
 # The largest body of one datagram, and so of a reassembled RECORD or BEACON:
 # a body that fits one maximal datagram can always be sent, whole or in pieces.
 MAX_BODY = MAX_DATAGRAM - HEADER.size - MAC_LEN
-MAX_RECORD_JSON = MAX_BODY - RECORD_HEAD.size
+# Every record must also fit a BATCH of one (catch-up sends records in
+# batches), so a record's JSON leaves room for the batch's count and length.
+MAX_RECORD_JSON = MAX_BODY - BATCH_COUNT.size - BATCH_ENTRY.size - RECORD_HEAD.size
 # Node names are shown next to usernames: 64 bytes is 16-64 characters.
 MAX_NODE_NAME_BYTES = 64
 # Usernames: 128 bytes holds 32 characters even if every one takes 4 bytes.
@@ -88,6 +114,10 @@ MAX_PRESENCE_BYTES = (
     - MAX_VECTOR_ENTRIES * VECTOR_ENTRY.size
     - ROOM_COUNT.size
 )
+# Ranges in one REQUEST and marks in one LOW_WATER: whatever fits MAX_BODY (the
+# sender keeps to its MTU, far fewer); the bound only caps what we parse.
+MAX_REQUEST_RANGES = (MAX_BODY - REQUEST_HEAD.size) // REQUEST_RANGE.size
+MAX_LOW_WATER_ENTRIES = MAX_VECTOR_ENTRIES  # one per origin, like a vector
 # Pieces per transfer: at MIN_MTU (fragment.py) a MAX_BODY needs 130 pieces.
 MAX_FRAGMENTS = 256
 U16_MAX = (1 << 16) - 1
@@ -99,13 +129,17 @@ HOPS_MAX = 255  # hops-left is a u8
 class DatagramKind(IntEnum):
     RECORD = 1  # one whole record: live delivery of a new record, and relays
     BEACON = 2  # who a node is: name, boot id, version vector, users online; relayed
-    FRAGMENT = 3  # a numbered piece of a RECORD or BEACON body above the MTU
-    # 4, 5, 6 are kept for catch-up (REQUEST, RANGE, LOW_WATER); a node that
-    # does not know a kind drops it as "bad_kind".
+    FRAGMENT = 3  # a numbered piece of a RECORD, BEACON or BATCH body above the MTU
+    REQUEST = 4  # asks one node for seq ranges (catch-up, or a NACK for a gap)
+    BATCH = 5  # whole records back to back: the answer to a REQUEST; never relayed
+    LOW_WATER = 6  # "purged here up to this seq": the asker stops asking
+    FRAGMENT_REQUEST = 7  # asks a fragments' sender for the pieces that went missing
+    # A node that does not know a kind drops it as "bad_kind".
 
 
-# Kinds a FRAGMENT may carry: fragments of fragments would make no sense.
-INNER_KINDS = frozenset({DatagramKind.RECORD, DatagramKind.BEACON})
+# Kinds a FRAGMENT may carry: those that can outgrow the MTU.  Fragments of
+# fragments would make no sense; requests and low-water marks are cut to fit.
+INNER_KINDS = frozenset({DatagramKind.RECORD, DatagramKind.BEACON, DatagramKind.BATCH})
 _RECORD_KINDS = frozenset(int(k) for k in RecordKind)
 
 REASONS = frozenset(
@@ -219,6 +253,33 @@ class _Reader:
 # -- RECORD ------------------------------------------------------------------------------
 
 
+def _check_record(r: Record) -> None:
+    if not ORIGIN_RE.fullmatch(r.origin):
+        raise ValueError(f"origin must be 16 lowercase hex digits: {r.origin!r}")
+    if not 1 <= r.seq <= MAX_SEQ:
+        raise ValueError(f"seq out of range: {r.seq}")
+    if not 0 <= r.hlc <= U64_MAX:
+        raise ValueError(f"hlc out of range: {r.hlc}")
+    if r.kind not in _RECORD_KINDS:
+        raise ValueError(f"unknown record kind: {r.kind!r}")
+    if not 0 <= r.room <= U16_MAX:
+        raise ValueError(f"room out of range: {r.room}")
+    if not isinstance(r.body, Mapping):
+        raise ValueError("record body must be a mapping")
+
+
+def record_body(r: Record) -> bytes:
+    """The RECORD body encoding of ``r`` (also one entry of a BATCH)."""
+    try:
+        payload = dump_json(r.body)
+    except TypeError as exc:
+        raise ValueError(f"record body is not JSON: {exc}") from None
+    if len(payload) > MAX_RECORD_JSON:
+        raise ValueError(f"record body of {len(payload)} bytes exceeds {MAX_RECORD_JSON}")
+    head = RECORD_HEAD.pack(bytes.fromhex(r.origin), r.seq, r.hlc, r.kind, r.room)
+    return head + payload
+
+
 @dataclass(frozen=True, slots=True)
 class RecordDatagram:
     """One whole record.  ``Record.__eq__`` ignores the body: compare it too."""
@@ -231,30 +292,10 @@ class RecordDatagram:
 
     def __post_init__(self) -> None:
         _check_header(self.sender, self.hops, self.counter)
-        r = self.record
-        if not ORIGIN_RE.fullmatch(r.origin):
-            raise ValueError(f"origin must be 16 lowercase hex digits: {r.origin!r}")
-        if not 1 <= r.seq <= MAX_SEQ:
-            raise ValueError(f"seq out of range: {r.seq}")
-        if not 0 <= r.hlc <= U64_MAX:
-            raise ValueError(f"hlc out of range: {r.hlc}")
-        if r.kind not in _RECORD_KINDS:
-            raise ValueError(f"unknown record kind: {r.kind!r}")
-        if not 0 <= r.room <= U16_MAX:
-            raise ValueError(f"room out of range: {r.room}")
-        if not isinstance(r.body, Mapping):
-            raise ValueError("record body must be a mapping")
+        _check_record(self.record)
 
     def body(self) -> bytes:
-        r = self.record
-        try:
-            payload = dump_json(r.body)
-        except TypeError as exc:
-            raise ValueError(f"record body is not JSON: {exc}") from None
-        if len(payload) > MAX_RECORD_JSON:
-            raise ValueError(f"record body of {len(payload)} bytes exceeds {MAX_RECORD_JSON}")
-        head = RECORD_HEAD.pack(bytes.fromhex(r.origin), r.seq, r.hlc, r.kind, r.room)
-        return head + payload
+        return record_body(self.record)
 
     def serialize(self, key: bytes) -> bytes:
         return _seal(self, key)
@@ -290,7 +331,7 @@ def _load_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _parse_record(body: bytes, sender: str, hops: int, counter: int) -> RecordDatagram:
+def _read_record(body: bytes) -> Record:
     reader = _Reader(body)
     origin, seq, hlc, kind, room = reader.unpack(RECORD_HEAD)
     if seq == 0:
@@ -298,8 +339,11 @@ def _parse_record(body: bytes, sender: str, hops: int, counter: int) -> RecordDa
     if kind not in _RECORD_KINDS:
         raise WireError("bad_record_kind")
     payload = _load_json(reader.rest())
-    record = Record(origin.hex(), seq, hlc, RecordKind(kind), room, payload)
-    return RecordDatagram(sender, record, hops, counter)
+    return Record(origin.hex(), seq, hlc, RecordKind(kind), room, payload)
+
+
+def _parse_record(body: bytes, sender: str, hops: int, counter: int) -> RecordDatagram:
+    return RecordDatagram(sender, _read_record(body), hops, counter)
 
 
 # -- BEACON ------------------------------------------------------------------------------
@@ -480,15 +524,246 @@ def _parse_fragment(body: bytes, sender: str, hops: int, counter: int) -> Fragme
     )
 
 
+# -- REQUEST -----------------------------------------------------------------------------
+
+
+def _check_node(node: str, what: str) -> None:
+    if not isinstance(node, str) or not ORIGIN_RE.fullmatch(node):
+        raise ValueError(f"{what} must be 16 lowercase hex digits: {node!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDatagram:
+    """Asks node ``target`` for the records ``(origin, first..last)`` of each
+    range; ``multicast``: answer on the group (a NACK), else unicast."""
+
+    sender: str
+    target: str
+    ranges: Sequence[tuple[str, int, int]]
+    multicast: bool = False
+    hops: int = 1
+    counter: int = 0
+    kind: ClassVar[DatagramKind] = DatagramKind.REQUEST
+
+    def __post_init__(self) -> None:
+        _check_header(self.sender, self.hops, self.counter)
+        _check_node(self.target, "target")
+        object.__setattr__(self, "ranges", tuple(tuple(r) for r in self.ranges))
+        if not 1 <= len(self.ranges) <= MAX_REQUEST_RANGES:
+            raise ValueError(f"a request holds 1..{MAX_REQUEST_RANGES} ranges")
+        for origin, first, last in self.ranges:
+            _check_node(origin, "origin")
+            if not 1 <= first <= last <= MAX_SEQ:
+                raise ValueError(f"bad range {first}..{last}")
+
+    def body(self) -> bytes:
+        flags = REQUEST_ANSWER_MULTICAST if self.multicast else 0
+        parts = [REQUEST_HEAD.pack(bytes.fromhex(self.target), flags, len(self.ranges))]
+        parts += [REQUEST_RANGE.pack(bytes.fromhex(o), f, la) for o, f, la in self.ranges]
+        return b"".join(parts)
+
+    def serialize(self, key: bytes) -> bytes:
+        return _seal(self, key)
+
+
+def _parse_request(body: bytes, sender: str, hops: int, counter: int) -> RequestDatagram:
+    reader = _Reader(body)
+    target, flags, count = reader.unpack(REQUEST_HEAD)
+    if flags & ~REQUEST_FLAGS_KNOWN:
+        raise WireError("bad_flags")
+    if count > MAX_REQUEST_RANGES:
+        raise WireError("too_long")
+    ranges = []
+    for _ in range(count):
+        origin, first, last = reader.unpack(REQUEST_RANGE)
+        if not 1 <= first <= last:
+            raise WireError("malformed")
+        ranges.append((origin.hex(), first, last))
+    reader.finish()
+    if not ranges:
+        raise WireError("malformed")
+    multicast = bool(flags & REQUEST_ANSWER_MULTICAST)
+    return RequestDatagram(sender, target.hex(), ranges, multicast, hops, counter)
+
+
+# -- BATCH -------------------------------------------------------------------------------
+
+
+def batch_size(entry_sizes: Sequence[int]) -> int:
+    """Bytes of a whole BATCH datagram holding RECORD bodies of these sizes."""
+    entries = sum(BATCH_ENTRY.size + size for size in entry_sizes)
+    return HEADER.size + BATCH_COUNT.size + entries + MAC_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDatagram:
+    """Whole records for catch-up or repair; never relayed.
+    ``Record.__eq__`` ignores the body: compare it too."""
+
+    sender: str
+    records: Sequence[Record]
+    hops: int = 1
+    counter: int = 0
+    # ``record_body`` of each record when the caller has it already (the
+    # responder measured them to fill the batch): saves encoding them twice.
+    encoded: Sequence[bytes] = field(default=(), compare=False, repr=False)
+    kind: ClassVar[DatagramKind] = DatagramKind.BATCH
+
+    def __post_init__(self) -> None:
+        _check_header(self.sender, self.hops, self.counter)
+        object.__setattr__(self, "records", tuple(self.records))
+        if not 1 <= len(self.records) <= U16_MAX:
+            raise ValueError(f"a batch holds 1..{U16_MAX} records")
+        if self.encoded and len(self.encoded) != len(self.records):
+            raise ValueError("encoded must hold one body per record")
+        for record in self.records:
+            _check_record(record)
+
+    def body(self) -> bytes:
+        return encode_batch(self.encoded or [record_body(r) for r in self.records])
+
+    def serialize(self, key: bytes) -> bytes:
+        return _seal(self, key)
+
+
+def encode_batch(entries: Sequence[bytes]) -> bytes:
+    """A BATCH body from RECORD bodies already encoded (``record_body``)."""
+    parts = [BATCH_COUNT.pack(len(entries))]
+    for entry in entries:
+        parts += [BATCH_ENTRY.pack(len(entry)), entry]
+    return b"".join(parts)
+
+
+def _parse_batch(body: bytes, sender: str, hops: int, counter: int) -> BatchDatagram:
+    reader = _Reader(body)
+    (count,) = reader.unpack(BATCH_COUNT)
+    records = [_read_record(reader.take(reader.unpack(BATCH_ENTRY)[0])) for _ in range(count)]
+    reader.finish()
+    if not records:
+        raise WireError("malformed")
+    return BatchDatagram(sender, records, hops, counter)
+
+
+# -- LOW_WATER ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LowWaterDatagram:
+    """``marks[origin] = low``: records of ``origin`` up to ``low`` are purged
+    at the sender; whoever asked should treat them as held and move on."""
+
+    sender: str
+    marks: Mapping[str, int]
+    hops: int = 1
+    counter: int = 0
+    kind: ClassVar[DatagramKind] = DatagramKind.LOW_WATER
+
+    def __post_init__(self) -> None:
+        _check_header(self.sender, self.hops, self.counter)
+        object.__setattr__(self, "marks", dict(sorted(self.marks.items())))
+        if not 1 <= len(self.marks) <= MAX_LOW_WATER_ENTRIES:
+            raise ValueError(f"a low-water datagram holds 1..{MAX_LOW_WATER_ENTRIES} marks")
+        for origin, low in self.marks.items():
+            _check_node(origin, "origin")
+            if not 1 <= low <= MAX_SEQ:
+                raise ValueError(f"low water out of range: {low}")
+
+    def body(self) -> bytes:
+        parts = [LOW_WATER_COUNT.pack(len(self.marks))]
+        parts += [LOW_WATER_ENTRY.pack(bytes.fromhex(o), low) for o, low in self.marks.items()]
+        return b"".join(parts)
+
+    def serialize(self, key: bytes) -> bytes:
+        return _seal(self, key)
+
+
+def _parse_low_water(body: bytes, sender: str, hops: int, counter: int) -> LowWaterDatagram:
+    reader = _Reader(body)
+    (count,) = reader.unpack(LOW_WATER_COUNT)
+    if count > MAX_LOW_WATER_ENTRIES:
+        raise WireError("too_long")
+    marks: dict[str, int] = {}
+    for _ in range(count):
+        origin, low = reader.unpack(LOW_WATER_ENTRY)
+        marks[origin.hex()] = low
+    reader.finish()
+    if not marks or len(marks) != count or 0 in marks.values():  # empty, origin twice, low 0
+        raise WireError("malformed")
+    return LowWaterDatagram(sender, marks, hops, counter)
+
+
+# -- FRAGMENT_REQUEST --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentRequestDatagram:
+    """Asks ``target``, the sender of transfer ``transfer_id``, for the pieces
+    ``indexes`` again."""
+
+    sender: str
+    target: str
+    transfer_id: int
+    indexes: Sequence[int]
+    hops: int = 1
+    counter: int = 0
+    kind: ClassVar[DatagramKind] = DatagramKind.FRAGMENT_REQUEST
+
+    def __post_init__(self) -> None:
+        _check_header(self.sender, self.hops, self.counter)
+        _check_node(self.target, "target")
+        if not 0 <= self.transfer_id <= U32_MAX:
+            raise ValueError(f"transfer id out of range: {self.transfer_id}")
+        object.__setattr__(self, "indexes", tuple(self.indexes))
+        if not 1 <= len(self.indexes) <= MAX_FRAGMENTS:
+            raise ValueError(f"a fragment request names 1..{MAX_FRAGMENTS} pieces")
+        if not all(0 <= i < MAX_FRAGMENTS for i in self.indexes):
+            raise ValueError(f"fragment index out of range: {self.indexes}")
+
+    def body(self) -> bytes:
+        head = FRAGMENT_REQUEST_HEAD.pack(
+            bytes.fromhex(self.target), self.transfer_id, len(self.indexes)
+        )
+        return head + b"".join(FRAGMENT_INDEX.pack(i) for i in self.indexes)
+
+    def serialize(self, key: bytes) -> bytes:
+        return _seal(self, key)
+
+
+def _parse_fragment_request(
+    body: bytes, sender: str, hops: int, counter: int
+) -> FragmentRequestDatagram:
+    reader = _Reader(body)
+    target, transfer_id, count = reader.unpack(FRAGMENT_REQUEST_HEAD)
+    if count > MAX_FRAGMENTS:
+        raise WireError("too_long")
+    indexes = [reader.unpack(FRAGMENT_INDEX)[0] for _ in range(count)]
+    reader.finish()
+    if not indexes or max(indexes) >= MAX_FRAGMENTS:
+        raise WireError("malformed")
+    return FragmentRequestDatagram(sender, target.hex(), transfer_id, indexes, hops, counter)
+
+
 # -- parsing -----------------------------------------------------------------------------
 
-Datagram = RecordDatagram | BeaconDatagram | FragmentDatagram
-InnerDatagram = RecordDatagram | BeaconDatagram
+InnerDatagram = RecordDatagram | BeaconDatagram | BatchDatagram
+Datagram = (
+    RecordDatagram
+    | BeaconDatagram
+    | FragmentDatagram
+    | RequestDatagram
+    | BatchDatagram
+    | LowWaterDatagram
+    | FragmentRequestDatagram
+)
 
 _BODY_PARSERS = {
     DatagramKind.RECORD: _parse_record,
     DatagramKind.BEACON: _parse_beacon,
     DatagramKind.FRAGMENT: _parse_fragment,
+    DatagramKind.REQUEST: _parse_request,
+    DatagramKind.BATCH: _parse_batch,
+    DatagramKind.LOW_WATER: _parse_low_water,
+    DatagramKind.FRAGMENT_REQUEST: _parse_fragment_request,
 }
 
 

@@ -8,13 +8,20 @@ calling ``handle_timer`` / ``receive_datagram`` with that time, collecting each
 node's events and sending what it queued.  Each link can drop, duplicate and
 delay (reorder) datagrams, driven by one seeded ``random.Random``: a run is
 reproducible.  Nothing sleeps.
+
+Unicast (a destination address) reaches only the node at that address among
+those that hear the sender.  Each node keeps what it made and received in a
+``DictSource`` (the store, for answering catch-up requests).  ``partition`` and
+``heal`` cut and restore links; ``restart`` brings a node back with its old
+state or wiped (a new node id, nothing known); ``preload`` gives a node a
+history without sending it.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from node.clock import HybridClock
@@ -27,6 +34,7 @@ from node.protocol import (
     RecordReceived,
 )
 from node.record import Record, RecordKind, VersionVector
+from node.wire import parse
 
 KEY = b"simulated mesh key, 32 bytes...."
 PORT = 8888
@@ -41,15 +49,40 @@ class LinkConfig:
     reorder: float = 0.0  # extra random delay, up to this many seconds
 
 
+class DictSource:
+    """A node's records by id, and what it purged: ``sync.RecordSource``."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int], Record] = {}
+        self.low: dict[str, int] = {}
+
+    def put(self, record: Record) -> None:
+        self.records[(record.origin, record.seq)] = record
+
+    def get(self, origin: str, seq: int) -> Record | None:
+        return self.records.get((origin, seq))
+
+    def low_water(self, origin: str) -> int:
+        return self.low.get(origin, 0)
+
+    def ids(self) -> set[tuple[str, int]]:
+        return set(self.records)
+
+
 @dataclass
 class SimNode:
     index: int
     protocol: MeshProtocol
     addr: tuple[str, int]
+    source: DictSource = field(default_factory=DictSource)
     up: bool = True
     events: list[Event] = field(default_factory=list)
     sent_datagrams: list[bytes] = field(default_factory=list)
+    sent_unicast: list[bytes] = field(default_factory=list)
     next_seq: int = 1
+    keep_sent: bool = True  # False: count bytes only (long runs)
+    sent_bytes: int = 0
+    sent_log: list[tuple[float, bytes, tuple[str, int] | None]] = field(default_factory=list)
 
     @property
     def node_id(self) -> str:
@@ -62,8 +95,9 @@ class SimNode:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-def node_id(index: int) -> str:
-    return f"{0xA0 + index:016x}"
+def node_id(index: int, generation: int = 0) -> str:
+    """Node ``index``'s id; a wiped restart is a new ``generation``, a new id."""
+    return f"{0xA0 + index + 0x1000 * generation:016x}"
 
 
 class Mesh:
@@ -81,35 +115,47 @@ class Mesh:
         mtu: int = DEFAULT_MTU,
         beacon_interval: float = BEACON_INTERVAL,
         start: float = START,
+        **protocol_settings,
     ) -> None:
         self.now = start
+        self.seed = seed
         self.rng = random.Random(seed)
         self.default_link = link or LinkConfig()
         self.links: dict[tuple[int, int], LinkConfig] = {}
         self.hears: dict[int, set[int]] = {i: set() for i in range(n)}
         self.loopback = loopback
-        self.nodes = [
-            SimNode(
-                i,
-                MeshProtocol(
-                    node_id=node_id(i),
-                    node_name=f"node{i}",
-                    keys=[(keys or {}).get(i, KEY)],
-                    clock=HybridClock(),
-                    known=VersionVector(),
-                    rng=random.Random(seed * 1000 + i),
-                    beacon_interval=beacon_interval,
-                    hop_limit=hop_limit,
-                    mtu=mtu,
-                ),
-                ("127.0.0.1", PORT) if same_host else (f"198.18.0.{i + 1}", PORT),
-            )
-            for i in range(n)
-        ]
+        self.keys = keys or {}
+        self.settings = dict(
+            beacon_interval=beacon_interval, hop_limit=hop_limit, mtu=mtu, **protocol_settings
+        )
+        self.generations = [0] * n
+        self.nodes: list[SimNode] = []
+        for i in range(n):
+            source = DictSource()
+            protocol = self._protocol(i, node_id(i), VersionVector(), source, HybridClock())
+            addr = ("127.0.0.1", PORT) if same_host else (f"198.18.0.{i + 1}", PORT)
+            self.nodes.append(SimNode(i, protocol, addr, source))
         for a, b in links:
             self.link(a, b)
+        self._cut: set[tuple[int, int]] = set()
+        # Set to a function (src, dst, data) -> True to lose that one datagram.
+        self.drop_filter: Callable[[int, int, bytes], bool] | None = None
         self._queue: list[tuple[float, int, int, bytes, tuple[str, int]]] = []
         self._order = 0  # tie-breaker: equal times run in scheduling order
+
+    def _protocol(
+        self, i: int, nid: str, known: VersionVector, source: DictSource, clock: HybridClock
+    ) -> MeshProtocol:
+        return MeshProtocol(
+            node_id=nid,
+            node_name=f"node{i}",
+            keys=[self.keys.get(i, KEY)],
+            clock=clock,
+            known=known,
+            rng=random.Random(self.seed * 1000 + i + 100 * self.generations[i]),
+            source=source,
+            **self.settings,
+        )
 
     @classmethod
     def full(cls, n: int, **kwargs) -> Mesh:
@@ -132,6 +178,48 @@ class Mesh:
         self.hears[a].discard(b)
         self.hears[b].discard(a)
 
+    def partition(self, side: Iterable[int]) -> None:
+        """Cut every link between ``side`` and the other nodes."""
+        side = set(side)
+        for a in side:
+            for b in sorted(self.hears[a] - side):
+                self.unlink(a, b)
+                self._cut.add((a, b))
+
+    def heal(self) -> None:
+        """Restore every link ``partition`` cut."""
+        for a, b in self._cut:
+            self.hears[a].add(b)
+            self.hears[b].add(a)
+        self._cut.clear()
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def restart(self, i: int, *, wipe: bool = False) -> SimNode:
+        """Node i boots again: with its stored records (``known`` rebuilt from
+        them, clock kept), or wiped: a new node id and nothing at all."""
+        old = self.nodes[i]
+        if wipe:
+            self.generations[i] += 1
+            source, known, clock = DictSource(), VersionVector(), HybridClock()
+        else:
+            source, known, clock = old.source, VersionVector(), old.protocol.clock
+            for origin, seq in source.records:
+                known.add(origin, seq)
+        nid = node_id(i, self.generations[i])
+        protocol = self._protocol(i, nid, known, source, HybridClock(clock.last))
+        node = SimNode(i, protocol, old.addr, source, keep_sent=old.keep_sent)
+        node.next_seq = 1 if wipe else old.next_seq
+        self.nodes[i] = node
+        return node
+
+    def preload(self, i: int, records: Iterable[Record]) -> None:
+        """Node i holds ``records`` already (as if stored before start-up)."""
+        node = self.nodes[i]
+        for record in records:
+            node.source.put(record)
+            node.protocol.known.add(record.origin, record.seq)
+
     # -- driving -------------------------------------------------------------------------
 
     def make_record(self, i: int, text: str, room: int = 1) -> Record:
@@ -145,8 +233,19 @@ class Mesh:
         """Node i's user posts ``text``: make the record and send it now."""
         record = self.make_record(i, text, room)
         self.nodes[i].protocol.send_record(record, self.now)
+        self.nodes[i].source.put(record)
         self._flush(self.nodes[i])
         return record
+
+    def run_until_quiet(self, limit: float, check=None) -> float:
+        """Run in steps of a second until ``check()`` holds (or ``limit``
+        seconds passed); the simulated seconds it took."""
+        start = self.now
+        while self.now - start < limit:
+            if check is not None and check():
+                break
+            self.run_for(1.0)
+        return self.now - start
 
     def set_presence(self, i: int, presence: dict[int, list[str]]) -> None:
         self.nodes[i].protocol.set_presence(presence, self.now)
@@ -188,11 +287,18 @@ class Mesh:
 
     def _flush(self, node: SimNode) -> None:
         for data, dest in node.protocol.datagrams_to_send(self.now):
-            node.sent_datagrams.append(data)
+            node.sent_bytes += len(data)
+            if node.keep_sent:
+                node.sent_datagrams.append(data)
+                node.sent_log.append((self.now, data, dest))
+                if dest is not None:
+                    node.sent_unicast.append(data)
             for dst in self._receivers(node.index, dest):
                 self._transmit(node.index, dst, data)
         while (event := node.protocol.next_event()) is not None:
             node.events.append(event)
+            if isinstance(event, RecordReceived):
+                node.source.put(event.record)
 
     def _receivers(self, src: int, dest: tuple[str, int] | None) -> list[int]:
         heard = sorted(self.hears[src] | ({src} if self.loopback else set()))
@@ -204,9 +310,16 @@ class Mesh:
         config = self.links.get((src, dst), self.default_link)
         if self.rng.random() < config.drop:
             return
+        if self.drop_filter is not None and self.drop_filter(src, dst, data):
+            return
         copies = 2 if self.rng.random() < config.duplicate else 1
         for _ in range(copies):
             delay = LATENCY + self.rng.uniform(0, config.reorder)
             self._order += 1
             item = (self.now + delay, self._order, dst, data, self.nodes[src].addr)
             heapq.heappush(self._queue, item)
+
+
+def kinds(datagrams: Iterable[bytes]) -> list[str]:
+    """The kind of each datagram, by name, for assertions."""
+    return [type(parse(d, [KEY])).__name__.removesuffix("Datagram") for d in datagrams]

@@ -306,7 +306,7 @@ def test_hostile_input_never_raises_and_is_counted():
             data = bytearray(rng.choice(good))
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         else:  # validly signed, random body of every kind: a buggy or hostile peer
-            kind = rng.choice([1, 2, 3, 4])
+            kind = rng.choice([1, 2, 3, 4, 5, 6, 7, 8])
             head = HEADER.pack(1, kind, 0, rng.randrange(256), bytes.fromhex(PEER), 1)
             body = bytes([rng.choice([1, 2])]) + rng.randbytes(rng.randrange(0, 60))
             data = head + body
@@ -319,6 +319,8 @@ def test_hostile_input_never_raises_and_is_counted():
         "bad_version",
         "bad_mac",
         "bad_kind",
+        "bad_flags",  # a REQUEST's own flags
+        "not_peer",  # catch-up datagrams from a node that is no peer (yet)
         "malformed",
         "bad_json",
         "bad_utf8",

@@ -1,0 +1,808 @@
+"""Anti-entropy: catch-up, gap repair and fragment repair (sans-I/O).
+
+How this works: ``Sync`` belongs to one ``MeshProtocol`` (node/protocol.py),
+which hands it the datagrams of these kinds and asks it for timers and paced
+output.  Four parts, each small and bounded:
+
+- ``CatchUp`` (the asker).  Every beacon from a direct peer carries its vector
+  ``{origin: contiguous}``; compared with ours (``known``) it gives the ranges
+  we lack.  If we lack anything and no request is live, ONE unicast REQUEST
+  goes to the single peer that can fill the most, for at most
+  ``MAX_RANGES_PER_REQUEST`` ranges (what fits one datagram).  Records (or
+  LOW_WATER marks) arriving from that peer are progress; when every asked range
+  is in, or after ``REQUEST_TIMEOUT`` without progress (that peer is then
+  avoided for ``PEER_BACKOFF`` if another can help), we plan again.  Cost is
+  proportional to what is missing, never to the history.
+- ``Responder``.  A REQUEST whose target is us queues range cursors per asker
+  (bounded: ``MAX_SERVED_ASKERS``, ``MAX_QUEUED_RANGES``), answered round robin
+  in BATCH datagrams filled up to the MTU (a record larger than the MTU goes as
+  a fragmented BATCH of one), unicast to the asker or on the group if the
+  request says so.  Output is paced by a token bucket (``catchup_rate`` bytes/s,
+  burst ``CATCHUP_BURST_DATAGRAMS`` datagrams) driven by ``get_timer`` /
+  ``datagrams_to_send(now)``.  Only the next batch is ever materialised.
+  Ranges below our low water (``RecordSource.low_water``, purged here) are
+  answered with LOW_WATER; seqs we simply lack are skipped.
+- ``GapRepair`` (NACKs).  A live record ``(o, s)`` with a small hole just below
+  it means loss: after a random back-off in ``[NACK_MIN, NACK_MAX]`` we multicast
+  a REQUEST (answer by multicast) to the peer that gave us the record.  Hearing
+  someone else's multicast REQUEST covering our hole postpones ours (NACK
+  suppression, RFC 5740's idea): the one multicast answer repairs us all.
+  Retries are bounded; what is left goes to catch-up at the next beacon.
+- ``FragmentRepair``.  A partial reassembly with no new piece for
+  ``FRAGMENT_REPAIR_DELAY`` asks its sender (unicast) for the missing indexes;
+  the sender resends them from its ``SentCache``.  Bounded retries.
+
+Records from BATCH go through the same path as live ones (dedupe by ``known``,
+clock, ``RecordReceived``) but are never relayed: catch-up stays between the
+two nodes.  Anything from a node that is not a direct peer is dropped and
+counted; progress is in ``stats`` (for /status).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from node.fragment import Reassembler, SentCache
+from node.record import Record, VersionVector
+from node.wire import (
+    BATCH_ENTRY,
+    FRAGMENT_INDEX,
+    FRAGMENT_REQUEST_HEAD,
+    HEADER,
+    LOW_WATER_COUNT,
+    LOW_WATER_ENTRY,
+    MAC_LEN,
+    RECORD_HEAD,
+    REQUEST_HEAD,
+    REQUEST_RANGE,
+    BatchDatagram,
+    Datagram,
+    DatagramKind,
+    FragmentRequestDatagram,
+    LowWaterDatagram,
+    RequestDatagram,
+    batch_size,
+    record_body,
+)
+
+# -- constants ---------------------------------------------------------------------------
+
+# Ranges per catch-up REQUEST: 64 ranges are 1,035 bytes, within the default
+# MTU; smaller MTUs get fewer (``ranges_per_request``).  A node with more holes
+# than that asks again as soon as the first answer is in.
+MAX_RANGES_PER_REQUEST = 64
+# No new record from the asked peer for this long: the request or part of its
+# answer was lost, or the peer is gone.  One second is ~800 batches at the
+# default rate, even shared by MAX_SERVED_ASKERS askers, and a fifth of a beacon
+# interval, so a loss costs little.  Slower rates stretch it (``request_timeout``).
+REQUEST_TIMEOUT = 1.0
+# A peer that let a request time out is passed over for two beacon intervals
+# when another peer can fill the gap, so one dead link cannot stall catch-up.
+PEER_BACKOFF = 10.0
+# Catch-up pacing, bytes/s.  1 MB/s is 8 Mbit/s: a quarter or less of what an
+# 802.11n/ac mesh link carries by unicast in practice (20-100 Mbit/s), so chat
+# keeps most of the airtime while 100,000 messages (~15 MB) arrive in ~15 s.
+# Multicast NACK answers share it; they are small.
+CATCHUP_RATE = 1_000_000
+# Burst: four datagrams back to back, about 4 ms of airtime at 8 Mbit/s: the
+# bucket may send that much at once after a pause, never more.
+CATCHUP_BURST_DATAGRAMS = 4
+# Askers served at once: a few neighbours rebooting together.  More is a storm
+# or an attack; they retry after REQUEST_TIMEOUT.
+MAX_SERVED_ASKERS = 8
+# Range cursors queued per asker: four full requests.  A cursor is ~50 bytes,
+# whatever the range's length: 8 askers x 256 cursors stay under 100 KB.
+MAX_QUEUED_RANGES = 256
+# Seqs looked up while filling one batch: bounds the time one call spends
+# skipping seqs we lack (a record is ~100 bytes, a batch holds ~10 of them).
+MAX_SCAN_PER_BATCH = 1024
+# Batches built per call of ``datagrams_to_send``: bounds the work of one call
+# when batches come out empty; a zero timer brings us back at once.
+MAX_BUILDS_PER_CALL = 64
+# A token-bucket wake-up lands this much after the exact instant, so floating
+# point (a wall clock near 1.7e9 s resolves ~0.24 us) never wakes us a hair
+# early and finds the bucket still short.
+PACING_EPSILON = 1e-6
+# NACK back-off: 20-60 ms.  Longer than a one-hop round trip on Wi-Fi (a few
+# ms) so the first NACK is heard by the others before theirs fire; short enough
+# that a lost chat line is back before a reader notices.
+NACK_MIN = 0.02
+NACK_MAX = 0.06
+# After a NACK, wait this long (plus a new back-off) for the answer before asking
+# again: the answer is paced behind at most a few batches.
+NACK_RETRY = 0.5
+# NACKs per hole before we leave it to catch-up (every beacon, 5 s).
+NACK_MAX_TRIES = 4
+# A hole wider than this is an outage, not loss: it goes to unicast catch-up, so
+# a rebooted node never pulls history by multicast.
+MAX_NACK_GAP = 32
+# Origins with a NACK pending, and holes remembered per origin: a mesh has tens
+# of origins, and loss bursts are short.
+MAX_NACK_ORIGINS = 64
+MAX_NACK_RANGES = 8
+# Someone else asked for our hole by multicast: hold ours this long, enough for
+# the answer (a batch or two) to come back.
+NACK_SUPPRESS_HOLD = 0.3
+# A fragmented transfer with no new piece for this long lost pieces: pieces go
+# out back to back (or paced, ~1 ms apart), so 250 ms of silence is loss.
+FRAGMENT_REPAIR_DELAY = 0.25
+# Requests per stalled transfer: 4 x 250 ms, well within REASSEMBLY_TIMEOUT.
+MAX_FRAGMENT_REPAIRS = 4
+# The queue key of multicast answers (not a node id: those are hex).
+MULTICAST = "*"
+
+Range = tuple[str, int, int]  # origin, first, last (inclusive)
+Addr = tuple[str, int]
+
+
+def request_timeout(mtu: int, rate: float) -> float:
+    """REQUEST_TIMEOUT, or longer when a responder at ``rate`` serving every
+    asker it may could leave us two MTUs' worth of turns behind."""
+    return max(REQUEST_TIMEOUT, 2 * MAX_SERVED_ASKERS * mtu / rate)
+
+
+def ranges_per_request(mtu: int) -> int:
+    """Ranges one REQUEST carries at ``mtu``."""
+    fits = (mtu - HEADER.size - MAC_LEN - REQUEST_HEAD.size) // REQUEST_RANGE.size
+    return max(1, min(MAX_RANGES_PER_REQUEST, fits))
+
+
+def _lacking(known: VersionVector, origin: str, first: int, last: int) -> list[tuple[int, int]]:
+    """The parts of ``first..last`` of ``origin`` that ``known`` lacks."""
+    if known.contiguous(origin) >= last:
+        return []
+    return [
+        (max(a, first), b) for a, b in known.missing(origin, last) if b >= first
+    ]
+
+
+def _count(ranges: Iterable[tuple[int, int]]) -> int:
+    return sum(last - first + 1 for first, last in ranges)
+
+
+# -- what the protocol gives us ----------------------------------------------------------
+
+
+class RecordSource(Protocol):
+    """Where a responder finds records to send: the store."""
+
+    def get(self, origin: str, seq: int) -> Record | None:
+        """The record ``(origin, seq)`` if held here."""
+
+    def low_water(self, origin: str) -> int:
+        """Every seq of ``origin`` up to this is purged here (0: none)."""
+
+
+class NoRecords:
+    """A source that holds nothing and has purged nothing."""
+
+    def get(self, origin: str, seq: int) -> Record | None:
+        return None
+
+    def low_water(self, origin: str) -> int:
+        return 0
+
+
+class PeerView(Protocol):
+    """What sync reads of a ``protocol.Peer``."""
+
+    addr: Addr
+
+    @property
+    def vector(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpFinished:
+    """A catch-up request to ``peer`` ended: every asked range arrived
+    (``complete``) or the peer stopped answering; ``records`` it brought."""
+
+    peer: str
+    records: int
+    complete: bool
+
+
+@dataclass(slots=True)
+class Host:
+    """The protocol's side: state we read and what we may do."""
+
+    node_id: str
+    known: VersionVector
+    peers: Mapping[str, PeerView]
+    mtu: int
+    rng: random.Random
+    dropped: Counter[str]
+    stats: Counter[str]
+    send: Callable[[Any, Addr | None], None]  # queue a datagram (fragments if needed)
+    encode: Callable[[Any], list[bytes]]  # serialize (fragments if needed), not queued
+    send_raw: Callable[[bytes, Addr], None]  # queue bytes already serialized
+    accept: Callable[[Record, str, Addr, float], bool]  # deliver; False: a duplicate
+    emit: Callable[[Any], None]  # an event for next_event()
+
+
+# -- asking: bulk catch-up ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    peer: str
+    ranges: list[Range]
+    progress: float  # when it was sent or last brought something
+    records: int = 0
+
+
+class CatchUp:
+    """One live unicast REQUEST at a time, to the peer that can fill the most."""
+
+    def __init__(self, host: Host, rate: float) -> None:
+        self.host = host
+        self.timeout = request_timeout(host.mtu, rate)
+        self.outstanding: _Outstanding | None = None
+        self._avoid: dict[str, float] = {}  # peer -> until when we pass it over
+
+    def plan(self, now: float) -> None:
+        """Called on each beacon from a peer, on completion and on timeout."""
+        if self.outstanding is not None:
+            if self._complete():
+                self._finish(True)
+            elif now - self.outstanding.progress < self.timeout and self._alive():
+                return
+            else:
+                self._give_up(now)
+        choice = self._best_peer(now)
+        if choice is not None:
+            self._ask(*choice, now)
+
+    def progress(self, peer: str, records: int, now: float) -> None:
+        """``records`` new records (or a low-water mark: 0) arrived from
+        ``peer``; finish and re-plan once all is in."""
+        out = self.outstanding
+        if out is None or out.peer != peer:
+            return
+        out.records += records
+        out.progress = now
+        self.host.stats["catchup_records"] += records
+        if self._complete():
+            self.plan(now)
+
+    def get_timer(self) -> float | None:
+        out = self.outstanding
+        return None if out is None else out.progress + self.timeout
+
+    def handle_timer(self, now: float) -> None:
+        out = self.outstanding
+        if out is not None and now >= out.progress + self.timeout:
+            self.plan(now)
+
+    def shift(self, delta: float) -> None:
+        if self.outstanding is not None:
+            self.outstanding.progress += delta
+        self._avoid = {peer: until + delta for peer, until in self._avoid.items()}
+
+    def lag(self) -> dict[str, dict[str, int]]:
+        """Per peer: records it has that we lack (``behind``), and records we
+        have contiguously beyond its vector (``ahead``)."""
+        ours, out = self.host.known.as_dict(), {}
+        for peer_id, peer in sorted(self.host.peers.items()):
+            behind = _count((f, la) for _, f, la in self._wants(peer))
+            ahead = sum(max(0, c - peer.vector.get(o, 0)) for o, c in ours.items())
+            out[peer_id] = {"behind": behind, "ahead": ahead}
+        return out
+
+    def outstanding_ranges(self) -> int:
+        out = self.outstanding
+        if out is None:
+            return 0
+        known = self.host.known
+        return sum(bool(_lacking(known, o, f, la)) for o, f, la in out.ranges)
+
+    def _wants(self, peer: PeerView) -> list[Range]:
+        known, wants = self.host.known, []
+        for origin, upto in peer.vector.items():
+            if known.contiguous(origin) < upto:
+                wants += [(origin, f, la) for f, la in known.missing(origin, upto)]
+        return wants
+
+    def _best_peer(self, now: float) -> tuple[str, list[Range]] | None:
+        """The peer that can fill the most; one we avoid only if no other can."""
+        best: tuple[bool, int, str] | None = None
+        chosen: list[Range] = []
+        for peer_id, peer in sorted(self.host.peers.items()):
+            wants = self._wants(peer)
+            amount = _count((f, la) for _, f, la in wants)
+            if not amount:
+                continue
+            rank = (self._avoid.get(peer_id, 0.0) <= now, amount, peer_id)
+            if best is None or rank[:2] > best[:2]:
+                best, chosen = rank, wants
+        return None if best is None else (best[2], chosen)
+
+    def _ask(self, peer_id: str, wants: list[Range], now: float) -> None:
+        host = self.host
+        ranges = wants[: ranges_per_request(host.mtu)]
+        self.outstanding = _Outstanding(peer_id, ranges, now)
+        request = RequestDatagram(host.node_id, peer_id, ranges)
+        host.send(request, host.peers[peer_id].addr)
+        host.stats["catchup_requests"] += 1
+        host.stats["catchup_request_bytes"] += len(request.body()) + HEADER.size + MAC_LEN
+        host.stats["catchup_asked_records"] += _count((f, la) for _, f, la in ranges)
+
+    def _complete(self) -> bool:
+        return self.outstanding is not None and self.outstanding_ranges() == 0
+
+    def _alive(self) -> bool:
+        return self.outstanding is not None and self.outstanding.peer in self.host.peers
+
+    def _finish(self, complete: bool) -> None:
+        out, self.outstanding = self.outstanding, None
+        assert out is not None
+        self.host.stats["catchup_done" if complete else "catchup_timeouts"] += 1
+        self.host.emit(CatchUpFinished(out.peer, out.records, complete))
+
+    def _give_up(self, now: float) -> None:
+        assert self.outstanding is not None
+        self._avoid[self.outstanding.peer] = now + PEER_BACKOFF
+        self._avoid = {p: t for p, t in self._avoid.items() if t > now}  # stays small
+        self._finish(False)
+
+
+# -- answering: paced batches ------------------------------------------------------------
+
+
+class TokenBucket:
+    """``rate`` bytes/s, at most ``burst`` bytes at once; time passed in."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp: float | None = None  # when ``tokens`` was last brought up to date
+
+    def take(self, size: int, now: float) -> bool:
+        self._refill(now)
+        if self.tokens < size:
+            return False
+        self.tokens -= size
+        return True
+
+    def ready_at(self, size: int) -> float:
+        """When ``size`` bytes may go (``size`` <= burst)."""
+        if self.stamp is None or self.tokens >= size:
+            return 0.0 if self.stamp is None else self.stamp
+        return self.stamp + (size - self.tokens) / self.rate + PACING_EPSILON
+
+    def shift(self, delta: float) -> None:
+        if self.stamp is not None:
+            self.stamp += delta
+
+    def _refill(self, now: float) -> None:
+        if self.stamp is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+
+
+@dataclass(slots=True)
+class _Cursor:
+    origin: str
+    next: int
+    last: int
+
+
+@dataclass(slots=True)
+class _Asker:
+    dest: Addr | None  # None: answer on the group
+    cursors: deque[_Cursor]
+    peeked: tuple[Record, bytes] | None = None  # the front cursor's next record, encoded
+
+
+class Responder:
+    """Answers REQUESTs aimed at us, round robin over askers, paced."""
+
+    def __init__(self, host: Host, source: RecordSource, rate: float) -> None:
+        self.host = host
+        self.source = source
+        self.bucket = TokenBucket(rate, CATCHUP_BURST_DATAGRAMS * host.mtu)
+        self._queues: OrderedDict[str, _Asker] = OrderedDict()
+        self._ready: deque[tuple[bytes, Addr | None]] = deque()  # the next batch, serialized
+
+    def receive_request(self, request: RequestDatagram, addr: Addr) -> None:
+        key = MULTICAST if request.multicast else request.sender
+        queue = self._queues.get(key)
+        if queue is None:
+            if len(self._queues) >= MAX_SERVED_ASKERS:
+                self.host.dropped["request_askers_full"] += 1
+                return
+            queue = self._queues[key] = _Asker(None, deque())
+        queue.dest = None if request.multicast else addr
+        for origin, first, last in request.ranges:
+            self._enqueue(queue, origin, first, min(last, self.host.known.highest(origin)))
+        if not queue.cursors:
+            del self._queues[key]
+
+    def queued_ranges(self) -> dict[str, int]:
+        return {key: len(q.cursors) for key, q in self._queues.items()}
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr | None]]:
+        out: list[tuple[bytes, Addr | None]] = []
+        builds = 0
+        while True:
+            if not self._ready:
+                if not self._queues or builds >= MAX_BUILDS_PER_CALL:
+                    break
+                self._build()
+                builds += 1
+                continue
+            data, dest = self._ready[0]
+            if not self.bucket.take(len(data), now):
+                break
+            self._ready.popleft()
+            out.append((data, dest))
+            self.host.stats["served_datagrams"] += 1
+            self.host.stats["served_bytes"] += len(data)
+        return out
+
+    def get_timer(self) -> float | None:
+        if self._ready:
+            return self.bucket.ready_at(len(self._ready[0][0]))
+        if self._queues:  # more to build: at once
+            return self.bucket.ready_at(0)
+        return None
+
+    def forget_lost_askers(self) -> None:
+        for key in [k for k in self._queues if k != MULTICAST and k not in self.host.peers]:
+            del self._queues[key]
+            self.host.stats["askers_lost"] += 1
+
+    def _enqueue(self, queue: _Asker, origin: str, first: int, last: int) -> None:
+        if first > last:
+            self.host.stats["request_unheld"] += 1  # beyond anything we ever heard of
+            return
+        if any(c.origin == origin and c.next <= first and last <= c.last for c in queue.cursors):
+            return  # asked again while we are still on it (a retry, or another NACK)
+        if len(queue.cursors) >= MAX_QUEUED_RANGES:
+            self.host.dropped["request_ranges_full"] += 1
+            return
+        queue.cursors.append(_Cursor(origin, first, last))
+
+    def _build(self) -> None:
+        """Materialise the next batch of the asker whose turn it is."""
+        key, queue = next(iter(self._queues.items()))
+        self._queues.move_to_end(key)
+        marks: dict[str, int] = {}
+        records: list[Record] = []
+        bodies: list[bytes] = []
+        self._fill(queue, marks, records, bodies)
+        if not queue.cursors:
+            del self._queues[key]
+        if marks:
+            self._emit_low_water(marks, queue.dest)
+        if records:
+            batch = BatchDatagram(self.host.node_id, records, encoded=bodies)
+            self._ready.extend((data, queue.dest) for data in self.host.encode(batch))
+            self.host.stats["served_records"] += len(records)
+
+    def _fill(
+        self, queue: _Asker, marks: dict[str, int], records: list[Record], bodies: list[bytes]
+    ) -> None:
+        size, mtu = batch_size([]), self.host.mtu
+        for _ in range(MAX_SCAN_PER_BATCH):
+            if not queue.cursors or size >= mtu:
+                return
+            cursor = queue.cursors[0]
+            low = self.source.low_water(cursor.origin)
+            if cursor.next <= low:
+                marks[cursor.origin] = low
+                self._advance(queue, low + 1)
+                continue
+            item, queue.peeked = queue.peeked, None
+            if item is None or (item[0].origin, item[0].seq) != (cursor.origin, cursor.next):
+                item = self._lookup(cursor)
+            if item is not None:
+                entry = BATCH_ENTRY.size + len(item[1])
+                if records and size + entry > mtu:
+                    queue.peeked = item  # the first record of the next batch
+                    return
+                records.append(item[0])
+                bodies.append(item[1])
+                size += entry
+            self._advance(queue, cursor.next + 1)
+
+    def _lookup(self, cursor: _Cursor) -> tuple[Record, bytes] | None:
+        """The record at the cursor, encoded; None (counted) if we lack it."""
+        record = None
+        if (cursor.origin, cursor.next) in self.host.known:
+            record = self.source.get(cursor.origin, cursor.next)
+        if record is None:
+            self.host.stats["served_skipped"] += 1
+            return None
+        try:
+            return record, record_body(record)
+        except ValueError:  # the store holds something we cannot send
+            self.host.stats["served_unsendable"] += 1
+            return None
+
+    @staticmethod
+    def _advance(queue: _Asker, seq: int) -> None:
+        cursor = queue.cursors[0]
+        cursor.next = seq
+        if cursor.next > cursor.last:
+            queue.cursors.popleft()
+
+    def _emit_low_water(self, marks: dict[str, int], dest: Addr | None) -> None:
+        per = (self.host.mtu - HEADER.size - MAC_LEN - LOW_WATER_COUNT.size) // LOW_WATER_ENTRY.size
+        items = sorted(marks.items())
+        for start in range(0, len(items), per):
+            datagram = LowWaterDatagram(self.host.node_id, dict(items[start : start + per]))
+            self._ready.extend((data, dest) for data in self.host.encode(datagram))
+            self.host.stats["low_water_sent"] += 1
+
+
+# -- live gap repair: NACKs with suppression ---------------------------------------------
+
+
+@dataclass(slots=True)
+class _Nack:
+    target: str  # the peer that gave us the record above the hole
+    due: float
+    holes: list[tuple[int, int]]
+    tries: int = 0
+
+
+class GapRepair:
+    """Per origin, the holes below live records, NACKed after a back-off."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._nacks: dict[str, _Nack] = {}
+
+    def live_record(self, record: Record, sender: str, now: float) -> None:
+        """A new live record: schedule a NACK if it shows a fresh, small hole."""
+        origin, seq = record.origin, record.seq
+        holes = self.host.known.missing(origin, seq - 1)
+        if not holes or holes[-1][1] != seq - 1:
+            return
+        hole = holes[-1]
+        if _count([hole]) > MAX_NACK_GAP or sender not in self.host.peers:
+            self.host.stats["nack_left_to_catchup"] += 1
+            return
+        nack = self._nacks.get(origin)
+        if nack is None:
+            if len(self._nacks) >= MAX_NACK_ORIGINS:
+                self.host.stats["nack_full"] += 1
+                return
+            nack = self._nacks[origin] = _Nack(sender, now + self._backoff(), [])
+        nack.target = sender
+        if hole not in nack.holes and len(nack.holes) < MAX_NACK_RANGES:
+            nack.holes.append(hole)
+
+    def heard_request(self, request: RequestDatagram, now: float) -> None:
+        """Someone else's multicast REQUEST: hold our NACKs that it covers."""
+        asked: dict[str, list[tuple[int, int]]] = {}
+        for origin, first, last in request.ranges:
+            asked.setdefault(origin, []).append((first, last))
+        for origin, spans in asked.items():
+            nack = self._nacks.get(origin)
+            if nack is None:
+                continue
+            lacking = self._lacking(origin, nack)
+            if lacking and all(any(f <= a and b <= la for f, la in spans) for a, b in lacking):
+                nack.due = max(nack.due, now + NACK_SUPPRESS_HOLD)
+                self.host.stats["nacks_suppressed"] += 1
+
+    def pending(self) -> int:
+        return len(self._nacks)
+
+    def get_timer(self) -> float | None:
+        return min((n.due for n in self._nacks.values()), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for origin in [o for o, n in self._nacks.items() if now >= n.due]:
+            self._fire(origin, now)
+
+    def shift(self, delta: float) -> None:
+        for nack in self._nacks.values():
+            nack.due += delta
+
+    def _fire(self, origin: str, now: float) -> None:
+        nack = self._nacks[origin]
+        lacking = self._lacking(origin, nack)
+        host = self.host
+        if not lacking or nack.tries >= NACK_MAX_TRIES or nack.target not in host.peers:
+            del self._nacks[origin]
+            host.stats["nacks_repaired" if not lacking else "nacks_given_up"] += 1
+            return
+        ranges = [(origin, a, b) for a, b in lacking[: ranges_per_request(host.mtu)]]
+        host.send(RequestDatagram(host.node_id, nack.target, ranges, multicast=True), None)
+        host.stats["nacks_sent"] += 1
+        nack.tries += 1
+        nack.holes = lacking[:MAX_NACK_RANGES]
+        nack.due = now + NACK_RETRY + self._backoff()
+
+    def _lacking(self, origin: str, nack: _Nack) -> list[tuple[int, int]]:
+        known = self.host.known
+        return [part for a, b in nack.holes for part in _lacking(known, origin, a, b)]
+
+    def _backoff(self) -> float:
+        return self.host.rng.uniform(NACK_MIN, NACK_MAX)
+
+
+# -- fragment repair ---------------------------------------------------------------------
+
+
+class FragmentRepair:
+    """Asks for the pieces of stalled transfers; resends pieces we sent."""
+
+    def __init__(self, host: Host, reassembler: Reassembler) -> None:
+        self.host = host
+        self.reassembler = reassembler
+        self.sent = SentCache()
+        self._asked: dict[tuple[str, int], tuple[float, int]] = {}  # key -> (when, how often)
+
+    def fragments_sent(self, transfer_id: int, pieces: list[bytes]) -> None:
+        self.sent.add(transfer_id, pieces)
+
+    def receive_request(self, request: FragmentRequestDatagram, addr: Addr) -> None:
+        pieces = self.sent.get(request.transfer_id)
+        if pieces is None:
+            self.host.stats["fragment_request_expired"] += 1
+            return
+        for index in sorted(set(request.indexes)):
+            if index < len(pieces):
+                self.host.send_raw(pieces[index], addr)
+                self.host.stats["fragments_resent"] += 1
+
+    def get_timer(self) -> float | None:
+        due = [self._due(key) for key in self.reassembler.pending()]
+        return min((d for d in due if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        pending = self.reassembler.pending()
+        self._asked = {k: v for k, v in self._asked.items() if k in pending}
+        for key in pending:
+            due = self._due(key)
+            if due is not None and now >= due:
+                self._ask(key, now)
+
+    def shift(self, delta: float) -> None:
+        self._asked = {k: (when + delta, n) for k, (when, n) in self._asked.items()}
+
+    def _holds_record_of(self, key: tuple[str, int]) -> bool:
+        """Piece 0 of a RECORD names its id: do we hold it already?"""
+        first = self.reassembler.first_piece(*key)
+        if first is None or first[0] != DatagramKind.RECORD or len(first[1]) < RECORD_HEAD.size:
+            return False
+        origin, seq = RECORD_HEAD.unpack_from(first[1])[:2]
+        return (origin.hex(), seq) in self.host.known
+
+    def _due(self, key: tuple[str, int]) -> float | None:
+        heard = self.reassembler.last_heard(*key)
+        if heard is None or key[0] not in self.host.peers:
+            return None
+        asked, tries = self._asked.get(key, (heard, 0))
+        if tries >= MAX_FRAGMENT_REPAIRS:
+            return None
+        return max(heard, asked) + FRAGMENT_REPAIR_DELAY
+
+    def _ask(self, key: tuple[str, int], now: float) -> None:
+        sender, transfer_id = key
+        missing = self.reassembler.missing(sender, transfer_id)
+        if not missing:
+            return
+        if self._holds_record_of(key):  # another relayer's copy of what we have
+            self._asked[key] = (now, MAX_FRAGMENT_REPAIRS)
+            self.host.stats["fragment_repair_not_needed"] += 1
+            return
+        room = self.host.mtu - HEADER.size - MAC_LEN - FRAGMENT_REQUEST_HEAD.size
+        fits = room // FRAGMENT_INDEX.size
+        request = FragmentRequestDatagram(self.host.node_id, sender, transfer_id, missing[:fits])
+        self.host.send(request, self.host.peers[sender].addr)
+        self._asked[key] = (now, self._asked.get(key, (now, 0))[1] + 1)
+        self.host.stats["fragment_requests_sent"] += 1
+
+
+# -- the whole -----------------------------------------------------------------------------
+
+
+class Sync:
+    """The four parts behind one face for ``MeshProtocol``."""
+
+    def __init__(
+        self, host: Host, *, source: RecordSource, rate: float, reassembler: Reassembler
+    ) -> None:
+        self.host = host
+        self.catchup = CatchUp(host, rate)
+        self.responder = Responder(host, source, rate)
+        self.gaps = GapRepair(host)
+        self.fragments = FragmentRepair(host, reassembler)
+
+    # -- from the protocol -------------------------------------------------------------
+
+    def peer_vector(self, now: float) -> None:
+        """A direct peer's newest beacon came in: maybe ask for what we lack."""
+        self.catchup.plan(now)
+
+    def live_record(self, record: Record, sender: str, now: float) -> None:
+        self.gaps.live_record(record, sender, now)
+
+    def fragments_sent(self, transfer_id: int, pieces: list[bytes]) -> None:
+        self.fragments.fragments_sent(transfer_id, pieces)
+
+    def receive(self, datagram: Datagram, addr: Addr, now: float) -> None:
+        """A REQUEST, BATCH, LOW_WATER or FRAGMENT_REQUEST from another node."""
+        if datagram.sender not in self.host.peers:
+            self.host.dropped["not_peer"] += 1
+            return
+        if isinstance(datagram, RequestDatagram):
+            self._receive_request(datagram, addr, now)
+        elif isinstance(datagram, BatchDatagram):
+            self._receive_batch(datagram, addr, now)
+        elif isinstance(datagram, LowWaterDatagram):
+            self._receive_low_water(datagram, now)
+        elif isinstance(datagram, FragmentRequestDatagram) and datagram.target == self.host.node_id:
+            self.fragments.receive_request(datagram, addr)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr | None]]:
+        return self.responder.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [
+            self.catchup.get_timer(),
+            self.responder.get_timer(),
+            self.gaps.get_timer(),
+            self.fragments.get_timer(),
+        ]
+        return min((t for t in timers if t is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self.responder.forget_lost_askers()
+        self.catchup.handle_timer(now)
+        self.gaps.handle_timer(now)
+        self.fragments.handle_timer(now)
+
+    def shift(self, delta: float) -> None:
+        self.catchup.shift(delta)
+        self.responder.bucket.shift(delta)
+        self.gaps.shift(delta)
+        self.fragments.shift(delta)
+
+    def status(self) -> dict[str, Any]:
+        """Counters and queue sizes for /status."""
+        out = self.catchup.outstanding
+        return {
+            "catchup_peer": None if out is None else out.peer,
+            "catchup_outstanding_ranges": self.catchup.outstanding_ranges(),
+            "serving": self.responder.queued_ranges(),
+            "nacks_pending": self.gaps.pending(),
+            "peers": self.catchup.lag(),
+            **dict(sorted(self.host.stats.items())),
+        }
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _receive_request(self, request: RequestDatagram, addr: Addr, now: float) -> None:
+        if request.multicast:
+            self.gaps.heard_request(request, now)
+        if request.target == self.host.node_id:
+            self.host.stats["requests_served"] += 1
+            self.responder.receive_request(request, addr)
+
+    def _receive_batch(self, batch: BatchDatagram, addr: Addr, now: float) -> None:
+        accept = self.host.accept
+        new = sum(accept(r, batch.sender, addr, now) for r in batch.records)
+        self.host.stats["batch_records"] += new
+        if new:  # copies of what we hold (another's repair) are no progress
+            self.catchup.progress(batch.sender, new, now)
+
+    def _receive_low_water(self, datagram: LowWaterDatagram, now: float) -> None:
+        known = self.host.known
+        moved = False
+        for origin, low in datagram.marks.items():
+            moved = moved or known.contiguous(origin) < low
+            known.advance_to(origin, low)
+        self.host.stats["low_water_received"] += 1
+        if moved:
+            self.catchup.progress(datagram.sender, 0, now)
