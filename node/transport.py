@@ -213,7 +213,11 @@ class MeshTransport:
         return None
 
     def _receive(self, data: bytes, addr: Any, iface: str | None) -> None:
-        self.protocol.receive_datagram(data, addr, self.wall(), iface)
+        try:
+            self.protocol.receive_datagram(data, addr, self.wall(), iface)
+        except Exception:  # a bug of ours must not end the reader: log, count, go on
+            self.errors["protocol_bug"] += 1
+            log.exception("receiving a datagram from %s failed", addr)
         self.pump()
 
     def _timer_loop(self) -> None:
@@ -222,7 +226,12 @@ class MeshTransport:
             timer = self.protocol.get_timer()
             now = self.wall()
             if timer is not None and timer <= now:
-                self.protocol.handle_timer(now)
+                try:
+                    self.protocol.handle_timer(now)
+                except Exception:  # as in _receive: never end the timer loop
+                    self.errors["protocol_bug"] += 1
+                    log.exception("mesh timer failed")
+                    gevent.sleep(MAX_TIMER_SLEEP)
                 self.pump()
                 continue
             self._wakeup.wait(MAX_TIMER_SLEEP if timer is None
