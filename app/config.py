@@ -43,6 +43,7 @@ class Config:
     mesh_key_file: Path | None = None  # None: <data-dir>/mesh.key
     mesh_mtu: int = 1200
     beacon_interval: float = 5.0
+    catchup_rate: int = 1_000_000  # bytes/s; node/sync.py CATCHUP_RATE explains
 
     @property
     def interfaces(self) -> list[str]:
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: DATA_DIR/mesh.key); copy it to every router")
     mesh.add_argument("--mesh-mtu", type=_bounded_int(548, 65507), default=d.mesh_mtu,
                       help="largest UDP payload we send; larger records are fragmented")
+    mesh.add_argument("--catchup-rate", type=_bounded_int(10_000, 1_000_000_000),
+                      default=d.catchup_rate, metavar="BYTES_PER_S",
+                      help="pace of catch-up answers to one router; 1 MB/s keeps most of "
+                           "an 802.11n mesh link's airtime for live chat")
     mesh.add_argument("--beacon-interval", type=_positive_float, default=d.beacon_interval,
                       help="seconds between beacons (version vector, presence)")
     history = p.add_argument_group("history")

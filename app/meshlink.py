@@ -7,6 +7,7 @@ version vector, since it marks a record seen before the chat stores it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
@@ -17,6 +18,7 @@ from app.config import Config
 from node.keys import load_or_make_keys
 from node.protocol import MeshProtocol, PeerJoined, PeerLost, PresenceChanged, RecordReceived
 from node.record import VersionVector
+from node.sync import CatchUpFinished
 from node.transport import MeshTransport
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,15 @@ log = logging.getLogger(__name__)
 class MeshLink:
     def __init__(self, config: Config, chat: Chat) -> None:
         self.chat = chat
-        known = VersionVector()
-        for origin, seq in chat.store.index:
-            known.add(origin, seq)
+        # The protocol's own copy: it marks a record seen before the chat
+        # stores it.  It includes what is gone here (purged, deleted), so a
+        # restart does not ask the mesh for it again.
+        known: VersionVector = copy.deepcopy(chat.store.vector)
         self.protocol = MeshProtocol(
             node_id=chat.node_id, node_name=config.node_name,
             keys=load_or_make_keys(config.key_file), clock=chat.clock, known=known,
             rng=random.SystemRandom(), beacon_interval=config.beacon_interval,
-            mtu=config.mesh_mtu)
+            mtu=config.mesh_mtu, source=chat.store, catchup_rate=config.catchup_rate)
         self.transport = MeshTransport(
             self.protocol, interfaces=config.interfaces, group=config.mesh_group,
             port=config.mesh_port, ttl=config.mesh_ttl, unicast_port=config.mesh_unicast_port,
@@ -70,10 +73,17 @@ class MeshLink:
             self.log_event(event)
 
     def log_event(self, event: Any) -> None:
-        if isinstance(event, PeerJoined):
+        if isinstance(event, CatchUpFinished):
+            log.info("catch-up from %s %s: %d records", self._name(event.peer),
+                     "complete" if event.complete else "stopped", event.records)
+        elif isinstance(event, PeerJoined):
             log.info("mesh: peer %s (%s) at %s:%d", event.name, event.node_id, *event.addr)
         elif isinstance(event, PeerLost):
             log.info("mesh: lost peer %s (%s)", event.name, event.node_id)
+
+    def _name(self, node_id: str) -> str:
+        node = self.protocol.nodes.get(node_id)
+        return f"{node.name} ({node_id})" if node else node_id
 
     def status(self) -> dict[str, Any]:
         p, now = self.protocol, time.time()
@@ -105,4 +115,5 @@ class MeshLink:
                           "looped": p.looped, "dropped": dict(p.dropped),
                           "send_errors": dict(self.transport.errors)},
             "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
+            "sync": p.sync_status(),
         }
