@@ -55,8 +55,9 @@ wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
 - Catch-up and repair live in node/sync.py (``self.sync``): beacons from peers
   trigger a unicast REQUEST for the ranges we lack, live records above a small
   hole trigger a NACK after a back-off (suppressed when another node asks
-  first), REQUESTs aimed at us are answered from ``source`` in paced BATCHes,
-  stalled fragment transfers ask their sender for the missing pieces.  Records
+  first), REQUESTs aimed at us are answered from ``source`` in paced BATCHes
+  (and GONE ranges for what expired or was deleted here), stalled fragment
+  transfers ask their sender for the missing pieces.  Records
   from a BATCH are delivered like live ones but never relayed.  ``source``
   (``sync.RecordSource``: the store) defaults to one that holds nothing.
 - Wall-clock jumps (a router sets its clock from NTP after boot).  The beacon

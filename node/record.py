@@ -9,7 +9,9 @@ timestamp (node/clock.py); logs sort by ``Record.order_key`` =
 
 ``VersionVector`` remembers which ids a node holds: per origin the highest seq
 up to which it has everything (``contiguous``) plus the few seqs above it that
-arrived early.  It is the dedup index (a record seen twice is a duplicate, which
+arrived early.  Seqs a peer answered as gone for good (a GONE range in
+catch-up, node/sync.py) count as held too: ``add_range``, O(1) at the bottom,
+bounded above a hole.  It is the dedup index (a record seen twice is a duplicate, which
 also defeats replays) and, in beacons, what peers compare to find gaps.
 """
 
@@ -24,6 +26,10 @@ from typing import Any
 ORIGIN_HEX_LEN = 16  # 8 random bytes: collisions are negligible for any mesh
 ORIGIN_RE = re.compile(r"[0-9a-f]{16}")
 MAX_SEQ = (1 << 32) - 1  # the wire carries seq in 32 bits
+# ``add_range`` above a hole keeps each seq in ``extra`` (a set): at most this
+# many per call.  A wider range is refused; catch-up asks again once the hole
+# below it is filled, and then it costs O(1).  1,024 seqs are ~60 KB of set.
+MAX_EXTRA_RANGE = 1024
 
 
 class RecordKind(IntEnum):
@@ -88,6 +94,28 @@ class SeqSet:
             self.extra.add(seq)
         return True
 
+    def add_range(self, first: int, last: int) -> int | None:
+        """Add every seq in ``first..last``; how many were new, or None if
+        refused: the range lies above a hole and is wider than
+        ``MAX_EXTRA_RANGE`` (nothing is added then).  O(1) in the range's
+        length when ``first <= contiguous + 1``; O(len(extra)) to absorb."""
+        if first > last or last <= self.contiguous:
+            return 0
+        if first <= self.contiguous + 1:
+            absorbed = {s for s in self.extra if s <= last} if self.extra else set()
+            new = last - self.contiguous - len(absorbed)
+            self.contiguous = last
+            self.extra -= absorbed
+            while self.contiguous + 1 in self.extra:
+                self.contiguous += 1
+                self.extra.discard(self.contiguous)
+            return new
+        if last - first + 1 > MAX_EXTRA_RANGE:
+            return None
+        before = len(self.extra)
+        self.extra.update(range(first, last + 1))
+        return len(self.extra) - before
+
     def highest(self) -> int:
         return max(self.extra) if self.extra else self.contiguous
 
@@ -143,6 +171,14 @@ class VersionVector:
         if seqs is None:
             return [(1, upto)] if upto >= 1 else []
         return list(seqs.missing(upto))
+
+    def add_range(self, origin: str, first: int, last: int) -> int | None:
+        """Record that we hold (or need never ask for) ``first..last`` of
+        ``origin``: ``SeqSet.add_range``."""
+        seqs = self._origins.get(origin)
+        if seqs is None:
+            seqs = self._origins[origin] = SeqSet()
+        return seqs.add_range(first, last)
 
     def advance_to(self, origin: str, low_water: int) -> None:
         seqs = self._origins.get(origin)

@@ -43,6 +43,9 @@ TORN_SUFFIX = ".torn"
 # A line longer than this is corrupt: the largest record we accept (a
 # 2,000-character message of 4-byte characters, JSON-escaped) is well below.
 MAX_LINE_BYTES = 64 * 1024
+# Seqs one ``gone_through`` call looks at: bounds the work of one catch-up
+# step; a longer run is answered in several GONE ranges.
+MAX_GONE_RUN = 65_535
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account",
@@ -339,6 +342,20 @@ class Store:
         rid = (origin, seq)
         return rid in self.gone or (seq <= self.low_water.get(origin, 0)
                                     and rid not in self.index)
+
+    def gone_through(self, origin: str, seq: int) -> int:
+        """``sync.RecordSource.gone_through``: if ``(origin, seq)`` is gone
+        here, the last seq of the run of gone seqs it starts (at most
+        ``MAX_GONE_RUN`` long); else 0.  Up to the low water a run can be
+        long (expired messages); above it only moderation's single ids in
+        ``gone`` count, so the scan stops at the first one held or unknown."""
+        if not self.is_gone(origin, seq):
+            return 0
+        limit, last = seq + MAX_GONE_RUN - 1, seq
+        while last < limit and self.is_gone(origin, last + 1):
+            last += 1
+        return last
+
     def _check(self, record: Record) -> None:
         if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION) and record.room and \
                 record.room not in self.room_logs:

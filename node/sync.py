@@ -9,7 +9,7 @@ output.  Four parts, each small and bounded:
   we lack.  If we lack anything and no request is live, ONE unicast REQUEST
   goes to the single peer that can fill the most, for at most
   ``MAX_RANGES_PER_REQUEST`` ranges (what fits one datagram).  Records (or
-  LOW_WATER marks) arriving from that peer are progress; when every asked range
+  GONE ranges) arriving from that peer are progress; when every asked range
   is in, or after ``REQUEST_TIMEOUT`` without progress (that peer is then
   avoided for ``PEER_BACKOFF`` if another can help), we plan again.  Cost is
   proportional to what is missing, never to the history.
@@ -19,9 +19,12 @@ output.  Four parts, each small and bounded:
   a fragmented BATCH of one), unicast to the asker or on the group if the
   request says so.  Output is paced by a token bucket (``catchup_rate`` bytes/s,
   burst ``CATCHUP_BURST_DATAGRAMS`` datagrams) driven by ``get_timer`` /
-  ``datagrams_to_send(now)``.  Only the next batch is ever materialised.
-  Ranges below our low water (``RecordSource.low_water``, purged here) are
-  answered with LOW_WATER; seqs we simply lack are skipped.
+  ``datagrams_to_send(now)``.  Only the next batch (and at most one GONE
+  datagram beside it) is ever materialised.  Each asked seq is one of three:
+  held (it goes in the batch), gone for good here (``RecordSource.gone_through``:
+  expired or removed by moderation; runs of them go out as GONE ranges, sent
+  after the batch built with them, and the cursor jumps past the run), or
+  simply lacking (skipped and counted).
 - ``GapRepair`` (NACKs).  A live record ``(o, s)`` with a small hole just below
   it means loss: after a random back-off in ``[NACK_MIN, NACK_MAX]`` we multicast
   a REQUEST (answer by multicast) to the peer that gave us the record.  Hearing
@@ -34,8 +37,19 @@ output.  Four parts, each small and bounded:
 
 Records from BATCH go through the same path as live ones (dedupe by ``known``,
 clock, ``RecordReceived``) but are never relayed: catch-up stays between the
-two nodes.  Anything from a node that is not a direct peer is dropped and
-counted; progress is in ``stats`` (for /status).
+two nodes.  A GONE marks exactly its seqs as known (``VersionVector.add_range``),
+so they are never asked for again; a range above a hole wider than
+``record.MAX_EXTRA_RANGE`` is refused (counted) and comes again once a later
+request has filled the hole below it.  Anything from a node that is not a
+direct peer is dropped and counted; progress is in ``stats`` (for /status).
+
+Why ranges and not a low-water mark ("everything of ``origin`` up to ``low``
+is purged here").  Messages, accounts and moderation records share one seq
+space per origin, and retention expires only messages: an account at seq 1
+outlives messages 2..100, and a low water of 100 would make the asker skip the
+account (that person could not log in on its router).  Moderation removes
+single messages (delete) and whole rooms (clear), which are no prefix either.
+So the responder names what is gone, run by run, and never a seq it holds.
 """
 
 from __future__ import annotations
@@ -52,10 +66,11 @@ from node.wire import (
     BATCH_ENTRY,
     FRAGMENT_INDEX,
     FRAGMENT_REQUEST_HEAD,
+    GONE_COUNT,
+    GONE_RANGE,
     HEADER,
-    LOW_WATER_COUNT,
-    LOW_WATER_ENTRY,
     MAC_LEN,
+    MAX_GONE_RANGES,
     RECORD_HEAD,
     REQUEST_HEAD,
     REQUEST_RANGE,
@@ -63,7 +78,7 @@ from node.wire import (
     Datagram,
     DatagramKind,
     FragmentRequestDatagram,
-    LowWaterDatagram,
+    GoneDatagram,
     RequestDatagram,
     batch_size,
     record_body,
@@ -173,8 +188,11 @@ class RecordSource(Protocol):
     def get(self, origin: str, seq: int) -> Record | None:
         """The record ``(origin, seq)`` if held here."""
 
-    def low_water(self, origin: str) -> int:
-        """Every seq of ``origin`` up to this is purged here (0: none)."""
+    def gone_through(self, origin: str, seq: int) -> int:
+        """If ``(origin, seq)`` existed and is gone for good here (expired, or
+        removed by moderation): the last seq ``L >= seq`` such that every seq
+        in ``seq..L`` is gone (a source may stop short of the true end to bound
+        its work).  Otherwise 0: held, or never seen here."""
 
 
 class NoRecords:
@@ -183,7 +201,7 @@ class NoRecords:
     def get(self, origin: str, seq: int) -> Record | None:
         return None
 
-    def low_water(self, origin: str) -> int:
+    def gone_through(self, origin: str, seq: int) -> int:
         return 0
 
 
@@ -258,7 +276,7 @@ class CatchUp:
             self._ask(*choice, now)
 
     def progress(self, peer: str, records: int, now: float) -> None:
-        """``records`` new records (or a low-water mark: 0) arrived from
+        """``records`` new records (or GONE ranges: 0) arrived from
         ``peer``; finish and re-plan once all is in."""
         out = self.outstanding
         if out is None or out.peer != peer:
@@ -469,38 +487,50 @@ class Responder:
         queue.cursors.append(_Cursor(origin, first, last))
 
     def _build(self) -> None:
-        """Materialise the next batch of the asker whose turn it is."""
+        """Materialise the next batch of the asker whose turn it is, and the
+        GONE ranges met on the way."""
         key, queue = next(iter(self._queues.items()))
         self._queues.move_to_end(key)
-        marks: dict[str, int] = {}
+        gone: list[Range] = []
         records: list[Record] = []
         bodies: list[bytes] = []
-        self._fill(queue, marks, records, bodies)
+        self._fill(queue, gone, records, bodies)
         if not queue.cursors:
             del self._queues[key]
-        if marks:
-            self._emit_low_water(marks, queue.dest)
+        # The batch first: a GONE range often starts just above a record of
+        # this batch (an account at seq 1, messages 2..100 expired), and the
+        # asker takes it in O(1) when the record below is in already.
         if records:
             batch = BatchDatagram(self.host.node_id, records, encoded=bodies)
             self._ready.extend((data, queue.dest) for data in self.host.encode(batch))
             self.host.stats["served_records"] += len(records)
+        if gone:
+            datagram = GoneDatagram(self.host.node_id, gone)
+            self._ready.extend((data, queue.dest) for data in self.host.encode(datagram))
+            self.host.stats["gone_sent"] += 1
+            self.host.stats["gone_ranges_sent"] += len(gone)
+
+    def _gone_per_datagram(self) -> int:
+        """GONE ranges that fit one datagram at our MTU."""
+        room = self.host.mtu - HEADER.size - MAC_LEN - GONE_COUNT.size
+        return max(1, min(MAX_GONE_RANGES, room // GONE_RANGE.size))
 
     def _fill(
-        self, queue: _Asker, marks: dict[str, int], records: list[Record], bodies: list[bytes]
+        self, queue: _Asker, gone: list[Range], records: list[Record], bodies: list[bytes]
     ) -> None:
         size, mtu = batch_size([]), self.host.mtu
+        gone_room = self._gone_per_datagram()
         for _ in range(MAX_SCAN_PER_BATCH):
-            if not queue.cursors or size >= mtu:
+            if not queue.cursors or size >= mtu or len(gone) >= gone_room:
                 return
             cursor = queue.cursors[0]
-            low = self.source.low_water(cursor.origin)
-            if cursor.next <= low:
-                marks[cursor.origin] = low
-                self._advance(queue, low + 1)
-                continue
             item, queue.peeked = queue.peeked, None
             if item is None or (item[0].origin, item[0].seq) != (cursor.origin, cursor.next):
-                item = self._lookup(cursor)
+                record = self._held(cursor)
+                if record is None:
+                    self._gone_or_skip(queue, cursor, gone)
+                    continue
+                item = self._encode(record)
             if item is not None:
                 entry = BATCH_ENTRY.size + len(item[1])
                 if records and size + entry > mtu:
@@ -511,19 +541,33 @@ class Responder:
                 size += entry
             self._advance(queue, cursor.next + 1)
 
-    def _lookup(self, cursor: _Cursor) -> tuple[Record, bytes] | None:
-        """The record at the cursor, encoded; None (counted) if we lack it."""
-        record = None
-        if (cursor.origin, cursor.next) in self.host.known:
-            record = self.source.get(cursor.origin, cursor.next)
-        if record is None:
-            self.host.stats["served_skipped"] += 1
+    def _held(self, cursor: _Cursor) -> Record | None:
+        """The record at the cursor if we hold it."""
+        if (cursor.origin, cursor.next) not in self.host.known:
             return None
+        return self.source.get(cursor.origin, cursor.next)
+
+    def _encode(self, record: Record) -> tuple[Record, bytes] | None:
         try:
             return record, record_body(record)
         except ValueError:  # the store holds something we cannot send
             self.host.stats["served_unsendable"] += 1
             return None
+
+    def _gone_or_skip(self, queue: _Asker, cursor: _Cursor, gone: list[Range]) -> None:
+        """A seq we do not hold: the run of gone seqs it starts becomes a GONE
+        range (joined to the previous one when they touch) and the cursor
+        jumps past it; a seq we simply lack is skipped and counted."""
+        origin, first = cursor.origin, cursor.next
+        last = min(self.source.gone_through(origin, first), cursor.last)
+        if last < first:
+            self.host.stats["served_skipped"] += 1
+            self._advance(queue, first + 1)
+            return
+        if gone and gone[-1][0] == origin and gone[-1][2] + 1 == first:
+            first = gone.pop()[1]
+        gone.append((origin, first, last))
+        self._advance(queue, last + 1)
 
     @staticmethod
     def _advance(queue: _Asker, seq: int) -> None:
@@ -531,14 +575,6 @@ class Responder:
         cursor.next = seq
         if cursor.next > cursor.last:
             queue.cursors.popleft()
-
-    def _emit_low_water(self, marks: dict[str, int], dest: Addr | None) -> None:
-        per = (self.host.mtu - HEADER.size - MAC_LEN - LOW_WATER_COUNT.size) // LOW_WATER_ENTRY.size
-        items = sorted(marks.items())
-        for start in range(0, len(items), per):
-            datagram = LowWaterDatagram(self.host.node_id, dict(items[start : start + per]))
-            self._ready.extend((data, dest) for data in self.host.encode(datagram))
-            self.host.stats["low_water_sent"] += 1
 
 
 # -- live gap repair: NACKs with suppression ---------------------------------------------
@@ -732,7 +768,7 @@ class Sync:
         self.fragments.fragments_sent(transfer_id, pieces)
 
     def receive(self, datagram: Datagram, addr: Addr, now: float) -> None:
-        """A REQUEST, BATCH, LOW_WATER or FRAGMENT_REQUEST from another node."""
+        """A REQUEST, BATCH, GONE or FRAGMENT_REQUEST from another node."""
         if datagram.sender not in self.host.peers:
             self.host.dropped["not_peer"] += 1
             return
@@ -740,8 +776,8 @@ class Sync:
             self._receive_request(datagram, addr, now)
         elif isinstance(datagram, BatchDatagram):
             self._receive_batch(datagram, addr, now)
-        elif isinstance(datagram, LowWaterDatagram):
-            self._receive_low_water(datagram, now)
+        elif isinstance(datagram, GoneDatagram):
+            self._receive_gone(datagram, now)
         elif isinstance(datagram, FragmentRequestDatagram) and datagram.target == self.host.node_id:
             self.fragments.receive_request(datagram, addr)
 
@@ -797,12 +833,16 @@ class Sync:
         if new:  # copies of what we hold (another's repair) are no progress
             self.catchup.progress(batch.sender, new, now)
 
-    def _receive_low_water(self, datagram: LowWaterDatagram, now: float) -> None:
-        known = self.host.known
+    def _receive_gone(self, datagram: GoneDatagram, now: float) -> None:
+        known, stats = self.host.known, self.host.stats
         moved = False
-        for origin, low in datagram.marks.items():
-            moved = moved or known.contiguous(origin) < low
-            known.advance_to(origin, low)
-        self.host.stats["low_water_received"] += 1
+        for origin, first, last in datagram.ranges:
+            added = known.add_range(origin, first, last)
+            if added is None:  # far above a hole: asked again once it is filled
+                stats["gone_ranges_refused"] += 1
+            elif added:
+                moved = True
+                stats["gone_seqs_received"] += added
+        stats["gone_received"] += 1
         if moved:
             self.catchup.progress(datagram.sender, 0, now)

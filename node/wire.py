@@ -15,7 +15,7 @@ key.  All integers are big-endian.
     FRAGMENT  inner kind u8 | transfer id u32 | index u16 | count u16 | piece (rest)
     REQUEST   target 8 B | request flags u8 | n u16 | n * (origin 8 B | first u32 | last u32)
     BATCH     n u16 | n * (len u16 | a RECORD body of len bytes)
-    LOW_WATER n u16 | n * (origin 8 B | low u32)
+    GONE      n u16 | n * (origin 8 B | first u32 | last u32)
     FRAGMENT_REQUEST  target 8 B | transfer id u32 | n u16 | n * index u16
 
 Catch-up (node/sync.py).  A REQUEST asks node ``target`` (every other node
@@ -24,9 +24,16 @@ flag bit 0 (``REQUEST_ANSWER_MULTICAST``) asks for the answer on the group
 instead of by unicast to the asker, so every neighbour missing the same records
 is repaired by one answer.  A BATCH carries whole records back to back, each
 length-prefixed, and is never relayed; a record too large for one datagram goes
-as a BATCH of one, in FRAGMENTs.  A LOW_WATER says "from ``origin`` everything
-up to ``low`` is purged here: stop asking".  A FRAGMENT_REQUEST asks the sender
-of a stalled fragmented transfer for the listed pieces again.
+as a BATCH of one, in FRAGMENTs.  A GONE lists inclusive seq ranges, each
+``1 <= first <= last``: "these records existed and are gone for good here
+(expired, or removed by moderation): stop asking me for them".  It never covers
+a record the sender holds.  (Kind 6 once carried a per-origin low-water mark,
+"everything up to ``low`` is purged".  That is false: messages, accounts and
+moderation records share one seq space per origin, retention expires only
+messages, so an account at seq 1 outlives messages 2..100; and moderation
+deletes single messages and clears rooms, which are no prefix at all.)  A
+FRAGMENT_REQUEST asks the sender of a stalled fragmented transfer for the
+listed pieces again.
 
 ``sender`` is the node that put this datagram on the wire (for a relayed record
 or beacon the relayer, not the origin); ``counter`` counts that sender's
@@ -82,8 +89,8 @@ REQUEST_HEAD = struct.Struct("!8sBH")  # target node, request flags, number of r
 REQUEST_RANGE = struct.Struct("!8sII")  # origin, first seq, last seq (inclusive)
 BATCH_COUNT = struct.Struct("!H")  # number of records in a batch
 BATCH_ENTRY = struct.Struct("!H")  # length of one record's RECORD body
-LOW_WATER_COUNT = struct.Struct("!H")  # number of (origin, low) marks
-LOW_WATER_ENTRY = struct.Struct("!8sI")  # origin, purged up to this seq
+GONE_COUNT = struct.Struct("!H")  # number of gone ranges
+GONE_RANGE = struct.Struct("!8sII")  # origin, first seq, last seq (inclusive)
 FRAGMENT_REQUEST_HEAD = struct.Struct("!8sIH")  # target node, transfer id, number of indexes
 FRAGMENT_INDEX = struct.Struct("!H")  # one missing piece
 REQUEST_ANSWER_MULTICAST = 0x01  # request flag: answer on the group, not by unicast
@@ -114,10 +121,10 @@ MAX_PRESENCE_BYTES = (
     - MAX_VECTOR_ENTRIES * VECTOR_ENTRY.size
     - ROOM_COUNT.size
 )
-# Ranges in one REQUEST and marks in one LOW_WATER: whatever fits MAX_BODY (the
-# sender keeps to its MTU, far fewer); the bound only caps what we parse.
+# Ranges in one REQUEST or one GONE: whatever fits MAX_BODY (the sender keeps
+# to its MTU, far fewer); the bound only caps what we parse.
 MAX_REQUEST_RANGES = (MAX_BODY - REQUEST_HEAD.size) // REQUEST_RANGE.size
-MAX_LOW_WATER_ENTRIES = MAX_VECTOR_ENTRIES  # one per origin, like a vector
+MAX_GONE_RANGES = (MAX_BODY - GONE_COUNT.size) // GONE_RANGE.size
 # Pieces per transfer: at MIN_MTU (fragment.py) a MAX_BODY needs 130 pieces.
 MAX_FRAGMENTS = 256
 U16_MAX = (1 << 16) - 1
@@ -132,13 +139,13 @@ class DatagramKind(IntEnum):
     FRAGMENT = 3  # a numbered piece of a RECORD, BEACON or BATCH body above the MTU
     REQUEST = 4  # asks one node for seq ranges (catch-up, or a NACK for a gap)
     BATCH = 5  # whole records back to back: the answer to a REQUEST; never relayed
-    LOW_WATER = 6  # "purged here up to this seq": the asker stops asking
+    GONE = 6  # "these seq ranges are gone for good here": the asker stops asking
     FRAGMENT_REQUEST = 7  # asks a fragments' sender for the pieces that went missing
     # A node that does not know a kind drops it as "bad_kind".
 
 
 # Kinds a FRAGMENT may carry: those that can outgrow the MTU.  Fragments of
-# fragments would make no sense; requests and low-water marks are cut to fit.
+# fragments would make no sense; requests and gone ranges are cut to fit.
 INNER_KINDS = frozenset({DatagramKind.RECORD, DatagramKind.BEACON, DatagramKind.BATCH})
 _RECORD_KINDS = frozenset(int(k) for k in RecordKind)
 
@@ -532,6 +539,15 @@ def _check_node(node: str, what: str) -> None:
         raise ValueError(f"{what} must be 16 lowercase hex digits: {node!r}")
 
 
+def _check_ranges(ranges: Sequence[tuple[str, int, int]], limit: int, what: str) -> None:
+    if not 1 <= len(ranges) <= limit:
+        raise ValueError(f"a {what} holds 1..{limit} ranges")
+    for origin, first, last in ranges:
+        _check_node(origin, "origin")
+        if not 1 <= first <= last <= MAX_SEQ:
+            raise ValueError(f"bad range {first}..{last}")
+
+
 @dataclass(frozen=True, slots=True)
 class RequestDatagram:
     """Asks node ``target`` for the records ``(origin, first..last)`` of each
@@ -549,12 +565,7 @@ class RequestDatagram:
         _check_header(self.sender, self.hops, self.counter)
         _check_node(self.target, "target")
         object.__setattr__(self, "ranges", tuple(tuple(r) for r in self.ranges))
-        if not 1 <= len(self.ranges) <= MAX_REQUEST_RANGES:
-            raise ValueError(f"a request holds 1..{MAX_REQUEST_RANGES} ranges")
-        for origin, first, last in self.ranges:
-            _check_node(origin, "origin")
-            if not 1 <= first <= last <= MAX_SEQ:
-                raise ValueError(f"bad range {first}..{last}")
+        _check_ranges(self.ranges, MAX_REQUEST_RANGES, "request")
 
     def body(self) -> bytes:
         flags = REQUEST_ANSWER_MULTICAST if self.multicast else 0
@@ -644,52 +655,50 @@ def _parse_batch(body: bytes, sender: str, hops: int, counter: int) -> BatchData
     return BatchDatagram(sender, records, hops, counter)
 
 
-# -- LOW_WATER ---------------------------------------------------------------------------
+# -- GONE --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class LowWaterDatagram:
-    """``marks[origin] = low``: records of ``origin`` up to ``low`` are purged
-    at the sender; whoever asked should treat them as held and move on."""
+class GoneDatagram:
+    """``ranges``: ``(origin, first, last)``, inclusive: those records existed
+    and are gone for good at the sender (expired or removed by moderation);
+    whoever asked should treat exactly those seqs as held and move on."""
 
     sender: str
-    marks: Mapping[str, int]
+    ranges: Sequence[tuple[str, int, int]]
     hops: int = 1
     counter: int = 0
-    kind: ClassVar[DatagramKind] = DatagramKind.LOW_WATER
+    kind: ClassVar[DatagramKind] = DatagramKind.GONE
 
     def __post_init__(self) -> None:
         _check_header(self.sender, self.hops, self.counter)
-        object.__setattr__(self, "marks", dict(sorted(self.marks.items())))
-        if not 1 <= len(self.marks) <= MAX_LOW_WATER_ENTRIES:
-            raise ValueError(f"a low-water datagram holds 1..{MAX_LOW_WATER_ENTRIES} marks")
-        for origin, low in self.marks.items():
-            _check_node(origin, "origin")
-            if not 1 <= low <= MAX_SEQ:
-                raise ValueError(f"low water out of range: {low}")
+        object.__setattr__(self, "ranges", tuple(tuple(r) for r in self.ranges))
+        _check_ranges(self.ranges, MAX_GONE_RANGES, "gone datagram")
 
     def body(self) -> bytes:
-        parts = [LOW_WATER_COUNT.pack(len(self.marks))]
-        parts += [LOW_WATER_ENTRY.pack(bytes.fromhex(o), low) for o, low in self.marks.items()]
+        parts = [GONE_COUNT.pack(len(self.ranges))]
+        parts += [GONE_RANGE.pack(bytes.fromhex(o), f, la) for o, f, la in self.ranges]
         return b"".join(parts)
 
     def serialize(self, key: bytes) -> bytes:
         return _seal(self, key)
 
 
-def _parse_low_water(body: bytes, sender: str, hops: int, counter: int) -> LowWaterDatagram:
+def _parse_gone(body: bytes, sender: str, hops: int, counter: int) -> GoneDatagram:
     reader = _Reader(body)
-    (count,) = reader.unpack(LOW_WATER_COUNT)
-    if count > MAX_LOW_WATER_ENTRIES:
+    (count,) = reader.unpack(GONE_COUNT)
+    if count > MAX_GONE_RANGES:
         raise WireError("too_long")
-    marks: dict[str, int] = {}
+    ranges = []
     for _ in range(count):
-        origin, low = reader.unpack(LOW_WATER_ENTRY)
-        marks[origin.hex()] = low
+        origin, first, last = reader.unpack(GONE_RANGE)
+        if not 1 <= first <= last:
+            raise WireError("malformed")
+        ranges.append((origin.hex(), first, last))
     reader.finish()
-    if not marks or len(marks) != count or 0 in marks.values():  # empty, origin twice, low 0
+    if not ranges:
         raise WireError("malformed")
-    return LowWaterDatagram(sender, marks, hops, counter)
+    return GoneDatagram(sender, ranges, hops, counter)
 
 
 # -- FRAGMENT_REQUEST --------------------------------------------------------------------
@@ -752,7 +761,7 @@ Datagram = (
     | FragmentDatagram
     | RequestDatagram
     | BatchDatagram
-    | LowWaterDatagram
+    | GoneDatagram
     | FragmentRequestDatagram
 )
 
@@ -762,7 +771,7 @@ _BODY_PARSERS = {
     DatagramKind.FRAGMENT: _parse_fragment,
     DatagramKind.REQUEST: _parse_request,
     DatagramKind.BATCH: _parse_batch,
-    DatagramKind.LOW_WATER: _parse_low_water,
+    DatagramKind.GONE: _parse_gone,
     DatagramKind.FRAGMENT_REQUEST: _parse_fragment_request,
 }
 

@@ -50,11 +50,17 @@ class LinkConfig:
 
 
 class DictSource:
-    """A node's records by id, and what it purged: ``sync.RecordSource``."""
+    """A node's records by id, and what is gone here for good:
+    ``sync.RecordSource``.  ``low[origin]``: a simulated retention purge (every
+    seq up to it that is not held is gone); ``gone``: ids removed one by one
+    (simulated moderation)."""
+
+    MAX_RUN = 65_535  # like the store's MAX_GONE_RUN
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], Record] = {}
         self.low: dict[str, int] = {}
+        self.gone: set[tuple[str, int]] = set()
 
     def put(self, record: Record) -> None:
         self.records[(record.origin, record.seq)] = record
@@ -62,8 +68,19 @@ class DictSource:
     def get(self, origin: str, seq: int) -> Record | None:
         return self.records.get((origin, seq))
 
-    def low_water(self, origin: str) -> int:
-        return self.low.get(origin, 0)
+    def is_gone(self, origin: str, seq: int) -> bool:
+        rid = (origin, seq)
+        if rid in self.records:
+            return False
+        return rid in self.gone or seq <= self.low.get(origin, 0)
+
+    def gone_through(self, origin: str, seq: int) -> int:
+        if not self.is_gone(origin, seq):
+            return 0
+        last = seq
+        while last < seq + self.MAX_RUN - 1 and self.is_gone(origin, last + 1):
+            last += 1
+        return last
 
     def ids(self) -> set[tuple[str, int]]:
         return set(self.records)

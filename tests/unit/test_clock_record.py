@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from node.clock import MAX_DRIFT_MS, HybridClock, counter, pack, physical_ms
-from node.record import SeqSet, VersionVector, parse_id
+from node.record import MAX_EXTRA_RANGE, SeqSet, VersionVector, parse_id
 
 
 def test_tick_follows_wall_clock_and_never_goes_back() -> None:
@@ -63,3 +63,45 @@ def test_parse_id() -> None:
                 "0123456789abcdef:-1", "0123456789abcdef:1x", "g123456789abcdef:1",
                 "0123456789abcdef:99999999999"]:
         assert parse_id(bad) is None, bad
+
+
+def test_seqset_add_range_at_the_bottom_is_o1_and_absorbs_extras() -> None:
+    s = SeqSet()
+    assert s.add_range(1, 4_000_000_000) == 4_000_000_000  # no per-seq work
+    assert s.contiguous == 4_000_000_000 and not s.extra
+    s = SeqSet()
+    s.add(1)
+    for seq in (5, 9, 10, 12):
+        s.add(seq)
+    assert s.add_range(2, 8) == 6  # 2..8 less the 5 we had
+    assert s.contiguous == 10 and s.extra == {12}
+    assert s.add_range(3, 10) == 0 and s.add_range(7, 5) == 0
+    assert s.add_range(11, 11) == 1 and s.contiguous == 12 and not s.extra
+
+
+def test_seqset_add_range_above_a_hole_is_bounded() -> None:
+    s = SeqSet()
+    s.add(1)
+    assert s.add_range(3, 5) == 3
+    assert s.contiguous == 1 and s.extra == {3, 4, 5}
+    assert s.add_range(4, 6) == 1 and s.extra == {3, 4, 5, 6}
+    assert list(s.missing(8)) == [(2, 2), (7, 8)]
+    too_wide = (10, 10 + MAX_EXTRA_RANGE)
+    assert s.add_range(*too_wide) is None, "refused, nothing added"
+    assert s.extra == {3, 4, 5, 6}
+    assert s.add_range(10, 9 + MAX_EXTRA_RANGE) == MAX_EXTRA_RANGE
+    s.add(2)
+    assert s.contiguous == 6
+    assert s.add_range(7, 10 + MAX_EXTRA_RANGE) == 4  # 7..9 and the last one
+    assert s.contiguous == 10 + MAX_EXTRA_RANGE and not s.extra
+
+
+def test_version_vector_add_range() -> None:
+    v = VersionVector()
+    o = "a" * 16
+    assert v.add_range(o, 2, 100) == 99
+    assert v.contiguous(o) == 0 and (o, 2) in v and (o, 1) not in v
+    assert v.missing(o, 150) == [(1, 1), (101, 150)]
+    v.add(o, 1)
+    assert v.contiguous(o) == 100
+    assert v.add_range(o, 101, 150) == 50 and v.as_dict() == {o: 150}

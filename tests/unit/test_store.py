@@ -286,3 +286,20 @@ def test_clear_removes_older_messages_in_any_arrival_order(tmp_path: Path, order
     s.compact()
     s.close()
     assert [r.seq for r in Store(tmp_path, rooms=2).messages(1)] == [6]
+
+
+def test_gone_through_names_runs_of_gone_seqs_never_a_held_one(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
+    for seq in range(2, 53):
+        s.append(msg(ORIGIN_A, seq, seq * 100))
+    s.append(moderation(ORIGIN_B, 1, 9000, 1, action="delete", target=f"{ORIGIN_A}:52"))
+    assert s.expire(5100) == 49  # messages 2..50
+    assert s.low_water == {ORIGIN_A: 50}
+    assert s.gone_through(ORIGIN_A, 1) == 0, "the account at seq 1 is held"
+    assert s.gone_through(ORIGIN_A, 2) == 50
+    assert s.gone_through(ORIGIN_A, 30) == 50
+    assert s.gone_through(ORIGIN_A, 51) == 0, "held"
+    assert s.gone_through(ORIGIN_A, 52) == 52, "deleted"
+    assert s.gone_through(ORIGIN_A, 53) == 0, "never seen"
+    assert s.gone_through(ORIGIN_B, 1) == 0

@@ -1,4 +1,4 @@
-"""node/sync.py: catch-up, NACK repair, pacing, low water, fragment repair.
+"""node/sync.py: catch-up, NACK repair, pacing, gone ranges, fragment repair.
 
 Most tests run a simulated mesh (tests/unit/mesh_sim.py) on virtual time; a
 few drive one MeshProtocol by hand.
@@ -6,6 +6,7 @@ few drive one MeshProtocol by hand.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 
@@ -14,7 +15,8 @@ import pytest
 from node.clock import HybridClock
 from node.fragment import MIN_MTU
 from node.protocol import MeshProtocol, RecordReceived
-from node.record import Record, RecordKind, VersionVector
+from node.record import MAX_EXTRA_RANGE, Record, RecordKind, VersionVector
+from node.store import Store
 from node.sync import (
     CATCHUP_BURST_DATAGRAMS,
     FRAGMENT_REPAIR_DELAY,
@@ -34,7 +36,7 @@ from node.wire import (
     BeaconDatagram,
     FragmentDatagram,
     FragmentRequestDatagram,
-    LowWaterDatagram,
+    GoneDatagram,
     RequestDatagram,
     parse,
     record_body,
@@ -280,7 +282,7 @@ def test_large_hole_goes_to_unicast_catch_up_not_nack():
     assert mesh.nodes[1].protocol.sync_stats["catchup_requests"] >= 1
 
 
-# -- the responder: pacing, batches, low water -------------------------------------------
+# -- the responder: pacing, batches, gone ranges----------------------------------------
 
 
 def test_pacing_stays_under_rate_and_batches_are_full():
@@ -303,24 +305,126 @@ def test_pacing_stays_under_rate_and_batches_are_full():
     assert fill > 0.8
 
 
-def test_low_water_answers_purged_ranges_and_the_asker_moves_on():
-    mesh = Mesh.full(2)
+def account(origin: str, seq: int) -> Record:
+    return Record(origin, seq, seq, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"})
+
+
+def purged_history(mesh: Mesh) -> str:
+    """Node 0 holds OTHERS[0]'s account at seq 1 and messages 101..150;
+    messages 2..100 expired there (a purge: not a prefix, seq 1 is held)."""
     origin = OTHERS[0]
-    responder, asker = mesh.nodes
-    responder.source.low[origin] = 100  # 1..100 purged there
-    responder.protocol.known.advance_to(origin, 100)
+    responder = mesh.nodes[0]
+    mesh.preload(0, [account(origin, 1)])
+    responder.source.low[origin] = 100
+    responder.protocol.known.add_range(origin, 2, 100)
     mesh.preload(0, history(origin, range(101, 151)))
+    return origin
+
+
+def answers(node) -> list:
+    return [parse(d, [KEY]) for d in node.sent_unicast]
+
+
+def test_gone_ranges_never_cover_a_held_record():
+    mesh = Mesh.full(2)
+    origin = purged_history(mesh)
+    responder, asker = mesh.nodes
     mesh.run_for(1.0)
     [request] = unicast_of(asker, RequestDatagram)
     assert request.ranges == ((origin, 1, 150),)
-    answer = [parse(d, [KEY]) for d in responder.sent_unicast]
-    assert isinstance(answer[0], LowWaterDatagram) and answer[0].marks == {origin: 100}
-    assert all(isinstance(d, BatchDatagram) for d in answer[1:])
-    assert [r.seq for d in answer[1:] for r in d.records] == list(range(101, 151))
+    sent = answers(responder)
+    assert {type(d) for d in sent} == {BatchDatagram, GoneDatagram}
+    assert [r.seq for d in sent if isinstance(d, BatchDatagram) for r in d.records] == [
+        1, *range(101, 151)
+    ]
+    assert [d.ranges for d in sent if isinstance(d, GoneDatagram)] == [((origin, 2, 100),)]
     assert asker.protocol.known.contiguous(origin) == 150
-    assert sorted(r.seq for r in asker.records()) == list(range(101, 151))
+    assert sorted(r.seq for r in asker.records()) == [1, *range(101, 151)]
+    assert [r.kind for r in asker.records() if r.seq == 1] == [RecordKind.ACCOUNT]
+    assert delivered_once(asker)
     mesh.run_for(30.0)  # beacons keep coming: nothing more is asked
     assert len(unicast_of(asker, RequestDatagram)) == 1
+
+
+def test_a_lost_batch_below_a_gone_range_is_asked_for_again():
+    mesh = Mesh.full(2)
+    origin = purged_history(mesh)
+    lost = []
+
+    def lose_the_batch_with_seq_1(src, dst, data):
+        datagram = parse(data, [KEY])
+        if not lost and isinstance(datagram, BatchDatagram) and datagram.records[0].seq == 1:
+            lost.append(datagram)
+            return True
+        return False
+
+    mesh.drop_filter = lose_the_batch_with_seq_1
+    asker = mesh.nodes[1]
+    mesh.run_for(0.5)
+    assert lost and asker.protocol.known.contiguous(origin) == 0
+    assert (origin, 2) in asker.protocol.known and (origin, 1) not in asker.protocol.known
+    mesh.run_until_quiet(20, lambda: asker.protocol.known.contiguous(origin) == 150)
+    assert asker.protocol.known.contiguous(origin) == 150
+    assert sorted(r.seq for r in asker.records()) == [1, *range(101, 151)]
+    assert delivered_once(asker)
+    asked_again = unicast_of(asker, RequestDatagram)[1:]
+    assert asked_again and all(
+        first > 100 or last < 2 for r in asked_again for _, first, last in r.ranges
+    ), "gone seqs are never asked for again"
+
+
+def test_a_message_deleted_in_the_middle_is_answered_gone():
+    mesh = Mesh.full(2)
+    origin = OTHERS[0]
+    responder, asker = mesh.nodes
+    mesh.preload(0, history(origin, [*range(1, 10), *range(11, 21)]))
+    responder.source.gone.add((origin, 10))  # moderation took it out
+    responder.protocol.known.add(origin, 10)
+    mesh.run_for(1.0)
+    sent = answers(responder)
+    assert [d.ranges for d in sent if isinstance(d, GoneDatagram)] == [((origin, 10, 10),)]
+    assert asker.protocol.known.contiguous(origin) == 20
+    assert sorted(r.seq for r in asker.records()) == [*range(1, 10), *range(11, 21)]
+    assert responder.protocol.sync_stats["served_skipped"] == 0
+    mesh.run_for(30.0)
+    assert len(unicast_of(asker, RequestDatagram)) == 1
+
+
+def test_many_gone_runs_are_packed_to_the_mtu():
+    source = DictSource()
+    p = by_hand(source=source)
+    origin = OTHERS[0]
+    for record in history(origin, range(2, 3001, 2)):  # even seqs held, odd ones deleted
+        source.put(record)
+    source.gone |= {(origin, s) for s in range(1, 3001, 2)}
+    p.known.add_range(origin, 1, 3000)
+    peer, addr = make_peer(p, 1)
+    p.datagrams_to_send(START)
+    p.receive_datagram(RequestDatagram(peer, ME, [(origin, 1, 3000)]).serialize(KEY), addr, START)
+    out, now = [], START
+    while p.sync.get_timer() is not None:
+        now = max(now, p.sync.get_timer())
+        out += p.datagrams_to_send(now)
+    assert all(len(data) <= 1200 and dest == addr for data, dest in out)
+    sent = [parse(data, [KEY]) for data, _ in out]
+    gone = [r for d in sent if isinstance(d, GoneDatagram) for r in d.ranges]
+    held = [r.seq for d in sent if isinstance(d, BatchDatagram) for r in d.records]
+    assert sorted(gone) == [(origin, s, s) for s in range(1, 3001, 2)]
+    assert sorted(held) == list(range(2, 3001, 2))
+    assert p.sync_stats["served_skipped"] == 0
+
+
+def test_gone_ranges_far_above_a_hole_are_refused_then_taken():
+    p = by_hand()
+    peer, addr = make_peer(p, 1)
+    origin = OTHERS[0]
+    wide = GoneDatagram(peer, [(origin, 10, 10 + MAX_EXTRA_RANGE), (origin, 3, 5)])
+    p.receive_datagram(wide.serialize(KEY), addr, START)
+    assert p.sync_stats["gone_ranges_refused"] == 1
+    assert p.known.missing(origin, 20) == [(1, 2), (6, 20)]
+    p.known.add_range(origin, 1, 9)  # the hole below is filled
+    p.receive_datagram(wide.serialize(KEY), addr, START)
+    assert p.known.contiguous(origin) == 10 + MAX_EXTRA_RANGE
 
 
 def test_record_larger_than_the_mtu_goes_as_a_fragmented_batch_of_one():
@@ -446,7 +550,7 @@ def test_catch_up_datagrams_from_a_non_peer_are_dropped_and_counted():
     for datagram in (
         RequestDatagram(stranger, ME, [(OTHERS[0], 1, 5)]),
         BatchDatagram(stranger, history(OTHERS[0], [1])),
-        LowWaterDatagram(stranger, {OTHERS[0]: 10}),
+        GoneDatagram(stranger, [(OTHERS[0], 1, 10)]),
         FragmentRequestDatagram(stranger, ME, 1, [0]),
     ):
         p.receive_datagram(datagram.serialize(KEY), PEER_ADDR, START)
@@ -540,7 +644,7 @@ def test_ranges_per_request_fit_the_mtu():
 
 
 def test_default_source_holds_nothing_and_rate_must_be_positive():
-    assert NoRecords().get(ME, 1) is None and NoRecords().low_water(ME) == 0
+    assert NoRecords().get(ME, 1) is None and NoRecords().gone_through(ME, 1) == 0
     with pytest.raises(ValueError):
         by_hand(catchup_rate=0)
 
@@ -565,3 +669,23 @@ def test_catch_up_of_100000_records_costs_little_more_than_the_records():
     print(f"\n100,000 records ({payload:,} B): {wire:,} B on the wire, ratio {ratio:.3f}, "
           f"{took:.0f} s simulated")
     assert ratio <= 1.3
+
+
+def test_the_store_as_source_answers_held_records_and_gone_runs(tmp_path):
+    store = Store(tmp_path, rooms=1)
+    origin = OTHERS[0]
+    store.append(account(origin, 1))
+    for record in history(origin, range(2, 53)):
+        store.append(record)
+    delete = {"action": "delete", "target": f"{origin}:52", "by": "boss"}
+    store.append(Record(OTHERS[1], 1, 1 << 40, RecordKind.MODERATION, 1, delete))
+    store.expire(51 << 16)  # messages 2..50
+    p = by_hand(source=store, known=copy.deepcopy(store.vector))
+    peer, addr = make_peer(p, 1)
+    p.datagrams_to_send(START)
+    p.receive_datagram(RequestDatagram(peer, ME, [(origin, 1, 52)]).serialize(KEY), addr, START)
+    sent = [parse(data, [KEY]) for data, _ in p.datagrams_to_send(START)]
+    assert [type(d) for d in sent] == [BatchDatagram, GoneDatagram]
+    assert [r.seq for r in sent[0].records] == [1, 51]
+    assert sent[1].ranges == ((origin, 2, 50), (origin, 52, 52))
+    store.close()

@@ -7,9 +7,11 @@ import hmac
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.clock import pack
-from node.record import Record, RecordKind
+from node.record import MAX_SEQ, Record, RecordKind
 from node.wire import (
     BATCH_COUNT,
     BATCH_ENTRY,
@@ -21,7 +23,7 @@ from node.wire import (
     MAX_BODY,
     MAX_DATAGRAM,
     MAX_FRAGMENTS,
-    MAX_LOW_WATER_ENTRIES,
+    MAX_GONE_RANGES,
     MAX_NODE_NAME_BYTES,
     MAX_PRESENCE_BYTES,
     MAX_RECORD_JSON,
@@ -37,7 +39,7 @@ from node.wire import (
     DatagramKind,
     FragmentDatagram,
     FragmentRequestDatagram,
-    LowWaterDatagram,
+    GoneDatagram,
     RecordDatagram,
     RequestDatagram,
     WireError,
@@ -81,7 +83,7 @@ REQUEST = RequestDatagram(
 BATCH = BatchDatagram(
     SENDER, [make_record({"t": "a"}, seq=1), make_record({}, seq=2, room=0)], counter=11
 )
-LOW_WATER = LowWaterDatagram(SENDER, {ORIGIN: 100, SENDER: 0x01020304}, counter=12)
+GONE = GoneDatagram(SENDER, [(ORIGIN, 2, 100), (SENDER, 7, 0x01020304)], counter=12)
 FRAGMENT_REQUEST = FragmentRequestDatagram(SENDER, ORIGIN, 0xDEADBEEF, [0, 255], counter=13)
 
 # One line per part, fields separated by spaces (bytes.fromhex skips them).
@@ -120,9 +122,11 @@ BATCH_HEX = (
     "0019 fedcba9876543210 00000002 018bcfe568000007 01 0000 7b7d "  # {}
     "MAC"
 )
-LOW_WATER_HEX = (
+GONE_HEX = (
     "01 06 00 01 0123456789abcdef 0000000c "
-    "0002 0123456789abcdef 01020304 fedcba9876543210 00000064 "  # 2 marks, sorted
+    "0002 "  # 2 ranges, in the order given
+    "fedcba9876543210 00000002 00000064 "  # origin, first, last
+    "0123456789abcdef 00000007 01020304 "
     "MAC"
 )
 FRAGMENT_REQUEST_HEX = (
@@ -169,10 +173,10 @@ def reason(data: bytes, keys=(KEY,)) -> str:
         (FRAGMENT, FRAGMENT_HEX),
         (REQUEST, with_mac(REQUEST_HEX)),
         (BATCH, with_mac(BATCH_HEX)),
-        (LOW_WATER, with_mac(LOW_WATER_HEX)),
+        (GONE, with_mac(GONE_HEX)),
         (FRAGMENT_REQUEST, with_mac(FRAGMENT_REQUEST_HEX)),
     ],
-    ids=["record", "beacon", "fragment", "request", "batch", "low_water", "fragment_request"],
+    ids=["record", "beacon", "fragment", "request", "batch", "gone", "fragment_request"],
 )
 def test_exact_bytes_both_ways(datagram, hexdata):
     assert datagram.serialize(KEY).hex() == hexdata.replace(" ", "")
@@ -270,9 +274,11 @@ def test_new_kinds_round_trip_at_their_limits():
     assert len(request.serialize(KEY)) <= MAX_DATAGRAM
     assert parse(request.serialize(KEY), [KEY]) == request
     assert parse(request.serialize(KEY), [KEY]).multicast is False
-    marks = {f"{i:016x}": i + 1 for i in range(MAX_LOW_WATER_ENTRIES)}
-    low = LowWaterDatagram(SENDER, marks)
-    assert parse(low.serialize(KEY), [KEY]) == low
+    most = [(f"{i:016x}", i + 1, 4_294_967_295) for i in range(MAX_GONE_RANGES)]
+    gone = GoneDatagram(SENDER, most)
+    assert len(gone.serialize(KEY)) <= MAX_DATAGRAM
+    assert parse(gone.serialize(KEY), [KEY]) == gone
+    assert GoneDatagram(SENDER, [(ORIGIN, 1, 1)] * 2).ranges == ((ORIGIN, 1, 1),) * 2
     every = FragmentRequestDatagram(SENDER, ORIGIN, 0, range(MAX_FRAGMENTS))
     assert parse(every.serialize(KEY), [KEY]) == every
     piece = FragmentDatagram(SENDER, DatagramKind.BATCH, 1, 0, 2, b"x")
@@ -316,6 +322,12 @@ def batch_entry(body: bytes) -> bytes:
     return struct.pack("!H", len(body)) + body
 
 
+def gone_body(count: int = 1, ranges: bytes | None = None) -> bytes:
+    if ranges is None:
+        ranges = struct.pack("!8sII", bytes.fromhex(ORIGIN), 1, 2)
+    return struct.pack("!H", count) + ranges
+
+
 def fragment_request_body(count: int = 1, indexes: bytes = b"\x00\x00") -> bytes:
     return struct.pack("!8sIH", bytes.fromhex(ORIGIN), 1, count) + indexes
 
@@ -330,7 +342,7 @@ REFUSALS = {
         seal(beacon_body(presence=b"\x01\x00\x01\x00\x01\x81" + b"u" * 129), DatagramKind.BEACON),
         seal(FRAGMENT_HEAD.pack(1, 0, 0, MAX_FRAGMENTS + 1) + b"x", DatagramKind.FRAGMENT),
         seal(request_body(count=MAX_REQUEST_RANGES + 1), DatagramKind.REQUEST),
-        seal(struct.pack("!H", MAX_LOW_WATER_ENTRIES + 1), DatagramKind.LOW_WATER),
+        seal(gone_body(count=MAX_GONE_RANGES + 1), DatagramKind.GONE),
         seal(fragment_request_body(count=MAX_FRAGMENTS + 1), DatagramKind.FRAGMENT_REQUEST),
     ],
     "bad_version": [b"\x02" + RECORD_BYTES[1:], seal(RECORD_BODY, version=0)],
@@ -375,9 +387,12 @@ REFUSALS = {
         seal(b"\x00\x01\x00\x00", DatagramKind.BATCH),  # an empty record
         seal(b"\x00\x01\x00\x05" + record_body(b"{}"), DatagramKind.BATCH),  # length too short
         seal(b"\x00\x01" + batch_entry(record_body(b"{}")) + b"x", DatagramKind.BATCH),
-        seal(b"\x00\x00", DatagramKind.LOW_WATER),
-        seal(b"\x00\x01" + bytes(8) + b"\x00\x00\x00\x00", DatagramKind.LOW_WATER),  # low 0
-        seal(b"\x00\x02" + (bytes(8) + b"\x00\x00\x00\x01") * 2, DatagramKind.LOW_WATER),
+        seal(gone_body(count=0, ranges=b""), DatagramKind.GONE),  # no ranges
+        seal(gone_body(ranges=struct.pack("!8sII", bytes(8), 0, 5)), DatagramKind.GONE),  # seq 0
+        seal(gone_body(ranges=struct.pack("!8sII", bytes(8), 6, 5)), DatagramKind.GONE),  # 6..5
+        seal(gone_body(count=2), DatagramKind.GONE),  # one range short
+        seal(gone_body() + b"x", DatagramKind.GONE),  # trailing byte
+        seal(gone_body()[:-1], DatagramKind.GONE),
         seal(fragment_request_body(count=0, indexes=b""), DatagramKind.FRAGMENT_REQUEST),
         seal(fragment_request_body(indexes=b"\x01\x00"), DatagramKind.FRAGMENT_REQUEST),
     ],
@@ -442,7 +457,7 @@ def test_wire_error_reason_must_be_known():
 
 # -- corruption ---------------------------------------------------------------------------
 
-ALL = [RECORD, BEACON, FRAGMENT, REQUEST, BATCH, LOW_WATER, FRAGMENT_REQUEST]
+ALL = [RECORD, BEACON, FRAGMENT, REQUEST, BATCH, GONE, FRAGMENT_REQUEST]
 SAMPLES = [d.serialize(KEY) for d in ALL]
 SAMPLE_IDS = [d.kind.name.lower() for d in ALL]
 
@@ -515,9 +530,12 @@ def test_every_truncated_body_with_valid_mac_is_refused(data):
         lambda: RequestDatagram(SENDER, ORIGIN, [("x", 1, 1)]),
         lambda: BatchDatagram(SENDER, []),
         lambda: BatchDatagram(SENDER, [make_record(seq=0)]),
-        lambda: LowWaterDatagram(SENDER, {}),
-        lambda: LowWaterDatagram(SENDER, {ORIGIN: 0}),
-        lambda: LowWaterDatagram(SENDER, {"x": 1}),
+        lambda: GoneDatagram(SENDER, []),
+        lambda: GoneDatagram(SENDER, [(ORIGIN, 0, 1)]),
+        lambda: GoneDatagram(SENDER, [(ORIGIN, 2, 1)]),
+        lambda: GoneDatagram(SENDER, [(ORIGIN, 1, 1 << 32)]),
+        lambda: GoneDatagram(SENDER, [("x", 1, 1)]),
+        lambda: GoneDatagram(SENDER, [(ORIGIN, 1, 1)] * (MAX_GONE_RANGES + 1)),
         lambda: FragmentRequestDatagram(SENDER, ORIGIN, 0, []),
         lambda: FragmentRequestDatagram(SENDER, ORIGIN, 0, [MAX_FRAGMENTS]),
         lambda: FragmentRequestDatagram(SENDER, ORIGIN, 1 << 32, [0]),
@@ -526,3 +544,35 @@ def test_every_truncated_body_with_valid_mac_is_refused(data):
 def test_misuse_raises_value_error(build):
     with pytest.raises(ValueError):
         build()
+
+
+# -- GONE, by property ------------------------------------------------------------------
+
+GONE_PROPS = settings(max_examples=150, derandomize=True, database=None, deadline=None)
+gone_ranges = st.tuples(
+    st.binary(min_size=8, max_size=8).map(bytes.hex),
+    st.integers(1, MAX_SEQ),
+    st.integers(0, MAX_SEQ),
+).map(lambda r: (r[0], r[1], min(MAX_SEQ, r[1] + r[2])))
+
+
+@GONE_PROPS
+@given(st.lists(gone_ranges, min_size=1, max_size=40), st.integers(0, (1 << 32) - 1))
+def test_any_gone_datagram_round_trips(ranges, counter):
+    gone = GoneDatagram(SENDER, ranges, counter=counter)
+    data = gone.serialize(KEY)
+    assert len(data) == HEADER.size + 2 + 16 * len(ranges) + MAC_LEN
+    back = parse(data, [KEY])
+    assert back == gone and back.serialize(KEY) == data
+
+
+@GONE_PROPS
+@given(st.binary(max_size=200))
+def test_any_gone_body_parses_to_valid_ranges_or_is_refused(body):
+    try:
+        gone = parse(seal(body, DatagramKind.GONE), [KEY])
+    except WireError as e:
+        assert e.reason in REASONS
+        return
+    assert 1 <= len(gone.ranges) == struct.unpack_from("!H", body)[0]
+    assert all(1 <= first <= last <= MAX_SEQ for _, first, last in gone.ranges)
