@@ -21,6 +21,7 @@ from app.accounts import (
     AccountError,
     Accounts,
     Login,
+    WrongPassword,
     check_new_account,
     check_new_password,
     check_username,
@@ -41,6 +42,7 @@ OLDER_LIMIT_MAX = 200  # one scroll-back request
 # script is slowed to this sustained rate, with a burst for quick replies.
 RATE_PER_SECOND = 2.0
 RATE_BURST = 10
+NAME_TAKEN = "That username is taken; please choose another."
 MAX_HASH_CHARS = 200  # "scrypt$N$r$p$salt$hash" with base64 fields is about 90
 # Characters a message may not hold: C0/C1 controls other than tab and newline
 # (they confuse terminals reading the logs and can hide text).
@@ -60,7 +62,8 @@ class TokenBucket:
         self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        # max(0, ...): a clock set back must not drain the bucket for as long.
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = now
         if self.tokens < 1:
             return False
@@ -72,12 +75,24 @@ def clean_text(text: Any) -> str:
     """Validate a message's text; raises ChatError with the frame's code."""
     if not isinstance(text, str):
         raise ChatError("bad_request", "text must be a string")
+    if not is_utf8(text):
+        raise ChatError("bad_request", "text must be valid Unicode")
     text = text.replace("\r\n", "\n").translate(dict.fromkeys(_FORBIDDEN))
     if not text.strip():
         raise ChatError("empty", "A message needs some text.")
     if len(text) > MAX_TEXT_CHARS:
         raise ChatError("too_long", f"A message holds at most {MAX_TEXT_CHARS} characters.")
     return text
+
+
+def is_utf8(text: str) -> bool:
+    """False for a string with lone surrogates (JSON's "\\ud800"): no UTF-8
+    holds them, so they could be neither stored nor sent to a page."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_remote_record(record: Record, rooms: int) -> str | None:
@@ -132,7 +147,7 @@ def message_frame(record: Record) -> dict[str, Any]:
         "author": body.get("author"),
         "node": body.get("node"),
         "time": iso_utc(int(body.get("time", 0))),
-        "hlc": record.hlc,
+        "hlc": str(record.hlc),  # 64 bits: more than a JavaScript number holds
         "text": body.get("text"),
     }
 
@@ -216,11 +231,13 @@ class Chat:
 
     def register(self, name: str, password: str, confirm: str) -> Account:
         check_new_account(name, password, confirm)
+        if self.accounts.exists(name):  # before the costly hash, and again after
+            raise AccountError(NAME_TAKEN)
         return self._claim_name(name, hash_password(password))
 
     def _claim_name(self, name: str, hashed: str, **extra: str) -> Account:
         if self.accounts.exists(name):
-            raise AccountError("That username is taken; please choose another.")
+            raise AccountError(NAME_TAKEN)
         record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed,
                                                            **extra})
         self.accounts.add(record)
@@ -238,7 +255,7 @@ class Chat:
                         confirm: str) -> None:
         login = self.accounts.authenticate(name, current)
         if login is None or login.account.id != account_id:
-            raise AccountError("The current password is not right.")
+            raise WrongPassword("The current password is not right.")
         check_new_password(new, confirm)
         record = self._make_record(RecordKind.ACCOUNT, 0, {
             "name": name, "hash": hash_password(new), "account": account_id})

@@ -9,6 +9,11 @@ A WebSocket upgrade is checked *before* the handshake (``ChatHandler``):
 gevent-websocket answers 101 before calling the app, so a refused upgrade
 (no session, or an ``Origin`` that is not this host: cross-site WebSocket
 hijacking) is routed to the plain WSGI app instead, which answers 403.
+
+Failed logins are throttled per client address and per username, and new
+accounts per client address (app/throttle.py): HTTP 429 with the wait.  Every
+size a client chooses is bounded before it is read: the form body, the query
+string's message id, each WebSocket frame, the frames per second.
 """
 
 from __future__ import annotations
@@ -23,13 +28,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bottle
+import gevent
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 
-from app.accounts import AccountError
-from app.chat import Chat, ChatError, message_frame
+from app.accounts import AccountError, WrongPassword
+from app.chat import Chat, ChatError, TokenBucket, is_utf8, message_frame
 from app.hub import BoundedWebSocket, Client
 from app.sessions import Session, Sessions
+from app.throttle import (
+    REGISTRATION_DECAY,
+    REGISTRATIONS_PER_ADDRESS,
+    LoginThrottle,
+    Throttle,
+    client_key,
+)
 from node.record import parse_id
 
 log = logging.getLogger(__name__)
@@ -41,6 +54,15 @@ SESSION_COOKIE = "cc_session"
 CSRF_COOKIE = "cc_csrf"
 # Form bodies are a name and two passwords; anything larger is not ours.
 MAX_FORM_BYTES = 4096
+FORM_TYPE = "application/x-www-form-urlencoded"  # what our forms send; nothing else is read
+# A message id "<16 hex digits>:<seq up to 2^32-1>": 27 characters.
+MAX_ID_CHARS = 16 + 1 + 10
+CLIENT_ID_MAX = 64  # the page's own id for a message it sends, echoed in the ack
+# Frames per page: the page sends one per message typed or scroll-back asked
+# (the message rate limit, 2/s, applies on top).  A socket that sends more is
+# not a page: it is closed (1008) rather than served ahead of everyone else.
+FRAMES_PER_SECOND = 20.0
+FRAME_BURST = 60
 COOKIE_MAX_AGE = 30 * 24 * 3600
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -93,8 +115,21 @@ class ChatHandler(WebSocketHandler):
         super().run_websocket()
 
 
+def parse_message_id(text: Any) -> tuple[str, int] | None:
+    """A message id from a page; None for anything else, never an exception."""
+    if not isinstance(text, str) or len(text) > MAX_ID_CHARS or not text.isascii():
+        return None  # node.record.parse_id would meet int("²") or 5,000 digits
+    return parse_id(text)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
     app = bottle.Bottle()
+    logins = LoginThrottle()
+    registrations = Throttle(REGISTRATIONS_PER_ADDRESS, REGISTRATION_DECAY)
     views = bottle.SimpleTemplate
     lookup = [str(TEMPLATES)]
 
@@ -134,9 +169,26 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
                                        path="/")
         return token
 
+    def client() -> str:
+        # The phone's own address: no proxy stands between it and the router,
+        # so X-Forwarded-For (which bottle's remote_addr reads) is never used.
+        return client_key(bottle.request.environ.get("REMOTE_ADDR"))
+
+    def too_many(view: str, message: str, wait: int, **kw: Any) -> str:
+        bottle.response.status = 429
+        bottle.response.set_header("Retry-After", str(wait))
+        return render(view, error=message, **kw)
+
     def check_form() -> bottle.FormsDict:
-        if (bottle.request.content_length or 0) > MAX_FORM_BYTES:
+        request = bottle.request
+        # Refused before bottle reads the body: a chunked body has no length
+        # to check and bottle would spool all of it to a temporary file.
+        if request.chunked or request.content_length < 0:
+            bottle.abort(411, "A form needs a Content-Length.")
+        if request.content_length > MAX_FORM_BYTES:
             bottle.abort(413, "The form is too large.")
+        if request.content_type.split(";")[0].strip() != FORM_TYPE:
+            bottle.abort(415, "Forms are sent as " + FORM_TYPE + ".")
         form = bottle.request.forms
         s = any_session()
         expected = s.csrf if s else bottle.request.get_cookie(CSRF_COOKIE)
@@ -149,7 +201,8 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         return form.getunicode(name) or ""
 
     def require_room(n: str) -> int:
-        if not n.isdigit() or not 1 <= int(n) <= chat.rooms:
+        # isascii: "²".isdigit() is true, and int("²") raises.
+        if not (n.isascii() and n.isdigit() and len(n) <= 3) or not 1 <= int(n) <= chat.rooms:
             bottle.abort(404, "There is no such room.")
         return int(n)
 
@@ -175,11 +228,17 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
     def register() -> str:
         form = check_form()
         name = field(form, "username").strip()
+        address, now = client(), chat.wall()
+        wait = registrations.wait(address, now)
+        if wait:
+            return too_many("register", "Too many new accounts from this device; try again "
+                            f"in {plural(wait, 'second')}.", wait, name=name, csrf=csrf_token())
         try:
             chat.register(name, field(form, "password"), field(form, "confirm"))
         except AccountError as e:
             bottle.response.status = 409 if "taken" in str(e) else 400
             return render("register", error=str(e), name=name, csrf=csrf_token())
+        registrations.add(address, now)
         return render("login", error=None, notice="Account created: you can log in now.",
                       name=name, csrf=csrf_token())
 
@@ -193,11 +252,19 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
     def login() -> str:
         form = check_form()
         name = field(form, "username").strip()
+        address, now = client(), chat.wall()
+        wait = logins.wait(address, name, now)
+        if wait:
+            return too_many("login", f"Too many failed logins; try again in "
+                            f"{plural(wait, 'second')}.", wait, notice=None, name=name,
+                            csrf=csrf_token())
         login = chat.login(name, field(form, "password"))
         if login is None:
+            logins.failed(address, name, now)
             bottle.response.status = 401
             return render("login", error="Username or password is invalid.", notice=None,
                           name=name, csrf=csrf_token())
+        logins.succeeded(name)
         start_session(login.account.name, login.account.id)
         bottle.redirect("/rename" if login.displaced else "/", 303)
         return ""
@@ -239,9 +306,18 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         s = session()
         if s is None:
             bottle.redirect("/login", 303)
+        address, now = client(), chat.wall()
+        wait = logins.wait(address, s.user, now)
+        if wait:  # a stolen session must not become a password guesser
+            return too_many("password", "Too many wrong passwords; try again in "
+                            f"{plural(wait, 'second')}.", wait, notice=None, csrf=s.csrf)
         try:
             chat.change_password(s.account, s.user, field(form, "current"),
                                  field(form, "password"), field(form, "confirm"))
+        except WrongPassword as e:
+            logins.failed(address, s.user, now)
+            bottle.response.status = 400
+            return render("password", error=str(e), notice=None, csrf=s.csrf)
         except AccountError as e:
             bottle.response.status = 400
             return render("password", error=str(e), notice=None, csrf=s.csrf)
@@ -291,7 +367,9 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
     @app.error(403)
     @app.error(404)
     @app.error(405)
+    @app.error(411)
     @app.error(413)
+    @app.error(415)
     def error_page(err: bottle.HTTPError) -> str:
         bottle.response.content_type = "text/html; charset=utf-8"
         return render("error", status=err.status_line, message=err.body)
@@ -312,13 +390,14 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
     client = Client(ws, user, room)
     client.send({"type": "hello", "user": user, "room": room, "node": chat.node_name,
                  "node_id": chat.node_id})
-    records, reset = chat.history(room, parse_id(after) if after else None)
+    records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
     # history and the live frames.
     client.send({"type": "history", "messages": [message_frame(r) for r in records],
                  "last": chat.store.last_arrival(room), "reset": reset})
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
+    frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST, chat.wall())
     try:
         while not client.closed:
             try:
@@ -336,7 +415,12 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
                 break
             if text is None:  # the page closed the socket
                 break
+            if not frames.take(chat.wall()):
+                log.info("closing %s's socket in room %d: frame flood", user, room)
+                client.close(1008)
+                break
             handle_frame(chat, client, text)
+            gevent.sleep(0)  # a page with frames queued up takes turns with the others
     finally:
         chat.hub.leave(client)
         client.flush()
@@ -350,7 +434,7 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
             raise ChatError("bad_request", "frames are JSON text, not binary")
         try:
             frame = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deep
             raise ChatError("bad_request", "frames are JSON objects") from None
         if not isinstance(frame, dict):
             raise ChatError("bad_request", "frames are JSON objects")
@@ -366,16 +450,21 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
                      **_echo_client_id(frame)})
 
 
+def _valid_client_id(value: Any) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= CLIENT_ID_MAX and is_utf8(value)
+
+
 def _echo_client_id(frame: Any) -> dict[str, str]:
-    if isinstance(frame, dict) and isinstance(frame.get("client_id"), str):
-        return {"client_id": frame["client_id"][:64]}
+    if isinstance(frame, dict) and _valid_client_id(frame.get("client_id")):
+        return {"client_id": frame["client_id"]}
     return {}
 
 
 def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     client_id = frame.get("client_id")
-    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
-        raise ChatError("bad_request", "client_id must be a string of 1 to 64 characters")
+    if not _valid_client_id(client_id):
+        raise ChatError("bad_request",
+                        f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
     # The ack goes first into this client's outbox, so the page learns the id
     # before (or with) the message's own fan-out frame.
     chat.post(client.user, client.room, frame.get("text"),
@@ -384,7 +473,7 @@ def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
 
 def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     before, limit = frame.get("before"), frame.get("limit", 50)
-    rid = parse_id(before) if isinstance(before, str) else None
+    rid = parse_message_id(before)
     if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
         raise ChatError("bad_request", "older needs before=<id> and an integer limit")
     records = chat.older(client.room, rid, limit)

@@ -23,6 +23,7 @@
   let ws = null;
   let retryMs = RETRY_MIN_MS;
   let errorTimer = null;
+  let admin = false; // the router says so in "hello"; it checks every action itself
 
   function orderKey(m) {
     const [origin, seq] = m.id.split(":");
@@ -58,7 +59,36 @@
     time.title = when.toLocaleString();
     head.append(time);
     li.append(head, el("p", "text", m.text));
+    if (admin) li.append(adminTools(m));
     return li;
+  }
+
+  function adminTools(m) {
+    const tools = el("div", "admin-tools");
+    const del = el("button", "link", "Delete");
+    del.type = "button";
+    del.dataset.action = "delete";
+    del.setAttribute("aria-label", "Delete this message by " + m.author);
+    del.addEventListener("click", () => act({ type: "delete", id: m.id }));
+    const ban = el("button", "link", "Ban " + m.author);
+    ban.type = "button";
+    ban.dataset.action = "ban";
+    ban.addEventListener("click", () => {
+      if (confirm("Ban " + m.author + " on every router?")) act({ type: "ban", user: m.author });
+    });
+    tools.append(del, ban);
+    return tools;
+  }
+
+  function act(frame) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+    else showError("Not connected.");
+  }
+
+  function takeOut(li, note) {
+    // The message disappears, with a note saying why.
+    li.classList.add("removed");
+    li.replaceChildren(el("p", "note", note));
   }
 
   function nearBottom() {
@@ -111,7 +141,9 @@
   }
 
   const handlers = {
-    hello() {
+    hello(f) {
+      admin = Boolean(f.admin);
+      document.getElementById("clear").hidden = !admin;
       retryMs = RETRY_MIN_MS;
       setState("connected", "ok");
     },
@@ -134,6 +166,20 @@
       if (f.messages.length < OLDER_PAGE) olderButton.hidden = true;
     },
     presence(f) { showPresence(f.users); },
+    deleted(f) {
+      const li = shown.get(f.id);
+      if (li) takeOut(li, "Message deleted by " + f.by + ".");
+    },
+    cleared(f) {
+      const horizon = BigInt(f.before_hlc);
+      for (const [id, li] of shown) {
+        if (BigInt(li.msg.hlc) < horizon) { li.remove(); shown.delete(id); }
+      }
+      showError("Room cleared by " + f.by + ".");
+    },
+    banned(f) {
+      showError(f.user + " was banned by " + f.by + ".");
+    },
     expired(f) {
       // Retention moved on: messages stamped before the horizon are gone.
       const horizon = BigInt(f.before_hlc);
@@ -191,6 +237,9 @@
       ev.preventDefault();
       send();
     }
+  });
+  document.getElementById("clear").addEventListener("click", () => {
+    if (confirm("Remove every message of this room on every router?")) act({ type: "clear" });
   });
   olderButton.addEventListener("click", () => {
     const first = list.firstElementChild;

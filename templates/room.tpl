@@ -4,6 +4,7 @@
     <a href="/" aria-label="All rooms">&larr; Rooms</a>
     <h1>Room {{room}}</h1>
     <span id="state" class="state" role="status" aria-live="polite">connecting…</span>
+    <button id="clear" type="button" class="link" hidden>Clear room</button>
   </div>
   <details class="online"><summary>Online: <span id="online-count">0</span></summary>
     <ul id="online"></ul></details>
