@@ -18,7 +18,7 @@ from app.config import Config
 from node.keys import load_or_make_keys
 from node.protocol import MeshProtocol, PeerJoined, PeerLost, PresenceChanged, RecordReceived
 from node.record import VersionVector
-from node.sync import CatchUpFinished
+from node.sync import CatchUpFinished, RecordsGone
 from node.transport import MeshTransport
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class MeshLink:
         records = [e.record for e in events if isinstance(e, RecordReceived)]
         if records:
             self.chat.receive_records(records)
+        for event in events:
+            if isinstance(event, RecordsGone):
+                self.chat.store.note_gone(event.origin, event.first, event.last)
+        self.chat.store.save_state_if_changed()
         if any(isinstance(e, PresenceChanged) for e in events):
             for room in range(1, self.chat.rooms + 1):
                 self.chat.presence_changed(room)

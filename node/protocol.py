@@ -79,7 +79,15 @@ from node import fragment
 from node.clock import HybridClock
 from node.fragment import DEFAULT_MTU, Reassembler
 from node.record import ORIGIN_RE, Record, VersionVector
-from node.sync import CATCHUP_RATE, CatchUpFinished, Host, NoRecords, RecordSource, Sync
+from node.sync import (
+    CATCHUP_RATE,
+    CatchUpFinished,
+    Host,
+    NoRecords,
+    RecordsGone,
+    RecordSource,
+    Sync,
+)
 from node.wire import (
     HOPS_MAX,
     MAX_VECTOR_ENTRIES,
@@ -143,7 +151,9 @@ class PresenceChanged:
     """Some node's users online changed: call ``presence()`` again."""
 
 
-Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged | CatchUpFinished
+Event = (
+    RecordReceived | PeerJoined | PeerLost | PresenceChanged | CatchUpFinished | RecordsGone
+)
 Addr = tuple[str, int]
 
 

@@ -17,6 +17,7 @@ also defeats replays) and, in beacons, what peers compare to find gaps.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 ORIGIN_HEX_LEN = 16  # 8 random bytes: collisions are negligible for any mesh
 ORIGIN_RE = re.compile(r"[0-9a-f]{16}")
+SEQ_RE = re.compile(r"[0-9]{1,10}")
 MAX_SEQ = (1 << 32) - 1  # the wire carries seq in 32 bits
 # ``add_range`` above a hole keeps each seq in ``extra`` (a set): at most this
 # many per call.  A wider range is refused; catch-up asks again once the hole
@@ -61,7 +63,9 @@ class Record:
 def parse_id(text: str) -> tuple[str, int] | None:
     """``"<origin>:<seq>"`` to ``(origin, seq)``; None if malformed."""
     origin, sep, seq = text.partition(":")
-    if not sep or not ORIGIN_RE.fullmatch(origin) or not seq.isdigit():
+    # ASCII digits only, and no more than a u32 has: "²" is a digit to
+    # str.isdigit() but not to int(), and int() of 5,000 digits raises.
+    if not sep or not ORIGIN_RE.fullmatch(origin) or not SEQ_RE.fullmatch(seq):
         return None
     n = int(seq)
     if not 1 <= n <= MAX_SEQ:
@@ -192,3 +196,40 @@ class VersionVector:
     def as_dict(self) -> dict[str, int]:
         """``{origin: contiguous}``: what beacons carry and /status shows."""
         return {o: s.contiguous for o, s in sorted(self._origins.items())}
+
+
+class RangeSet:
+    """Disjoint inclusive ranges of seqs, kept sorted and merged."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges: list[tuple[int, int]] | None = None) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        for first, last in ranges or ():
+            self.add(first, last)
+
+    def add(self, first: int, last: int) -> None:
+        if first > last:
+            raise ValueError(f"empty range {first}..{last}")
+        i = bisect.bisect_left(self.ranges, (first, first))
+        if i and self.ranges[i - 1][1] >= first - 1:  # touches the one before
+            i -= 1
+            first = self.ranges[i][0]
+        j = i
+        while j < len(self.ranges) and self.ranges[j][0] <= last + 1:
+            last = max(last, self.ranges[j][1])
+            j += 1
+        self.ranges[i:j] = [(first, last)]
+
+    def run_end(self, seq: int) -> int:
+        """The last seq of the range holding ``seq``; 0 if none does."""
+        i = bisect.bisect_right(self.ranges, (seq, MAX_SEQ + 1))
+        if i and self.ranges[i - 1][0] <= seq <= self.ranges[i - 1][1]:
+            return self.ranges[i - 1][1]
+        return 0
+
+    def __contains__(self, seq: int) -> bool:
+        return self.run_end(seq) != 0
+
+    def __len__(self) -> int:
+        return len(self.ranges)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from node.record import ORIGIN_RE, Record, RecordKind, VersionVector
+from node.record import ORIGIN_RE, RangeSet, Record, RecordKind, VersionVector
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +208,15 @@ class Store:
         self.max_hlc = 0
         self.skipped_lines = 0  # unparseable lines kept in place
         self.torn_bytes = 0  # bytes of torn tails moved aside
-        # Retention: messages stamped before ``horizon`` (an HLC) are gone;
-        # ``low_water[origin]`` is the highest seq of that origin's expired
-        # messages.  An origin's messages carry rising seqs and HLCs alike, so
-        # every seq of it up to its low water is either still held (an
-        # account, say) or gone for good: catch-up answers "gone" for those.
+        # Retention: messages stamped before ``horizon`` (an HLC) are gone.
+        # ``dead[origin]`` holds the exact seqs known to be gone for good:
+        # expired here, or reported gone by a peer.  Exact ranges, not a
+        # low-water mark: one seq space holds messages (which expire) and
+        # accounts (which do not), and a seq we never received is not gone.
         self.horizon = 0
-        self.low_water: dict[str, int] = {}
+        self.dead: dict[str, RangeSet] = {}
         self.expired = 0  # messages dropped by retention since start
+        self._state_dirty = False
         self._files: dict[str, LogFile] = {}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = load_or_make_node_id(self.data_dir)
@@ -228,22 +229,23 @@ class Store:
         path = self.data_dir / STATE_FILE
         try:
             state = json.loads(path.read_text())
-            horizon, low_water = int(state["horizon"]), state["low_water"]
-            if not all(ORIGIN_RE.fullmatch(o) and isinstance(s, int) for o, s in
-                       low_water.items()):
-                raise ValueError("bad low_water")
+            horizon = int(state["horizon"])
+            dead = {o: RangeSet([(int(f), int(last)) for f, last in ranges])
+                    for o, ranges in state["dead"].items() if ORIGIN_RE.fullmatch(o)}
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("%s is unreadable (%s): retention starts afresh", path, e)
             return
-        self.horizon, self.low_water = horizon, dict(low_water)
-        for origin, seq in self.low_water.items():
-            self.vector.advance_to(origin, seq)
+        self.horizon, self.dead = horizon, dead
+        for origin, ranges in dead.items():
+            for first, last in ranges.ranges:
+                self.vector.add_range(origin, first, last)
 
     def _save_state(self) -> None:
+        dead = {o: r.ranges for o, r in sorted(self.dead.items()) if r.ranges}
         write_atomically(self.data_dir / STATE_FILE, json.dumps(
-            {"horizon": self.horizon, "low_water": self.low_water}, indent=1).encode())
+            {"horizon": self.horizon, "dead": dead}, indent=1).encode())
 
     def _load(self) -> None:
         # Moderation first: a deleted message must not even be loaded.
@@ -297,10 +299,11 @@ class Store:
         the mesh validates what it receives before it gets here).
         """
         self._check(record)
+        line = encode_line(record)  # before _accept: what cannot be written is not held
         if not self._accept(record):  # held already, or expired
             return False
         lf = self._file(self._log_name(record))
-        lf.handle.write(encode_line(record))
+        lf.handle.write(line)
         lf.handle.flush()
         lf.dirty = True
         return True
@@ -310,15 +313,17 @@ class Store:
 
         Returns the records that were new, in the order given.
         """
-        for record in records:
-            self._check(record)  # before anything is written: all or nothing
+        encoded = []
+        for record in records:  # before anything is held or written: all or nothing
+            self._check(record)
+            encoded.append(encode_line(record))
         new: list[Record] = []
         lines: dict[str, list[bytes]] = {}
-        for record in records:
+        for record, line in zip(records, encoded, strict=True):
             if not self._accept(record):
                 continue
             new.append(record)
-            lines.setdefault(self._log_name(record), []).append(encode_line(record))
+            lines.setdefault(self._log_name(record), []).append(line)
         for name, chunk in lines.items():
             lf = self._file(name)
             lf.handle.write(b"".join(chunk))
@@ -337,24 +342,41 @@ class Store:
 
     def is_gone(self, origin: str, seq: int) -> bool:
         """True if ``(origin, seq)`` existed and is gone for good here:
-        removed by moderation, or an expired message (every seq of an origin
-        up to its low water that we no longer hold)."""
+        removed by moderation, expired, or reported gone by a peer."""
         rid = (origin, seq)
-        return rid in self.gone or (seq <= self.low_water.get(origin, 0)
-                                    and rid not in self.index)
+        if rid in self.index:
+            return False
+        dead = self.dead.get(origin)
+        return rid in self.gone or (dead is not None and seq in dead)
 
     def gone_through(self, origin: str, seq: int) -> int:
         """``sync.RecordSource.gone_through``: if ``(origin, seq)`` is gone
         here, the last seq of the run of gone seqs it starts (at most
-        ``MAX_GONE_RUN`` long); else 0.  Up to the low water a run can be
-        long (expired messages); above it only moderation's single ids in
-        ``gone`` count, so the scan stops at the first one held or unknown."""
+        ``MAX_GONE_RUN`` long); else 0."""
         if not self.is_gone(origin, seq):
             return 0
         limit, last = seq + MAX_GONE_RUN - 1, seq
-        while last < limit and self.is_gone(origin, last + 1):
-            last += 1
+        dead = self.dead.get(origin)
+        while last < limit:
+            end = dead.run_end(last + 1) if dead is not None else 0
+            if end:  # a whole dead range at once
+                last = min(end, limit)
+            elif self.is_gone(origin, last + 1):
+                last += 1
+            else:
+                break
         return last
+
+    def note_gone(self, origin: str, first: int, last: int) -> None:
+        """A peer says these seqs are gone for good: answer the same."""
+        self.dead.setdefault(origin, RangeSet()).add(first, last)
+        self.vector.add_range(origin, first, last)
+        self._state_dirty = True
+
+    def save_state_if_changed(self) -> None:
+        if self._state_dirty:
+            self._save_state()
+            self._state_dirty = False
 
     def _check(self, record: Record) -> None:
         if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION) and record.room and \
@@ -441,13 +463,13 @@ class Store:
                 self._note_expired(record)
                 gone += 1
         self._save_state()
+        self._state_dirty = False
         return gone
 
     def _note_expired(self, record: Record) -> None:
         self.expired += 1
-        if record.seq > self.low_water.get(record.origin, 0):
-            self.low_water[record.origin] = record.seq
-            self.vector.advance_to(record.origin, record.seq)
+        self.dead.setdefault(record.origin, RangeSet()).add(record.seq, record.seq)
+        self.vector.add(record.origin, record.seq)
 
     def compact(self) -> int:
         """Rewrite every room log with only the records still held (temp file,

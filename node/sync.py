@@ -215,6 +215,16 @@ class PeerView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsGone:
+    """A peer says ``first..last`` of ``origin`` are gone for good (expired,
+    deleted): the app keeps that, to answer the same to others."""
+
+    origin: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class CatchUpFinished:
     """A catch-up request to ``peer`` ended: every asked range arrived
     (``complete``) or the peer stopped answering; ``records`` it brought."""
@@ -843,6 +853,7 @@ class Sync:
             elif added:
                 moved = True
                 stats["gone_seqs_received"] += added
+                self.host.emit(RecordsGone(origin, first, last))
         stats["gone_received"] += 1
         if moved:
             self.catchup.progress(datagram.sender, 0, now)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from node.clock import MAX_DRIFT_MS, HybridClock, counter, pack, physical_ms
 from node.record import MAX_EXTRA_RANGE, SeqSet, VersionVector, parse_id
 
@@ -105,3 +107,28 @@ def test_version_vector_add_range() -> None:
     v.add(o, 1)
     assert v.contiguous(o) == 100
     assert v.add_range(o, 101, 150) == 50 and v.as_dict() == {o: 150}
+
+
+def test_range_set_merges_and_finds_runs() -> None:
+    from node.record import RangeSet
+
+    r = RangeSet()
+    r.add(10, 20)
+    r.add(30, 40)
+    r.add(21, 25)  # touches 10..20
+    assert r.ranges == [(10, 25), (30, 40)]
+    r.add(26, 29)  # bridges both
+    assert r.ranges == [(10, 40)]
+    r.add(1, 1)
+    r.add(50, 60)
+    r.add(5, 55)
+    assert r.ranges == [(1, 1), (5, 60)]
+    assert r.run_end(7) == 60 and r.run_end(1) == 1 and r.run_end(2) == 0 and 61 not in r
+    with pytest.raises(ValueError, match="empty range"):
+        r.add(3, 2)
+
+
+def test_parse_id_refuses_non_ascii_digits_and_huge_numbers() -> None:
+    assert parse_id("0123456789abcdef:\u00b2") is None
+    assert parse_id("0123456789abcdef:" + "9" * 5000) is None
+    assert parse_id("0123456789abcdef:\u0661") is None  # Arabic-Indic one

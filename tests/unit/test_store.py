@@ -186,14 +186,14 @@ def test_append_many_is_all_or_nothing_on_misuse(tmp_path: Path) -> None:
     assert s.count(1) == 0 and not (tmp_path / room_log_name(1)).exists()
 
 
-def test_expire_drops_old_messages_keeps_accounts_and_low_water(tmp_path: Path) -> None:
+def test_expire_drops_old_messages_keeps_accounts_and_marks_them_dead(tmp_path: Path) -> None:
     s = Store(tmp_path, rooms=2)
     s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
     for seq in range(2, 12):
         s.append(msg(ORIGIN_A, seq, seq * 100, room=1 + seq % 2))
     s.append(msg(ORIGIN_B, 1, 250))
     assert s.expire(600) == 5  # A:2..5 (hlc 200..500) and B:1 (250); 600 itself stays
-    assert s.low_water == {ORIGIN_A: 5, ORIGIN_B: 1}
+    assert s.dead[ORIGIN_A].ranges == [(2, 5)] and s.dead[ORIGIN_B].ranges == [(1, 1)]
     assert [r.seq for r in s.messages(1) if r.origin == ORIGIN_A] == [6, 8, 10]
     assert [r.seq for r in s.messages(2)] == [7, 9, 11]
     assert s.get(ORIGIN_A, 1) is not None, "accounts never expire"
@@ -295,7 +295,7 @@ def test_gone_through_names_runs_of_gone_seqs_never_a_held_one(tmp_path: Path) -
         s.append(msg(ORIGIN_A, seq, seq * 100))
     s.append(moderation(ORIGIN_B, 1, 9000, 1, action="delete", target=f"{ORIGIN_A}:52"))
     assert s.expire(5100) == 49  # messages 2..50
-    assert s.low_water == {ORIGIN_A: 50}
+    assert s.dead[ORIGIN_A].ranges == [(2, 50)]
     assert s.gone_through(ORIGIN_A, 1) == 0, "the account at seq 1 is held"
     assert s.gone_through(ORIGIN_A, 2) == 50
     assert s.gone_through(ORIGIN_A, 30) == 50
@@ -303,3 +303,38 @@ def test_gone_through_names_runs_of_gone_seqs_never_a_held_one(tmp_path: Path) -
     assert s.gone_through(ORIGIN_A, 52) == 52, "deleted"
     assert s.gone_through(ORIGIN_A, 53) == 0, "never seen"
     assert s.gone_through(ORIGIN_B, 1) == 0
+
+
+def test_a_seq_never_received_is_not_gone_after_a_purge(tmp_path: Path) -> None:
+    """Seq 1 (an account) never arrived; messages 2..20 expired.  Seq 1 must
+    stay missing (to be asked for), never be answered as gone."""
+    s = Store(tmp_path, rooms=1)
+    for seq in range(2, 21):
+        s.append(msg(ORIGIN_A, seq, seq * 100))
+    s.expire(10_000)
+    assert not s.is_gone(ORIGIN_A, 1) and s.gone_through(ORIGIN_A, 1) == 0
+    assert (ORIGIN_A, 1) not in s.vector
+    assert s.gone_through(ORIGIN_A, 2) == 20
+    s.close()
+    again = Store(tmp_path, rooms=1)
+    assert (ORIGIN_A, 1) not in again.vector and again.gone_through(ORIGIN_A, 2) == 20
+    assert again.vector.missing(ORIGIN_A, 20) == [(1, 1)]
+
+
+def test_gone_reported_by_a_peer_is_kept_and_answered(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    s.note_gone(ORIGIN_A, 1, 500)
+    s.save_state_if_changed()
+    assert s.gone_through(ORIGIN_A, 1) == 500 and s.vector.contiguous(ORIGIN_A) == 500
+    s.close()
+    again = Store(tmp_path, rooms=1)
+    assert again.gone_through(ORIGIN_A, 7) == 500 and again.vector.contiguous(ORIGIN_A) == 500
+
+
+def test_a_record_that_cannot_be_written_is_not_held(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=1)
+    with pytest.raises(UnicodeEncodeError):
+        s.append(msg(ORIGIN_A, 1, 1, text="\ud800"))
+    assert s.count(1) == 0 and (ORIGIN_A, 1) not in s.vector
+    assert s.append(msg(ORIGIN_A, 2, 2))
+    assert s.latest(1, 10)[0].seq == 2

@@ -28,6 +28,7 @@ from node.sync import (
     NACK_MAX_TRIES,
     CatchUpFinished,
     NoRecords,
+    RecordsGone,
     TokenBucket,
     ranges_per_request,
 )
@@ -339,6 +340,9 @@ def test_gone_ranges_never_cover_a_held_record():
     ]
     assert [d.ranges for d in sent if isinstance(d, GoneDatagram)] == [((origin, 2, 100),)]
     assert asker.protocol.known.contiguous(origin) == 150
+    # The app hears of the gone range, to answer the same to others.
+    assert [(e.origin, e.first, e.last) for e in asker.events_of(RecordsGone)] == [
+        (origin, 2, 100)]
     assert sorted(r.seq for r in asker.records()) == [1, *range(101, 151)]
     assert [r.kind for r in asker.records() if r.seq == 1] == [RecordKind.ACCOUNT]
     assert delivered_once(asker)
