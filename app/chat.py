@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +26,11 @@ from app.accounts import (
     check_new_password,
     check_username,
     hash_password,
+    name_key,
 )
 from app.config import NODE_NAME_MAX
 from app.hub import Hub
+from app.moderation import ACTIONS, Moderation
 from node.clock import HybridClock
 from node.record import Record, RecordKind, parse_id
 from node.store import Store
@@ -101,6 +103,8 @@ def check_remote_record(record: Record, rooms: int) -> str | None:
         return _check_message(record, rooms)
     if record.kind == RecordKind.ACCOUNT:
         return _check_account(record)
+    if record.kind == RecordKind.MODERATION:
+        return _check_moderation(record, rooms)
     return "unknown_kind"
 
 
@@ -118,6 +122,22 @@ def _check_message(record: Record, rooms: int) -> str | None:
         return None if well_formed and clean_text(text) == text else "bad_message"
     except ChatError:
         return "bad_message"
+
+
+def _check_moderation(record: Record, rooms: int) -> str | None:
+    body, action = record.body, record.body.get("action")
+    by = body.get("by")
+    if action not in ACTIONS or not (isinstance(by, str) and USERNAME_RE.fullmatch(by)):
+        return "bad_moderation"
+    if action in ("ban", "unban"):
+        user = body.get("user")
+        ok = record.room == 0 and isinstance(user, str) and USERNAME_RE.fullmatch(user)
+    elif action == "delete":
+        target = body.get("target")
+        ok = 1 <= record.room <= rooms and isinstance(target, str) and parse_id(target)
+    else:
+        ok = 1 <= record.room <= rooms
+    return None if ok else "bad_moderation"
 
 
 def _check_account(record: Record) -> str | None:
@@ -154,7 +174,7 @@ def message_frame(record: Record) -> dict[str, Any]:
 
 class Chat:
     def __init__(self, store: Store, node_name: str, *,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, admins: Iterable[str] = ()) -> None:
         self.store = store
         self.node_name = node_name
         self.wall = wall
@@ -162,6 +182,9 @@ class Chat:
         self.accounts = Accounts()
         for record in store.accounts:
             self.accounts.add(record)
+        self.moderation = Moderation(admins)
+        for record in store.moderation:
+            self.moderation.add(record)
         self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
         # Set by the mesh link (app/meshlink.py); a lone router leaves them None.
         self.on_local_record: Callable[[Record], None] | None = None
@@ -216,6 +239,8 @@ class Chat:
                 self.accounts.add(record)
             elif record.kind == RecordKind.MESSAGE:
                 by_room.setdefault(record.room, []).append(record)
+            elif record.kind == RecordKind.MODERATION:
+                self._show_moderation(record)
         for room, fresh in by_room.items():
             if len(fresh) > HISTORY_LIMIT:
                 latest = self.store.latest(room, HISTORY_LIMIT)
@@ -271,6 +296,8 @@ class Chat:
         the room's fan-out (the sender's ack goes ahead of the message).
         """
         text = clean_text(text)
+        if self.moderation.is_banned(user):
+            raise ChatError("banned", "You are banned from this chat.")
         now = self.wall()
         bucket = self._buckets.get(user)
         if bucket is None:
@@ -283,6 +310,46 @@ class Chat:
             on_stored(record)
         self.hub.broadcast(room, message_frame(record))
         return record
+
+    # -- moderation ------------------------------------------------------------
+
+    def moderate(self, admin: str, room: int, action: Any, target: Any = None) -> Record:
+        """An admin's action from a page in ``room``; raises ChatError."""
+        if not self.moderation.is_admin(admin):
+            raise ChatError("forbidden", "Only an admin may do that.")
+        body: dict[str, Any] = {"action": action, "by": admin}
+        if action == "delete":
+            rid = parse_id(target) if isinstance(target, str) else None
+            record = self.store.get(*rid) if rid else None
+            if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
+                raise ChatError("bad_request", "There is no such message in this room.")
+            body["target"] = record.id
+        elif action in ("ban", "unban"):
+            if not isinstance(target, str) or not self.accounts.exists(target):
+                raise ChatError("bad_request", "There is no such user.")
+            body["user"] = self.accounts.owner(target).name  # type: ignore[union-attr]
+            room = 0
+        elif action != "clear":
+            raise ChatError("bad_request", "unknown moderation action")
+        record = self._make_record(RecordKind.MODERATION, room, body)
+        self._show_moderation(record)
+        return record
+
+    def _show_moderation(self, record: Record) -> None:
+        """Apply a moderation record's effects beyond the store: bans, pages."""
+        self.moderation.add(record)
+        body, room = record.body, record.room
+        if body["action"] == "delete":
+            self.hub.broadcast(room, {"type": "deleted", "id": body["target"],
+                                      "by": body["by"]})
+        elif body["action"] == "clear":
+            self.hub.broadcast(room, {"type": "cleared", "before_hlc": str(record.hlc),
+                                      "by": body["by"]})
+        elif self.moderation.is_banned(body["user"]):
+            for n in range(1, self.rooms + 1):
+                self.hub.broadcast(n, {"type": "banned", "user": body["user"],
+                                       "by": body["by"]})
+            self.hub.disconnect_user(body["user"], name_key)
 
     def history(self, room: int, after: tuple[str, int] | None = None,
                 ) -> tuple[list[Record], bool]:

@@ -68,7 +68,7 @@ def _purge_forever(chat: Chat, config: Config) -> None:
 
 def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
     store = Store(config.data_dir, config.rooms)
-    chat = Chat(store, config.node_name)
+    chat = Chat(store, config.node_name, admins=config.admin)
     mesh = MeshLink(config, chat) if config.mesh else None
     sessions = Sessions(config.data_dir)
     app = build_app(chat, sessions)

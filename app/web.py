@@ -35,6 +35,7 @@ from geventwebsocket.handler import WebSocketHandler
 from app.accounts import AccountError, WrongPassword
 from app.chat import Chat, ChatError, TokenBucket, is_utf8, message_frame
 from app.hub import BoundedWebSocket, Client
+from app.moderation import ACTIONS
 from app.sessions import Session, Sessions
 from app.throttle import (
     REGISTRATION_DECAY,
@@ -148,6 +149,8 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         name first, see app/accounts.py) is sent to /rename instead.
         """
         s = any_session()
+        if s is not None and chat.moderation.is_banned(s.user):
+            return None  # a ban ends every session, on every router
         if s is not None and not chat.accounts.is_owner(s.account, s.user):
             bottle.redirect("/rename", 303)
         return s
@@ -265,6 +268,10 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
             return render("login", error="Username or password is invalid.", notice=None,
                           name=name, csrf=csrf_token())
         logins.succeeded(name)
+        if chat.moderation.is_banned(login.account.name):
+            bottle.response.status = 403
+            return render("login", error="This account is banned from the chat.", notice=None,
+                          name=name, csrf=csrf_token())
         start_session(login.account.name, login.account.id)
         bottle.redirect("/rename" if login.displaced else "/", 303)
         return ""
@@ -378,7 +385,8 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         if not origin_matches_host(environ):
             return False
         s = sessions.get(_cookie(environ, SESSION_COOKIE), chat.wall())
-        return s is not None and chat.accounts.is_owner(s.account, s.user)
+        return (s is not None and chat.accounts.is_owner(s.account, s.user)
+                and not chat.moderation.is_banned(s.user))
 
     app.config["cc.allow_upgrade"] = allow_upgrade
     return app
@@ -389,7 +397,7 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
     """One page's WebSocket: hello, history, then frames until it closes."""
     client = Client(ws, user, room)
     client.send({"type": "hello", "user": user, "room": room, "node": chat.node_name,
-                 "node_id": chat.node_id})
+                 "node_id": chat.node_id, "admin": chat.moderation.is_admin(user)})
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
     # history and the live frames.
@@ -443,6 +451,8 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
             receive_send(chat, client, frame)
         elif kind == "older":
             receive_older(chat, client, frame)
+        elif kind in ACTIONS:  # the server checks the rights, whatever the page shows
+            chat.moderate(client.user, client.room, kind, frame.get("id", frame.get("user")))
         else:
             raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
     except ChatError as e:

@@ -1,0 +1,116 @@
+"""Moderation over real sockets: delete, clear, ban and unban, checked by the
+server whatever the page shows; and across routers on loopback."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.store import MODERATION_LOG
+from tests.helpers import Router, free_udp_port, routers, wait_for
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Router]:
+    with routers(tmp_path, "mod", extra=["--no-mesh", "--admin", "Boss"]) as (r,):
+        yield r
+
+
+def post(w, text: str) -> str:  # noqa: ANN001
+    w.send({"type": "send", "text": text, "client_id": text})
+    return w.recv_until(lambda f: f.get("type") == "ack" and f["client_id"] == text)["id"]
+
+
+def test_hello_says_who_is_admin(site: Router) -> None:
+    boss, ann = site.user("boss"), site.user("ann")
+    assert site.ws(boss).recv_type("hello")["admin"] is True  # names match without case
+    assert site.ws(ann).recv_type("hello")["admin"] is False
+
+
+def test_non_admin_is_refused_whatever_it_sends(site: Router) -> None:
+    site.user("boss")
+    ann = site.ws(site.user("ann"))
+    mid = post(ann, "hello")
+    for frame in [{"type": "delete", "id": mid}, {"type": "clear"},
+                  {"type": "ban", "user": "boss"}, {"type": "unban", "user": "ann"}]:
+        ann.send(frame)
+        err = ann.recv_type("error")
+        assert err["code"] == "forbidden"
+    assert site.status()["rooms"]["1"] == 1
+    assert not (site.data_dir / MODERATION_LOG).exists()
+
+
+def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> None:
+    boss = site.ws(site.user("boss"))
+    ann = site.ws(site.user("ann"))
+    keep, gone = post(ann, "keep me"), post(ann, "rude")
+    boss.send({"type": "delete", "id": gone})
+    note = ann.recv_type("deleted")
+    assert note == {"type": "deleted", "id": gone, "by": "boss"}
+    assert site.status()["rooms"]["1"] == 1
+    lines = (site.data_dir / MODERATION_LOG).read_text().splitlines()
+    assert json.loads(lines[0])["body"] == {"action": "delete", "by": "boss", "target": gone}
+    fresh = site.ws(site.user("cat"))
+    ids = [m["id"] for m in fresh.recv_type("history")["messages"]]
+    assert ids == [keep]
+    boss.send({"type": "delete", "id": "0123456789abcdef:1"})
+    assert boss.recv_type("error")["code"] == "bad_request"
+    site.stop()
+    site.start()
+    again = site.ws(site.user("ann", register=False))
+    assert [m["id"] for m in again.recv_type("history")["messages"]] == [keep]
+
+
+def test_clear_room(site: Router) -> None:
+    boss = site.ws(site.user("boss"))
+    ann = site.ws(site.user("ann"))
+    for i in range(3):
+        post(ann, f"m{i}")
+    boss.send({"type": "clear"})
+    assert ann.recv_type("cleared")["by"] == "boss"
+    assert site.status()["rooms"]["1"] == 0
+    after = post(ann, "after the clear")
+    assert site.status()["rooms"]["1"] == 1 and after
+
+
+def test_ban_closes_sockets_refuses_posts_and_logins_then_unban(site: Router) -> None:
+    boss = site.ws(site.user("boss"))
+    eve_http = site.user("eve")
+    eve = site.ws(eve_http)
+    post(eve, "spam")
+    boss.send({"type": "ban", "user": "EVE"})
+    assert eve.recv_until(lambda f: f.get("code") == "banned")["type"] == "error"
+    assert boss.recv_type("banned")["user"] == "eve"
+    # The old session is dead, for pages and sockets.
+    assert eve_http.get("/").status == 303
+    with pytest.raises(Exception, match="403"):
+        site.ws(eve_http)
+    r = site.http().login("eve")
+    assert r.status == 403 and "banned" in r.text
+    boss.send({"type": "unban", "user": "eve"})
+    wait_for(lambda: site.http().login("eve").status == 303, what="unban")
+    boss.send({"type": "ban", "user": "nobody-here"})
+    assert boss.recv_type("error")["code"] == "bad_request"
+
+
+def test_a_delete_on_a_reaches_c_over_the_mesh(tmp_path: Path) -> None:
+    key = tmp_path / "mesh.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
+             "--beacon-interval", "0.3", "--admin", "boss"]
+    with routers(tmp_path, "ma", "mc", extra=extra) as (a, c):
+        boss = a.ws(a.user("boss"))
+        wait_for(lambda: c.status()["accounts"] == 1, what="boss's account on C")
+        cat = c.ws(c.user("cat"))
+        mid = post(cat, "on C")
+        wait_for(lambda: a.status()["rooms"]["1"] == 1, what="message on A")
+        boss.send({"type": "delete", "id": mid})
+        assert cat.recv_type("deleted")["id"] == mid
+        wait_for(lambda: c.status()["rooms"]["1"] == 0, what="deleted on C")
+        # A ban on A holds on C too.
+        boss.send({"type": "ban", "user": "cat"})
+        wait_for(lambda: c.http().login("cat").status == 403, what="ban on C")
