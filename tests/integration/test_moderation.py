@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.store import MODERATION_LOG
-from tests.helpers import Router, free_udp_port, routers, wait_for
+from tests.helpers import Router, WsClient, free_udp_port, routers, wait_for
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def site(tmp_path: Path) -> Iterator[Router]:
         yield r
 
 
-def post(w, text: str) -> str:  # noqa: ANN001
+def post(w: WsClient, text: str) -> str:
     w.send({"type": "send", "text": text, "client_id": text})
     return w.recv_until(lambda f: f.get("type") == "ack" and f["client_id"] == text)["id"]
 
