@@ -37,7 +37,7 @@ def test_hello_history_presence_then_chat_between_two_clients(router: Router) ->
     a = router.ws(ann, 1)
     hello = a.recv()
     assert hello == {"type": "hello", "user": "ann", "room": 1, "node": "alpha",
-                     "node_id": router.status()["node_id"]}
+                     "node_id": router.status()["node_id"], "admin": False}
     assert a.recv()["type"] == "history"
     assert a.recv_type("presence")["users"] == [{"user": "ann", "node": "alpha"}]
     b = router.ws(bob, 1)
