@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 
-from app.retention import DEFAULT_RETENTION, parse_clock_time, parse_duration
+from app.retention import (
+    DEFAULT_MAX_HISTORY,
+    DEFAULT_RETENTION,
+    parse_clock_time,
+    parse_duration,
+)
 
 DEFAULT_PORT = 8080
 DEFAULT_ROOMS = 4
@@ -34,6 +39,7 @@ class Config:
     retention: float = DEFAULT_RETENTION  # seconds
     purge_at: time | None = None
     admin: list[str] = field(default_factory=list)
+    max_history: int = DEFAULT_MAX_HISTORY
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
     mesh_port: int = 8888
@@ -144,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     history = p.add_argument_group("history")
     history.add_argument("--retention", type=_duration, default="24h",
                          help="how long messages are kept: 90s, 15m, 12h, 7d")
+    history.add_argument("--max-history", type=_bounded_int(10, 1_000_000),
+                         default=d.max_history, metavar="N",
+                         help="messages kept per room at most; the oldest go first")
     history.add_argument("--purge-at", type=_clock_time, default=None, metavar="HH:MM",
                          help="also wipe everything older every day at this local time")
     web.add_argument("--admin", action="append", default=[], metavar="USERNAME",

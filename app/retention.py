@@ -1,6 +1,8 @@
 """How long history is kept: the horizon before which messages are gone.
 
-Two rules, the later horizon wins:
+Two rules, the later horizon wins (and a third, the size guard
+``--max-history``, keeps at most N messages per room, oldest out first, with
+a horizon per room that follows the same rules):
 
 - ``--retention`` (default 24 h, the prototype's day): a message older than
   that is dropped.
@@ -22,6 +24,10 @@ from datetime import datetime, time, timedelta
 
 DEFAULT_RETENTION = 24 * 3600.0  # seconds: the prototype's day
 MIN_RETENTION = 10.0  # seconds; shorter would purge messages in flight
+# Messages kept per room at most (the size guard, ``--max-history``): a busy
+# neighbourhood room writes a few thousand a day; 5,000 per room take about
+# 6 MB of a router's RAM (1.2 KB each in memory, bench_footprint.py).
+DEFAULT_MAX_HISTORY = 5_000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

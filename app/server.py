@@ -48,6 +48,14 @@ def purge(chat: Chat, config: Config) -> int:
             physical_ms(horizon)))
         for room in range(1, chat.rooms + 1):
             chat.hub.broadcast(room, {"type": "expired", "before_hlc": str(horizon)})
+    for room in range(1, chat.rooms + 1):
+        trimmed = chat.store.trim(room, config.max_history)
+        if trimmed:
+            log.info("room %d: %d oldest messages dropped (--max-history %d)", room,
+                     trimmed, config.max_history)
+            chat.hub.broadcast(room, {"type": "expired",
+                                      "before_hlc": str(chat.store.size_horizon[room])})
+            gone += trimmed
     return gone
 
 

@@ -214,6 +214,9 @@ class Store:
         # low-water mark: one seq space holds messages (which expire) and
         # accounts (which do not), and a seq we never received is not gone.
         self.horizon = 0
+        # The size guard (``trim``): per room, messages stamped before this
+        # are gone too, with the same consistency rules as retention.
+        self.size_horizon: dict[int, int] = {}
         self.dead: dict[str, RangeSet] = {}
         self.expired = 0  # messages dropped by retention since start
         self._state_dirty = False
@@ -230,6 +233,8 @@ class Store:
         try:
             state = json.loads(path.read_text())
             horizon = int(state["horizon"])
+            size_horizon = {int(room): int(h) for room, h in
+                            state.get("size_horizon", {}).items()}
             dead = {o: RangeSet([(int(f), int(last)) for f, last in ranges])
                     for o, ranges in state["dead"].items() if ORIGIN_RE.fullmatch(o)}
         except FileNotFoundError:
@@ -237,7 +242,7 @@ class Store:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("%s is unreadable (%s): retention starts afresh", path, e)
             return
-        self.horizon, self.dead = horizon, dead
+        self.horizon, self.dead, self.size_horizon = horizon, dead, size_horizon
         for origin, ranges in dead.items():
             for first, last in ranges.ranges:
                 self.vector.add_range(origin, first, last)
@@ -245,7 +250,8 @@ class Store:
     def _save_state(self) -> None:
         dead = {o: r.ranges for o, r in sorted(self.dead.items()) if r.ranges}
         write_atomically(self.data_dir / STATE_FILE, json.dumps(
-            {"horizon": self.horizon, "dead": dead}, indent=1).encode())
+            {"horizon": self.horizon, "size_horizon": self.size_horizon, "dead": dead},
+            indent=1).encode())
 
     def _load(self) -> None:
         # Moderation first: a deleted message must not even be loaded.
@@ -332,7 +338,8 @@ class Store:
         return new
 
     def is_expired(self, record: Record) -> bool:
-        return record.kind == RecordKind.MESSAGE and record.hlc < self.horizon
+        return record.kind == RecordKind.MESSAGE and (
+            record.hlc < self.horizon or record.hlc < self.size_horizon.get(record.room, 0))
 
     def _is_taken_out(self, record: Record) -> bool:
         """A message a moderation record removed, whatever the arrival order."""
@@ -465,6 +472,25 @@ class Store:
         self._save_state()
         self._state_dirty = False
         return gone
+
+    def trim(self, room: int, keep: int) -> int:
+        """The size guard: keep the ``keep`` newest messages of a room; the
+        older ones go as if expired (and stay gone: a per-room horizon)."""
+        room_log = self.room_logs[room]
+        records = room_log.sorted
+        if len(records) <= keep:
+            return 0
+        horizon = records[len(records) - keep].hlc
+        if horizon <= self.size_horizon.get(room, 0):
+            return 0
+        self.size_horizon[room] = horizon
+        gone = room_log.expire(horizon)
+        for record in gone:
+            del self.index[(record.origin, record.seq)]
+            self._note_expired(record)
+        self._save_state()
+        self._state_dirty = False
+        return len(gone)
 
     def _note_expired(self, record: Record) -> None:
         self.expired += 1

@@ -59,3 +59,20 @@ def test_a_router_asleep_during_the_purge_brings_nothing_back(tmp_path: Path) ->
             assert r.status()["rooms"]["1"] == 0, r.name
         cat = awake.ws(awake.user("cat"))
         assert cat.recv_type("history")["messages"] == []
+
+
+def test_max_history_keeps_the_newest_per_room(tmp_path: Path) -> None:
+    # --retention 60s: the horizon is checked every 6 s; nothing expires by age.
+    with routers(tmp_path, "cap", extra=["--no-mesh", "--retention", "60s",
+                                         "--max-history", "20"]) as (r,):
+        ids = []
+        for u in range(3):  # each user may post a burst of 10
+            w = r.ws(r.user(f"u{u}"))
+            for i in range(10):
+                w.send({"type": "send", "text": f"{u}-{i}", "client_id": f"c{i}"})
+                ids.append(w.recv_until(lambda f: f.get("type") == "ack")["id"])
+            w.close()
+        wait_for(lambda: r.status()["rooms"]["1"] == 20, 10, "the size guard")
+        fresh = r.ws(r.user("reader"))
+        kept = [m["id"] for m in fresh.recv_type("history")["messages"]]
+        assert kept == ids[-20:]

@@ -338,3 +338,21 @@ def test_a_record_that_cannot_be_written_is_not_held(tmp_path: Path) -> None:
     assert s.count(1) == 0 and (ORIGIN_A, 1) not in s.vector
     assert s.append(msg(ORIGIN_A, 2, 2))
     assert s.latest(1, 10)[0].seq == 2
+
+
+def test_trim_keeps_the_newest_and_refuses_older_arrivals(tmp_path: Path) -> None:
+    s = Store(tmp_path, rooms=2)
+    for seq in range(1, 11):
+        s.append(msg(ORIGIN_A, seq, seq * 100))
+    s.append(msg(ORIGIN_A, 11, 150, room=2))
+    assert s.trim(1, keep=4) == 6
+    assert [r.seq for r in s.messages(1)] == [7, 8, 9, 10]
+    assert s.count(2) == 1, "another room keeps its own"
+    assert not s.append(msg(ORIGIN_B, 1, 650)), "older than the room's size horizon"
+    assert s.append(msg(ORIGIN_B, 2, 650, room=2)), "room 2 has no such horizon"
+    assert s.gone_through(ORIGIN_A, 1) == 6
+    assert s.trim(1, keep=4) == 0
+    s.close()
+    again = Store(tmp_path, rooms=2)
+    assert [r.seq for r in again.messages(1)] == [7, 8, 9, 10]
+    assert again.size_horizon == {1: 700}
