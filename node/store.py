@@ -469,8 +469,9 @@ class Store:
                 del self.index[(record.origin, record.seq)]
                 self._note_expired(record)
                 gone += 1
-        self._save_state()
-        self._state_dirty = False
+        if gone:  # the horizon alone moves every check: not worth a flash write
+            self._save_state()
+            self._state_dirty = False
         return gone
 
     def trim(self, room: int, keep: int) -> int:
