@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from node.clock import MAX_DRIFT_MS, HybridClock, counter, pack, physical_ms
-from node.record import MAX_EXTRA_RANGE, SeqSet, VersionVector, parse_id
+from node.record import SeqSet, VersionVector, parse_id
 
 
 def test_tick_follows_wall_clock_and_never_goes_back() -> None:
@@ -40,11 +40,11 @@ def test_seqset_contiguous_extra_and_missing() -> None:
     s = SeqSet()
     assert s.add(1) and s.add(2) and not s.add(2)
     assert s.add(5) and s.add(7)
-    assert s.contiguous == 2 and s.extra == {5, 7}
+    assert s.contiguous == 2 and s.extra.ranges == [(5, 5), (7, 7)]
     assert list(s.missing(9)) == [(3, 4), (6, 6), (8, 9)]
     s.add(3)
     s.add(4)
-    assert s.contiguous == 5 and s.extra == {7}
+    assert s.contiguous == 5 and s.extra.ranges == [(7, 7)]
     s.advance_to(10)
     assert s.contiguous == 10 and not s.extra and 9 in s
 
@@ -76,26 +76,37 @@ def test_seqset_add_range_at_the_bottom_is_o1_and_absorbs_extras() -> None:
     for seq in (5, 9, 10, 12):
         s.add(seq)
     assert s.add_range(2, 8) == 6  # 2..8 less the 5 we had
-    assert s.contiguous == 10 and s.extra == {12}
+    assert s.contiguous == 10 and s.extra.ranges == [(12, 12)]
     assert s.add_range(3, 10) == 0 and s.add_range(7, 5) == 0
     assert s.add_range(11, 11) == 1 and s.contiguous == 12 and not s.extra
 
 
-def test_seqset_add_range_above_a_hole_is_bounded() -> None:
+def test_seqset_above_a_hole_keeps_ranges_not_seqs() -> None:
     s = SeqSet()
     s.add(1)
     assert s.add_range(3, 5) == 3
-    assert s.contiguous == 1 and s.extra == {3, 4, 5}
-    assert s.add_range(4, 6) == 1 and s.extra == {3, 4, 5, 6}
+    assert s.contiguous == 1 and s.extra.ranges == [(3, 5)]
+    assert s.add_range(4, 6) == 1 and s.extra.ranges == [(3, 6)]
     assert list(s.missing(8)) == [(2, 2), (7, 8)]
-    too_wide = (10, 10 + MAX_EXTRA_RANGE)
-    assert s.add_range(*too_wide) is None, "refused, nothing added"
-    assert s.extra == {3, 4, 5, 6}
-    assert s.add_range(10, 9 + MAX_EXTRA_RANGE) == MAX_EXTRA_RANGE
+    assert s.add_range(10, 4_000_000_000) == 4_000_000_000 - 9, "no per-seq work"
+    assert s.highest() == 4_000_000_000
+    for seq in range(100_000, 100_100):  # already inside a range
+        assert not s.add(seq)
     s.add(2)
     assert s.contiguous == 6
-    assert s.add_range(7, 10 + MAX_EXTRA_RANGE) == 4  # 7..9 and the last one
-    assert s.contiguous == 10 + MAX_EXTRA_RANGE and not s.extra
+    assert s.add_range(7, 9) == 3
+    assert s.contiguous == 4_000_000_000 and not s.extra
+
+
+def test_seqset_many_holes_missing_is_linear_in_ranges() -> None:
+    s = SeqSet()
+    for seq in range(2, 200_001, 2):
+        s.add(seq)
+    assert len(s.extra) == 100_000
+    holes = list(s.missing(200_001))
+    assert len(holes) == 100_001 and holes[:2] == [(1, 1), (3, 3)]
+    s.advance_to(150_000)
+    assert s.contiguous == 150_000 and s.extra.ranges[0] == (150_002, 150_002)
 
 
 def test_version_vector_add_range() -> None:
