@@ -311,6 +311,41 @@ class Lab:
                      self._loss_table(h.ifaces[bridge])).stdout
         return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
+    def _count_table(self, iface: str) -> str:
+        return f"cc_count_{iface}"
+
+    def count_udp(self, host: str, bridge: int) -> None:
+        """Count UDP packets and bytes (IP lengths) on a host's interface, both
+        ways, as they go on or come off the wire: before a loss rule drops
+        them (priority -400 < -300), and without our own multicast looped back."""
+        h = self.hosts[host]
+        iface = h.ifaces[bridge]
+        table = self._count_table(iface)
+        script = (
+            f"table inet {table} {{\n"
+            f"  chain in {{ type filter hook input priority -400; policy accept;\n"
+            f'    iifname "{iface}" ip saddr != {h.address(bridge)} meta l4proto udp counter\n'
+            f"  }}\n"
+            f"  chain out {{ type filter hook output priority -400; policy accept;\n"
+            f'    oifname "{iface}" meta l4proto udp counter\n  }}\n'
+            f"}}\n")
+        ns_run(h.ns, "nft", "delete", "table", "inet", table, check=False)
+        r = subprocess.run(["ip", "netns", "exec", h.ns, "nft", "-f", "-"], input=script,
+                           capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"nft in {h.ns} failed: {r.stderr.strip()}\n{script}")
+
+    def udp_counters(self, host: str, bridge: int) -> dict[str, tuple[int, int]]:
+        """``{"in": (packets, bytes), "out": (packets, bytes)}`` since ``count_udp``."""
+        h = self.hosts[host]
+        out = ns_run(h.ns, "nft", "list", "table", "inet",
+                     self._count_table(h.ifaces[bridge])).stdout
+        found: dict[str, tuple[int, int]] = {}
+        for chain, body in re.findall(r"chain (in|out) \{(.*?)\}", out, re.S):
+            m = re.search(r"counter packets (\d+) bytes (\d+)", body)
+            found[chain] = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+        return found
+
     # -- routers ----------------------------------------------------------------
 
     def start_router(self, host: str, data_dir: Path, extra: list[str]) -> NetnsRouter:
