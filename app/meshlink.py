@@ -44,6 +44,7 @@ class MeshLink:
         chat.on_local_presence = self.send_presence
         chat.remote_presence = lambda room: self.protocol.presence().get(room, [])
         chat.mesh_status = self.status
+        chat.peer_vectors = lambda: {n: node.vector for n, node in self.protocol.nodes.items()}
 
     def start(self) -> None:
         self.transport.start()
@@ -119,5 +120,6 @@ class MeshLink:
                           "looped": p.looped, "dropped": dict(p.dropped),
                           "send_errors": dict(self.transport.errors)},
             "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
+            "limits": p.limits_status(),
             "sync": p.sync_status(),
         }

@@ -7,18 +7,29 @@ the same hops-left.  The sender picks transfer ids (a counter, or random from a
 passed-in rng) so that ``(sender, transfer id)`` names one transfer.
 
 ``Reassembler`` collects the pieces per ``(sender, transfer id)`` in any order,
-ignores duplicates, and returns the inner datagram once every piece is in.
+ignores duplicates, and returns the inner datagram once every piece is in;
+it carries the header counter of piece 0 (so a replay window can judge a
+reassembled beacon, whatever order its pieces came in).
 It is sans-I/O: ``now`` is a parameter, ``get_timer``/``handle_timer`` time out
-transfers that stop making progress.  Memory is bounded: at most
-``MAX_PARTIAL_TRANSFERS`` partial transfers and ``MAX_BUFFERED_BYTES`` of
-pieces; going over evicts the oldest partial transfer.  Everything dropped is
-counted in ``dropped`` by reason (pass the protocol's counter to share it):
+transfers that stop making progress.  Memory is bounded, and shared fairly
+between senders: one sender holds at most ``MAX_PARTIAL_PER_SENDER`` partial
+transfers and ``MAX_BUFFERED_PER_SENDER`` bytes (going over evicts its own
+oldest transfer), and all together at most ``MAX_PARTIAL_TRANSFERS`` transfers
+and ``MAX_BUFFERED_BYTES`` bytes (going over evicts the oldest transfer of the
+sender holding the most).  So a sender that floods us with fragments, even
+with the mesh key, pushes out its own transfers, never everyone else's.
+Everything dropped is counted in ``dropped`` by reason (pass the protocol's
+counter to share it):
 
     duplicate_fragment  a piece we hold, or a piece of a transfer just finished
     fragment_mismatch   a piece whose count or inner kind disagrees with the rest
     fragment_too_long   pieces adding up to more than MAX_BODY (the transfer goes)
     fragment_timeout    a partial transfer silent for the timeout (per transfer)
     fragment_evicted    a partial transfer pushed out by the bounds (per transfer)
+
+``holds(piece)`` says, without changing anything, whether a piece would be a
+duplicate, so the protocol can drop replays before charging the sender's
+rate limit.
 
 ``missing(sender, transfer_id)`` lists the indexes still lacking and
 ``last_heard`` says when the transfer last made progress, so node/sync.py can
@@ -61,6 +72,11 @@ REASSEMBLY_TIMEOUT = 10.0
 MAX_PARTIAL_TRANSFERS = 32
 # Bytes of pieces held: four maximal bodies; trivial for a router's 64 MB.
 MAX_BUFFERED_BYTES = 4 * MAX_BODY
+# Per sender (the neighbour that put the pieces on the wire): an honest one has
+# a beacon and a record or two in flight at once, each at most MAX_BODY.  Eight
+# senders fill the table; beyond its share a sender evicts its own transfers.
+MAX_PARTIAL_PER_SENDER = 4
+MAX_BUFFERED_PER_SENDER = 2 * MAX_BODY
 # Finished transfers remembered so late duplicate pieces do not start a new
 # partial transfer that could only time out.
 MAX_FINISHED_REMEMBERED = 256
@@ -146,15 +162,31 @@ class Reassembler:
         timeout: float = REASSEMBLY_TIMEOUT,
         max_transfers: int = MAX_PARTIAL_TRANSFERS,
         max_bytes: int = MAX_BUFFERED_BYTES,
+        max_per_sender: int = MAX_PARTIAL_PER_SENDER,
+        max_bytes_per_sender: int = MAX_BUFFERED_PER_SENDER,
         dropped: Counter[str] | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_transfers = max_transfers
         self.max_bytes = max_bytes
+        self.max_per_sender = max_per_sender
+        self.max_bytes_per_sender = max_bytes_per_sender
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self.buffered = 0  # bytes of pieces held
         self._partials: OrderedDict[tuple[str, int], _Partial] = OrderedDict()
         self._finished: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._transfers_of: Counter[str] = Counter()  # partial transfers per sender
+        self._bytes_of: Counter[str] = Counter()  # bytes of pieces held per sender
+
+    def holds(self, fragment: FragmentDatagram) -> bool:
+        """Whether ``fragment`` would be dropped as a duplicate."""
+        key = (fragment.sender, fragment.transfer_id)
+        partial = self._partials.get(key)
+        return key in self._finished or (partial is not None and fragment.index in partial.pieces)
+
+    def senders(self) -> dict[str, tuple[int, int]]:
+        """Per sender: ``(partial transfers, bytes held)``."""
+        return {s: (n, self._bytes_of[s]) for s, n in self._transfers_of.items()}
 
     def receive(self, fragment: FragmentDatagram, now: float) -> InnerDatagram | None:
         """Take one fragment; the inner datagram once the last piece is in.
@@ -175,15 +207,20 @@ class Reassembler:
             self.dropped["duplicate_fragment"] += 1
             return None
         partial.pieces[fragment.index] = fragment.piece
+        if fragment.index == 0:
+            partial.counter = fragment.counter
         partial.size += len(fragment.piece)
         partial.last_heard = now
+        sender = fragment.sender
         self.buffered += len(fragment.piece)
+        self._bytes_of[sender] += len(fragment.piece)
         if partial.size > MAX_BODY:
             self._discard(key, "fragment_too_long")
             return None
         if len(partial.pieces) == partial.count:
-            return self._finish(key, fragment.sender)
-        self._evict_while(lambda: self.buffered > self.max_bytes)
+            return self._finish(key, sender)
+        self._evict_while(lambda: self._bytes_of[sender] > self.max_bytes_per_sender, sender)
+        self._evict_while(lambda: self.buffered > self.max_bytes, None, self._bytes_of)
         return None
 
     def missing(self, sender: str, transfer_id: int) -> list[int] | None:
@@ -225,25 +262,49 @@ class Reassembler:
             partial.last_heard += delta
 
     def _start(self, key: tuple[str, int], fragment: FragmentDatagram, now: float) -> _Partial:
-        self._evict_while(lambda: len(self._partials) >= self.max_transfers)
+        sender = key[0]
+        self._evict_while(lambda: self._transfers_of[sender] >= self.max_per_sender, sender)
+        full = self.max_transfers
+        self._evict_while(lambda: len(self._partials) >= full, None, self._transfers_of)
         partial = _Partial(
             fragment.inner_kind, fragment.count, fragment.hops, fragment.counter, now
         )
         self._partials[key] = partial
+        self._transfers_of[sender] += 1
         return partial
 
-    def _evict_while(self, over: Callable[[], bool]) -> None:
+    def _evict_while(
+        self, over: Callable[[], bool], sender: str | None, held: Counter[str] | None = None
+    ) -> None:
+        """While ``over()``, evict the oldest transfer of ``sender``, or (None)
+        of the sender that holds the most by ``held``."""
         while self._partials and over():
-            self._discard(next(iter(self._partials)), "fragment_evicted")
+            if sender is None:
+                assert held is not None
+                victim = max(self._transfers_of, key=lambda s: held[s])
+            else:
+                victim = sender
+            key = next((k for k in self._partials if k[0] == victim), None)
+            if key is None:
+                return
+            self._discard(key, "fragment_evicted")
+
+    def _release(self, key: tuple[str, int]) -> _Partial:
+        partial = self._partials.pop(key)
+        sender = key[0]
+        self.buffered -= partial.size
+        self._bytes_of[sender] -= partial.size
+        self._transfers_of[sender] -= 1
+        if not self._transfers_of[sender]:
+            del self._transfers_of[sender], self._bytes_of[sender]
+        return partial
 
     def _discard(self, key: tuple[str, int], reason: str) -> None:
-        partial = self._partials.pop(key)
-        self.buffered -= partial.size
+        self._release(key)
         self.dropped[reason] += 1
 
     def _finish(self, key: tuple[str, int], sender: str) -> InnerDatagram:
-        partial = self._partials.pop(key)
-        self.buffered -= partial.size
+        partial = self._release(key)
         self._finished[key] = None
         if len(self._finished) > MAX_FINISHED_REMEMBERED:
             self._finished.popitem(last=False)

@@ -65,12 +65,67 @@ wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
   negative or longer than ``MAX_STEP_INTERVALS`` intervals is a jump, not time
   spent listening: every stored time moves with it, so peers are not all lost
   at once, and the next beacon is never more than one interval ahead of ``now``.
+
+Replays (SECURITY.md, section 2).  Anyone on the LAN can record our datagrams
+and play them back later, MAC and all.  What each kind needs:
+  * RECORD and BATCH: nothing more; a record is named by ``(origin, seq)`` and
+    a replay is a "duplicate".  FRAGMENTs: the reassembler drops pieces it holds
+    or just finished ("duplicate_fragment").
+  * REQUEST: a replay would make us serve the same batches again, up to
+    ``CATCHUP_RATE`` for a few hundred bytes: amplification.  GONE and
+    FRAGMENT_REQUEST: cheaper, but no better.  Beacons: a replay would refresh
+    a peer, or (after it went quiet) revive a dead node and its presence.
+  So these control kinds go through a replay window, RFC 4303 section 3.4.3:
+  per sender, its header counter must be new within the last ``REPLAY_WINDOW``
+  counters ("replayed" otherwise).  The counter restarts at every boot, so the
+  window is per sender *and boot*; a datagram names no boot, only a beacon
+  does, so ``ReplayGuard`` keeps, per node id (bounded: ``MAX_REPLAY_SENDERS``
+  ids, least recently heard evicted), its current boot and the last few
+  (``MAX_BOOTS_REMEMBERED``), each with the newest beacon seq accepted from it
+  and the window of its counters:
+    - a REQUEST, GONE, FRAGMENT_REQUEST, or a beacon relayed by that sender, is
+      judged by the window of the sender's current boot;
+    - a sender's own beacon (origin == sender) by the window of the boot it
+      names, if we know it; a boot we never saw goes to the beacon rules above
+      (its counter cannot be judged: counters restart at 1), and once taken,
+      a window opens for it with this beacon's counter marked;
+    - a beacon of any origin whose boot we remember, at a seq no newer than
+      the one accepted from that boot, is refused ("duplicate_beacon" for the
+      current boot, "stale_beacon" for an earlier one), even after the node
+      has gone from ``nodes``: a recording of a node that went quiet, or of
+      an earlier boot, revives nothing.  A remembered boot with a *newer* seq
+      is news, not a replay: it is judged by the beacon rules (so a wrong
+      pick still heals).
+  Until a restarted sender's new boot is taken (at most an interval, see
+  "another boot" above) its control datagrams count as replayed: their
+  counters are low.  We count our own counter only to ``COUNTER_ROLLOVER``:
+  then we take a new boot id (peers see a restart) instead of wrapping.
+  What is left: a beacon of a boot we never saw cannot be told from a live
+  one.  A recording made before we started (or before we evicted that id) can
+  be played to us, and a stream of them can keep a dead node shown for as
+  long as the recording lasts, or displace a live boot that missed a beacon
+  until it is heard again.  Records carry no such risk.
+Floods.  ``SenderLimits`` gives every sender (the header's, after the MAC)
+a token bucket of datagrams and one of bytes, derived from ``catchup_rate``
+and the MTU (an honest peer's heaviest traffic is a catch-up answer at that
+rate): ``PEER_DATAGRAM_FACTOR`` x rate / MTU datagrams/s (at least
+``MIN_PEER_DATAGRAMS_PER_S``), ``PEER_RATE_FACTOR`` x rate bytes/s, each with
+``PEER_BURST_SECONDS`` of burst; and every origin's live records, direct or
+relayed, ``ORIGIN_RECORDS_PER_S`` (so a flood entering anywhere does not
+spend the allowance of the honest routers that relay it).  Beyond either a
+datagram is dropped ("rate_limited") before any work: no relay, no store, no
+reply.  Only a
+datagram that would do something new is charged: duplicates and replays are
+dropped first, so a device without the key cannot drain an honest peer's
+allowance by replaying its traffic.  ``nodes`` holds at most ``MAX_NODES``
+("nodes_full"), the reassembler bounds each sender's share
+(node/fragment.py), and so does gap repair (node/sync.py).
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -87,9 +142,11 @@ from node.sync import (
     RecordsGone,
     RecordSource,
     Sync,
+    TokenBucket,
 )
 from node.wire import (
     HOPS_MAX,
+    MAX_FRAGMENTS,
     MAX_VECTOR_ENTRIES,
     U32_MAX,
     BatchDatagram,
@@ -121,6 +178,50 @@ DEFAULT_HOP_LIMIT = 7
 # A step of the wall clock longer than this many beacon intervals between two
 # calls is a jump (the beacon timer wakes us every interval); see above.
 MAX_STEP_INTERVALS = 2
+
+# -- replays and floods (see the opening comment) --------------------------------------
+# Counters per replay window.  RFC 4303 asks for at least 32 and suggests 64
+# for ESP, where every packet is windowed.  Here only control datagrams are,
+# while records, batches and fragments move the same counter: at the catch-up
+# rate a sender spends 64 counters in 80 ms.  1,024 counters (a 128-byte
+# bitmap) forgive a control datagram overtaken by ~1 s of a busy sender.
+REPLAY_WINDOW = 1024
+# Node ids remembered for replays (boots, windows): a mesh has tens of routers;
+# beyond this many (only a key holder can make them up) the least recently
+# heard is forgotten.  Each costs a few hundred bytes: ~1 MB at most.
+MAX_REPLAY_SENDERS = 1024
+# Boots remembered per node id, the current one included: a router that
+# restarts several times (a flaky power supply) cannot have an old boot's
+# recorded beacons played back while we remember the boot.
+MAX_BOOTS_REMEMBERED = 4
+# Our own header counter is a u32: well before it would wrap (2^24 datagrams,
+# hours at the catch-up rate, ahead; checked at every beacon) we start a new
+# boot id, as RFC 4303 starts a new SA, so no counter is used twice in a boot.
+COUNTER_ROLLOVER = U32_MAX - (1 << 24)
+# Per-sender allowance.  An honest neighbour's heaviest traffic is a catch-up
+# answer at ``catchup_rate`` (batches at least half full: a record that does
+# not fit starts the next one), besides chat, beacons and relays of a
+# neighbourhood's beacons (a few a second): twice the bytes and four times the
+# datagrams of catch-up is generous, and so is a second's worth of burst (a
+# fragmented record or beacon comes back to back: at most MAX_FRAGMENTS).
+PEER_RATE_FACTOR = 2  # bytes/s: this many times catchup_rate
+PEER_DATAGRAM_FACTOR = 4  # datagrams/s: this many times catchup_rate / MTU
+# Floor for a slow catch-up rate: 20 routers' beacons relayed and a busy chat
+# stay well below 200 datagrams/s.
+MIN_PEER_DATAGRAMS_PER_S = 200
+PEER_BURST_SECONDS = 1.0
+# Live records (RECORD datagrams, direct or relayed) per second of one origin.
+# A relayer passes on what it takes, and we charge what it passes to it: without
+# this, a flood entering the mesh anywhere would be relayed by honest routers
+# and spend *their* allowance with us.  Checked before the relayer is charged,
+# so a relayer spends at most this much of its allowance on one origin.  A
+# router's users post at most 2 messages a second each (app/chat.py): 100/s is
+# 50 of them at once, with a burst of 2 x MAX_FRAGMENTS.  Records beyond it are
+# not lost: catch-up fetches them in paced batches, which this does not limit.
+ORIGIN_RECORDS_PER_S = 100
+# Nodes known from beacons at once: a neighbourhood has tens of routers; a key
+# holder inventing origins gets no further ("nodes_full").
+MAX_NODES = 256
 
 
 # -- events ------------------------------------------------------------------------------
@@ -197,6 +298,137 @@ class Peer:
         return self.node.presence
 
 
+# -- replay windows and per-sender allowances ----------------------------------------------
+
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+
+
+class ReplayWindow:
+    """RFC 4303 section 3.4.3: the highest counter accepted, and a bitmap of
+    the ``REPLAY_WINDOW`` counters up to it (bit i: ``highest - i`` seen)."""
+
+    __slots__ = ("bitmap", "highest")
+
+    def __init__(self) -> None:
+        self.highest = -1  # nothing yet (a counter may be 0)
+        self.bitmap = 0
+
+    def accept(self, counter: int) -> bool:
+        """Mark ``counter`` seen; False if it was, or is too old to tell."""
+        if counter > self.highest:
+            shift = counter - self.highest
+            self.bitmap = 1 if shift >= REPLAY_WINDOW else (self.bitmap << shift | 1) & _WINDOW_MASK
+            self.highest = counter
+            return True
+        offset = self.highest - counter
+        if offset >= REPLAY_WINDOW or self.bitmap >> offset & 1:
+            return False
+        self.bitmap |= 1 << offset
+        return True
+
+
+@dataclass(slots=True)
+class _Boot:
+    seq: int  # the newest beacon seq accepted from this boot
+    window: ReplayWindow = field(default_factory=ReplayWindow)
+
+
+@dataclass(slots=True)
+class _Remembered:
+    current: int  # boot id
+    boots: OrderedDict[int, _Boot]  # oldest first, the current one included
+
+
+class ReplayGuard:
+    """Per node id: its recent boots, each with its newest beacon seq and the
+    replay window of its counters; bounded, least recently heard evicted."""
+
+    def __init__(self, size: int = MAX_REPLAY_SENDERS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, _Remembered] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def fresh(self, sender: str, counter: int, boot: int | None = None) -> bool:
+        """Mark ``counter`` in the window of ``boot`` (None: the sender's
+        current boot); False if it was seen or is too old.  True, unmarked,
+        when we know no such boot: nothing to judge by."""
+        known = self._ids.get(sender)
+        if known is None:
+            return True
+        state = known.boots.get(known.current if boot is None else boot)
+        return state is None or state.window.accept(counter)
+
+    def seen(self, origin: str, boot: int, seq: int) -> str | None:
+        """A beacon ``(origin, boot, seq)`` no newer than what we accepted of
+        that boot: "duplicate_beacon" (current boot) or "stale_beacon"."""
+        known = self._ids.get(origin)
+        state = None if known is None else known.boots.get(boot)
+        if state is None or seq > state.seq:
+            return None
+        return "duplicate_beacon" if boot == known.current else "stale_beacon"
+
+    def accepted(self, origin: str, boot: int, seq: int) -> None:
+        """The protocol took this beacon as ``origin``'s newest."""
+        known = self._ids.get(origin)
+        if known is None:
+            known = self._ids[origin] = _Remembered(boot, OrderedDict())
+            if len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+        self._ids.move_to_end(origin)
+        known.current = boot
+        state = known.boots.get(boot)
+        if state is None:
+            state = known.boots[boot] = _Boot(seq)
+            if len(known.boots) > MAX_BOOTS_REMEMBERED:
+                known.boots.popitem(last=False)
+        known.boots.move_to_end(boot)
+        state.seq = max(state.seq, seq)
+
+
+class SenderLimits:
+    """A token bucket of datagrams and one of bytes per sender; bounded, least
+    recently heard evicted (a sender that comes back starts with a full one)."""
+
+    def __init__(
+        self, datagrams_per_s: float, bytes_per_s: float, size: int = MAX_REPLAY_SENDERS
+    ) -> None:
+        self.datagrams_per_s = datagrams_per_s
+        self.bytes_per_s = bytes_per_s
+        self.datagram_burst = max(2 * MAX_FRAGMENTS, datagrams_per_s * PEER_BURST_SECONDS)
+        self.byte_burst = bytes_per_s * PEER_BURST_SECONDS
+        self.size = size
+        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def admit(self, sender: str, size: int, now: float) -> bool:
+        """Take one datagram of ``size`` bytes from ``sender``'s allowance."""
+        buckets = self._buckets.get(sender)
+        if buckets is None:
+            buckets = self._buckets[sender] = (
+                TokenBucket(self.datagrams_per_s, self.datagram_burst),
+                TokenBucket(self.bytes_per_s, self.byte_burst),
+            )
+            if len(self._buckets) > self.size:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(sender)
+        count, volume = buckets
+        if not count.take(1, now):
+            return False
+        if volume.take(size, now):
+            return True
+        count.tokens += 1  # both or neither
+        return False
+
+    def shift(self, delta: float) -> None:
+        for count, volume in self._buckets.values():
+            count.shift(delta)
+            volume.shift(delta)
+
+
 # -- the state machine -------------------------------------------------------------------
 
 
@@ -258,6 +490,11 @@ class MeshProtocol:
         self._outbox: list[tuple[bytes, tuple[str, int] | None]] = []
         self._events: deque[Event] = deque()
         self._reassembler = Reassembler(dropped=self.dropped)
+        self._replays = ReplayGuard()
+        per_s = max(MIN_PEER_DATAGRAMS_PER_S, PEER_DATAGRAM_FACTOR * catchup_rate / mtu)
+        rate = max(PEER_RATE_FACTOR * catchup_rate, MIN_PEER_DATAGRAMS_PER_S * mtu)
+        self._limits = SenderLimits(per_s, rate)
+        self._origin_limits = SenderLimits(ORIGIN_RECORDS_PER_S, ORIGIN_RECORDS_PER_S * mtu)
         self.sync_stats: Counter[str] = Counter()  # catch-up and repair, for /status
         self.sync = Sync(
             Host(
@@ -310,8 +547,13 @@ class MeshProtocol:
         if datagram.sender == self.node_id:
             self.looped += 1
             return
+        if not self._fresh(datagram):
+            return
+        if not self._within_limits(datagram, len(data), now):
+            self.dropped["rate_limited"] += 1
+            return
         peer = self.peers.get(datagram.sender)
-        if peer is not None:
+        if peer is not None:  # only what is new moves a peer: a replay never does
             peer.last_heard, peer.addr, peer.iface = now, addr, iface
         if isinstance(datagram, FragmentDatagram):
             self._receive_fragment(datagram, addr, now, iface)
@@ -364,7 +606,57 @@ class MeshProtocol:
         """Fragment indexes still lacking in a partial transfer (for repair)."""
         return self._reassembler.missing(sender, transfer_id)
 
+    def limits_status(self) -> dict:
+        """How full the bounded tables are, and the per-sender allowance."""
+        partial = self._reassembler.senders()
+        return {
+            "nodes": len(self.nodes),
+            "replay_senders": len(self._replays),
+            "rate_senders": len(self._limits),
+            "rate_origins": len(self._origin_limits),
+            "peer_datagrams_per_s": round(self._limits.datagrams_per_s),
+            "peer_bytes_per_s": round(self._limits.bytes_per_s),
+            "partial_transfers": sum(n for n, _ in partial.values()),
+            "partial_bytes": sum(b for _, b in partial.values()),
+        }
+
     # -- receiving -----------------------------------------------------------------------
+
+    def _fresh(self, datagram: Datagram) -> bool:
+        """False (counted) for a datagram that brings nothing new: a record we
+        hold, a piece we hold, a control datagram the replay window refuses.
+        Checked before the sender's allowance is charged."""
+        if isinstance(datagram, RecordDatagram):
+            record = datagram.record
+            stale = (record.origin, record.seq) in self.known
+            reason, times = "duplicate", 1
+        elif isinstance(datagram, BatchDatagram):
+            stale = all((r.origin, r.seq) in self.known for r in datagram.records)
+            reason, times = "duplicate", len(datagram.records)
+        elif isinstance(datagram, FragmentDatagram):
+            stale = self._reassembler.holds(datagram)
+            reason, times = "duplicate_fragment", 1
+        else:
+            stale = not self._fresh_control(datagram)
+            reason, times = "replayed", 1
+        if stale:
+            self.dropped[reason] += times
+        return not stale
+
+    def _within_limits(self, datagram: Datagram, size: int, now: float) -> bool:
+        """Charge a live record to its origin, then any datagram to its sender."""
+        if isinstance(datagram, RecordDatagram):
+            origin = datagram.record.origin
+            if not self._origin_limits.admit(origin, 1, now):  # bytes: the sender's concern
+                return False
+        return self._limits.admit(datagram.sender, size, now)
+
+    def _fresh_control(self, datagram: Datagram) -> bool:
+        """The replay window's verdict on a beacon, REQUEST, GONE or
+        FRAGMENT_REQUEST; a sender's own beacon by the boot it names."""
+        own = isinstance(datagram, BeaconDatagram) and datagram.origin == datagram.sender
+        boot = datagram.boot_id if own else None  # type: ignore[union-attr]
+        return self._replays.fresh(datagram.sender, datagram.counter, boot)
 
     def _receive_fragment(
         self, piece: FragmentDatagram, addr: tuple[str, int], now: float, iface: str | None
@@ -373,6 +665,9 @@ class MeshProtocol:
             inner = self._reassembler.receive(piece, now)
         except WireError as exc:
             self.dropped[exc.reason] += 1
+            return
+        if isinstance(inner, BeaconDatagram) and not self._fresh_control(inner):
+            self.dropped["replayed"] += 1  # its pieces replayed after we forgot the transfer
             return
         if inner is not None:
             self._receive_inner(inner, addr, now, iface)
@@ -412,6 +707,11 @@ class MeshProtocol:
             self.dropped["duplicate_beacon"] += 1
             return
         newest, presence_changed = self._update_node(beacon, now)
+        if not newest and beacon.origin not in self.nodes:
+            return  # refused before it made a node: nodes full, or a recording
+        if newest and beacon.origin == beacon.sender:
+            # A boot just taken has a window now: mark this beacon in it.
+            self._replays.fresh(beacon.sender, beacon.counter, beacon.boot_id)
         if beacon.origin == beacon.sender and beacon.sender not in self.peers:
             peer = Peer(addr, now, self.nodes[beacon.sender], iface)
             self.peers[beacon.sender] = peer
@@ -432,7 +732,12 @@ class MeshProtocol:
         # hops left, not hops taken).
         hops = 1 if direct else max(2, self.hop_limit - beacon.hops + 1)
         node = self.nodes.get(beacon.origin)
+        replay = self._replays.seen(beacon.origin, beacon.boot_id, beacon.seq)
+        if node is None and (replay or len(self.nodes) >= MAX_NODES):
+            self.dropped[replay or "nodes_full"] += 1  # a node gone quiet stays gone
+            return False, False
         if node is None:
+            self._replays.accepted(beacon.origin, beacon.boot_id, beacon.seq)
             self.nodes[beacon.origin] = Node(
                 beacon.name,
                 beacon.boot_id,
@@ -449,9 +754,12 @@ class MeshProtocol:
                 node.hops, node.via = hops, beacon.sender
             self.dropped["duplicate_beacon"] += 1
             return False, False
-        if beacon.boot_id != node.boot_id and now - node.last_heard < self.beacon_interval:
-            self.dropped["stale_beacon"] += 1  # the current boot is alive
+        if beacon.boot_id != node.boot_id and (
+            replay or now - node.last_heard < self.beacon_interval
+        ):
+            self.dropped["stale_beacon"] += 1  # a boot seen before, or the current one lives
             return False, False
+        self._replays.accepted(beacon.origin, beacon.boot_id, beacon.seq)
         changed = node.presence != beacon.presence or (
             bool(node.presence) and node.name != beacon.name
         )
@@ -491,6 +799,10 @@ class MeshProtocol:
         )
 
     def _send_beacon(self, now: float) -> None:
+        if self._counter >= COUNTER_ROLLOVER:  # a new boot rather than a reused counter
+            self.boot_id = self.rng.getrandbits(64)
+            self.beacon_seq = 0
+            self._counter = 0
         self.beacon_seq += 1  # a u32: at most one a MIN_BEACON_GAP lasts 136 years
         self._queue(self._beacon())
         self._last_beacon = now
@@ -548,4 +860,6 @@ class MeshProtocol:
         if self._last_beacon is not None:
             self._last_beacon += delta
         self._reassembler.shift(delta)
+        self._limits.shift(delta)
+        self._origin_limits.shift(delta)
         self.sync.shift(delta)

@@ -17,7 +17,11 @@ output.  Four parts, each small and bounded:
   (bounded: ``MAX_SERVED_ASKERS``, ``MAX_QUEUED_RANGES``), answered round robin
   in BATCH datagrams filled up to the MTU (a record larger than the MTU goes as
   a fragmented BATCH of one), unicast to the asker or on the group if the
-  request says so.  Output is paced by a token bucket (``catchup_rate`` bytes/s,
+  request says so.  A range at or below the asker's contiguous seq (from its
+  newest beacon; it never shrinks) is old news, a replay: clipped off
+  ("request_stale"), so a recording of an earlier request, even of an earlier
+  boot whose counters the replay window cannot judge, costs us nothing.
+  Output is paced by a token bucket (``catchup_rate`` bytes/s,
   burst ``CATCHUP_BURST_DATAGRAMS`` datagrams) driven by ``get_timer`` /
   ``datagrams_to_send(now)``.  Only the next batch (and at most one GONE
   datagram beside it) is ever materialised.  Each asked seq is one of three:
@@ -31,6 +35,8 @@ output.  Four parts, each small and bounded:
   someone else's multicast REQUEST covering our hole postpones ours (NACK
   suppression, RFC 5740's idea): the one multicast answer repairs us all.
   Retries are bounded; what is left goes to catch-up at the next beacon.
+  At most ``MAX_NACK_ORIGINS`` origins are pending, ``MAX_NACKS_PER_PEER``
+  of them aimed at any one peer.
 - ``FragmentRepair``.  A partial reassembly with no new piece for
   ``FRAGMENT_REPAIR_DELAY`` asks its sender (unicast) for the missing indexes;
   the sender resends them from its ``SentCache``.  Bounded retries.
@@ -139,6 +145,11 @@ MAX_NACK_GAP = 32
 # of origins, and loss bursts are short.
 MAX_NACK_ORIGINS = 64
 MAX_NACK_RANGES = 8
+# NACKs aimed at one peer at once: a quarter of the table, so one peer feeding
+# us records of many made-up origins, each above a hole, cannot take every
+# slot from the others.  More holes at once from one peer is an outage:
+# catch-up fills it at the next beacon.
+MAX_NACKS_PER_PEER = MAX_NACK_ORIGINS // 4
 # Someone else asked for our hole by multicast: hold ours this long, enough for
 # the answer (a batch or two) to come back.
 NACK_SUPPRESS_HOLD = 0.3
@@ -437,7 +448,13 @@ class Responder:
         self._queues: OrderedDict[str, _Asker] = OrderedDict()
         self._ready: deque[tuple[bytes, Addr | None]] = deque()  # the next batch, serialized
 
-    def receive_request(self, request: RequestDatagram, addr: Addr) -> None:
+    def receive_request(
+        self, request: RequestDatagram, addr: Addr, holds: Mapping[str, int]
+    ) -> None:
+        """``holds``: the asker's vector from its newest beacon.  An asker
+        only ever asks for what lies above its contiguous seq, which never
+        shrinks; anything at or below it is a replay of an old request (or
+        an answer it already has), so it is clipped off and counted."""
         key = MULTICAST if request.multicast else request.sender
         queue = self._queues.get(key)
         if queue is None:
@@ -447,7 +464,11 @@ class Responder:
             queue = self._queues[key] = _Asker(None, deque())
         queue.dest = None if request.multicast else addr
         for origin, first, last in request.ranges:
-            self._enqueue(queue, origin, first, min(last, self.host.known.highest(origin)))
+            if last <= holds.get(origin, 0):
+                self.host.stats["request_stale"] += 1
+                continue
+            start = max(first, holds.get(origin, 0) + 1)
+            self._enqueue(queue, origin, start, min(last, self.host.known.highest(origin)))
         if not queue.cursors:
             del self._queues[key]
 
@@ -617,7 +638,8 @@ class GapRepair:
             return
         nack = self._nacks.get(origin)
         if nack is None:
-            if len(self._nacks) >= MAX_NACK_ORIGINS:
+            aimed = sum(n.target == sender for n in self._nacks.values())
+            if len(self._nacks) >= MAX_NACK_ORIGINS or aimed >= MAX_NACKS_PER_PEER:
                 self.host.stats["nack_full"] += 1
                 return
             nack = self._nacks[origin] = _Nack(sender, now + self._backoff(), [])
@@ -834,7 +856,7 @@ class Sync:
             self.gaps.heard_request(request, now)
         if request.target == self.host.node_id:
             self.host.stats["requests_served"] += 1
-            self.responder.receive_request(request, addr)
+            self.responder.receive_request(request, addr, self.host.peers[request.sender].vector)
 
     def _receive_batch(self, batch: BatchDatagram, addr: Addr, now: float) -> None:
         accept = self.host.accept

@@ -146,6 +146,7 @@ class Mesh:
             beacon_interval=beacon_interval, hop_limit=hop_limit, mtu=mtu, **protocol_settings
         )
         self.generations = [0] * n
+        self.boots = [0] * n  # restarts keeping the node id: each a new boot id, as for real
         self.nodes: list[SimNode] = []
         for i in range(n):
             source = DictSource()
@@ -169,7 +170,9 @@ class Mesh:
             keys=[self.keys.get(i, KEY)],
             clock=clock,
             known=known,
-            rng=random.Random(self.seed * 1000 + i + 100 * self.generations[i]),
+            rng=random.Random(
+                self.seed * 1000 + i + 100 * self.generations[i] + 10_000 * self.boots[i]
+            ),
             source=source,
             **self.settings,
         )
@@ -220,6 +223,7 @@ class Mesh:
             self.generations[i] += 1
             source, known, clock = DictSource(), VersionVector(), HybridClock()
         else:
+            self.boots[i] += 1
             source, known, clock = old.source, VersionVector(), old.protocol.clock
             for origin, seq in source.records:
                 known.add(origin, seq)

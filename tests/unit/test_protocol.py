@@ -10,7 +10,7 @@ from itertools import combinations
 
 import pytest
 
-from node.clock import COUNTER_MASK, MAX_DRIFT_MS, HybridClock, pack
+from node.clock import COUNTER_MASK, MAX_DRIFT_MS, HybridClock, pack, physical_ms
 from node.fragment import DEFAULT_MTU, encode
 from node.protocol import (
     BEACON_INTERVAL,
@@ -761,3 +761,34 @@ def test_beacon_relays_in_a_full_mesh_are_one_per_node_and_origin():
         assert len(node.protocol.nodes) == n - 1
         assert all(other.hops == 1 for other in node.protocol.nodes.values())
     assert sum(len(node.sent_datagrams) for node in mesh.nodes) == n * n  # the N^2 cost
+
+
+def test_a_peer_stamping_records_a_year_ahead_cannot_drag_the_mesh_clock():
+    """Node 2's clock is a year fast: its records reach everyone unchanged
+    (so every node orders them alike), but no node's clock follows it further
+    than MAX_DRIFT_MS past its own wall clock, and each counts the clamp."""
+    year_ms = 365 * 86_400_000
+    mesh = Mesh.chain(3)  # node 0 hears node 2 only through node 1's relay
+    mesh.run_for(1.0)
+    liar = mesh.nodes[2]
+    for k in range(5):
+        wall_ms = int(mesh.now * 1000)
+        hlc = pack(wall_ms + year_ms, k)
+        body = {"author": "lia", "node": "node2", "time": wall_ms + year_ms, "text": f"{k}"}
+        record = Record(liar.node_id, k + 1, hlc, RecordKind.MESSAGE, 1, body)
+        liar.protocol.send_record(record, mesh.now)
+        liar.source.put(record)
+        mesh._flush(liar)
+        mesh.run_for(0.5)
+    for node in mesh.nodes[:2]:
+        got = [r for r in node.records() if r.origin == liar.node_id]
+        assert [physical_ms(r.hlc) - int(r.body["time"]) for r in got] == [0] * 5  # unchanged
+        wall_ms = int(mesh.now * 1000)
+        assert physical_ms(node.protocol.clock.last) <= wall_ms + MAX_DRIFT_MS
+        assert node.protocol.clock.clamped == 5
+    # Our own next record is stamped near our wall clock, not a year ahead,
+    # and still after everything we stamped before.
+    mine = mesh.send(0, "after the liar")
+    assert physical_ms(mine.hlc) <= int(mesh.now * 1000) + MAX_DRIFT_MS
+    mesh.run_for(1.0)
+    assert mine.id in {r.id for r in mesh.nodes[1].records()}
