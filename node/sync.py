@@ -101,6 +101,13 @@ MAX_RANGES_PER_REQUEST = 64
 # default rate, even shared by MAX_SERVED_ASKERS askers, and a fifth of a beacon
 # interval, so a loss costs little.  Slower rates stretch it (``request_timeout``).
 REQUEST_TIMEOUT = 1.0
+# Once an answer flows, a pause longer than STALL_FACTOR of its smoothed gaps
+# between datagrams (at least STALL_MIN) means its tail was lost: ask again
+# for what is missing at once instead of waiting out REQUEST_TIMEOUT.  8 gaps
+# leave room for a responder serving other askers in turn (round robin).
+STALL_FACTOR = 8.0
+STALL_MIN = 0.05
+STALL_SMOOTHING = 0.2  # weight of the newest gap in the moving average
 # A peer that let a request time out is passed over for two beacon intervals
 # when another peer can fill the gap, so one dead link cannot stall catch-up.
 PEER_BACKOFF = 10.0
@@ -272,6 +279,7 @@ class _Outstanding:
     ranges: list[Range]
     progress: float  # when it was sent or last brought something
     records: int = 0
+    gap: float | None = None  # smoothed time between the answer's datagrams
 
 
 class CatchUp:
@@ -288,8 +296,8 @@ class CatchUp:
         if self.outstanding is not None:
             if self._complete():
                 self._finish(True)
-            elif now - self.outstanding.progress < self.timeout and self._alive():
-                return
+            elif now < self.outstanding.progress + self._wait() and self._alive():
+                return  # (the very expression handle_timer uses: no float drift)
             else:
                 self._give_up(now)
         choice = self._best_peer(now)
@@ -303,18 +311,30 @@ class CatchUp:
         if out is None or out.peer != peer:
             return
         out.records += records
+        gap = now - out.progress
+        if out.records > records:  # not the first arrival: the first gap is the round trip
+            out.gap = gap if out.gap is None else out.gap + STALL_SMOOTHING * (gap - out.gap)
         out.progress = now
         self.host.stats["catchup_records"] += records
         if self._complete():
             self.plan(now)
 
+    def _wait(self) -> float:
+        """How long an answer may pause before we ask again: the full timeout
+        until it flows, then a few of its own gaps (a lost tail costs a
+        fraction of a second, not a whole timeout)."""
+        out = self.outstanding
+        if out is None or out.gap is None:
+            return self.timeout
+        return min(self.timeout, max(STALL_MIN, STALL_FACTOR * out.gap))
+
     def get_timer(self) -> float | None:
         out = self.outstanding
-        return None if out is None else out.progress + self.timeout
+        return None if out is None else out.progress + self._wait()
 
     def handle_timer(self, now: float) -> None:
         out = self.outstanding
-        if out is not None and now >= out.progress + self.timeout:
+        if out is not None and now >= out.progress + self._wait():
             self.plan(now)
 
     def shift(self, delta: float) -> None:
@@ -384,7 +404,8 @@ class CatchUp:
 
     def _give_up(self, now: float) -> None:
         assert self.outstanding is not None
-        self._avoid[self.outstanding.peer] = now + PEER_BACKOFF
+        if not self.outstanding.records:  # silent: pass it over; a lossy tail is no reason
+            self._avoid[self.outstanding.peer] = now + PEER_BACKOFF
         self._avoid = {p: t for p, t in self._avoid.items() if t > now}  # stays small
         self._finish(False)
 

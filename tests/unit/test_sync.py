@@ -366,11 +366,15 @@ def test_a_lost_batch_below_a_gone_range_is_asked_for_again():
 
     mesh.drop_filter = lose_the_batch_with_seq_1
     asker = mesh.nodes[1]
-    mesh.run_for(0.5)
+    start = mesh.now
+    mesh.run_for(0.01)
     assert lost and asker.protocol.known.contiguous(origin) == 0
     assert (origin, 2) in asker.protocol.known and (origin, 1) not in asker.protocol.known
-    mesh.run_until_quiet(20, lambda: asker.protocol.known.contiguous(origin) == 150)
+    took = mesh.run_until_quiet(20, lambda: asker.protocol.known.contiguous(origin) == 150)
     assert asker.protocol.known.contiguous(origin) == 150
+    # The lost head was asked for again as soon as the answer had clearly
+    # stalled: a fraction of a second, not a whole REQUEST_TIMEOUT.
+    assert mesh.now - start <= 1.1 and took <= 1.0
     assert sorted(r.seq for r in asker.records()) == [1, *range(101, 151)]
     assert delivered_once(asker)
     asked_again = unicast_of(asker, RequestDatagram)[1:]
