@@ -46,10 +46,9 @@ BEACON = "0.5"  # seconds: a router notices a difference within a beacon or two
 ROOMS = 4
 SEED_ORIGIN = "5eed5eed5eed5eed"  # the node that "registered" the seeded accounts
 LOSS = 20  # percent, each way on every router's link: 64% of datagrams arrive
-# The smallest --mesh-mtu the command line takes (app/config.py: 548 = 576, the
-# IPv4 minimum reassembly size, less IP and UDP headers); the 500 is
-# below it.
-SMALL_MTU = 548
+# The small MTU, also the smallest --mesh-mtu takes (node/fragment.py
+# MIN_MTU): 4 KB records go in 9 fragments each.
+SMALL_MTU = 500
 # Every per-user limit of the app (app/chat.py): 2 messages/s, burst 10.
 USER_BURST = 10
 RATE_LIMIT_WAIT = 0.55  # one token comes back every 0.5 s
