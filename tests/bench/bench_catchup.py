@@ -44,9 +44,9 @@ ROOMS = 4
 OLD_ORIGIN = "01dd01dd01dd01dd"  # a router long gone
 SIDE_A, SIDE_B = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"  # posts on each side of a partition
 DIFF_A, DIFF_B = 2, 3  # 5 messages differ
-# A veth moves hundreds of MB/s; 20 MB/s is what the test link is paced for
+# A veth moves hundreds of MB/s; 5 MB/s is what the test link is paced for
 # (the default, 1 MB/s, is for an 802.11n mesh link shared with live chat).
-CATCHUP_RATE = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000_000
+CATCHUP_RATE = int(sys.argv[2]) if len(sys.argv) > 2 else 5_000_000
 BEACON = "0.5"
 LOSS = 5  # percent, each way on every link, for the "under loss" rows
 CATCHUP_TIMEOUT = 60.0
