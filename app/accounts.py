@@ -19,6 +19,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from gevent.threadpool import ThreadPool
+
 from node.record import Record, RecordKind
 
 USERNAME_MAX = 32  # fits a phone screen's author line
@@ -55,10 +57,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+_kdf_pool: ThreadPool | None = None
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    """scrypt in one worker thread: it releases the GIL, so the router keeps
+    serving everyone else for the few tenths of a second a hash takes on its
+    CPU; one thread, so logins queue rather than each taking 16 MiB at once."""
+    global _kdf_pool  # noqa: PLW0603 - made on first use, in the process that uses it
+    if _kdf_pool is None:
+        _kdf_pool = ThreadPool(1)
+    return _kdf_pool.apply(hashlib.scrypt, (password,), {
+        "salt": salt, "n": n, "r": r, "p": p, "maxmem": SCRYPT_MAXMEM, "dklen": dklen})
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
-                            p=SCRYPT_P, maxmem=SCRYPT_MAXMEM, dklen=HASH_BYTES)
+    digest = _scrypt(password.encode(), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, HASH_BYTES)
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -68,9 +83,8 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest, validate=True)
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True),
-                                n=int(n), r=int(r), p=int(p), maxmem=SCRYPT_MAXMEM,
-                                dklen=len(expected))
+        actual = _scrypt(password.encode(), base64.b64decode(salt, validate=True),
+                         int(n), int(r), int(p), len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
