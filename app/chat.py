@@ -4,6 +4,12 @@ Routes (app/web.py) validate a request and call one method here.  Everything
 that changes state makes a record, stamps it with the hybrid clock, appends it
 to the store (flushed) and only then tells anyone: the WebSocket ack, the
 room's pages and, with the mesh, the other routers (``on_local_record``).
+
+Unread counts: a page says how far it has shown a room (``mark_read``); the
+marker moves forward in memory at once, and a READ record (replicated, so the
+count follows the person to any router) is written at most every
+``READ_RECORD_INTERVAL`` per user and room.  A person's own messages never
+count, nor messages from before their account existed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+import gevent
 
 from app.accounts import (
     USERNAME_RE,
@@ -29,11 +37,12 @@ from app.accounts import (
     name_key,
 )
 from app.config import NODE_NAME_MAX
+from app.delivery import DeliveryTracker
 from app.hub import Hub
 from app.moderation import ACTIONS, Moderation
 from node.clock import HybridClock
 from node.record import Record, RecordKind, parse_id
-from node.store import Store
+from node.store import Store, read_upto
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,11 @@ RATE_PER_SECOND = 2.0
 RATE_BURST = 10
 NAME_TAKEN = "That username is taken; please choose another."
 MAX_HASH_CHARS = 200  # "scrypt$N$r$p$salt$hash" with base64 fields is about 90
+# A user's read marker per room becomes a record (a line on flash, a datagram
+# to every router) at most this often; the marker in memory moves at once.
+READ_RECORD_INTERVAL = 5.0
+UNREAD_MAX = 1000  # the room list counts this far and then shows "999+"
+PREVIEW_CHARS = 60  # the room list's preview of a room's last message
 # Characters a message may not hold: C0/C1 controls other than tab and newline
 # (they confuse terminals reading the logs and can hide text).
 _FORBIDDEN = {c for c in range(0x20) if c not in (0x09, 0x0A)} | set(range(0x7F, 0xA0))
@@ -105,7 +119,29 @@ def check_remote_record(record: Record, rooms: int) -> str | None:
         return _check_account(record)
     if record.kind == RecordKind.MODERATION:
         return _check_moderation(record, rooms)
+    if record.kind == RecordKind.READ:
+        return _check_read(record, rooms)
     return "unknown_kind"
+
+
+def _check_read(record: Record, rooms: int) -> str | None:
+    body = record.body
+    user, upto = body.get("user"), read_upto(record)
+    well_formed = (
+        set(body) == {"user", "room", "upto"}
+        and isinstance(user, str) and USERNAME_RE.fullmatch(user)
+        and 1 <= record.room <= rooms and body.get("room") == record.room
+        and not isinstance(body.get("room"), bool)
+        # Nobody reads the future: a marker is written after what it covers.
+        and upto is not None and upto <= record.hlc
+    )
+    return None if well_formed else "bad_read"
+
+
+def preview(text: str) -> str:
+    """A message's text on one line, cut to ``PREVIEW_CHARS``."""
+    line = " ".join(text.split())
+    return line if len(line) <= PREVIEW_CHARS else line[:PREVIEW_CHARS - 1].rstrip() + "…"
 
 
 def _check_message(record: Record, rooms: int) -> str | None:
@@ -191,8 +227,15 @@ class Chat:
         self.on_local_presence: Callable[[dict[int, list[str]]], None] | None = None
         self.remote_presence: Callable[[int], list[tuple[str, str]]] | None = None
         self.mesh_status: Callable[[], dict[str, Any]] | None = None
+        # {node_id: {origin: contiguous}} of the other routers (their beacons).
+        self.peer_vectors: Callable[[], dict[str, dict[str, int]]] | None = None
+        self.delivery = DeliveryTracker(self.hub, lambda: self.peer_vectors)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
+        # Read markers: (name key, room) -> (user, upto) not yet written as a
+        # record, and when each was last written.
+        self._reads_pending: dict[tuple[str, int], tuple[str, int]] = {}
+        self._reads_written: dict[tuple[str, int], float] = {}
 
     @property
     def node_id(self) -> str:
@@ -309,6 +352,7 @@ class Chat:
         if on_stored is not None:
             on_stored(record)
         self.hub.broadcast(room, message_frame(record))
+        self.delivery.track(record)
         return record
 
     # -- moderation ------------------------------------------------------------
@@ -370,6 +414,73 @@ class Chat:
         if records is None:
             raise ChatError("bad_request", "unknown message id")
         return records
+
+    # -- read markers and the room list -----------------------------------------
+
+    def read_marker(self, user: str, room: int) -> int:
+        """How far ``user`` has read ``room``: the newer of the stored
+        marker (from any router) and one not yet written here."""
+        pending = self._reads_pending.get((name_key(user), room))
+        return max(self.store.read_marker(user, room), pending[1] if pending else 0)
+
+    def mark_read(self, user: str, room: int, upto: int) -> bool:
+        """A page showed ``room`` up to the HLC ``upto``; True if the marker moved."""
+        last = self.store.last_message(room)
+        if last is None:
+            return False
+        upto = min(upto, last.hlc)  # not past what exists: a page cannot read ahead
+        if upto <= self.read_marker(user, room):
+            return False
+        key = (name_key(user), room)
+        waiting = key in self._reads_pending
+        self._reads_pending[key] = (user, upto)
+        since = self.wall() - self._reads_written.get(key, float("-inf"))
+        if since >= READ_RECORD_INTERVAL or since < 0:  # < 0: the wall clock was set back
+            self.write_read(key)
+        elif not waiting:
+            gevent.spawn_later(READ_RECORD_INTERVAL - since, self.write_read, key)
+        return True
+
+    def write_read(self, key: tuple[str, int]) -> Record | None:
+        """Write the pending read marker of ``key`` as a READ record."""
+        pending = self._reads_pending.pop(key, None)
+        if pending is None:
+            return None
+        user, upto = pending
+        room = key[1]
+        if upto <= self.store.read_marker(user, room):  # another router's was newer
+            return None
+        self._reads_written[key] = self.wall()
+        return self._make_record(RecordKind.READ, room, {"user": user, "room": room,
+                                                         "upto": upto})
+
+    def flush_reads(self) -> None:
+        """Write every pending read marker now (at shutdown)."""
+        for key in list(self._reads_pending):
+            self.write_read(key)
+
+    def joined(self, user: str) -> int:
+        """The HLC of the user's account: nothing before it is unread."""
+        account = self.accounts.owner(user)
+        rid = parse_id(account.id) if account else None
+        record = self.store.get(*rid) if rid else None
+        return record.hlc if record else 0
+
+    def room_list(self, user: str) -> list[dict[str, Any]]:
+        """Per room: unread messages, the last message's preview, users online."""
+        since = max(self.joined(user), 0)
+        rooms = []
+        for n in range(1, self.rooms + 1):
+            last = self.store.last_message(n)
+            unread = self.store.unread(n, user, max(since, self.read_marker(user, n)),
+                                       UNREAD_MAX)
+            rooms.append({
+                "n": n, "unread": unread, "online": len(self.presence(n)),
+                "last": None if last is None else {
+                    "author": last.body.get("author"), "text": preview(last.body.get("text")),
+                    "time": iso_utc(int(last.body.get("time", 0)))},
+            })
+        return rooms
 
     # -- presence ------------------------------------------------------------
 

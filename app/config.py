@@ -15,6 +15,7 @@ from app.retention import (
     parse_clock_time,
     parse_duration,
 )
+from node.fragment import MIN_MTU
 
 DEFAULT_PORT = 8080
 DEFAULT_ROOMS = 4
@@ -40,6 +41,7 @@ class Config:
     purge_at: time | None = None
     admin: list[str] = field(default_factory=list)
     max_history: int = DEFAULT_MAX_HISTORY
+    captive_portal: bool = False
     mesh: bool = True
     mesh_group: str = "224.1.1.1"
     mesh_port: int = 8888
@@ -122,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--rooms", type=_rooms, default=d.rooms, help="number of chat rooms")
     web.add_argument("--node-name", type=_node_name, default=d.node_name,
                      help="this router's name, shown beside its users' messages")
+    web.add_argument("--captive-portal", action="store_true",
+                     help="answer phones' captive-portal probes (/generate_204, "
+                          "/hotspot-detect.html, /connecttest.txt ...) with a redirect to the "
+                          "chat, so joining the Wi-Fi opens it; see the README for the DNS")
     mesh = p.add_argument_group("mesh")
     mesh.add_argument("--no-mesh", dest="mesh", action="store_false",
                       help="a lone router: no multicast at all")
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--mesh-key-file", type=Path, default=None,
                       help="mesh key (hex); made on first start if absent "
                            "(default: DATA_DIR/mesh.key); copy it to every router")
-    mesh.add_argument("--mesh-mtu", type=_bounded_int(548, 65507), default=d.mesh_mtu,
+    mesh.add_argument("--mesh-mtu", type=_bounded_int(MIN_MTU, 65507), default=d.mesh_mtu,
                       help="largest UDP payload we send; larger records are fragmented")
     mesh.add_argument("--catchup-rate", type=_bounded_int(10_000, 1_000_000_000),
                       default=d.catchup_rate, metavar="BYTES_PER_S",

@@ -66,10 +66,11 @@ def _purge_forever(chat: Chat, config: Config) -> None:
     last_compact = time.monotonic()
     while True:
         pending += purge(chat, config)
-        if pending and time.monotonic() - last_compact >= compact_every:
+        stale = pending + chat.store.stale_read_lines  # read markers superseded too
+        if stale and time.monotonic() - last_compact >= compact_every:
             rewritten = chat.store.compact()
             log.info("retention: %d logs rewritten without %d expired lines", rewritten,
-                     pending)
+                     stale)
             pending, last_compact = 0, time.monotonic()
         gevent.sleep(check)
 
@@ -79,7 +80,7 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
     chat = Chat(store, config.node_name, admins=config.admin)
     mesh = MeshLink(config, chat) if config.mesh else None
     sessions = Sessions(config.data_dir)
-    app = build_app(chat, sessions)
+    app = build_app(chat, sessions, captive_portal=config.captive_portal)
     server = WSGIServer((config.host, config.port), app, handler_class=ChatHandler,
                         log=None, error_log=logging.getLogger("app.http"))
     server.allow_upgrade = app.config["cc.allow_upgrade"]
@@ -96,6 +97,7 @@ def run(argv: list[str]) -> int:
         return 2
     syncer = gevent.spawn(_sync_forever, chat.store)
     purger = gevent.spawn(_purge_forever, chat, config)
+    tracker = gevent.spawn(chat.delivery.run_forever)
     if mesh is not None:
         mesh.start()
     log.info("node %s (%s) serving http://%s:%d/ with data in %s", chat.node_id,
@@ -105,10 +107,12 @@ def run(argv: list[str]) -> int:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        chat.flush_reads()  # while the mesh still runs: the markers go out too
         server.stop(timeout=1)
         if mesh is not None:
             mesh.stop()
         syncer.kill()
         purger.kill()
+        tracker.kill()
         chat.store.close()
     return 0

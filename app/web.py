@@ -45,6 +45,7 @@ from app.throttle import (
     client_key,
 )
 from node.record import parse_id
+from node.store import parse_hlc
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,14 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 WS_PATH_PREFIX = "/ws/"
+# What phones fetch to learn whether the Wi-Fi reaches the internet: Android
+# (/generate_204, /gen_204), Apple (/hotspot-detect.html,
+# /library/test/success.html) and Windows (/connecttest.txt, /ncsi.txt).
+# With --captive-portal they get a redirect to the chat instead of the answer
+# they expect, so the phone opens its sign-in window on our login page.
+CAPTIVE_PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html",
+                  "/library/test/success.html", "/connecttest.txt", "/ncsi.txt")
+MANIFEST_TYPE = "application/manifest+json"
 
 
 def _cookie(environ: dict[str, Any], name: str) -> str | None:
@@ -110,6 +119,17 @@ class ChatHandler(WebSocketHandler):
                 return super(WebSocketHandler, self).run_application()
         super().run_application()
 
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]
+        env = super().get_environ()
+        # The address the phone reached us at (after any DNAT): where a
+        # captive-portal probe, sent to another host name, is redirected.
+        try:
+            host, port = self.socket.getsockname()[:2]
+        except (OSError, AttributeError, TypeError, ValueError):
+            return env
+        env["cc.local_address"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return env
+
     def run_websocket(self) -> None:  # type: ignore[override]
         # One writer per socket and a bounded frame size (app/hub.py).
         self.websocket.__class__ = BoundedWebSocket
@@ -127,7 +147,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
+def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -> bottle.Bottle:
     app = bottle.Bottle()
     logins = LoginThrottle()
     registrations = Throttle(REGISTRATIONS_PER_ADDRESS, REGISTRATION_DECAY)
@@ -219,9 +239,7 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
         s = session()
         if s is None:
             bottle.redirect("/login", 303)
-        rooms = [{"n": n, "count": chat.store.count(n), "online": len(chat.presence(n))}
-                 for n in range(1, chat.rooms + 1)]
-        return render("rooms", user=s.user, rooms=rooms, csrf=s.csrf)
+        return render("rooms", user=s.user, rooms=chat.room_list(s.user), csrf=s.csrf)
 
     @app.get("/register")
     def register_form() -> str:
@@ -352,7 +370,18 @@ def build_app(chat: Chat, sessions: Sessions) -> bottle.Bottle:
 
     @app.get("/static/<path:path>")
     def static(path: str) -> bottle.HTTPResponse:
+        if path.endswith(".webmanifest"):  # not in every mimetypes table
+            return bottle.static_file(path, root=str(STATIC), mimetype=MANIFEST_TYPE)
         return bottle.static_file(path, root=str(STATIC))
+
+    def captive_probe() -> None:
+        env = bottle.request.environ
+        here = env.get("cc.local_address") or env.get("HTTP_HOST", "")
+        bottle.redirect(f"http://{here}/login", 302)
+
+    if captive_portal:  # otherwise these are unknown paths: 404
+        for probe in CAPTIVE_PROBES:
+            app.route(probe, ["GET", "HEAD"], captive_probe)
 
     @app.get("/ws/<n>")
     def websocket(n: str) -> str:
@@ -397,12 +426,14 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
     """One page's WebSocket: hello, history, then frames until it closes."""
     client = Client(ws, user, room)
     client.send({"type": "hello", "user": user, "room": room, "node": chat.node_name,
-                 "node_id": chat.node_id, "admin": chat.moderation.is_admin(user)})
+                 "node_id": chat.node_id, "admin": chat.moderation.is_admin(user),
+                 "read": str(max(chat.joined(user), chat.read_marker(user, room)))})
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
     # history and the live frames.
     client.send({"type": "history", "messages": [message_frame(r) for r in records],
                  "last": chat.store.last_arrival(room), "reset": reset})
+    chat.delivery.replay(client)
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
     frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST, chat.wall())
@@ -451,6 +482,8 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
             receive_send(chat, client, frame)
         elif kind == "older":
             receive_older(chat, client, frame)
+        elif kind == "read":
+            receive_read(chat, client, frame)
         elif kind in ACTIONS:  # the server checks the rights, whatever the page shows
             chat.moderate(client.user, client.room, kind, frame.get("id", frame.get("user")))
         else:
@@ -489,3 +522,10 @@ def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     records = chat.older(client.room, rid, limit)
     client.send({"type": "older", "before": before,
                  "messages": [message_frame(r) for r in records]})
+
+
+def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    upto = parse_hlc(frame.get("upto"))
+    if upto is None:
+        raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
+    chat.mark_read(client.user, client.room, upto)

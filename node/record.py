@@ -1,7 +1,7 @@
 """Records: everything the mesh replicates, and the version vector over them.
 
-How this works: a record is a chat message, an account or a moderation
-action.  ``(origin, seq)`` is its id: ``origin`` is the router's node id (16 hex
+How this works: a record is a chat message, an account, a moderation
+action or a read marker.  ``(origin, seq)`` is its id: ``origin`` is the router's node id (16 hex
 digits, random, kept in the data folder) and ``seq`` counts 1, 2, 3... per
 origin across every kind, never reused.  ``hlc`` is the hybrid-logical-clock
 timestamp (node/clock.py); logs sort by ``Record.order_key`` =
@@ -35,6 +35,7 @@ class RecordKind(IntEnum):
     MESSAGE = 1  # a chat message in a room: author, node name, wall time, text
     ACCOUNT = 2  # an account: username, password hash (register or change)
     MODERATION = 3  # an admin's action: delete a message, clear a room, (un)ban a user
+    READ = 4  # how far a user has read a room: user, room, upto (an HLC); latest wins
 
 
 @dataclass(frozen=True, slots=True, eq=True)

@@ -1,12 +1,13 @@
 """Per-room text logs on disk, and the in-memory index over them.
 
-How this works: the data folder holds one log per room (``room-1.log`` ...)
-and ``accounts.log``, one JSON object per line (readable with ``less``; JSON
-escapes every character a user can type, so no text can forge a line).  A
-record is appended and flushed before anyone is told it is stored; fsyncs are
-batched (``sync()``, called by the app every ``SYNC_INTERVAL``) because routers
-write to flash.  Lines are never edited in place: a later rewrite (purge,
-compaction) goes to a temp file that is fsynced and renamed over the log.
+How this works: the data folder holds one log per room (``room-1.log`` ...),
+``accounts.log``, ``moderation.log`` and ``reads.log``, one JSON object per
+line (readable with ``less``; JSON escapes every character a user can type,
+so no text can forge a line).  A record is appended and flushed before anyone
+is told it is stored; fsyncs are batched (``sync()``, called by the app every
+``SYNC_INTERVAL``) because routers write to flash.  Lines are never edited in
+place: a later rewrite (purge, compaction) goes to a temp file that is fsynced
+and renamed over the log.
 
 A crash can only tear the last line of a log.  ``load()`` cuts a torn tail off
 (keeping the bytes in ``<log>.torn`` so nothing is silently lost) and skips,
@@ -17,6 +18,13 @@ room's records twice: sorted by ``(hlc, origin, seq)`` for display and
 scroll-back, and in arrival order so a reconnecting page gets exactly what
 this router stored since the last record it saw.  Loading is linear in the
 log's size plus one O(n log n) sort.
+
+Read markers (READ records: how far a user has read a room) keep only the
+latest per (user, room), ordered by ``(upto, hlc, origin, seq)`` so every
+router picks the same one.  A marker that is superseded is buried: its seq
+goes into ``dead`` like an expired message's, so catch-up answers it as gone
+and it is never stored again; ``compact()`` takes its line out of the file.
+Read markers expire with the retention horizon, as messages do.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ NODE_ID_FILE = "node_id"
 STATE_FILE = "state.json"  # retention horizon and low-water marks
 ACCOUNTS_LOG = "accounts.log"
 MODERATION_LOG = "moderation.log"
+READS_LOG = "reads.log"
 TORN_SUFFIX = ".torn"
 # A line longer than this is corrupt: the largest record we accept (a
 # 2,000-character message of 4-byte characters, JSON-escaped) is well below.
@@ -49,7 +58,8 @@ MAX_GONE_RUN = 65_535
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account",
-              RecordKind.MODERATION: "moderation"}
+              RecordKind.MODERATION: "moderation", RecordKind.READ: "read"}
+MAX_HLC = (1 << 64) - 1
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 
 
@@ -82,6 +92,34 @@ def decode_line(line: bytes) -> Record:
     if not isinstance(hlc, int) or not isinstance(room, int) or not isinstance(body, dict):
         raise ValueError("bad field types")
     return Record(origin=origin, seq=int(seq), hlc=hlc, kind=kind, room=room, body=body)
+
+
+def parse_hlc(value: object) -> int | None:
+    """An HLC given as an int or its decimal string (as pages send it); None
+    for anything else, never an exception."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_HLC:
+        return value
+    return None
+
+
+def read_upto(record: Record) -> int | None:
+    """A READ record's ``upto``; None if malformed."""
+    return parse_hlc(record.body.get("upto"))
+
+
+def read_key(record: Record) -> tuple[str, int] | None:
+    """(user's name key, room) of a READ record; None if malformed.  Names
+    compare without case (``str.casefold``, as app.accounts.name_key)."""
+    user = record.body.get("user")
+    if not isinstance(user, str) or read_upto(record) is None:
+        return None
+    return user.casefold(), record.room
+
+
+def _read_rank(record: Record) -> tuple[int, int, str, int]:
+    return (read_upto(record) or 0, *record.order_key)
 
 
 def _line_id(line: bytes) -> tuple[str, int] | None:
@@ -201,6 +239,8 @@ class Store:
         self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
         self.accounts: list[Record] = []
         self.moderation: list[Record] = []
+        self.reads: dict[tuple[str, int], Record] = {}  # (name key, room) -> latest
+        self.stale_read_lines = 0  # superseded or expired markers still in reads.log
         # Messages taken out by moderation (a delete, a room cleared): never
         # stored again, and answered as gone in catch-up.
         self.gone: set[tuple[str, int]] = set()
@@ -259,6 +299,7 @@ class Store:
         for room in self.room_logs:
             self._load_file(self.data_dir / room_log_name(room))
         self._load_file(self.data_dir / ACCOUNTS_LOG)
+        self._load_file(self.data_dir / READS_LOG)
 
     def _load_file(self, path: Path) -> None:
         try:
@@ -279,7 +320,7 @@ class Store:
                 self._note_expired(record)  # still in the file until compact()
             elif record is not None and self._is_taken_out(record):
                 self.gone.add((record.origin, record.seq))
-            elif record is None or not self._accept(record):
+            elif record is None or not (self._accept(record) or self._is_buried(record)):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", path, number)
 
@@ -338,6 +379,8 @@ class Store:
         return new
 
     def is_expired(self, record: Record) -> bool:
+        if record.kind == RecordKind.READ:
+            return record.hlc < self.horizon
         return record.kind == RecordKind.MESSAGE and (
             record.hlc < self.horizon or record.hlc < self.size_horizon.get(record.room, 0))
 
@@ -386,8 +429,8 @@ class Store:
             self._state_dirty = False
 
     def _check(self, record: Record) -> None:
-        if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION) and record.room and \
-                record.room not in self.room_logs:
+        if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION, RecordKind.READ) and \
+                record.room and record.room not in self.room_logs:
             raise ValueError(f"no room {record.room} on this router")
         if record.kind not in KIND_NAMES:
             raise ValueError(f"unknown record kind {record.kind!r}")
@@ -411,12 +454,44 @@ class Store:
         elif record.kind == RecordKind.MODERATION:
             self.moderation.append(record)
             self._apply_moderation(record)
+        elif record.kind == RecordKind.READ:
+            if not self._take_read(record):
+                return False
         else:
             return False
         self.index[rid] = record
         self.vector.add(record.origin, record.seq)
         self.max_hlc = max(self.max_hlc, record.hlc)
         return True
+
+    def _take_read(self, record: Record) -> bool:
+        """Make a READ record its (user, room)'s marker if it is the latest;
+        bury whichever of the two is not.  False if ``record`` is not kept."""
+        key = read_key(record)
+        if key is None or record.room not in self.room_logs:
+            return False
+        current = self.reads.get(key)
+        if current is not None and _read_rank(current) >= _read_rank(record):
+            self._bury(record)
+            self.stale_read_lines += 1
+            return False
+        if current is not None:
+            del self.index[(current.origin, current.seq)]
+            self._bury(current)
+            self.stale_read_lines += 1
+        self.reads[key] = record
+        return True
+
+    def _is_buried(self, record: Record) -> bool:
+        """A superseded read marker: gone here, its line still in the file."""
+        rid = (record.origin, record.seq)
+        return record.kind == RecordKind.READ and rid not in self.index and rid in self.vector
+
+    def _bury(self, record: Record) -> None:
+        """``record`` is gone for good here: answered as gone, never stored again."""
+        self.dead.setdefault(record.origin, RangeSet()).add(record.seq, record.seq)
+        self.vector.add(record.origin, record.seq)
+        self._state_dirty = True
 
     def _apply_moderation(self, record: Record) -> None:
         """Take out what a delete or a clear names (bans are the app's)."""
@@ -446,6 +521,8 @@ class Store:
     def _log_name(record: Record) -> str:
         if record.kind == RecordKind.MESSAGE:
             return room_log_name(record.room)
+        if record.kind == RecordKind.READ:
+            return READS_LOG
         return MODERATION_LOG if record.kind == RecordKind.MODERATION else ACCOUNTS_LOG
 
     def _file(self, name: str) -> LogFile:
@@ -469,7 +546,12 @@ class Store:
                 del self.index[(record.origin, record.seq)]
                 self._note_expired(record)
                 gone += 1
-        if gone:  # the horizon alone moves every check: not worth a flash write
+        for key, record in list(self.reads.items()):
+            if record.hlc < horizon:  # read markers expire too; _bury marks the state dirty
+                del self.reads[key], self.index[(record.origin, record.seq)]
+                self._bury(record)
+                self.stale_read_lines += 1
+        if gone or self._state_dirty:  # the horizon alone moves every check: no flash write
             self._save_state()
             self._state_dirty = False
         return gone
@@ -497,29 +579,37 @@ class Store:
         self.expired += 1
         self.dead.setdefault(record.origin, RangeSet()).add(record.seq, record.seq)
         self.vector.add(record.origin, record.seq)
+        if record.kind == RecordKind.READ:
+            self.stale_read_lines += 1
 
     def compact(self) -> int:
         """Rewrite every room log with only the records still held (temp file,
         fsync, rename: a crash at any point leaves the old or the new log,
         both valid).  Rare on purpose: routers write to flash.  Returns the
         number of logs rewritten."""
-        rewritten = 0
-        for room, room_log in self.room_logs.items():
-            path = self.data_dir / room_log_name(room)
-            if not path.exists():
-                continue
-            keep = {(r.origin, r.seq) for r in room_log.arrivals}
-            lines = path.read_bytes().splitlines(keepends=True)
-            # Lines that are not records stay for a person to look at.
-            kept = [ln for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
-            if len(kept) == len(lines):
-                continue
-            lf = self._files.pop(room_log_name(room), None)
-            if lf is not None:
-                lf.handle.close()
-            write_atomically(path, b"".join(kept))
-            rewritten += 1
+        self.save_state_if_changed()  # what leaves the files stays gone
+        held = {room_log_name(n): {(r.origin, r.seq) for r in room_log.arrivals}
+                for n, room_log in self.room_logs.items()}
+        held[READS_LOG] = {(r.origin, r.seq) for r in self.reads.values()}
+        rewritten = sum(self._rewrite_without(name, keep) for name, keep in held.items())
+        self.stale_read_lines = 0
         return rewritten
+
+    def _rewrite_without(self, name: str, keep: set[tuple[str, int]]) -> bool:
+        """Rewrite one log with only the lines of ``keep``; True if it changed."""
+        path = self.data_dir / name
+        if not path.exists():
+            return False
+        lines = path.read_bytes().splitlines(keepends=True)
+        # Lines that are not records stay for a person to look at.
+        kept = [ln for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
+        if len(kept) == len(lines):
+            return False
+        lf = self._files.pop(name, None)
+        if lf is not None:
+            lf.handle.close()
+        write_atomically(path, b"".join(kept))
+        return True
 
     def sync(self) -> int:
         """fsync every log written since the last sync; returns how many."""
@@ -533,6 +623,7 @@ class Store:
 
     def close(self) -> None:
         self.sync()
+        self.save_state_if_changed()
         for lf in self._files.values():
             lf.handle.close()
         self._files.clear()
@@ -579,6 +670,30 @@ class Store:
 
     def count(self, room: int) -> int:
         return len(self.room_logs[room].sorted)
+
+    def read_marker(self, user: str, room: int) -> int:
+        """The HLC up to which ``user`` has read ``room`` (0: never)."""
+        record = self.reads.get((user.casefold(), room))
+        return (read_upto(record) or 0) if record is not None else 0
+
+    def unread(self, room: int, user: str, since: int = 0, limit: int = 1000) -> int:
+        """Messages in ``room`` after ``user``'s read marker (and after
+        ``since``), not written by ``user``; counting stops at ``limit``."""
+        records = self.room_logs[room].sorted
+        start = bisect.bisect_right(records, max(since, self.read_marker(user, room)),
+                                    key=_hlc)
+        key, n = user.casefold(), 0
+        for record in records[start:]:
+            author = record.body.get("author")
+            if not (isinstance(author, str) and author.casefold() == key):
+                n += 1
+                if n >= limit:
+                    break
+        return n
+
+    def last_message(self, room: int) -> Record | None:
+        records = self.room_logs[room].sorted
+        return records[-1] if records else None
 
     def messages(self, room: int) -> Iterator[Record]:
         return iter(self.room_logs[room].sorted)

@@ -1,29 +1,55 @@
 // The room page: one WebSocket to this router, messages rendered as text.
+// Own messages show how far they got (sending, sent, seen by N routers); a
+// lost connection shows a banner, reconnects with back-off and fetches
+// exactly what it missed; scrolling up loads older messages.
 "use strict";
 (function () {
-  const root = document.getElementById("chat");
+  const $ = (id) => document.getElementById(id);
+  const root = $("chat");
   if (!root) return;
   const room = root.dataset.room;
-  const list = document.getElementById("messages");
-  const state = document.getElementById("state");
-  const form = document.getElementById("send");
-  const input = document.getElementById("text");
-  const errorBox = document.getElementById("error");
-  const olderButton = document.getElementById("older");
-  const online = document.getElementById("online");
-  const onlineCount = document.getElementById("online-count");
+  const me = root.dataset.user;
+  const list = $("messages");
+  const outbox = $("outbox");
+  const state = $("state");
+  const banner = $("banner");
+  const bannerText = $("banner-text");
+  const form = $("send");
+  const input = $("text");
+  const errorBox = $("error");
+  const unsent = $("unsent");
+  const unsentText = $("unsent-text");
+  const olderButton = $("older");
+  const startNote = $("start");
+  const online = $("online");
+  const onlineCount = $("online-count");
 
   const OLDER_PAGE = 50;
+  const HISTORY_PAGE = 100; // what the router sends on connect (app/chat.py HISTORY_LIMIT)
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 15000;
+  const READ_EVERY_MS = 5000; // "read" frames: at most one per this long (and on leaving)
+  const MENTION = /@([A-Za-z0-9_.-]{1,32})/g;
+  const TITLE = document.title;
 
   const shown = new Map(); // message id -> <li>
-  const unacked = new Map(); // client_id -> text, until the router stores it
+  const unacked = new Map(); // client_id -> {text, li}: sent, not yet stored
+  const seenBy = new Map(); // id of my message -> other routers that have it
   let lastArrived = null; // id of the newest record this router sent us
   let ws = null;
   let retryMs = RETRY_MIN_MS;
+  let retryTimer = null;
   let errorTimer = null;
   let admin = false; // the router says so in "hello"; it checks every action itself
+  let readUpto = null; // the router's read marker for this room, from "hello"
+  let firstHistory = true;
+  let loadingOlder = false;
+  let newest = 0n; // hlc of the newest message shown
+  let seen = 0n; // ...of the newest one shown while the page was visible
+  let readSent = 0n;
+  let readAt = 0;
+  let readTimer = null;
+  let hiddenNew = 0; // messages from others that came while the tab was hidden
 
   function orderKey(m) {
     const [origin, seq] = m.id.split(":");
@@ -46,19 +72,56 @@
     return e;
   }
 
+  function dayLabel(when) {
+    const day = new Date(when).setHours(0, 0, 0, 0);
+    const days = Math.round((new Date().setHours(0, 0, 0, 0) - day) / 86400000);
+    if (days === 0) return "Today";
+    if (days === 1) return "Yesterday";
+    return when.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
+  }
+
+  function statusText(id) {
+    const n = seenBy.get(id) || 0;
+    return n ? "Seen by " + n + (n === 1 ? " router" : " routers") : "Sent";
+  }
+
+  function head(author, node, when, status) {
+    const h = el("div", "head");
+    h.append(el("span", "author", author), el("span", "node", node));
+    if (when) {
+      const time = el("time", "time", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      time.dateTime = when.toISOString();
+      time.title = when.toLocaleString();
+      h.append(time);
+    }
+    if (status !== undefined) h.append(el("span", "status", status));
+    return h;
+  }
+
+  function textOf(text, li) {
+    // The text as text nodes; mentions of me are wrapped in <mark>.
+    const p = el("p", "text");
+    let at = 0;
+    for (const match of text.matchAll(MENTION)) {
+      const name = match[1].replace(/\.+$/, ""); // "@ann." ends a sentence
+      if (name.toLowerCase() !== me.toLowerCase()) continue;
+      p.append(text.slice(at, match.index), el("mark", "mention", "@" + name));
+      at = match.index + 1 + name.length;
+      li.classList.add("mentions-me");
+    }
+    p.append(text.slice(at));
+    return p;
+  }
+
   function render(m) {
     const li = el("li", "message");
     li.dataset.id = m.id;
     li.msg = m;
-    if (m.author === root.dataset.user) li.classList.add("mine");
-    const head = el("div", "head");
-    head.append(el("span", "author", m.author), el("span", "node", m.node));
     const when = new Date(m.time);
-    const time = el("time", "time", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
-    time.dateTime = m.time;
-    time.title = when.toLocaleString();
-    head.append(time);
-    li.append(head, el("p", "text", m.text));
+    li.dataset.day = dayLabel(when);
+    const mine = m.author === me;
+    if (mine) li.classList.add("mine");
+    li.append(head(m.author, m.node, when, mine ? statusText(m.id) : undefined), textOf(m.text, li));
     if (admin) li.append(adminTools(m));
     return li;
   }
@@ -91,27 +154,83 @@
     li.replaceChildren(el("p", "note", note));
   }
 
+  function dropBefore(horizon) {
+    for (const [id, li] of shown) {
+      if (BigInt(li.msg.hlc) < horizon) { li.remove(); shown.delete(id); }
+    }
+    relayout();
+  }
+
   function nearBottom() {
     return window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
   }
 
+  function toBottom() {
+    // To the page's very end: the sticky composer would cover a message
+    // scrolled only to the viewport's bottom edge.
+    window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
   function insert(m) {
-    if (shown.has(m.id)) return false;
+    if (shown.has(m.id)) return null;
     const li = render(m);
     shown.set(m.id, li);
+    if (BigInt(m.hlc) > newest) newest = BigInt(m.hlc);
     let after = list.lastElementChild;
     while (after && compare(after.msg, m) > 0) after = after.previousElementSibling;
     if (after) after.after(li); else list.prepend(li);
-    return true;
+    return li;
+  }
+
+  function relayout() {
+    // Day separators and runs of one author: classes the stylesheet draws.
+    let prev = null;
+    for (const li of list.children) {
+      const newDay = !prev || prev.dataset.day !== li.dataset.day;
+      li.classList.toggle("day-start", newDay);
+      li.classList.toggle("cont", !newDay && prev.msg.author === li.msg.author
+        && !prev.classList.contains("removed") && !li.classList.contains("first-new"));
+      prev = li;
+    }
+  }
+
+  function markNew(li) {
+    // The "new messages" marker: above the first message I have not seen.
+    for (const old of list.querySelectorAll(".first-new")) old.classList.remove("first-new");
+    li.classList.add("first-new");
   }
 
   function showLive(messages) {
     const stick = nearBottom();
-    let added = false;
-    for (const m of messages) added = insert(m) || added;
-    // To the page's very end: the sticky composer would cover a message
-    // scrolled only to the viewport's bottom edge.
-    if (added && stick) window.scrollTo(0, document.documentElement.scrollHeight);
+    const added = messages.map(insert).filter(Boolean);
+    if (!added.length) return;
+    for (const li of added) {
+      if (!document.hidden || li.msg.author === me) continue;
+      if (hiddenNew === 0) markNew(li);
+      hiddenNew++;
+    }
+    relayout();
+    document.title = hiddenNew ? "(" + hiddenNew + ") " + TITLE : TITLE;
+    if (stick) toBottom();
+    noteSeen();
+  }
+
+  // Read markers: the router keeps how far this user has read the room (the
+  // room list's unread counts, on every router).
+  function noteSeen() {
+    if (!document.hidden && newest > seen) seen = newest;
+    if (seen > readSent && !readTimer) {
+      readTimer = setTimeout(sendRead, Math.max(0, readAt + READ_EVERY_MS - Date.now()));
+    }
+  }
+
+  function sendRead() {
+    clearTimeout(readTimer);
+    readTimer = null;
+    if (seen <= readSent || !ws || ws.readyState !== WebSocket.OPEN) return;
+    readSent = seen;
+    readAt = Date.now();
+    ws.send(JSON.stringify({ type: "read", upto: seen.toString() }));
   }
 
   function showError(text) {
@@ -131,90 +250,132 @@
     onlineCount.textContent = String(users.length);
   }
 
-  function restoreUnsent() {
-    // Texts the router never acknowledged go back into the input, never lost.
-    if (unacked.size === 0) return;
-    const texts = [...unacked.values()];
-    unacked.clear();
-    if (!input.value) input.value = texts.join("\n");
-    showError("Not sent: the connection dropped. Press Send to try again.");
+  // Sending: a pending bubble until the router stores the message; if it
+  // cannot, the text goes back into the input with a Retry button.
+  function offerRetry(why) {
+    unsentText.textContent = why;
+    unsent.hidden = false;
+  }
+
+  function giveBack(clientIds, why) {
+    const texts = [];
+    for (const id of clientIds) {
+      const item = unacked.get(id);
+      if (!item) continue;
+      item.li.remove();
+      unacked.delete(id);
+      texts.push(item.text);
+    }
+    if (!texts.length) return;
+    if (input.value.trim()) texts.push(input.value);
+    input.value = texts.join("\n");
+    offerRetry(why);
   }
 
   const handlers = {
     hello(f) {
       admin = Boolean(f.admin);
-      document.getElementById("clear").hidden = !admin;
+      $("clear").hidden = !admin;
+      if (readUpto === null && f.read !== undefined) readUpto = BigInt(f.read);
       retryMs = RETRY_MIN_MS;
       setState("connected", "ok");
+      banner.hidden = true;
     },
     history(f) {
-      if (f.reset) { list.replaceChildren(); shown.clear(); }
-      showLive(f.messages);
+      if (f.reset) {
+        list.replaceChildren();
+        shown.clear();
+        olderButton.hidden = f.messages.length < HISTORY_PAGE;
+        startNote.hidden = !olderButton.hidden || f.messages.length === 0;
+      }
       if (f.last) lastArrived = f.last;
-      olderButton.hidden = list.children.length === 0;
+      if (!firstHistory) { showLive(f.messages); return; }
+      firstHistory = false;
+      f.messages.forEach(insert);
+      const fresh = [...list.children].find((li) =>
+        li.msg.author !== me && readUpto !== null && BigInt(li.msg.hlc) > readUpto);
+      if (fresh) markNew(fresh);
+      relayout();
+      if (fresh) fresh.scrollIntoView({ block: "center" }); else toBottom();
+      noteSeen();
     },
     message(f) {
       showLive([f]);
       lastArrived = f.id;
     },
-    ack(f) { unacked.delete(f.client_id); },
+    ack(f) {
+      const item = unacked.get(f.client_id);
+      if (item) item.li.remove();
+      unacked.delete(f.client_id);
+    },
+    seen(f) {
+      seenBy.set(f.id, f.routers);
+      const status = shown.has(f.id) && shown.get(f.id).querySelector(".status");
+      if (status) status.textContent = statusText(f.id);
+    },
     older(f) {
-      const firstBefore = list.firstElementChild;
-      for (const m of f.messages) insert(m);
-      if (firstBefore) firstBefore.scrollIntoView({ block: "start" });
+      const fromBottom = document.documentElement.scrollHeight - window.scrollY;
+      f.messages.forEach(insert);
+      relayout();
+      window.scrollTo(0, document.documentElement.scrollHeight - fromBottom);
+      loadingOlder = false;
       olderButton.disabled = false;
-      if (f.messages.length < OLDER_PAGE) olderButton.hidden = true;
+      olderButton.textContent = "Load older messages";
+      if (f.messages.length < OLDER_PAGE) {
+        olderButton.hidden = true;
+        startNote.hidden = false;
+      } else if (olderButton.getBoundingClientRect().bottom > 0) {
+        loadOlder(); // the page is still at the top: keep going
+      }
     },
     presence(f) { showPresence(f.users); },
     deleted(f) {
       const li = shown.get(f.id);
-      if (li) takeOut(li, "Message deleted by " + f.by + ".");
+      if (li) { takeOut(li, "Message deleted by " + f.by + "."); relayout(); }
     },
     cleared(f) {
-      const horizon = BigInt(f.before_hlc);
-      for (const [id, li] of shown) {
-        if (BigInt(li.msg.hlc) < horizon) { li.remove(); shown.delete(id); }
-      }
+      dropBefore(BigInt(f.before_hlc));
       showError("Room cleared by " + f.by + ".");
     },
     banned(f) {
       showError(f.user + " was banned by " + f.by + ".");
     },
     expired(f) {
-      // Retention moved on: messages stamped before the horizon are gone.
-      const horizon = BigInt(f.before_hlc);
-      for (const [id, li] of shown) {
-        if (BigInt(li.msg.hlc) < horizon) { li.remove(); shown.delete(id); }
-      }
+      dropBefore(BigInt(f.before_hlc)); // retention moved on
     },
     error(f) {
-      if (f.client_id && unacked.has(f.client_id)) {
-        if (!input.value) input.value = unacked.get(f.client_id);
-        unacked.delete(f.client_id);
-      }
-      showError(f.message);
+      if (f.client_id && unacked.has(f.client_id)) giveBack([f.client_id], "Not sent: " + f.message);
+      else showError(f.message);
     },
   };
 
   function connect() {
+    clearTimeout(retryTimer);
     setState("connecting…", "wait");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     let url = scheme + "//" + location.host + "/ws/" + room;
     if (lastArrived) url += "?after=" + encodeURIComponent(lastArrived);
-    ws = new WebSocket(url);
-    ws.onmessage = (ev) => {
+    const sock = ws = new WebSocket(url);
+    sock.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       const h = handlers[f.type];
       if (h) h(f);
     };
-    ws.onclose = () => {
+    sock.onclose = () => {
+      if (ws !== sock) return;
       ws = null;
-      restoreUnsent();
+      loadingOlder = false;
+      olderButton.disabled = false;
+      giveBack([...unacked.keys()], "Not sent: the connection dropped. Your message is back in the box.");
       const wait = Math.min(retryMs, RETRY_MAX_MS) * (0.75 + Math.random() / 2);
-      setState("offline: retrying in " + Math.ceil(wait / 1000) + " s", "bad");
+      const secs = Math.ceil(wait / 1000);
+      setState("offline: retrying in " + secs + " s", "bad");
+      bannerText.textContent = "No connection to the router. Trying again in " + secs +
+        " s; messages you missed will appear when it is back.";
+      banner.hidden = false;
       retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
-      setTimeout(connect, wait);
+      retryTimer = setTimeout(connect, wait);
     };
   }
 
@@ -222,15 +383,38 @@
     const text = input.value;
     if (!text.trim()) return;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
-      showError("Not connected: your message stays here until the router is back.");
+      offerRetry("Not connected: your message stays here until the router is back.");
       return;
     }
     const clientId = Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
-    unacked.set(clientId, text);
+    const li = el("li", "message mine pending");
+    li.append(head(me, "", null, "Sending…"), textOf(text, li));
+    outbox.append(li);
+    unacked.set(clientId, { text: text, li: li });
     ws.send(JSON.stringify({ type: "send", text: text, client_id: clientId }));
     input.value = "";
+    unsent.hidden = true;
+    for (const old of list.querySelectorAll(".first-new")) old.classList.remove("first-new");
+    relayout();
+    toBottom();
   }
 
+  function loadOlder() {
+    const first = list.firstElementChild;
+    if (loadingOlder || olderButton.hidden || !first || !ws || ws.readyState !== WebSocket.OPEN) return;
+    loadingOlder = true;
+    olderButton.disabled = true;
+    olderButton.textContent = "Loading older messages…";
+    ws.send(JSON.stringify({ type: "older", before: first.dataset.id, limit: OLDER_PAGE }));
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) { sendRead(); return; }
+    hiddenNew = 0;
+    document.title = TITLE;
+    noteSeen();
+  });
+  window.addEventListener("pagehide", sendRead);
   form.addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   input.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -238,15 +422,21 @@
       send();
     }
   });
-  document.getElementById("clear").addEventListener("click", () => {
+  input.addEventListener("input", () => { if (!input.value.trim()) unsent.hidden = true; });
+  $("retry").addEventListener("click", send);
+  $("reconnect").addEventListener("click", () => {
+    if (!ws) { retryMs = RETRY_MIN_MS; connect(); }
+  });
+  $("clear").addEventListener("click", () => {
     if (confirm("Remove every message of this room on every router?")) act({ type: "clear" });
   });
-  olderButton.addEventListener("click", () => {
-    const first = list.firstElementChild;
-    if (!first || !ws || ws.readyState !== WebSocket.OPEN) return;
-    olderButton.disabled = true;
-    ws.send(JSON.stringify({ type: "older", before: first.dataset.id, limit: OLDER_PAGE }));
-  });
+  olderButton.addEventListener("click", loadOlder);
+  if ("IntersectionObserver" in window) {
+    // Scrolling near the top loads the page of messages before the first.
+    new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) loadOlder();
+    }, { rootMargin: "300px 0px 0px 0px" }).observe(olderButton);
+  }
 
   connect();
 })();

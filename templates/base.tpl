@@ -7,6 +7,9 @@
 <title>{{title}} · Community Chat</title>
 <link rel="stylesheet" href="/static/style.css">
 <link rel="icon" href="/static/icon.svg" type="image/svg+xml">
+<link rel="apple-touch-icon" href="/static/icon-192.png">
+<link rel="manifest" href="/static/manifest.webmanifest">
+<meta name="theme-color" content="#0b6e4f">
 </head>
 <body>
 <header class="bar">

@@ -3,8 +3,21 @@
 <p>Logged in as <strong>{{user}}</strong>.</p>
 <ul class="rooms">
 % for r in rooms:
-  <li><a href="/room/{{r['n']}}">Room {{r['n']}}</a>
-    <span class="meta">{{r['count']}} messages · {{r['online']}} online</span></li>
+%   unread = r['unread']
+  <li class="room{{' has-unread' if unread else ''}}" data-room="{{r['n']}}" data-unread="{{unread}}">
+    <div class="room-top">
+      <a href="/room/{{r['n']}}">Room {{r['n']}}</a>
+%   if unread:
+      <span class="badge">{{'999+' if unread >= 1000 else unread}}<span class="visually-hidden"> unread</span></span>
+%   end
+    </div>
+%   if r['last']:
+    <p class="preview"><span class="who">{{r['last']['author']}}:</span> {{r['last']['text']}}</p>
+%   else:
+    <p class="preview empty">No messages yet.</p>
+%   end
+    <span class="meta">{{r['online']}} online</span>
+  </li>
 % end
 </ul>
 <p><a href="/password">Change password</a></p>

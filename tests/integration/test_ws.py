@@ -36,6 +36,7 @@ def test_hello_history_presence_then_chat_between_two_clients(router: Router) ->
     ann, bob, cat = router.user("ann"), router.user("bob"), router.user("cat")
     a = router.ws(ann, 1)
     hello = a.recv()
+    assert int(hello.pop("read")) > 0  # ann's read marker: her account's creation
     assert hello == {"type": "hello", "user": "ann", "room": 1, "node": "alpha",
                      "node_id": router.status()["node_id"], "admin": False}
     assert a.recv()["type"] == "history"
