@@ -577,22 +577,30 @@ class RequestDatagram:
         return _seal(self, key)
 
 
-def _parse_request(body: bytes, sender: str, hops: int, counter: int) -> RequestDatagram:
-    reader = _Reader(body)
-    target, flags, count = reader.unpack(REQUEST_HEAD)
-    if flags & ~REQUEST_FLAGS_KNOWN:
-        raise WireError("bad_flags")
-    if count > MAX_REQUEST_RANGES:
+def _read_ranges(reader: _Reader, count: int, limit: int, fmt: struct.Struct,
+                 ) -> list[tuple[str, int, int]]:
+    """``count`` (origin, first, last) ranges, then the end of the body: at
+    least one, at most ``limit``, each 1 <= first <= last."""
+    if count > limit:
         raise WireError("too_long")
     ranges = []
     for _ in range(count):
-        origin, first, last = reader.unpack(REQUEST_RANGE)
+        origin, first, last = reader.unpack(fmt)
         if not 1 <= first <= last:
             raise WireError("malformed")
         ranges.append((origin.hex(), first, last))
     reader.finish()
     if not ranges:
         raise WireError("malformed")
+    return ranges
+
+
+def _parse_request(body: bytes, sender: str, hops: int, counter: int) -> RequestDatagram:
+    reader = _Reader(body)
+    target, flags, count = reader.unpack(REQUEST_HEAD)
+    if flags & ~REQUEST_FLAGS_KNOWN:
+        raise WireError("bad_flags")
+    ranges = _read_ranges(reader, count, MAX_REQUEST_RANGES, REQUEST_RANGE)
     multicast = bool(flags & REQUEST_ANSWER_MULTICAST)
     return RequestDatagram(sender, target.hex(), ranges, multicast, hops, counter)
 
@@ -687,17 +695,7 @@ class GoneDatagram:
 def _parse_gone(body: bytes, sender: str, hops: int, counter: int) -> GoneDatagram:
     reader = _Reader(body)
     (count,) = reader.unpack(GONE_COUNT)
-    if count > MAX_GONE_RANGES:
-        raise WireError("too_long")
-    ranges = []
-    for _ in range(count):
-        origin, first, last = reader.unpack(GONE_RANGE)
-        if not 1 <= first <= last:
-            raise WireError("malformed")
-        ranges.append((origin.hex(), first, last))
-    reader.finish()
-    if not ranges:
-        raise WireError("malformed")
+    ranges = _read_ranges(reader, count, MAX_GONE_RANGES, GONE_RANGE)
     return GoneDatagram(sender, ranges, hops, counter)
 
 
