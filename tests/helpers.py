@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -49,6 +50,16 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def loopback_mesh(tmp_path: Path, beacon_interval: float = 0.3) -> list[str]:
+    """Flags for routers that form a mesh of their own on loopback: a group
+    port and a random key nobody else has, so parallel tests never meet."""
+    key = tmp_path / "mesh.key"
+    if not key.exists():
+        key.write_text(secrets.token_hex(32) + "\n")
+    return ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
+            "--beacon-interval", str(beacon_interval)]
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

@@ -5,7 +5,6 @@ scroll-back and the captive-portal redirect."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from tests.browser.test_chat_browser import (
     type_and_enter,
     ui_login,
 )
-from tests.helpers import HttpSession, Router, free_port, free_udp_port, routers
+from tests.helpers import HttpSession, Router, free_port, loopback_mesh, routers
 
 pytestmark = pytest.mark.browser
 
@@ -125,10 +124,7 @@ def test_unread_counts_across_two_rooms_and_a_reload(router: Router, open_tab: O
 @pytest.fixture
 def mesh_pair(tmp_path: Path) -> Iterator[list[Router]]:
     """Two routers on loopback that form a mesh."""
-    key = tmp_path / "mesh.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-             "--beacon-interval", "0.3"]
+    extra = [*loopback_mesh(tmp_path)]
     with routers(tmp_path, "pa", "pb", extra=extra) as pair:
         yield pair
 

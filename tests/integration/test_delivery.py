@@ -4,14 +4,13 @@ grows, and again after a reload."""
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 from app.delivery import TRACK_MAX, TRACK_SECONDS, DeliveryTracker
 from app.hub import Hub
 from node.record import Record, RecordKind
-from tests.helpers import free_udp_port, routers
+from tests.helpers import loopback_mesh, routers
 
 ME = "a" * 16
 
@@ -63,10 +62,7 @@ def test_counts_grow_and_go_to_the_senders_pages_only() -> None:
 
 
 def test_seen_by_the_other_router_over_the_mesh(tmp_path: Path) -> None:
-    key = tmp_path / "mesh.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-             "--beacon-interval", "0.3"]
+    extra = [*loopback_mesh(tmp_path)]
     with routers(tmp_path, "da", "db", extra=extra) as (a, b):
         ann_http = a.user("ann")
         ann = a.ws(ann_http, 1)

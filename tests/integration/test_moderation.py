@@ -4,14 +4,13 @@ server whatever the page shows; and across routers on loopback."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from node.store import MODERATION_LOG
-from tests.helpers import Router, WsClient, free_udp_port, routers, wait_for
+from tests.helpers import Router, WsClient, loopback_mesh, routers, wait_for
 
 
 @pytest.fixture
@@ -98,10 +97,7 @@ def test_ban_closes_sockets_refuses_posts_and_logins_then_unban(site: Router) ->
 
 
 def test_a_delete_on_a_reaches_c_over_the_mesh(tmp_path: Path) -> None:
-    key = tmp_path / "mesh.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-             "--beacon-interval", "0.3", "--admin", "boss"]
+    extra = [*loopback_mesh(tmp_path), "--admin", "boss"]
     with routers(tmp_path, "ma", "mc", extra=extra) as (a, c):
         boss = a.ws(a.user("boss"))
         wait_for(lambda: c.status()["accounts"] == 1, what="boss's account on C")

@@ -5,12 +5,11 @@ not bring anything back."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from pathlib import Path
 
 from node.store import room_log_name
-from tests.helpers import free_udp_port, routers, wait_for
+from tests.helpers import loopback_mesh, routers, wait_for
 
 RETENTION = 10  # seconds: the shortest the app takes
 
@@ -39,10 +38,7 @@ def test_history_disappears_from_page_status_and_disk(tmp_path: Path) -> None:
 
 
 def test_a_router_asleep_during_the_purge_brings_nothing_back(tmp_path: Path) -> None:
-    key = tmp_path / "mesh.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-             "--beacon-interval", "0.3", "--retention", f"{RETENTION}s"]
+    extra = [*loopback_mesh(tmp_path), "--retention", f"{RETENTION}s"]
     with routers(tmp_path, "awake", "asleep", extra=extra) as (awake, asleep):
         ann = awake.ws(awake.user("ann"))
         ann.send({"type": "send", "text": "old news", "client_id": "x"})

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from pathlib import Path
 
 from app.chat import READ_RECORD_INTERVAL, Chat, check_remote_record
 from node.record import Record, RecordKind
 from node.store import READS_LOG, Store
-from tests.helpers import HttpSession, Router, WsClient, free_udp_port, routers, wait_for
+from tests.helpers import (
+    HttpSession,
+    Router,
+    WsClient,
+    loopback_mesh,
+    routers,
+    wait_for,
+)
 
 OTHER = "b" * 16
 
@@ -77,10 +83,7 @@ def test_counts_per_room_own_messages_never_count_and_a_restart_keeps_them(
 
 
 def test_a_read_on_one_router_clears_the_count_on_the_other(tmp_path: Path) -> None:
-    key = tmp_path / "mesh.key"
-    key.write_text(secrets.token_hex(32) + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-             "--beacon-interval", "0.3"]
+    extra = [*loopback_mesh(tmp_path)]
     with routers(tmp_path, "ra", "rb", extra=extra) as (a, b):
         ann_a = a.user("ann")
         bob = a.ws(a.user("bob"), 1)
