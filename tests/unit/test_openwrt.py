@@ -456,6 +456,7 @@ def init_flags() -> set[str]:
 SHIPPED_ARGV = [
     "/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/etc/community-chat",
     "--host", "0.0.0.0", "--port", "8080", "--rooms", "4", "--log-level", "info",
+    "--retention", "24h", "--max-history", "5000",
     "--mesh-iface", "br-lan", "--mesh-group", "224.1.1.1", "--mesh-port", "8888",
     "--mesh-unicast-port", "8889",
     "--mesh-ttl", "1", "--mesh-mtu", "1200", "--mesh-key-file", "/etc/community-chat/mesh.key",
@@ -470,9 +471,12 @@ LONE_OPTIONS: dict[str, str | list[str]] = {
 LONE_ARGV = ["/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/mnt/sda1/chat",
              "--port", "80", "--node-name", "Ann's \"corner\" café", "--no-mesh"]
 # Two mesh interfaces, the rest default.
-TWO_IFACES: dict[str, str | list[str]] = {"enabled": "yes", "mesh_iface": ["bat0", "wlan1"]}
+TWO_IFACES: dict[str, str | list[str]] = {
+    "enabled": "yes", "mesh_iface": ["bat0", "wlan1"], "admin": ["boss", "Eve.2"],
+    "captive_portal": "1", "purge_at": "04:30"}
 TWO_IFACES_ARGV = ["/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/etc/community-chat",
-                   "--mesh-iface", "bat0", "--mesh-iface", "wlan1"]
+                   "--purge-at", "04:30", "--admin", "boss", "--admin", "Eve.2",
+                   "--captive-portal", "--mesh-iface", "bat0", "--mesh-iface", "wlan1"]
 
 
 def shipped_options() -> dict[str, str | list[str]]:
