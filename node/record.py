@@ -89,6 +89,9 @@ class SeqSet:
 
     def add(self, seq: int) -> bool:
         """Add ``seq``; False if it was already there."""
+        if seq == self.contiguous + 1 and not self.extra.ranges:  # the usual case
+            self.contiguous = seq
+            return True
         if seq in self:
             return False
         self.extra.add(seq, seq)

@@ -31,7 +31,9 @@ def make_records(n: int, rooms: int = 4, seed: int = 1) -> list[Record]:
     for i in range(1, n + 1):
         origin = ORIGINS[i % len(ORIGINS)]
         text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
-        out.append(Record(origin, i, (1_700_000_000_000 + i) << 16, RecordKind.MESSAGE,
+        # seqs count up per origin, as a router numbers its own records
+        out.append(Record(origin, (i - 1) // len(ORIGINS) + 1, (1_700_000_000_000 + i) << 16,
+                          RecordKind.MESSAGE,
                           1 + i % rooms, {"author": f"user{i % 50}", "node": "router-a",
                                           "time": 1_700_000_000_000 + i, "text": text}))
     return out
