@@ -66,6 +66,14 @@ def ns_run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProce
     return run("ip", "netns", "exec", ns, *argv, check=check)
 
 
+def load_nft(ns: str, script: str) -> None:
+    """Load an nft ruleset into namespace ``ns``; fail with nft's own words."""
+    r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script,
+                       capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"nft in {ns} failed: {r.stderr.strip()}\n{script}")
+
+
 def list_namespaces() -> list[str]:
     out = run("ip", "netns", "list").stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -294,10 +302,7 @@ class Lab:
             f'    oifname "{iface}" numgen random mod 100 < {percent} counter drop\n  }}\n'
             f"}}\n")
         self.remove_loss(host, bridge)
-        r = subprocess.run(["ip", "netns", "exec", h.ns, "nft", "-f", "-"], input=script,
-                           capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"nft in {h.ns} failed: {r.stderr.strip()}\n{script}")
+        load_nft(h.ns, script)
 
     def remove_loss(self, host: str, bridge: int) -> None:
         h = self.hosts[host]
@@ -330,10 +335,7 @@ class Lab:
             f'    oifname "{iface}" meta l4proto udp counter\n  }}\n'
             f"}}\n")
         ns_run(h.ns, "nft", "delete", "table", "inet", table, check=False)
-        r = subprocess.run(["ip", "netns", "exec", h.ns, "nft", "-f", "-"], input=script,
-                           capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"nft in {h.ns} failed: {r.stderr.strip()}\n{script}")
+        load_nft(h.ns, script)
 
     def udp_counters(self, host: str, bridge: int) -> dict[str, tuple[int, int]]:
         """``{"in": (packets, bytes), "out": (packets, bytes)}`` since ``count_udp``."""

@@ -8,13 +8,11 @@ node put on the air, played back later (``captured``).
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import replace
 
 import pytest
 
-from node.clock import HybridClock
 from node.fragment import MAX_PARTIAL_PER_SENDER, MAX_PARTIAL_TRANSFERS, Reassembler, split
 from node.protocol import (
     COUNTER_ROLLOVER,
@@ -30,7 +28,7 @@ from node.protocol import (
     ReplayWindow,
     SenderLimits,
 )
-from node.record import Record, RecordKind, VersionVector
+from node.record import Record, RecordKind
 from node.sync import MAX_NACKS_PER_PEER
 from node.wire import (
     BatchDatagram,
@@ -40,22 +38,13 @@ from node.wire import (
     RequestDatagram,
     parse,
 )
-from tests.unit.mesh_sim import KEY, START, DictSource, LinkConfig, Mesh, node_id
+from tests.unit.mesh_sim import KEY, START, DictSource, LinkConfig, Mesh, by_hand, node_id
 
 ME, PEER, OTHER, FAR = node_id(0), node_id(1), node_id(2), node_id(5)
 PEER_ADDR, OTHER_ADDR = ("198.18.0.2", 8888), ("198.18.0.3", 8888)
 ATTACKER_ADDR = ("198.18.0.99", 40000)
 # A slow catch-up rate gives a small allowance: floods are cheap to simulate.
 SLOW_RATE = 50_000
-
-
-def by_hand(**kwargs) -> MeshProtocol:
-    settings = dict(
-        node_id=ME, node_name="me", keys=[KEY], clock=HybridClock(), known=VersionVector(),
-        rng=random.Random(1),
-    )
-    settings.update(kwargs)
-    return MeshProtocol(**settings)
 
 
 def drain(p: MeshProtocol) -> list:

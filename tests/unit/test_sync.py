@@ -14,10 +14,9 @@ from dataclasses import replace
 
 import pytest
 
-from node.clock import HybridClock
 from node.fragment import MIN_MTU
 from node.protocol import MeshProtocol, RecordReceived
-from node.record import Record, RecordKind, VersionVector
+from node.record import Record, RecordKind
 from node.store import Store
 from node.sync import (
     CATCHUP_BURST_DATAGRAMS,
@@ -44,7 +43,16 @@ from node.wire import (
     parse,
     record_body,
 )
-from tests.unit.mesh_sim import KEY, START, DictSource, LinkConfig, Mesh, kinds, node_id
+from tests.unit.mesh_sim import (
+    KEY,
+    START,
+    DictSource,
+    LinkConfig,
+    Mesh,
+    by_hand,
+    kinds,
+    node_id,
+)
 
 ME, PEER = node_id(0), node_id(1)
 PEER_ADDR = ("198.18.0.2", 8888)
@@ -513,15 +521,6 @@ def test_status_shows_progress_and_how_far_behind_each_peer_is():
 
 
 # -- bounds and hostile input ----------------------------------------------------------------
-
-
-def by_hand(**kwargs) -> MeshProtocol:
-    settings = dict(
-        node_id=ME, node_name="me", keys=[KEY], clock=HybridClock(), known=VersionVector(),
-        rng=random.Random(1),
-    )
-    settings.update(kwargs)
-    return MeshProtocol(**settings)
 
 
 _COUNTER = itertools.count(1)
