@@ -34,14 +34,18 @@ PASSWORD_RULE = f"{PASSWORD_MIN} to {PASSWORD_MAX} characters"
 
 # scrypt cost: N=2^14, r=8, p=1 takes 16 MiB and 36 ms on a 2020s x86-64
 # core (measured, SECURITY.md), about 0.4 s on a router CPU ten times slower:
-# slow for a guesser, bearable for a login.  The parameters are stored with
-# each hash, so they can be raised.
+# slow for a guesser, bearable for a login.  The parameters are written in
+# each hash, but only these are accepted (``parse_hash``): raising them means
+# accepting the old and the new set, never whatever a record names.
 SCRYPT_N = 1 << 14
 SCRYPT_R = 8
 SCRYPT_P = 1
 SCRYPT_MAXMEM = 64 * 1024 * 1024
 SALT_BYTES = 16
 HASH_BYTES = 32
+_HASH_PREFIX = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
+# "scrypt$N$r$p$salt$hash" with base64 fields: the one length our hashes have.
+HASH_CHARS = len(_HASH_PREFIX) + 4 * -(-SALT_BYTES // 3) + 1 + 4 * -(-HASH_BYTES // 3)
 
 
 class AccountError(ValueError):
@@ -77,16 +81,43 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
-def verify_password(password: str, stored: str) -> bool:
+def parse_hash(stored: object) -> tuple[bytes, bytes] | None:
+    """``(salt, digest)`` of a hash in exactly our format and parameters
+    (``hash_password``); None for anything else.
+
+    Only our own parameters, never the ones a record names: a stored hash
+    with p=150 would make every login for that name hold the one hashing
+    thread 150 times as long, and a large N would take its memory.  Raising
+    the cost means accepting a second exact set here.
+    """
+    if not (isinstance(stored, str) and len(stored) == HASH_CHARS
+            and stored.startswith(_HASH_PREFIX)):
+        return None
+    salt_b64, _, digest_b64 = stored[len(_HASH_PREFIX):].partition("$")
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest, validate=True)
-        actual = _scrypt(password.encode(), base64.b64decode(salt, validate=True),
-                         int(n), int(r), int(p), len(expected))
-    except (ValueError, TypeError):
+        salt = base64.b64decode(salt_b64, validate=True)
+        digest = base64.b64decode(digest_b64, validate=True)
+    except ValueError:  # not base64 (binascii.Error), or not ASCII
+        return None
+    # One spelling only: the exact base64 of the exact lengths.
+    if len(salt) != SALT_BYTES or len(digest) != HASH_BYTES or \
+            _b64(salt) != salt_b64 or _b64(digest) != digest_b64:
+        return None
+    return salt, digest
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True if ``password`` matches ``stored``; a hash not in our exact
+    format and parameters fails at once, unhashed (``parse_hash``)."""
+    parsed = parse_hash(stored)
+    if parsed is None:
         return False
+    salt, expected = parsed
+    try:
+        secret = password.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no password of ours holds one
+        return False
+    actual = _scrypt(secret, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, HASH_BYTES)
     return hmac.compare_digest(actual, expected)
 
 

@@ -4,6 +4,13 @@ Routes (app/web.py) validate a request and call one method here.  Everything
 that changes state makes a record, stamps it with the hybrid clock, appends it
 to the store (flushed) and only then tells anyone: the WebSocket ack, the
 room's pages and, with the mesh, the other routers (``on_local_record``).
+What the store does not keep is never acknowledged (``not_stored``).
+
+A record from a peer is checked as a page's input is (``check_remote_record``):
+exactly the fields the chat writes for its kind, each bounded, a byte limit
+per kind, only our own scrypt parameters; what is refused is counted by
+reason.  What is already stored never breaks a page: ``message_frame`` shows
+any line, with the HLC's time where the sender's cannot be shown.
 
 Unread counts: a page says how far it has shown a room (``mark_read``); the
 marker moves forward in memory at once, and a READ record (replicated, so the
@@ -18,7 +25,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gevent
@@ -35,14 +42,16 @@ from app.accounts import (
     check_username,
     hash_password,
     name_key,
+    parse_hash,
 )
 from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
 from app.hub import Hub
 from app.moderation import ACTIONS, Moderation
-from node.clock import HybridClock
+from node.clock import COUNTER_MASK, MAX_DRIFT_MS, PHYSICAL_MAX, HybridClock, pack, physical_ms
 from node.record import Record, RecordKind, parse_id
 from node.store import Store, read_upto
+from node.wire import dump_json
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,36 @@ OLDER_LIMIT_MAX = 200  # one scroll-back request
 RATE_PER_SECOND = 2.0
 RATE_BURST = 10
 NAME_TAKEN = "That username is taken; please choose another."
-MAX_HASH_CHARS = 200  # "scrypt$N$r$p$salt$hash" with base64 fields is about 90
+STORE_UNAVAILABLE = "The router cannot store messages right now."
+# A message's "time" (the sender's wall clock, shown) and its HLC (which
+# sorts) come from one clock reading on an honest router: "time" is never
+# ahead of the HLC's physical part, and behind it only when the clock was set
+# back (a router booted at 1970 goes on from its last HLC).  A day either way
+# is far beyond clocks that merely drift: a time further ahead is refused on
+# receipt, and any time that far off is shown as the HLC's.
+MAX_TIME_SKEW_MS = 24 * 3600 * 1000
+# 9999-12-31T23:59:59.999Z, the last instant a datetime (and so a page) can show.
+LATEST_SHOWN_MS = 253_402_300_799_999
+# Bytes of a record's body as it travels (compact UTF-8 JSON, node/wire.py),
+# per kind: what the longest valid fields take, with room to spare.  Padding
+# in a known field is refused here; unknown fields are refused by kind.
+MAX_BODY_BYTES = {
+    # 2,000 characters of at most 4 UTF-8 bytes (JSON escapes take 2), plus
+    # names (32 characters each), a 15-digit time and the keys.
+    RecordKind.MESSAGE: MAX_TEXT_CHARS * 4 + 512,
+    # A 32-character name, an 86-character hash and an account id (about 30).
+    RecordKind.ACCOUNT: 512,
+    # A name, a room and a 20-digit HLC.
+    RecordKind.READ: 256,
+    # Two names, an action and two ids.
+    RecordKind.MODERATION: 512,
+}
+# The body fields of each kind of ACCOUNT record the chat writes: a
+# registration, a password change, a rename after a name conflict.
+_ACCOUNT_FIELDS = ({"name", "hash"}, {"name", "hash", "account"},
+                   {"name", "hash", "renamed_from"})
+_MESSAGE_FIELDS = {"author", "node", "time", "text"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A user's read marker per room becomes a record (a line on flash, a datagram
 # to every router) at most this often; the marker in memory moves at once.
 READ_RECORD_INTERVAL = 5.0
@@ -114,14 +152,25 @@ def is_utf8(text: str) -> bool:
 def check_remote_record(record: Record, rooms: int) -> str | None:
     """Why a record from a peer cannot be stored, or None if it can."""
     if record.kind == RecordKind.MESSAGE:
-        return _check_message(record, rooms)
-    if record.kind == RecordKind.ACCOUNT:
-        return _check_account(record)
-    if record.kind == RecordKind.MODERATION:
-        return _check_moderation(record, rooms)
-    if record.kind == RecordKind.READ:
-        return _check_read(record, rooms)
-    return "unknown_kind"
+        reason = _check_message(record, rooms)
+    elif record.kind == RecordKind.ACCOUNT:
+        reason = _check_account(record)
+    elif record.kind == RecordKind.MODERATION:
+        reason = _check_moderation(record, rooms)
+    elif record.kind == RecordKind.READ:
+        reason = _check_read(record, rooms)
+    else:
+        return "unknown_kind"
+    return reason or _check_size(record)
+
+
+def _check_size(record: Record) -> str | None:
+    """"too_big" for a body over its kind's ``MAX_BODY_BYTES``."""
+    try:
+        size = len(dump_json(record.body))
+    except (ValueError, TypeError, RecursionError):
+        return "too_big"
+    return None if size <= MAX_BODY_BYTES[record.kind] else "too_big"
 
 
 def _check_read(record: Record, rooms: int) -> str | None:
@@ -149,9 +198,12 @@ def _check_message(record: Record, rooms: int) -> str | None:
         return "no_such_room"
     author, node, when, text = (record.body.get(k) for k in ("author", "node", "time", "text"))
     well_formed = (
-        isinstance(author, str) and USERNAME_RE.fullmatch(author)
+        set(record.body) == _MESSAGE_FIELDS
+        and isinstance(author, str) and USERNAME_RE.fullmatch(author)
         and isinstance(node, str) and 0 < len(node) <= NODE_NAME_MAX
-        and isinstance(when, int) and not isinstance(when, bool) and when >= 0
+        and isinstance(when, int) and not isinstance(when, bool)
+        # Showable, and not ahead of the record's own HLC (see MAX_TIME_SKEW_MS).
+        and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
         and isinstance(text, str)
     )
     try:
@@ -160,10 +212,22 @@ def _check_message(record: Record, rooms: int) -> str | None:
         return "bad_message"
 
 
+# The exact fields of a moderation record per action, as ``Chat.moderate``
+# writes them: anything else is not ours.
+_MODERATION_FIELDS = {"delete": {"action", "by", "account", "target"},
+                      "clear": {"action", "by", "account"},
+                      "ban": {"action", "by", "account", "user"},
+                      "unban": {"action", "by", "account", "user"}}
+
+
 def _check_moderation(record: Record, rooms: int) -> str | None:
+    """Whether a moderation record is well formed; whether its author may
+    act is ``Moderation.refusal``'s (it needs this router's admin binding)."""
     body, action = record.body, record.body.get("action")
-    by = body.get("by")
-    if action not in ACTIONS or not (isinstance(by, str) and USERNAME_RE.fullmatch(by)):
+    by, account = body.get("by"), body.get("account")
+    if (action not in ACTIONS or set(body) != _MODERATION_FIELDS[action]
+            or not (isinstance(by, str) and USERNAME_RE.fullmatch(by))
+            or not (isinstance(account, str) and parse_id(account))):
         return "bad_moderation"
     if action in ("ban", "unban"):
         user = body.get("user")
@@ -178,33 +242,66 @@ def _check_moderation(record: Record, rooms: int) -> str | None:
 
 def _check_account(record: Record) -> str | None:
     body = record.body
-    name, hashed = body.get("name"), body.get("hash")
+    name = body.get("name")
     links = [body[k] for k in ("account", "renamed_from") if k in body]
     well_formed = (
-        isinstance(name, str) and USERNAME_RE.fullmatch(name)
-        and isinstance(hashed, str) and hashed.startswith("scrypt$")
-        and len(hashed) <= MAX_HASH_CHARS and record.room == 0
+        set(body) in _ACCOUNT_FIELDS
+        and isinstance(name, str) and USERNAME_RE.fullmatch(name)
+        # Our own scrypt parameters only: a login never runs a stranger's cost.
+        and parse_hash(body.get("hash")) is not None and record.room == 0
         and all(isinstance(x, str) and parse_id(x) for x in links)
     )
     return None if well_formed else "bad_account"
 
 
 def iso_utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+    """Milliseconds since 1970 as ISO 8601 UTC, exact (integer arithmetic),
+    clamped to what a datetime can show: never raises."""
+    ms = min(max(ms, 0), LATEST_SHOWN_MS)
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
 
+def shown_time_ms(record: Record) -> int:
+    """The time a page shows for a message: the sender's, unless it is not
+    a number within ``MAX_TIME_SKEW_MS`` of the HLC's (a stored line from
+    before the checks, a clock at 1970); then the HLC's."""
+    when, stamped = record.body.get("time"), min(physical_ms(record.hlc), LATEST_SHOWN_MS)
+    if isinstance(when, int) and not isinstance(when, bool) and \
+            abs(when - stamped) <= MAX_TIME_SKEW_MS:
+        return when
+    return stamped
+
+
+def _text_field(body: dict[str, Any], key: str) -> str:
+    """A body's string field, "" if a stored line has anything else there."""
+    value = body.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def clock_start(store: Store, wall_ms: int) -> int:
+    """Where the clock starts: after every record of ours (time never goes
+    back across a restart, even to a wall clock at 1970), and after peers'
+    only as far as the running clock follows a peer (``MAX_DRIFT_MS``):
+    a record from a router far ahead must not move this router's clock, and
+    its retention horizon, a year on at the next start."""
+    ahead = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
+    ours = max((r.hlc for r in store.index.values() if r.origin == store.node_id), default=0)
+    return max(ours, min(store.max_hlc, ahead))
+
+
 def message_frame(record: Record) -> dict[str, Any]:
+    """A stored message for a page; whatever the line holds, never raises."""
     body = record.body
     return {
         "type": "message",
         "id": record.id,
         "room": record.room,
-        "author": body.get("author"),
-        "node": body.get("node"),
-        "time": iso_utc(int(body.get("time", 0))),
+        "author": _text_field(body, "author"),
+        "node": _text_field(body, "node"),
+        "time": iso_utc(shown_time_ms(record)),
         "hlc": str(record.hlc),  # 64 bits: more than a JavaScript number holds
-        "text": body.get("text"),
+        "text": _text_field(body, "text"),
     }
 
 
@@ -214,13 +311,17 @@ class Chat:
         self.store = store
         self.node_name = node_name
         self.wall = wall
-        self.clock = HybridClock(store.max_hlc)
+        self.clock = HybridClock(clock_start(store, int(wall() * 1000)))
+        store.limit_clears(self.clock.last)  # what we stamp from now on is after any clear
         self.accounts = Accounts()
         for record in store.accounts:
             self.accounts.add(record)
-        self.moderation = Moderation(admins)
+        # The store must be made with ``authorized=Moderation(admins).authorizes``
+        # (app/server.py), so that deletes and clears follow the same binding.
+        self.moderation = Moderation(admins, self.accounts)
         for record in store.moderation:
             self.moderation.add(record)
+        self.moderation.log_bindings()
         self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
         # Set by the mesh link (app/meshlink.py); a lone router leaves them None.
         self.on_local_record: Callable[[Record], None] | None = None
@@ -250,7 +351,13 @@ class Chat:
     def _make_record(self, kind: RecordKind, room: int, body: dict[str, Any]) -> Record:
         hlc = self.clock.tick(int(self.wall() * 1000))
         record = Record(self.node_id, self.store.next_seq(), hlc, kind, room, body)
-        self.store.append(record)
+        try:
+            stored = self.store.append(record)
+        except OSError as e:  # a log that cannot be opened (EMFILE) or written: nothing held
+            log.error("cannot store a %s record in room %d: %s", kind.name.lower(), room, e)
+            raise ChatError("unavailable", STORE_UNAVAILABLE) from e
+        if not stored:  # never told to anyone, never sent: not stored
+            raise ChatError("not_stored", "This router could not store that; it was not sent.")
         if self.on_local_record is not None:
             self.on_local_record(record)
         return record
@@ -270,11 +377,12 @@ class Chat:
         """
         accepted = []
         for record in records:
-            reason = check_remote_record(record, self.rooms)
+            reason = check_remote_record(record, self.rooms) or self.moderation.refusal(record)
             if reason is None:
                 accepted.append(record)
             else:
                 self.refused[reason] += 1
+        self._limit_clears(accepted)
         new = self.store.append_many(accepted)
         by_room: dict[int, list[Record]] = {}
         for record in new:
@@ -295,21 +403,37 @@ class Chat:
                     self.hub.broadcast(room, message_frame(record))
         return new
 
+    def _limit_clears(self, records: list[Record]) -> None:
+        """Clears among ``records`` cut no later than our clock, moved only as
+        far as it follows a peer (node/clock.py ``MAX_DRIFT_MS``).  What we
+        stamp next is after the cut: a clear from a router whose clock runs
+        far ahead must not make every post here one the store refuses."""
+        clears = [r.hlc for r in records if r.kind == RecordKind.MODERATION
+                  and r.body.get("action") == "clear"]
+        if clears:
+            wall_ms = int(self.wall() * 1000)
+            ahead = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
+            # Pre-clamped, so a clamp the mesh's clock already counted is not counted twice.
+            self.store.limit_clears(self.clock.observe(min(max(clears), ahead), wall_ms))
+
     # -- accounts ------------------------------------------------------------
 
     def register(self, name: str, password: str, confirm: str) -> Account:
         check_new_account(name, password, confirm)
-        if self.accounts.exists(name):  # before the costly hash, and again after
+        if self.accounts.exists(name) or self.moderation.reserved(name):  # before the hash
             raise AccountError(NAME_TAKEN)
         return self._claim_name(name, hash_password(password))
 
     def _claim_name(self, name: str, hashed: str, **extra: str) -> Account:
-        if self.accounts.exists(name):
+        # A bound admin name is taken even where its account has not arrived.
+        if self.accounts.exists(name) or self.moderation.reserved(name):
             raise AccountError(NAME_TAKEN)
         record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed,
                                                            **extra})
         self.accounts.add(record)
-        return Account(record.id, name, hashed)
+        account = Account(record.id, name, hashed)
+        self.moderation.note_account(account)
+        return account
 
     def login(self, name: str, password: str) -> Login | None:
         return self.accounts.authenticate(name, password)
@@ -358,10 +482,16 @@ class Chat:
     # -- moderation ------------------------------------------------------------
 
     def moderate(self, admin: str, room: int, action: Any, target: Any = None) -> Record:
-        """An admin's action from a page in ``room``; raises ChatError."""
-        if not self.moderation.is_admin(admin):
+        """An admin's action from a page in ``room``; raises ChatError.
+
+        The rights are those of the account that owns the name ``admin`` now
+        (the page's socket was opened by that account: app/web.py), and only
+        if the operator bound them to it (app/moderation.py).
+        """
+        owner = self.accounts.owner(admin)
+        if owner is None or not self.moderation.may_act(owner.name, owner.id):
             raise ChatError("forbidden", "Only an admin may do that.")
-        body: dict[str, Any] = {"action": action, "by": admin}
+        body: dict[str, Any] = {"action": action, "by": owner.name, "account": owner.id}
         if action == "delete":
             rid = parse_id(target) if isinstance(target, str) else None
             record = self.store.get(*rid) if rid else None
@@ -380,7 +510,11 @@ class Chat:
         return record
 
     def _show_moderation(self, record: Record) -> None:
-        """Apply a moderation record's effects beyond the store: bans, pages."""
+        """Apply a moderation record's effects beyond the store: bans, pages.
+        Only for a record whose author is a bound admin (``receive_records``
+        refuses the others; this holds whoever calls)."""
+        if not self.moderation.authorizes(record):
+            return
         self.moderation.add(record)
         body, room = record.body, record.room
         if body["action"] == "delete":
@@ -477,8 +611,9 @@ class Chat:
             rooms.append({
                 "n": n, "unread": unread, "online": len(self.presence(n)),
                 "last": None if last is None else {
-                    "author": last.body.get("author"), "text": preview(last.body.get("text")),
-                    "time": iso_utc(int(last.body.get("time", 0)))},
+                    "author": _text_field(last.body, "author"),
+                    "text": preview(_text_field(last.body, "text")),
+                    "time": iso_utc(shown_time_ms(last))},
             })
         return rooms
 

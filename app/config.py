@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 
+from app.moderation import parse_admin
 from app.retention import (
     DEFAULT_MAX_HISTORY,
     DEFAULT_RETENTION,
@@ -22,6 +23,19 @@ DEFAULT_ROOMS = 4
 MAX_ROOMS = 64  # the room list is one screen; the wire keeps room numbers in one byte
 NODE_NAME_MAX = 32  # shown beside every author; long names wrap on a phone
 NODE_NAME_MAX_BYTES = 64  # what a beacon carries (node/wire.py MAX_NODE_NAME_BYTES)
+# The web server (app/server.py ChatServer, app/web.py ChatHandler).
+# A phone sends its request line and headers in one packet or two: 10 s
+# covers retransmissions on a weak Wi-Fi link, and is as long as a client
+# that sends headers slowly (or never finishes them) holds a connection.
+HEADER_TIMEOUT = 10.0
+# Keep-alive: a connection with no request started is closed after this.
+# Browsers keep idle connections for minutes (Chrome: 300 s) and open a new
+# one at once when they need it, so this only frees descriptors.
+IDLE_TIMEOUT = 15.0
+# Connections one address (an IPv6 /64) holds at once: a phone's browser
+# opens about 6 per host plus a WebSocket per open room (4 rooms); 32 leaves
+# room for a second tab.  One phone cannot take every connection.
+MAX_CONNECTIONS_PER_ADDRESS = 32
 
 
 def default_node_name() -> str:
@@ -52,6 +66,10 @@ class Config:
     mesh_mtu: int = 1200
     beacon_interval: float = 5.0
     catchup_rate: int = 1_000_000  # bytes/s; node/sync.py CATCHUP_RATE explains
+    header_timeout: float = HEADER_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = 0  # 0: as many as the descriptor limit allows (app/server.py)
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
 
     @property
     def interfaces(self) -> list[str]:
@@ -102,6 +120,14 @@ _port = _bounded_int(1, 65535)
 _rooms = _bounded_int(1, MAX_ROOMS)
 
 
+def _admin(text: str) -> str:
+    try:
+        name, account = parse_admin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name if account is None else f"{name}={account}"
+
+
 def _positive_float(text: str) -> float:
     x = float(text)
     if not 0.05 <= x <= 3600:
@@ -128,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="answer phones' captive-portal probes (/generate_204, "
                           "/hotspot-detect.html, /connecttest.txt ...) with a redirect to the "
                           "chat, so joining the Wi-Fi opens it; see the README for the DNS")
+    web.add_argument("--header-timeout", type=_positive_float, default=d.header_timeout,
+                     metavar="SECONDS",
+                     help="a request's line and headers must arrive within this, or the "
+                          "connection is closed (slow or unfinished headers)")
+    web.add_argument("--idle-timeout", type=_positive_float, default=d.idle_timeout,
+                     metavar="SECONDS", help="an idle keep-alive connection is closed after this")
+    web.add_argument("--max-connections", type=_bounded_int(0, 1_000_000),
+                     default=d.max_connections, metavar="N",
+                     help="connections served at once; 0: as many as the descriptor limit "
+                          "(ulimit -n) allows, keeping room for the logs and the mesh")
+    web.add_argument("--max-connections-per-address", type=_bounded_int(1, 65_535),
+                     default=d.max_connections_per_address, metavar="N",
+                     help="connections one client address (an IPv6 /64) holds at once; "
+                          "more are closed at once")
     mesh = p.add_argument_group("mesh")
     mesh.add_argument("--no-mesh", dest="mesh", action="store_false",
                       help="a lone router: no multicast at all")
@@ -161,9 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="messages kept per room at most; the oldest go first")
     history.add_argument("--purge-at", type=_clock_time, default=None, metavar="HH:MM",
                          help="also wipe everything older every day at this local time")
-    web.add_argument("--admin", action="append", default=[], metavar="USERNAME",
-                     help="a user who may delete messages, clear rooms and ban users "
-                          "(repeat for several)")
+    web.add_argument("--admin", action="append", default=[], type=_admin,
+                     metavar="USERNAME=ACCOUNT_ID",
+                     help="the account that may delete messages, clear rooms and ban users "
+                          "(repeat for several; give every router the same).  Register the "
+                          "name, read its id from the router's log, then bind it; a name "
+                          "without an id grants nothing (app/moderation.py)")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     return p

@@ -6,7 +6,17 @@ greenlets (fan-out, acks, pongs, the close frame) never interleave on the
 socket: gevent-websocket has no send lock.  A client whose outbox grows past
 ``OUTBOX_MAX_BYTES`` cannot keep up and is disconnected (its page reconnects
 and fetches what it missed) rather than letting one slow phone hold the
-router's memory.
+router's memory.  That happens in whichever greenlet queued the frame (often
+another page's post being fanned out), so it only marks the client closed and
+shuts its socket down: no close frame (the full outbox is where it would
+wait), nothing that could raise into the sender.
+
+Reading: every frame a page sends, control and continuation frames and empty
+ones included, costs one from the socket's frame budget, a message comes in
+at most ``MAX_MESSAGE_FRAGMENTS`` frames, and the reader yields to the other
+greenlets after each frame (``BoundedWebSocket.read_message``): a socket that
+floods frames is closed after a bounded number of them and never holds the
+router meanwhile.
 
 Fan-out: a frame is serialised and framed once per message and the same bytes
 are queued for every client in the room.  One flush per hub, after the
@@ -21,6 +31,7 @@ delivery: tests/bench/bench_fanout.py.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -41,6 +52,11 @@ MAX_INCOMING_BYTES = 32 * 1024
 # Per client; about 100 full-size history frames.  A phone this far behind is
 # disconnected and catches up by reconnecting.
 OUTBOX_MAX_BYTES = 1024 * 1024
+# Frames one message may come in.  Browsers send every message whole, in one
+# frame; a client library splits only what outgrows its buffer (4 KB or more),
+# so MAX_INCOMING_BYTES fits in 8 pieces.  More is a socket spending the
+# router's time on nothing (empty continuations cost no bytes).
+MAX_MESSAGE_FRAGMENTS = 8
 OPCODE_TEXT = 0x1
 OPCODE_CLOSE = 0x8
 OPCODE_PONG = 0xA
@@ -63,14 +79,22 @@ def encode_frame(obj: dict[str, Any]) -> bytes:
     return frame_bytes(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
 
 
+class FrameFlood(WebSocketError):
+    """A socket sent frames faster than its frame budget allows (close 1008)."""
+
+
+class TooManyFragments(FrameTooLargeException):
+    """A message came in more than ``MAX_MESSAGE_FRAGMENTS`` frames (close 1009)."""
+
+
 class BoundedWebSocket(WebSocket):
-    """gevent-websocket's WebSocket with a size limit and one writer.
+    """gevent-websocket's WebSocket with limits and one writer.
 
     gevent-websocket reads a frame of any announced length into memory; this
     refuses a frame or a message larger than ``MAX_INCOMING_BYTES`` before
-    reading its payload (``FrameTooLargeException``).  Pongs and the close
-    frame go through the client's outbox, so they cannot interleave with
-    other frames.
+    reading its payload (``FrameTooLargeException``), and counts every frame
+    (``read_message``).  Pongs and the close frame go through the client's
+    outbox, so they cannot interleave with other frames.
     """
 
     # Same layout as WebSocket (so the handler can swap the class of the
@@ -85,14 +109,66 @@ class BoundedWebSocket(WebSocket):
     def client(self, client: Client) -> None:
         self.handler.cc_client = client
 
+    def read_message(self, take_frame: Callable[[], bool] | None = None,
+                     ) -> str | bytearray | None:
+        """The next text or binary message; None once the page closed.
+
+        gevent-websocket's own loops over frames and answers control frames
+        without returning, so a socket sending empty pongs, or empty
+        continuations of an unfinished message, was never counted nor made
+        to yield.  Here each frame costs one ``take_frame()`` (``FrameFlood``
+        when it returns False), a message has at most
+        ``MAX_MESSAGE_FRAGMENTS`` frames (``TooManyFragments``), and the
+        other greenlets run after every frame.  Bad UTF-8 raises
+        ``UnicodeError``, other protocol faults ``ProtocolError``.
+        """
+        opcode = 0
+        message = bytearray()
+        fragments = 0
+        while True:
+            header, payload = self.read_frame()
+            if take_frame is not None and not take_frame():
+                raise FrameFlood("frames faster than the socket's budget")
+            gevent.sleep(0)  # buffered frames must not hold the router
+            kind = header.opcode
+            if kind == self.OPCODE_PING:
+                self.handle_ping(header, payload)
+                continue
+            if kind == self.OPCODE_PONG:
+                continue
+            if kind == self.OPCODE_CLOSE:
+                self.handle_close(header, payload)
+                return None
+            opcode = self._message_opcode(opcode, kind)
+            fragments += 1
+            if fragments > MAX_MESSAGE_FRAGMENTS:
+                raise TooManyFragments(f"message in over {MAX_MESSAGE_FRAGMENTS} frames")
+            message += payload
+            if header.fin:
+                break
+        return message.decode("utf-8") if opcode == self.OPCODE_TEXT else message
+
+    def _message_opcode(self, opcode: int, kind: int) -> int:
+        """The opcode of the message a data frame of ``kind`` belongs to."""
+        if kind in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            if opcode:
+                raise ProtocolError(f"opcode {kind} inside a fragmented message")
+            return kind
+        if kind == self.OPCODE_CONTINUATION:
+            if not opcode:
+                raise ProtocolError("continuation frame outside a message")
+            return opcode
+        raise ProtocolError(f"unknown opcode {kind}")
+
     def read_frame(self):  # type: ignore[no-untyped-def]
         header = Header.decode_header(self.stream)
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self.handler.cc_message_bytes = 0
-        total = getattr(self.handler, "cc_message_bytes", 0) + header.length
-        self.handler.cc_message_bytes = total
-        if total > MAX_INCOMING_BYTES:
-            raise FrameTooLargeException(f"message over {MAX_INCOMING_BYTES} bytes")
+        if header.opcode < self.OPCODE_CLOSE:  # control frames are not part of the message
+            total = getattr(self.handler, "cc_message_bytes", 0) + header.length
+            self.handler.cc_message_bytes = total
+            if total > MAX_INCOMING_BYTES:
+                raise FrameTooLargeException(f"message over {MAX_INCOMING_BYTES} bytes")
         if header.flags:
             raise ProtocolError("reserved bits set")
         payload = self.raw_read(header.length) if header.length else b""
@@ -147,10 +223,24 @@ class Client:
         self._pending_bytes += len(data)
         if self._pending_bytes > OUTBOX_MAX_BYTES:
             log.info("dropping %s in room %d: outbox full", self.user, self.room)
-            self._pending.clear()
-            self.close(1008)
+            self.drop()
             return False
         return True
+
+    def drop(self) -> None:
+        """Disconnect at once, without a close frame: for a client that
+        cannot keep up.  Never raises; the reader and the writer end on the
+        shut-down socket, and the page reconnects."""
+        self.closed = True  # first: nothing below queues again
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # OSError: already gone; AttributeError/TypeError: gevent-websocket
+        # cleared the handler's socket, or a socket that is not gevent's.
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            self.ws.handler.socket.shutdown(socket.SHUT_RDWR)
 
     def write_now(self) -> None:
         """Write the outbox without blocking; the writer takes what is left.
@@ -189,7 +279,7 @@ class Client:
             if self.closed:
                 # The close frame is out: end the reader's wait as well (a
                 # slow or silent peer would otherwise hold it until timeout).
-                self.ws.handler.socket.shutdown(socket.SHUT_RDWR)
+                self._shutdown()
         except (OSError, WebSocketError, TypeError, AttributeError):
             # TypeError/AttributeError: gevent-websocket set raw_write to None
             # when the socket closed under us.

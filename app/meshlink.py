@@ -35,7 +35,8 @@ class MeshLink:
             node_id=chat.node_id, node_name=config.node_name,
             keys=load_or_make_keys(config.key_file), clock=chat.clock, known=known,
             rng=random.SystemRandom(), beacon_interval=config.beacon_interval,
-            mtu=config.mesh_mtu, source=chat.store, catchup_rate=config.catchup_rate)
+            mtu=config.mesh_mtu, source=chat.store, catchup_rate=config.catchup_rate,
+            recover_own=chat.store.recovery)
         self.transport = MeshTransport(
             self.protocol, interfaces=config.interfaces, group=config.mesh_group,
             port=config.mesh_port, ttl=config.mesh_ttl, unicast_port=config.mesh_unicast_port,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import time
+from collections import Counter
+from typing import Any
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -11,13 +15,17 @@ from gevent.pywsgi import WSGIServer
 from app.chat import Chat, iso_utc
 from app.config import Config, parse_args
 from app.meshlink import MeshLink
+from app.moderation import Moderation
 from app.retention import horizon_ms
 from app.sessions import Sessions
+from app.throttle import client_key
 from app.web import ChatHandler, build_app
 from node.clock import pack, physical_ms
 from node.store import Store
 
 log = logging.getLogger("app")
+
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700: see run()
 
 # Batch fsyncs: at most this long between a flushed append and its fsync.  A
 # power cut loses at most this much acknowledged chat; flash wear stays low.
@@ -75,19 +83,125 @@ def _purge_forever(chat: Chat, config: Config) -> None:
         gevent.sleep(check)
 
 
+# Connections and descriptors.  Every connection costs a descriptor, and one
+# more while a static file is sent on it; the router keeps this many for
+# itself beyond its logs (one per room, accounts, moderation, reads): stdio,
+# the listening socket, the event loop and resolver, the mesh's sockets,
+# state, session and key files being rewritten, a compaction's temp file.
+# So a flood of connections is refused at the cap, never ends in EMFILE on a
+# log (a message lost) or on the mesh.
+DESCRIPTOR_RESERVE = 64
+DESCRIPTORS_PER_CONNECTION = 2
+# The cap when descriptors allow more: a connected page costs about 90 KiB
+# (bench_footprint.py: 500 pages and 10,000 messages take 80 MB, idle 34 MB),
+# so 1,000 is most of what a router with 128 MB of RAM can spare.
+MAX_CONNECTIONS = 1000
+# Fewer than this and the router could not serve one family: refuse to start.
+MIN_CONNECTIONS = 8
+# A flood of refused connections writes one log line a minute, not one each.
+REFUSAL_LOG_INTERVAL = 60.0
+
+
+def connection_limit(config: Config, nofile: int) -> int:
+    """Connections served at once under the descriptor limit ``nofile``;
+    ValueError if it leaves room for fewer than ``MIN_CONNECTIONS``."""
+    wanted = config.max_connections or MAX_CONNECTIONS
+    if nofile < 0 or nofile == resource.RLIM_INFINITY:
+        return wanted
+    reserve = DESCRIPTOR_RESERVE + config.rooms + 3
+    fits = (nofile - reserve) // DESCRIPTORS_PER_CONNECTION
+    if fits < MIN_CONNECTIONS:
+        need = reserve + MIN_CONNECTIONS * DESCRIPTORS_PER_CONNECTION
+        raise ValueError(f"the descriptor limit (ulimit -n) is {nofile}: too few for "
+                         f"{config.rooms} rooms and {MIN_CONNECTIONS} connections; "
+                         f"raise it to {need} or more")
+    if wanted > fits:
+        log.warning("serving at most %d connections, not %d: the descriptor limit "
+                    "(ulimit -n) is %d", fits, wanted, nofile)
+    return min(wanted, fits)
+
+
+class ChatServer(WSGIServer):
+    """pywsgi with caps on connections: in all, and per client address (an
+    IPv6 /64 counts as one, app/throttle.py).  A connection over a cap is
+    closed at once, unread, before a greenlet or a buffer is spent on it.
+    ``refused`` counts, by reason, those and the requests the handler
+    (app/web.py ChatHandler) refused for their headers (431, 408); the
+    handler reads ``header_timeout`` and ``idle_timeout`` from here."""
+
+    def __init__(self, listener: tuple[str, int], application: Any, *, max_connections: int,
+                 max_per_address: int, header_timeout: float, idle_timeout: float,
+                 refused: Counter[str] | None = None, **kw: Any) -> None:
+        super().__init__(listener, application, handler_class=ChatHandler, **kw)
+        self.max_connections, self.max_per_address = max_connections, max_per_address
+        self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
+        self.connections = 0
+        self.per_address: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter() if refused is None else refused
+        self._logged_at: float | None = None
+
+    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+        key = client_key(address[0]) if isinstance(address, tuple) else "?"
+        if self.connections >= self.max_connections:
+            return self._refuse(sock, "server_full")
+        if self.per_address[key] >= self.max_per_address:
+            return self._refuse(sock, "address_full")
+        self.connections += 1
+        self.per_address[key] += 1
+        try:
+            super().do_handle(sock, address)
+        except BaseException:
+            self._release(key)
+            raise
+        return None
+
+    def handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+        try:
+            super().handle(sock, address)
+        finally:
+            self._release(client_key(address[0]) if isinstance(address, tuple) else "?")
+
+    def _release(self, key: str) -> None:
+        self.connections -= 1
+        self.per_address[key] -= 1
+        if self.per_address[key] <= 0:
+            del self.per_address[key]
+
+    def _refuse(self, sock: Any, reason: str) -> None:
+        sock.close()
+        self.refused[reason] += 1
+        now = time.monotonic()
+        if self._logged_at is None or now - self._logged_at >= REFUSAL_LOG_INTERVAL:
+            self._logged_at = now
+            log.warning("connections closed unread so far: %s (at most %d in all, %d per "
+                        "address)", dict(self.refused), self.max_connections,
+                        self.max_per_address)
+
+
 def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
-    store = Store(config.data_dir, config.rooms)
+    max_connections = connection_limit(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    # Deletes and clears take effect only by a bound admin (app/moderation.py).
+    store = Store(config.data_dir, config.rooms, authorized=Moderation(config.admin).authorizes)
     chat = Chat(store, config.node_name, admins=config.admin)
     mesh = MeshLink(config, chat) if config.mesh else None
     sessions = Sessions(config.data_dir)
-    app = build_app(chat, sessions, captive_portal=config.captive_portal)
-    server = WSGIServer((config.host, config.port), app, handler_class=ChatHandler,
+    refused: Counter[str] = Counter()  # connections and requests refused, for /status
+    app = build_app(chat, sessions, captive_portal=config.captive_portal, http_refused=refused)
+    server = ChatServer((config.host, config.port), app, max_connections=max_connections,
+                        refused=refused,
+                        max_per_address=config.max_connections_per_address,
+                        header_timeout=config.header_timeout,
+                        idle_timeout=config.idle_timeout,
                         log=None, error_log=logging.getLogger("app.http"))
     server.allow_upgrade = app.config["cc.allow_upgrade"]
     return server, chat, mesh
 
 
 def run(argv: list[str]) -> int:
+    # Everything the router makes is its user's alone: the data folder holds
+    # password hashes, session digests and maybe the mesh key, and a router
+    # may run other services' users.  Set before anything is created.
+    os.umask(PRIVATE_UMASK)
     config = parse_args(argv)
     logging.getLogger().setLevel(config.log_level.upper())
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from node.store import write_atomically
 log = logging.getLogger(__name__)
 
 SESSIONS_FILE = "sessions.json"
+# Only the router's user reads it: a digest is no live session, but it tells
+# who is logged in.  run() sets umask 077 too; this holds without it.
+SESSIONS_MODE = 0o600
 TOKEN_BYTES = 32  # 256 bits: unguessable
 # A phone that stays away for a month logs in again.
 SESSION_LIFETIME = 30 * 24 * 3600
@@ -58,6 +62,7 @@ class Sessions:
     def _save(self) -> None:
         data = {d: asdict(s) for d, s in self._by_digest.items()}
         write_atomically(self.path, json.dumps(data, indent=0).encode())
+        os.chmod(self.path, SESSIONS_MODE)
 
     def create(self, user: str, account: str, now: float) -> str:
         """A new session; returns the token for the cookie."""

@@ -11,39 +11,42 @@ gevent-websocket answers 101 before calling the app, so a refused upgrade
 hijacking) is routed to the plain WSGI app instead, which answers 403.
 
 Failed logins are throttled per client address and per username, and new
-accounts per client address (app/throttle.py): HTTP 429 with the wait.  Every
-size a client chooses is bounded before it is read: the form body, the query
-string's message id, each WebSocket frame, the frames per second.
+accounts per client address (app/throttle.py): HTTP 429 with the wait.  An
+attempt is counted before its password is hashed and corrected after, and
+attempts in flight are bounded, so parallel requests cannot slip past.  Every
+size a client chooses is bounded before it is read: the headers (431, and a
+deadline: ``ChatHandler``), the form body, the query string's message id,
+each WebSocket frame, the frames per second.  Redirects carry a relative
+``Location`` (``see_other``), never one built from Host or X-Forwarded-Host.
 """
 
 from __future__ import annotations
 
 import hmac
+import http.client
+import io
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
 import bottle
 import gevent
+from gevent import pywsgi
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 
 from app.accounts import AccountError, WrongPassword
 from app.chat import Chat, ChatError, TokenBucket, is_utf8, message_frame
-from app.hub import BoundedWebSocket, Client
+from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
+from app.hub import BoundedWebSocket, Client, FrameFlood
 from app.moderation import ACTIONS
 from app.sessions import Session, Sessions
-from app.throttle import (
-    REGISTRATION_DECAY,
-    REGISTRATIONS_PER_ADDRESS,
-    LoginThrottle,
-    Throttle,
-    client_key,
-)
+from app.throttle import LoginThrottle, RegistrationThrottle, Verdict, client_key
 from node.record import parse_id
 from node.store import parse_hlc
 
@@ -60,9 +63,11 @@ FORM_TYPE = "application/x-www-form-urlencoded"  # what our forms send; nothing 
 # A message id "<16 hex digits>:<seq up to 2^32-1>": 27 characters.
 MAX_ID_CHARS = 16 + 1 + 10
 CLIENT_ID_MAX = 64  # the page's own id for a message it sends, echoed in the ack
-# Frames per page: the page sends one per message typed or scroll-back asked
-# (the message rate limit, 2/s, applies on top).  A socket that sends more is
-# not a page: it is closed (1008) rather than served ahead of everyone else.
+# Frames per page: the page sends one per message typed, scroll-back asked or
+# room read (the message rate limit, 2/s, applies on top); the browser itself
+# sends no pings, only a close at the end.  Every frame counts: control
+# frames, continuations, empty ones.  A socket that sends more is not a page:
+# it is closed (1008) rather than served ahead of everyone else.
 FRAMES_PER_SECOND = 20.0
 FRAME_BURST = 60
 COOKIE_MAX_AGE = 30 * 24 * 3600
@@ -86,6 +91,77 @@ WS_PATH_PREFIX = "/ws/"
 CAPTIVE_PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html",
                   "/library/test/success.html", "/connecttest.txt", "/ncsi.txt")
 MANIFEST_TYPE = "application/manifest+json"
+# A form whose record the store could not write (a full disk, no descriptors):
+# the router is at fault, not the form, and trying again later may work.
+STORE_FAILED_STATUS = 503
+# All header lines of one request together.  A browser's request with our
+# cookies is under 2 KiB; 16 KiB leaves room for long user agents and
+# Accept-Language lists, and is all a request can hold before it is read in
+# full: a request over it is answered 431 and its connection closed.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def _plain_response(status: str, text: str) -> bytes:
+    body = text.encode()
+    return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; "
+            f"charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+HEADERS_TOO_LARGE = _plain_response(
+    "431 Request Header Fields Too Large",
+    f"The request's headers are over {MAX_HEADER_BYTES} bytes: clear this site's cookies.")
+HEADERS_TOO_SLOW = _plain_response("408 Request Timeout", "The request's headers came too slowly.")
+
+
+class HeadersTooLarge(ValueError):
+    """A request whose header lines are over ``MAX_HEADER_BYTES`` (or 100 lines)."""
+
+
+class HeadersTooSlow(TimeoutError):
+    """The request line and headers did not arrive within the header timeout.
+
+    A TimeoutError (an OSError): while the request line is read, gevent
+    closes the connection quietly, as for any socket error."""
+
+
+def read_headers(rfile: BinaryIO, *_: Any) -> pywsgi.OldMessage:
+    """A request's header block, read to at most ``MAX_HEADER_BYTES`` (gevent's
+    own reader takes 100 lines of 64 KiB each and holds them all)."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        line = rfile.readline(MAX_HEADER_BYTES - size + 1)
+        size += len(line)
+        if size > MAX_HEADER_BYTES:
+            raise HeadersTooLarge(f"headers over {MAX_HEADER_BYTES} bytes")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        lines.append(line)
+    try:
+        return http.client.parse_headers(io.BytesIO(b"".join(lines) + b"\r\n"),
+                                         _class=pywsgi.OldMessage)
+    except http.client.HTTPException as e:  # over 100 header lines
+        raise HeadersTooLarge(str(e)) from None
+
+
+def redirect_to(location: str, status: int = 303) -> NoReturn:
+    """Redirect with ``Location`` exactly as given.
+
+    bottle.redirect builds an absolute URL from the request's Host or
+    X-Forwarded-Host, both the client's to choose; ours are paths on this
+    router (``see_other``), or a captive-portal probe's URL naming this
+    router's own address.  The response's cookies go with it.
+    """
+    res = bottle.response.copy(cls=bottle.HTTPResponse)
+    res.status = status
+    res.body = ""
+    res.set_header("Location", location)
+    raise res
+
+
+def see_other(path: str) -> NoReturn:
+    """303 to a path on this router: a relative ``Location``."""
+    redirect_to(path, 303)
 
 
 def _cookie(environ: dict[str, Any], name: str) -> str | None:
@@ -108,7 +184,59 @@ def origin_matches_host(environ: dict[str, Any]) -> bool:
 
 
 class ChatHandler(WebSocketHandler):
-    """Upgrades only WebSockets the app allows; the rest get plain HTTP."""
+    """Upgrades only WebSockets the app allows; the rest get plain HTTP.
+
+    Bounds what a connection costs before it is a request: an idle
+    keep-alive connection is closed after the idle timeout; once a request's
+    first byte is in, its line and headers must arrive within the header
+    timeout (408, or a quiet close mid request line) and hold at most
+    ``MAX_HEADER_BYTES`` (431).  An upgraded WebSocket has no timeout: it
+    lives as long as its page.
+    """
+
+    MessageClass = staticmethod(read_headers)
+    _deadline: gevent.Timeout | None = None
+
+    def handle_one_request(self) -> Any:
+        try:
+            return super().handle_one_request()
+        finally:
+            self._stop_deadline()
+
+    def read_requestline(self) -> str:
+        self.socket.settimeout(getattr(self.server, "idle_timeout", IDLE_TIMEOUT))
+        if not self.rfile.peek(1):  # the keep-alive wait; socket.timeout: closed
+            return ""
+        self._deadline = gevent.Timeout.start_new(
+            getattr(self.server, "header_timeout", HEADER_TIMEOUT), HeadersTooSlow)
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline: str) -> bool:
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._stop_deadline()  # the app's own time is not the headers'
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.close()
+            self._deadline = None
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        # Counted by the server (app/server.py ChatServer.refused); the
+        # access log has the line.
+        if isinstance(ex, HeadersTooLarge):
+            self._count("headers_too_large")
+            return "431", HEADERS_TOO_LARGE
+        if isinstance(ex, HeadersTooSlow):
+            self._count("headers_too_slow")
+            return "408", HEADERS_TOO_SLOW
+        return super()._handle_client_error(ex)
+
+    def _count(self, reason: str) -> None:
+        refused = getattr(self.server, "refused", None)
+        if refused is not None:
+            refused[reason] += 1
 
     def run_application(self) -> None:  # type: ignore[override]
         env = self.environ
@@ -133,6 +261,7 @@ class ChatHandler(WebSocketHandler):
     def run_websocket(self) -> None:  # type: ignore[override]
         # One writer per socket and a bounded frame size (app/hub.py).
         self.websocket.__class__ = BoundedWebSocket
+        self.socket.settimeout(None)  # a page's socket may be quiet for hours
         super().run_websocket()
 
 
@@ -147,10 +276,11 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -> bottle.Bottle:
+def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
+              http_refused: Mapping[str, int] | None = None) -> bottle.Bottle:
     app = bottle.Bottle()
     logins = LoginThrottle()
-    registrations = Throttle(REGISTRATIONS_PER_ADDRESS, REGISTRATION_DECAY)
+    registrations = RegistrationThrottle()
     views = bottle.SimpleTemplate
     lookup = [str(TEMPLATES)]
 
@@ -172,7 +302,7 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         if s is not None and chat.moderation.is_banned(s.user):
             return None  # a ban ends every session, on every router
         if s is not None and not chat.accounts.is_owner(s.account, s.user):
-            bottle.redirect("/rename", 303)
+            see_other("/rename")
         return s
 
     def start_session(name: str, account_id: str) -> None:
@@ -197,10 +327,12 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         # so X-Forwarded-For (which bottle's remote_addr reads) is never used.
         return client_key(bottle.request.environ.get("REMOTE_ADDR"))
 
-    def too_many(view: str, message: str, wait: int, **kw: Any) -> str:
+    def too_many(view: str, reason: str, verdict: Verdict, **kw: Any) -> str:
         bottle.response.status = 429
-        bottle.response.set_header("Retry-After", str(wait))
-        return render(view, error=message, **kw)
+        bottle.response.set_header("Retry-After", str(verdict.wait))
+        why = "Too many attempts at once" if verdict.busy else reason
+        return render(view, error=f"{why}; try again in {plural(verdict.wait, 'second')}.",
+                      **kw)
 
     def check_form() -> bottle.FormsDict:
         request = bottle.request
@@ -238,7 +370,7 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
     def index() -> str:
         s = session()
         if s is None:
-            bottle.redirect("/login", 303)
+            see_other("/login")
         return render("rooms", user=s.user, rooms=chat.room_list(s.user), csrf=s.csrf)
 
     @app.get("/register")
@@ -250,23 +382,27 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         form = check_form()
         name = field(form, "username").strip()
         address, now = client(), chat.wall()
-        wait = registrations.wait(address, now)
-        if wait:
-            return too_many("register", "Too many new accounts from this device; try again "
-                            f"in {plural(wait, 'second')}.", wait, name=name, csrf=csrf_token())
-        try:
-            chat.register(name, field(form, "password"), field(form, "confirm"))
-        except AccountError as e:
-            bottle.response.status = 409 if "taken" in str(e) else 400
-            return render("register", error=str(e), name=name, csrf=csrf_token())
-        registrations.add(address, now)
+        with registrations.attempt(address, name, now) as verdict:  # counted before the hash
+            if verdict.wait:
+                return too_many("register", "Too many new accounts from this device", verdict,
+                                name=name, csrf=csrf_token())
+            try:
+                chat.register(name, field(form, "password"), field(form, "confirm"))
+            except AccountError as e:
+                registrations.refund(address, now)
+                bottle.response.status = 409 if "taken" in str(e) else 400
+                return render("register", error=str(e), name=name, csrf=csrf_token())
+            except ChatError as e:  # the store cannot write: nothing was kept
+                registrations.refund(address, now)
+                bottle.response.status = STORE_FAILED_STATUS
+                return render("register", error=str(e), name=name, csrf=csrf_token())
         return render("login", error=None, notice="Account created: you can log in now.",
                       name=name, csrf=csrf_token())
 
     @app.get("/login")
     def login_form() -> str:
         if session() is not None:
-            bottle.redirect("/", 303)
+            see_other("/")
         return render("login", error=None, notice=None, name="", csrf=csrf_token())
 
     @app.post("/login")
@@ -274,31 +410,29 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         form = check_form()
         name = field(form, "username").strip()
         address, now = client(), chat.wall()
-        wait = logins.wait(address, name, now)
-        if wait:
-            return too_many("login", f"Too many failed logins; try again in "
-                            f"{plural(wait, 'second')}.", wait, notice=None, name=name,
-                            csrf=csrf_token())
-        login = chat.login(name, field(form, "password"))
+        with logins.attempt(address, name, now) as verdict:  # a failure until it succeeds
+            if verdict.wait:
+                return too_many("login", "Too many failed logins", verdict, notice=None,
+                                name=name, csrf=csrf_token())
+            login = chat.login(name, field(form, "password"))
         if login is None:
-            logins.failed(address, name, now)
             bottle.response.status = 401
             return render("login", error="Username or password is invalid.", notice=None,
                           name=name, csrf=csrf_token())
-        logins.succeeded(name)
+        logins.succeeded(address, name, now)
         if chat.moderation.is_banned(login.account.name):
             bottle.response.status = 403
             return render("login", error="This account is banned from the chat.", notice=None,
                           name=name, csrf=csrf_token())
         start_session(login.account.name, login.account.id)
-        bottle.redirect("/rename" if login.displaced else "/", 303)
+        see_other("/rename" if login.displaced else "/")
         return ""
 
     @app.get("/rename")
     def rename_form() -> str:
         s = any_session()
         if s is None or chat.accounts.is_owner(s.account, s.user):
-            bottle.redirect("/", 303)
+            see_other("/")
         return render("rename", error=None, old=s.user, name="", csrf=s.csrf)
 
     @app.post("/rename")
@@ -307,22 +441,25 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         s = any_session()
         account = chat.accounts.by_id(s.account) if s else None
         if s is None or account is None or chat.accounts.is_owner(s.account, s.user):
-            bottle.redirect("/", 303)
+            see_other("/")
         name = field(form, "username").strip()
         try:
             renamed = chat.rename(account, name)
         except AccountError as e:
             bottle.response.status = 409 if "taken" in str(e) else 400
             return render("rename", error=str(e), old=s.user, name=name, csrf=s.csrf)
+        except ChatError as e:  # the store cannot write: nothing was kept
+            bottle.response.status = STORE_FAILED_STATUS
+            return render("rename", error=str(e), old=s.user, name=name, csrf=s.csrf)
         start_session(renamed.name, renamed.id)
-        bottle.redirect("/", 303)
+        see_other("/")
         return ""
 
     @app.get("/password")
     def password_form() -> str:
         s = session()
         if s is None:
-            bottle.redirect("/login", 303)
+            see_other("/login")
         return render("password", error=None, notice=None, csrf=s.csrf)
 
     @app.post("/password")
@@ -330,22 +467,29 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         form = check_form()
         s = session()
         if s is None:
-            bottle.redirect("/login", 303)
+            see_other("/login")
         address, now = client(), chat.wall()
-        wait = logins.wait(address, s.user, now)
-        if wait:  # a stolen session must not become a password guesser
-            return too_many("password", "Too many wrong passwords; try again in "
-                            f"{plural(wait, 'second')}.", wait, notice=None, csrf=s.csrf)
-        try:
-            chat.change_password(s.account, s.user, field(form, "current"),
-                                 field(form, "password"), field(form, "confirm"))
-        except WrongPassword as e:
-            logins.failed(address, s.user, now)
-            bottle.response.status = 400
-            return render("password", error=str(e), notice=None, csrf=s.csrf)
-        except AccountError as e:
-            bottle.response.status = 400
-            return render("password", error=str(e), notice=None, csrf=s.csrf)
+        # Counted like a login, before the hash: a stolen session must not
+        # become a password guesser.
+        with logins.attempt(address, s.user, now) as verdict:
+            if verdict.wait:
+                return too_many("password", "Too many wrong passwords", verdict, notice=None,
+                                csrf=s.csrf)
+            try:
+                chat.change_password(s.account, s.user, field(form, "current"),
+                                     field(form, "password"), field(form, "confirm"))
+            except WrongPassword as e:
+                bottle.response.status = 400
+                return render("password", error=str(e), notice=None, csrf=s.csrf)
+            except AccountError as e:  # the current password was right, the new one is not
+                logins.succeeded(address, s.user, now)
+                bottle.response.status = 400
+                return render("password", error=str(e), notice=None, csrf=s.csrf)
+            except ChatError as e:  # the store cannot write: the old password stays
+                logins.succeeded(address, s.user, now)
+                bottle.response.status = STORE_FAILED_STATUS
+                return render("password", error=str(e), notice=None, csrf=s.csrf)
+        logins.succeeded(address, s.user, now)
         return render("password", error=None, notice="Password changed on every router.",
                       csrf=s.csrf)
 
@@ -354,19 +498,20 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
         check_form()
         sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
         bottle.response.delete_cookie(SESSION_COOKIE, path="/")
-        bottle.redirect("/login", 303)
+        see_other("/login")
 
     @app.get("/room/<n>")
     def room(n: str) -> str:
         room_n = require_room(n)
         s = session()
         if s is None:
-            bottle.redirect("/login", 303)
+            see_other("/login")
         return render("room", user=s.user, room=room_n, rooms=chat.rooms, csrf=s.csrf)
 
     @app.get("/status")
     def status() -> dict[str, Any]:
-        return chat.status()
+        # Connections closed unread and requests refused for their headers.
+        return {**chat.status(), "http": {"refused": dict(http_refused or {})}}
 
     @app.get("/static/<path:path>")
     def static(path: str) -> bottle.HTTPResponse:
@@ -377,7 +522,7 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False) -
     def captive_probe() -> None:
         env = bottle.request.environ
         here = env.get("cc.local_address") or env.get("HTTP_HOST", "")
-        bottle.redirect(f"http://{here}/login", 302)
+        redirect_to(f"http://{here}/login", 302)
 
     if captive_portal:  # otherwise these are unknown paths: 404
         for probe in CAPTIVE_PROBES:
@@ -437,11 +582,19 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
     frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST, chat.wall())
+
+    def take_frame() -> bool:
+        return frames.take(chat.wall())
+
     try:
         while not client.closed:
             try:
-                text = ws.read_message()
-            except FrameTooLargeException:
+                text = ws.read_message(take_frame)  # yields after every frame
+            except FrameFlood:
+                log.info("closing %s's socket in room %d: frame flood", user, room)
+                client.close(1008)
+                break
+            except FrameTooLargeException:  # or TooManyFragments
                 client.close(1009)
                 break
             except UnicodeError:
@@ -453,10 +606,6 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
             except (WebSocketError, OSError):
                 break
             if text is None:  # the page closed the socket
-                break
-            if not frames.take(chat.wall()):
-                log.info("closing %s's socket in room %d: frame flood", user, room)
-                client.close(1008)
                 break
             handle_frame(chat, client, text)
             gevent.sleep(0)  # a page with frames queued up takes turns with the others

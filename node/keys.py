@@ -4,14 +4,19 @@ The file holds one or two keys as hex, one per line: the current key first,
 then optionally the previous one, accepted while a mesh changes keys (every
 router sends with the first, accepts both).  If the file does not exist, a
 random key is made (32 bytes, the HMAC-SHA256 block-size sweet spot) with
-mode 0600; copy that file to every other router of the mesh.
+mode 0600; copy that file to every other router of the mesh.  A key file
+that other users of the router may read is reported at start (a warning).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16  # 128 bits: below that a key could be guessed offline
@@ -20,6 +25,19 @@ MAX_KEYS = 2  # current and previous
 
 class MeshKeyError(ValueError):
     """The key file is unusable; the message says why."""
+
+
+def warn_if_shared(path: Path) -> bool:
+    """Log a warning if users other than the file's owner may read or write
+    the key file (whoever reads it can send records to the whole mesh);
+    True if so.  A warning, not a refusal: the mesh keeps working while the
+    operator runs chmod."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    log.warning("%s can be read or written by other users (mode %03o): anyone who reads it "
+                "can send records to the whole mesh; run chmod 600 %s", path, mode, path)
+    return True
 
 
 def _make_key_file(path: Path) -> None:
@@ -42,6 +60,7 @@ def _make_key_file(path: Path) -> None:
 def load_or_make_keys(path: Path) -> list[bytes]:
     if not path.exists():
         _make_key_file(path)
+    warn_if_shared(path)
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     if not 1 <= len(lines) <= MAX_KEYS:
         raise MeshKeyError(f"{path}: expected 1 or 2 keys (hex, one per line), found {len(lines)}")

@@ -60,6 +60,12 @@ wall-clock seconds; nothing here reads a clock, sleeps or opens a socket.
   transfers ask their sender for the missing pieces.  Records
   from a BATCH are delivered like live ones but never relayed.  ``source``
   (``sync.RecordSource``: the store) defaults to one that holds nothing.
+- Our own origin.  Its seqs are ours alone: a record of it from anyone is
+  dropped ("own_origin"), catch-up never asks for it and a GONE never covers
+  it, so a key holder cannot move what we number next.  The one exception is
+  ``recover_own`` (the store's ``recovery``): seqs we reserved before a crash
+  that are not on disk; peers are asked for them and what nobody holds is
+  declared gone (``sync.OwnRecovery``).
 - Wall-clock jumps (a router sets its clock from NTP after boot).  The beacon
   timer wakes us at least once per interval, so a step between calls that is
   negative or longer than ``MAX_STEP_INTERVALS`` intervals is a jump, not time
@@ -447,6 +453,7 @@ class MeshProtocol:
         mtu: int = DEFAULT_MTU,
         source: RecordSource | None = None,
         catchup_rate: float = CATCHUP_RATE,
+        recover_own: Sequence[tuple[int, int]] = (),
     ) -> None:
         if not ORIGIN_RE.fullmatch(node_id):
             raise ValueError(f"node_id must be 16 lowercase hex digits: {node_id!r}")
@@ -505,6 +512,11 @@ class MeshProtocol:
             source=source or NoRecords(),
             rate=catchup_rate,
             reassembler=self._reassembler,
+            # Every live neighbour beacons within an interval: after the first
+            # is heard, PEER_TIMEOUT_INTERVALS of them let each be asked, twice
+            # lost beacons and all, before the rest of the window is gone.
+            recover_own=recover_own,
+            recovery_time=self.peer_timeout,
         )
 
     # -- the caller's side ---------------------------------------------------------------
@@ -692,10 +704,16 @@ class MeshProtocol:
         self.sync.live_record(record, datagram.sender, now)
 
     def _accept_record(self, record: Record, sender: str, addr: Addr, now: float) -> bool:
-        """Deliver a record new to us (live or from a BATCH); False if seen."""
-        if not self.known.add(record.origin, record.seq):
+        """Deliver a record new to us (live or from a BATCH); False if seen.
+        Our own origin's seqs are ours to give, but for the window a crash
+        lost (``Sync.may_take_own``)."""
+        if (record.origin, record.seq) in self.known:
             self.dropped["duplicate"] += 1
             return False
+        if record.origin == self.node_id and not self.sync.may_take_own(record.seq):
+            self.dropped["own_origin"] += 1
+            return False
+        self.known.add(record.origin, record.seq)
         self.clock.observe(record.hlc, int(now * 1000))
         self._events.append(RecordReceived(record, sender, addr))
         return True
@@ -722,7 +740,7 @@ class MeshProtocol:
             self.relayed_beacons += 1
             self._queue(replace(beacon, sender=self.node_id, hops=beacon.hops - 1))
         if newest and beacon.origin == beacon.sender:
-            self.sync.peer_vector(now)
+            self.sync.peer_vector(beacon.origin, now)
 
     def _update_node(self, beacon: BeaconDatagram, now: float) -> tuple[bool, bool]:
         """Take the beacon into ``nodes`` if it is the origin's newest:

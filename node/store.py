@@ -25,6 +25,24 @@ router picks the same one.  A marker that is superseded is buried: its seq
 goes into ``dead`` like an expired message's, so catch-up answers it as gone
 and it is never stored again; ``compact()`` takes its line out of the file.
 Read markers expire with the retention horizon, as messages do.
+
+A clear takes out its room's messages stamped before it, and refuses them if
+they come later (``room_horizon``).  A peer's clear cuts no later than the
+app's clock (``limit_clears``): a router whose clock runs far ahead cannot
+make this one refuse what it stamps next.  The cut is kept in ``STATE_FILE``
+so that a restart cuts at the same place.
+
+Our own seqs are never reused, even after a power cut took the last second
+of a log (fsyncs are batched): ``next_seq`` reserves them in blocks of
+``SEQ_BLOCK``, written durably to ``seq.reserved`` *before* the first seq
+of a block is used, so a restart allocates above every seq that may have
+reached a peer.  What was reserved but is not on disk (``recovery``: used
+and lost, or never used) is the mesh's to settle: node/sync.py asks the
+peers for it and declares the rest gone.  One small write per block, not
+per message, and one at a clean ``close()`` (every log fsynced) that hands
+back the unused rest, so only a crash leaves a window.  Seqs stop at
+``record.MAX_SEQ`` (the wire's 32 bits): allocating past it raises
+``SeqExhausted``; a log line beyond it is skipped and counted.
 """
 
 from __future__ import annotations
@@ -34,17 +52,24 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from node.record import ORIGIN_RE, RangeSet, Record, RecordKind, VersionVector
+from node.record import MAX_SEQ, ORIGIN_RE, RangeSet, Record, RecordKind, VersionVector
 
 log = logging.getLogger(__name__)
 
 NODE_ID_FILE = "node_id"
-STATE_FILE = "state.json"  # retention horizon and low-water marks
+STATE_FILE = "state.json"  # retention and clear horizons, and low-water marks
+SEQ_FILE = "seq.reserved"  # our own seqs are reserved through this one
+# Seqs reserved per durable write.  A busy router makes ~100 records/s at
+# most (protocol.ORIGIN_RECORDS_PER_S): a write every 10 s at that peak, a
+# tenth of the logs' own fsyncs, a few a day in normal use.  After a power
+# cut the unused rest of a block is declared gone: one GONE range, whatever
+# its length.
+SEQ_BLOCK = 1024
 ACCOUNTS_LOG = "accounts.log"
 MODERATION_LOG = "moderation.log"
 READS_LOG = "reads.log"
@@ -55,6 +80,11 @@ MAX_LINE_BYTES = 64 * 1024
 # Seqs one ``gone_through`` call looks at: bounds the work of one catch-up
 # step; a longer run is answered in several GONE ranges.
 MAX_GONE_RUN = 65_535
+
+
+class SeqExhausted(RuntimeError):
+    """Our origin has used every seq the wire can carry (``MAX_SEQ``)."""
+
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account",
@@ -87,8 +117,10 @@ def decode_line(line: bytes) -> Record:
     origin, _, seq = str(obj["id"]).partition(":")
     hlc, room, body = obj["hlc"], obj["room"], obj["body"]
     kind = KINDS_BY_NAME[obj["kind"]]
-    if not ORIGIN_RE.fullmatch(origin) or not seq.isdigit():
+    if not ORIGIN_RE.fullmatch(origin) or not seq.isascii() or not seq.isdigit():
         raise ValueError("bad id")
+    if not 1 <= int(seq) <= MAX_SEQ:  # nothing beyond the wire's limit is held
+        raise ValueError("seq out of range")
     if not isinstance(hlc, int) or not isinstance(room, int) or not isinstance(body, dict):
         raise ValueError("bad field types")
     return Record(origin=origin, seq=int(seq), hlc=hlc, kind=kind, room=room, body=body)
@@ -229,11 +261,15 @@ class LogFile:
 class Store:
     """The data folder: node id, room logs, accounts log."""
 
-    def __init__(self, data_dir: Path | str, rooms: int) -> None:
+    def __init__(self, data_dir: Path | str, rooms: int, *,
+                 authorized: Callable[[Record], bool] = lambda record: True) -> None:
         if rooms < 1:
             raise ValueError("a router serves at least one room")
         self.data_dir = Path(data_dir)
         self.rooms = rooms
+        # Which MODERATION records take messages out: who may act is the
+        # app's to say (app/moderation.py); one it refuses is held, inert.
+        self.authorized = authorized
         self.vector = VersionVector()
         self.index: dict[tuple[str, int], Record] = {}
         self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
@@ -245,6 +281,11 @@ class Store:
         # stored again, and answered as gone in catch-up.
         self.gone: set[tuple[str, int]] = set()
         self.room_horizon: dict[int, int] = {}  # room -> HLC of its latest clear
+        # A peer's clear cuts no later than ``clear_limit`` (``limit_clears``).
+        # The horizons are kept in STATE_FILE; while loading, a peer's clear
+        # in the log cuts no later than the kept horizon (None once loaded).
+        self.clear_limit: int | None = None
+        self._kept_room_horizon: dict[int, int] | None = {}
         self.max_hlc = 0
         self.skipped_lines = 0  # unparseable lines kept in place
         self.torn_bytes = 0  # bytes of torn tails moved aside
@@ -259,12 +300,19 @@ class Store:
         self.size_horizon: dict[int, int] = {}
         self.dead: dict[str, RangeSet] = {}
         self.expired = 0  # messages dropped by retention since start
+        # Our own seqs reserved through this one (``SEQ_FILE``); allocation
+        # never goes below ``_seq_floor``, the reservation found at start.
+        self._reserved = self._seq_floor = 0
+        # Our own seqs reserved before the last stop that are not on disk:
+        # ranges for the mesh to recover or declare gone (node/sync.py).
+        self.recovery: list[tuple[int, int]] = []
         self._state_dirty = False
         self._files: dict[str, LogFile] = {}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = load_or_make_node_id(self.data_dir)
         self._load_state()
         self._load()
+        self._load_reservation()
 
     # -- loading -------------------------------------------------------------
 
@@ -275,7 +323,10 @@ class Store:
             horizon = int(state["horizon"])
             size_horizon = {int(room): int(h) for room, h in
                             state.get("size_horizon", {}).items()}
-            dead = {o: RangeSet([(int(f), int(last)) for f, last in ranges])
+            room_horizon = {int(room): int(h) for room, h in
+                            state.get("room_horizon", {}).items()}
+            dead = {o: RangeSet([(int(f), int(last)) for f, last in ranges
+                                 if 1 <= int(f) <= int(last) <= MAX_SEQ])  # the wire's limit
                     for o, ranges in state["dead"].items() if ORIGIN_RE.fullmatch(o)}
         except FileNotFoundError:
             return
@@ -283,6 +334,7 @@ class Store:
             log.warning("%s is unreadable (%s): retention starts afresh", path, e)
             return
         self.horizon, self.dead, self.size_horizon = horizon, dead, size_horizon
+        self._kept_room_horizon = room_horizon
         for origin, ranges in dead.items():
             for first, last in ranges.ranges:
                 self.vector.add_range(origin, first, last)
@@ -290,8 +342,41 @@ class Store:
     def _save_state(self) -> None:
         dead = {o: r.ranges for o, r in sorted(self.dead.items()) if r.ranges}
         write_atomically(self.data_dir / STATE_FILE, json.dumps(
-            {"horizon": self.horizon, "size_horizon": self.size_horizon, "dead": dead},
+            {"horizon": self.horizon, "size_horizon": self.size_horizon,
+             "room_horizon": self.room_horizon, "dead": dead},
             indent=1).encode())
+
+    def _load_reservation(self) -> None:
+        """Allocation starts above the last reservation; what it held that
+        is not on disk is ``recovery``.  A data folder from before
+        reservations has none: we go on from the highest seq held."""
+        path = self.data_dir / SEQ_FILE
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SEQ))
+                and int(text) <= MAX_SEQ):
+            raise ValueError(f"{path} does not hold a seq (0..{MAX_SEQ}): {text!r}")
+        self._reserved = self._seq_floor = int(text)
+        self.recovery = self.vector.missing(self.node_id, self._reserved)
+
+    def _reserve(self, seq: int) -> None:
+        """Make ``seq`` ours for good before it is used: one durable write
+        per ``SEQ_BLOCK`` seqs."""
+        if seq <= self._reserved:
+            return
+        through = min(seq + SEQ_BLOCK - 1, MAX_SEQ)
+        write_atomically(self.data_dir / SEQ_FILE, f"{through}\n".encode())
+        self._reserved = through
+
+    def _release_unused(self) -> None:
+        """A clean stop, every log fsynced: hand back the unused rest of
+        the block, so the next start has no lost window to settle."""
+        used = max(self.vector.highest(self.node_id), self._seq_floor)
+        if used < self._reserved:
+            write_atomically(self.data_dir / SEQ_FILE, f"{used}\n".encode())
+            self._reserved = used
 
     def _load(self) -> None:
         # Moderation first: a deleted message must not even be loaded.
@@ -300,6 +385,7 @@ class Store:
             self._load_file(self.data_dir / room_log_name(room))
         self._load_file(self.data_dir / ACCOUNTS_LOG)
         self._load_file(self.data_dir / READS_LOG)
+        self._kept_room_horizon = None  # loaded: peers' clears meet clear_limit now
 
     def _load_file(self, path: Path) -> None:
         try:
@@ -347,9 +433,9 @@ class Store:
         """
         self._check(record)
         line = encode_line(record)  # before _accept: what cannot be written is not held
+        lf = self._file(self._log_name(record))  # nor what has no open log (OSError: EMFILE)
         if not self._accept(record):  # held already, or expired
             return False
-        lf = self._file(self._log_name(record))
         lf.handle.write(line)
         lf.handle.flush()
         lf.dirty = True
@@ -364,6 +450,9 @@ class Store:
         for record in records:  # before anything is held or written: all or nothing
             self._check(record)
             encoded.append(encode_line(record))
+        # Every log the batch may write is opened before anything is held: an
+        # OSError (EMFILE) leaves the store as it was, and the peer resends.
+        files = {name: self._file(name) for name in {self._log_name(r) for r in records}}
         new: list[Record] = []
         lines: dict[str, list[bytes]] = {}
         for record, line in zip(records, encoded, strict=True):
@@ -372,7 +461,7 @@ class Store:
             new.append(record)
             lines.setdefault(self._log_name(record), []).append(line)
         for name, chunk in lines.items():
-            lf = self._file(name)
+            lf = files[name]
             lf.handle.write(b"".join(chunk))
             lf.handle.flush()
             lf.dirty = True
@@ -453,7 +542,8 @@ class Store:
             self.accounts.append(record)
         elif record.kind == RecordKind.MODERATION:
             self.moderation.append(record)
-            self._apply_moderation(record)
+            if self.authorized(record):
+                self._apply_moderation(record)
         elif record.kind == RecordKind.READ:
             if not self._take_read(record):
                 return False
@@ -500,12 +590,39 @@ class Store:
             origin, _, seq = body["target"].partition(":")
             if seq.isdigit():
                 self._take_out({(origin, int(seq))})
-        elif (action == "clear" and record.room in self.room_logs
-              and record.hlc > self.room_horizon.get(record.room, 0)):
-            self.room_horizon[record.room] = record.hlc
-            older = self.room_logs[record.room].sorted
-            cut = bisect.bisect_left(older, record.hlc, key=_hlc)
-            self._take_out({(r.origin, r.seq) for r in older[:cut]})
+        elif action == "clear" and record.room in self.room_logs:
+            self._clear(record)
+
+    def limit_clears(self, hlc: int) -> None:
+        """A peer's clear stored from now on takes out nothing stamped after
+        ``hlc``.  The app passes its clock's latest timestamp: a clear from
+        a router whose clock runs far ahead takes out what is here, not
+        every message this router stamps until its own clock gets there.
+        A horizon already past ``hlc`` (a log from before clears were
+        limited) is brought back to it."""
+        self.clear_limit = hlc
+        over = [room for room, horizon in self.room_horizon.items() if horizon > hlc]
+        if over:
+            self.room_horizon.update(dict.fromkeys(over, hlc))
+            self._save_state()
+
+    def _clear(self, record: Record) -> None:
+        """Move a room's horizon to a clear's (limited) HLC; take out what
+        is older.  A peer's clear that moves it is kept in STATE_FILE before
+        its line is written, so a restart cuts at the same place."""
+        horizon = record.hlc
+        if record.origin != self.node_id:
+            kept = self._kept_room_horizon  # None once loaded
+            cap = self.clear_limit if kept is None else kept.get(record.room)
+            horizon = horizon if cap is None else min(horizon, cap)
+        if horizon <= self.room_horizon.get(record.room, 0):
+            return
+        self.room_horizon[record.room] = horizon
+        older = self.room_logs[record.room].sorted
+        cut = bisect.bisect_left(older, horizon, key=_hlc)
+        self._take_out({(r.origin, r.seq) for r in older[:cut]})
+        if self._kept_room_horizon is None:
+            self._save_state()
 
     def _take_out(self, rids: set[tuple[str, int]]) -> None:
         self.gone |= rids
@@ -624,6 +741,7 @@ class Store:
     def close(self) -> None:
         self.sync()
         self.save_state_if_changed()
+        self._release_unused()
         for lf in self._files.values():
             lf.handle.close()
         self._files.clear()
@@ -631,8 +749,13 @@ class Store:
     # -- reading -------------------------------------------------------------
 
     def next_seq(self) -> int:
-        """The seq for the next record this router makes."""
-        return self.vector.highest(self.node_id) + 1
+        """The seq for the next record this router makes, reserved durably
+        (``SEQ_BLOCK``).  Raises ``SeqExhausted`` past ``MAX_SEQ``."""
+        seq = max(self.vector.highest(self.node_id), self._seq_floor) + 1
+        if seq > MAX_SEQ:
+            raise SeqExhausted(f"origin {self.node_id} has used every seq up to {MAX_SEQ}")
+        self._reserve(seq)
+        return seq
 
     def get(self, origin: str, seq: int) -> Record | None:
         return self.index.get((origin, seq))

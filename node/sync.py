@@ -2,7 +2,7 @@
 
 How this works: ``Sync`` belongs to one ``MeshProtocol`` (node/protocol.py),
 which hands it the datagrams of these kinds and asks it for timers and paced
-output.  Four parts, each small and bounded:
+output.  Five parts, each small and bounded:
 
 - ``CatchUp`` (the asker).  Every beacon from a direct peer carries its vector
   ``{origin: contiguous}``; compared with ours (``known``) it gives the ranges
@@ -41,13 +41,25 @@ output.  Four parts, each small and bounded:
   ``FRAGMENT_REPAIR_DELAY`` asks its sender (unicast) for the missing indexes;
   the sender resends them from its ``SentCache``.  Bounded retries.
 
+- ``OwnRecovery``.  After a crash, our own seqs that were reserved
+  (node/store.py) but are not on disk: records that went out just before
+  the power cut, or seqs never used.  Every direct peer heard while it is
+  open is asked for them; ``recovery_time`` after the first, what nobody
+  sent is declared gone by us, so no peer's vector for us stops at a hole.
+
 Records from BATCH go through the same path as live ones (dedupe by ``known``,
 clock, ``RecordReceived``) but are never relayed: catch-up stays between the
-two nodes.  A GONE marks exactly its seqs as known (``VersionVector.add_range``),
-so they are never asked for again; a range above a hole wider than
-``record.MAX_EXTRA_RANGE`` is refused (counted) and comes again once a later
-request has filled the hole below it.  Anything from a node that is not a
-direct peer is dropped and counted; progress is in ``stats`` (for /status).
+two nodes.  Nothing received touches our own origin's seqs (the protocol
+refuses such records, catch-up never asks for them) but the lost window of
+``OwnRecovery``.  A GONE marks exactly its seqs as known
+(``VersionVector.add_range``), so they are never asked for again; it is
+taken only where we asked that peer (our live catch-up REQUEST to it, or our
+NACK aimed at it), never for our own origin, and never above what that
+peer's newest beacon claims for the origin: the rest is clipped off, or the
+range refused, counted by reason in ``dropped``.  Without this, one GONE
+for 1..2^32-1 from a key holder would end our own seqs.  Anything from a
+node that is not a direct peer is dropped and counted; progress is in
+``stats`` (for /status).
 
 Why ranges and not a low-water mark ("everything of ``origin`` up to ``low``
 is purged here").  Messages, accounts and moderation records share one seq
@@ -62,12 +74,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node.fragment import Reassembler, SentCache
-from node.record import Record, VersionVector
+from node.record import RangeSet, Record, VersionVector
 from node.wire import (
     BATCH_ENTRY,
     FRAGMENT_INDEX,
@@ -197,6 +209,15 @@ def _count(ranges: Iterable[tuple[int, int]]) -> int:
     return sum(last - first + 1 for first, last in ranges)
 
 
+def _within(spans: Iterable[tuple[int, int]], first: int, last: int) -> list[tuple[int, int]]:
+    """The parts of ``first..last`` inside ``spans``, sorted and merged."""
+    inside = RangeSet()
+    for a, b in spans:
+        if max(a, first) <= min(b, last):
+            inside.add(max(a, first), min(b, last))
+    return inside.ranges
+
+
 # -- what the protocol gives us ----------------------------------------------------------
 
 
@@ -235,7 +256,8 @@ class PeerView(Protocol):
 @dataclass(frozen=True, slots=True)
 class RecordsGone:
     """A peer says ``first..last`` of ``origin`` are gone for good (expired,
-    deleted): the app keeps that, to answer the same to others."""
+    deleted), or, for our own origin, ``OwnRecovery`` declares the lost
+    window's rest gone: the app keeps that, to answer the same to others."""
 
     origin: str
     first: int
@@ -359,10 +381,19 @@ class CatchUp:
         known = self.host.known
         return sum(bool(_lacking(known, o, f, la)) for o, f, la in out.ranges)
 
+    def asked(self, peer: str, origin: str) -> list[tuple[int, int]]:
+        """The ranges of ``origin`` our live request asks ``peer`` for."""
+        out = self.outstanding
+        if out is None or out.peer != peer:
+            return []
+        return [(first, last) for o, first, last in out.ranges if o == origin]
+
     def _wants(self, peer: PeerView) -> list[Range]:
+        """What ``peer`` claims that we lack; never our own origin's (a
+        beacon may claim anything of it: ``OwnRecovery`` asks what we lost)."""
         known, wants = self.host.known, []
         for origin, upto in peer.vector.items():
-            if known.contiguous(origin) < upto:
+            if origin != self.host.node_id and known.contiguous(origin) < upto:
                 wants += [(origin, f, la) for f, la in known.missing(origin, upto)]
         return wants
 
@@ -638,6 +669,8 @@ class _Nack:
     due: float
     holes: list[tuple[int, int]]
     tries: int = 0
+    asked_of: str = ""  # the peer our last NACK went to ...
+    asked: list[tuple[int, int]] = field(default_factory=list)  # ... and what it asked
 
 
 class GapRepair:
@@ -650,6 +683,8 @@ class GapRepair:
     def live_record(self, record: Record, sender: str, now: float) -> None:
         """A new live record: schedule a NACK if it shows a fresh, small hole."""
         origin, seq = record.origin, record.seq
+        if origin == self.host.node_id:  # our lost window: OwnRecovery asks for it
+            return
         holes = self.host.known.missing(origin, seq - 1)
         if not holes or holes[-1][1] != seq - 1:
             return
@@ -685,6 +720,11 @@ class GapRepair:
     def pending(self) -> int:
         return len(self._nacks)
 
+    def asked(self, peer: str, origin: str) -> list[tuple[int, int]]:
+        """The holes of ``origin`` our NACK asked ``peer`` for."""
+        nack = self._nacks.get(origin)
+        return nack.asked if nack is not None and nack.asked_of == peer else []
+
     def get_timer(self) -> float | None:
         return min((n.due for n in self._nacks.values()), default=None)
 
@@ -707,6 +747,7 @@ class GapRepair:
         ranges = [(origin, a, b) for a, b in lacking[: ranges_per_request(host.mtu)]]
         host.send(RequestDatagram(host.node_id, nack.target, ranges, multicast=True), None)
         host.stats["nacks_sent"] += 1
+        nack.asked_of, nack.asked = nack.target, [(a, b) for _, a, b in ranges]
         nack.tries += 1
         nack.holes = lacking[:MAX_NACK_RANGES]
         nack.due = now + NACK_RETRY + self._backoff()
@@ -793,26 +834,104 @@ class FragmentRepair:
         self.host.stats["fragment_requests_sent"] += 1
 
 
+# -- our own lost window ---------------------------------------------------------------------
+
+
+class OwnRecovery:
+    """Our own seqs reserved before a crash and not on disk (``window``).
+
+    Each is a record that may have reached a peer just before the power cut,
+    or a seq never used; only a peer can tell.  While the window is open,
+    every direct peer gets a unicast REQUEST for what of it we still lack,
+    at each of its beacons (our first requests after a restart may be taken
+    as replays, or not served, until the peer has our new boot); the
+    responder sends what it holds.  Records of our own origin are taken
+    only here (``covers``).  ``wait`` after the first peer was heard, what
+    nobody sent is declared gone by us: ``RecordsGone`` of our own origin
+    (the store keeps it in ``dead``, catch-up answers it as GONE), so no
+    peer's vector for us stops at a hole.  Alone, we wait: nobody is there
+    to disagree.  A peer that is off all that while and holds some of the
+    window keeps it; the others hear it is gone (the limit of this scheme).
+    """
+
+    def __init__(self, host: Host, window: Sequence[tuple[int, int]], wait: float) -> None:
+        self.host = host
+        self.window = RangeSet(list(window))
+        self.wait = wait
+        self.deadline: float | None = None  # set when the first peer is heard
+
+    def covers(self, seq: int) -> bool:
+        """A record of our own origin with this seq may be taken."""
+        return seq in self.window
+
+    def peer_heard(self, peer: str, now: float) -> None:
+        """A direct peer's beacon: ask it for what we still lack."""
+        lacking = self._lacking()
+        if not lacking:
+            self.window = RangeSet()
+            return
+        if self.deadline is None:
+            self.deadline = now + self.wait
+        host = self.host
+        ranges = [(host.node_id, a, b) for a, b in lacking[: ranges_per_request(host.mtu)]]
+        host.send(RequestDatagram(host.node_id, peer, ranges), host.peers[peer].addr)
+        host.stats["recovery_requests"] += 1
+
+    def get_timer(self) -> float | None:
+        return self.deadline if self.window.ranges else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline or not self.window.ranges:
+            return
+        host = self.host
+        for first, last in self._lacking():
+            host.known.add_range(host.node_id, first, last)
+            host.emit(RecordsGone(host.node_id, first, last))
+            host.stats["recovery_declared_gone"] += last - first + 1
+        self.window = RangeSet()
+
+    def shift(self, delta: float) -> None:
+        if self.deadline is not None:
+            self.deadline += delta
+
+    def _lacking(self) -> list[tuple[int, int]]:
+        known, own = self.host.known, self.host.node_id
+        return [part for a, b in self.window.ranges for part in _lacking(known, own, a, b)]
+
+
 # -- the whole -----------------------------------------------------------------------------
 
 
 class Sync:
-    """The four parts behind one face for ``MeshProtocol``."""
+    """The five parts behind one face for ``MeshProtocol``."""
 
     def __init__(
-        self, host: Host, *, source: RecordSource, rate: float, reassembler: Reassembler
+        self,
+        host: Host,
+        *,
+        source: RecordSource,
+        rate: float,
+        reassembler: Reassembler,
+        recovery_time: float,
+        recover_own: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.host = host
         self.catchup = CatchUp(host, rate)
         self.responder = Responder(host, source, rate)
         self.gaps = GapRepair(host)
         self.fragments = FragmentRepair(host, reassembler)
+        self.recovery = OwnRecovery(host, recover_own, recovery_time)
 
     # -- from the protocol -------------------------------------------------------------
 
-    def peer_vector(self, now: float) -> None:
+    def peer_vector(self, peer: str, now: float) -> None:
         """A direct peer's newest beacon came in: maybe ask for what we lack."""
+        self.recovery.peer_heard(peer, now)
         self.catchup.plan(now)
+
+    def may_take_own(self, seq: int) -> bool:
+        """A record of our own origin is taken only from the lost window."""
+        return self.recovery.covers(seq)
 
     def live_record(self, record: Record, sender: str, now: float) -> None:
         self.gaps.live_record(record, sender, now)
@@ -843,6 +962,7 @@ class Sync:
             self.responder.get_timer(),
             self.gaps.get_timer(),
             self.fragments.get_timer(),
+            self.recovery.get_timer(),
         ]
         return min((t for t in timers if t is not None), default=None)
 
@@ -851,12 +971,14 @@ class Sync:
         self.catchup.handle_timer(now)
         self.gaps.handle_timer(now)
         self.fragments.handle_timer(now)
+        self.recovery.handle_timer(now)
 
     def shift(self, delta: float) -> None:
         self.catchup.shift(delta)
         self.responder.bucket.shift(delta)
         self.gaps.shift(delta)
         self.fragments.shift(delta)
+        self.recovery.shift(delta)
 
     def status(self) -> dict[str, Any]:
         """Counters and queue sizes for /status."""
@@ -866,6 +988,7 @@ class Sync:
             "catchup_outstanding_ranges": self.catchup.outstanding_ranges(),
             "serving": self.responder.queued_ranges(),
             "nacks_pending": self.gaps.pending(),
+            "recovery_open": len(self.recovery.window),
             "peers": self.catchup.lag(),
             **dict(sorted(self.host.stats.items())),
         }
@@ -890,13 +1013,32 @@ class Sync:
         known, stats = self.host.known, self.host.stats
         moved = False
         for origin, first, last in datagram.ranges:
-            added = known.add_range(origin, first, last)
-            if added is None:  # far above a hole: asked again once it is filled
-                stats["gone_ranges_refused"] += 1
-            elif added:
-                moved = True
-                stats["gone_seqs_received"] += added
-                self.host.emit(RecordsGone(origin, first, last))
+            for a, b in self._gone_allowed(datagram.sender, origin, first, last):
+                added = known.add_range(origin, a, b)
+                if added:
+                    moved = True
+                    stats["gone_seqs_received"] += added
+                    self.host.emit(RecordsGone(origin, a, b))
         stats["gone_received"] += 1
         if moved:
             self.catchup.progress(datagram.sender, 0, now)
+
+    def _gone_allowed(self, peer: str, origin: str, first: int, last: int) -> list[tuple[int, int]]:
+        """The parts of a GONE range from ``peer`` we may take: what we asked
+        it for, up to what its newest beacon claims; never our own origin."""
+        dropped = self.host.dropped
+        if origin == self.host.node_id:
+            dropped["gone_own_origin"] += 1
+            return []
+        asked = self.catchup.asked(peer, origin) + self.gaps.asked(peer, origin)
+        parts = _within(asked, first, last)
+        if not parts:
+            dropped["gone_not_asked"] += 1
+            return []
+        claim = self.host.peers[peer].vector.get(origin, 0)
+        kept = _within(parts, 1, claim)
+        if not kept:
+            dropped["gone_above_claim"] += 1
+        elif kept != [(first, last)]:
+            self.host.stats["gone_ranges_clipped"] += 1
+        return kept

@@ -10,23 +10,42 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS
-from tests.browser.test_chat_browser import OpenTab, chat_tab, messages_with_text, type_and_enter
+from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS, Tab
+from tests.browser.test_chat_browser import (
+    OpenTab,
+    chat_tab,
+    enter_room,
+    expect_rooms_page,
+    messages_with_text,
+    type_and_enter,
+    ui_login,
+)
 from tests.helpers import Router, routers
+from tests.integration.test_moderation import bind_admin
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def admin_router(tmp_path: Path) -> Iterator[Router]:
-    with routers(tmp_path, "modb", extra=["--no-mesh", "--admin", "boss"]) as (r,):
+    with routers(tmp_path, "modb", extra=["--no-mesh"]) as (r,):
+        bind_admin(r, "boss")  # registered, then bound: app/moderation.py
         yield r
+
+
+def boss_tab(open_tab: OpenTab, router: Router) -> Tab:
+    """The admin's tab: the account exists already (bound by the operator)."""
+    tab = open_tab(DESKTOP)
+    ui_login(tab.page, router, "boss")
+    expect_rooms_page(tab.page, router, "boss")
+    enter_room(tab.page, router)
+    return tab
 
 
 def test_admin_deletes_and_another_browser_sees_it_vanish(admin_router: Router,
                                                           open_tab: OpenTab) -> None:
     ann = chat_tab(open_tab, admin_router, "ann", PHONE)
-    boss = chat_tab(open_tab, admin_router, "boss", DESKTOP)
+    boss = boss_tab(open_tab, admin_router)
     type_and_enter(ann.page, "please delete me")
     type_and_enter(ann.page, "keep me")
     target = messages_with_text(boss.page, "please delete me")

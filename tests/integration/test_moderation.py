@@ -1,5 +1,7 @@
 """Moderation over real sockets: delete, clear, ban and unban, checked by the
-server whatever the page shows; and across routers on loopback."""
+server whatever the page shows; and across routers on loopback.  The admin
+is set up as an operator does it (app/moderation.py): register the name,
+then restart the router with the rights bound to that account."""
 
 from __future__ import annotations
 
@@ -9,13 +11,35 @@ from pathlib import Path
 
 import pytest
 
-from node.store import MODERATION_LOG
+from node.store import ACCOUNTS_LOG, MODERATION_LOG
 from tests.helpers import Router, WsClient, loopback_mesh, routers, wait_for
+
+
+def account_id(router: Router, name: str) -> str:
+    """The id of ``name``'s registration, as the operator reads it off the router."""
+    for line in (router.data_dir / ACCOUNTS_LOG).read_text().splitlines():
+        obj = json.loads(line)
+        if obj["body"].get("name") == name and "account" not in obj["body"]:
+            return obj["id"]
+    raise AssertionError(f"no account {name} on {router.name}")
+
+
+def bind_admin(router: Router, name: str, *others: Router) -> str:
+    """Register ``name`` on ``router``; restart it (and ``others``) with
+    ``--admin NAME=ID``.  Returns the id."""
+    assert router.http().register(name).status == 200
+    account = account_id(router, name)
+    for r in (router, *others):
+        r.stop()
+        r.extra = [*r.extra, "--admin", f"{name.upper()}={account}"]  # names match without case
+        r.start()
+    return account
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Router]:
-    with routers(tmp_path, "mod", extra=["--no-mesh", "--admin", "Boss"]) as (r,):
+    with routers(tmp_path, "mod", extra=["--no-mesh"]) as (r,):
+        r.boss_id = bind_admin(r, "boss")  # type: ignore[attr-defined]
         yield r
 
 
@@ -25,13 +49,12 @@ def post(w: WsClient, text: str) -> str:
 
 
 def test_hello_says_who_is_admin(site: Router) -> None:
-    boss, ann = site.user("boss"), site.user("ann")
+    boss, ann = site.user("boss", register=False), site.user("ann")
     assert site.ws(boss).recv_type("hello")["admin"] is True  # names match without case
     assert site.ws(ann).recv_type("hello")["admin"] is False
 
 
 def test_non_admin_is_refused_whatever_it_sends(site: Router) -> None:
-    site.user("boss")
     ann = site.ws(site.user("ann"))
     mid = post(ann, "hello")
     for frame in [{"type": "delete", "id": mid}, {"type": "clear"},
@@ -44,7 +67,7 @@ def test_non_admin_is_refused_whatever_it_sends(site: Router) -> None:
 
 
 def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> None:
-    boss = site.ws(site.user("boss"))
+    boss = site.ws(site.user("boss", register=False))
     ann = site.ws(site.user("ann"))
     keep, gone = post(ann, "keep me"), post(ann, "rude")
     boss.send({"type": "delete", "id": gone})
@@ -52,7 +75,8 @@ def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> No
     assert note == {"type": "deleted", "id": gone, "by": "boss"}
     assert site.status()["rooms"]["1"] == 1
     lines = (site.data_dir / MODERATION_LOG).read_text().splitlines()
-    assert json.loads(lines[0])["body"] == {"action": "delete", "by": "boss", "target": gone}
+    assert json.loads(lines[0])["body"] == {"action": "delete", "by": "boss",
+                                            "account": site.boss_id, "target": gone}
     fresh = site.ws(site.user("cat"))
     ids = [m["id"] for m in fresh.recv_type("history")["messages"]]
     assert ids == [keep]
@@ -65,7 +89,7 @@ def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> No
 
 
 def test_clear_room(site: Router) -> None:
-    boss = site.ws(site.user("boss"))
+    boss = site.ws(site.user("boss", register=False))
     ann = site.ws(site.user("ann"))
     for i in range(3):
         post(ann, f"m{i}")
@@ -77,7 +101,7 @@ def test_clear_room(site: Router) -> None:
 
 
 def test_ban_closes_sockets_refuses_posts_and_logins_then_unban(site: Router) -> None:
-    boss = site.ws(site.user("boss"))
+    boss = site.ws(site.user("boss", register=False))
     eve_http = site.user("eve")
     eve = site.ws(eve_http)
     post(eve, "spam")
@@ -97,9 +121,9 @@ def test_ban_closes_sockets_refuses_posts_and_logins_then_unban(site: Router) ->
 
 
 def test_a_delete_on_a_reaches_c_over_the_mesh(tmp_path: Path) -> None:
-    extra = [*loopback_mesh(tmp_path), "--admin", "boss"]
-    with routers(tmp_path, "ma", "mc", extra=extra) as (a, c):
-        boss = a.ws(a.user("boss"))
+    with routers(tmp_path, "ma", "mc", extra=loopback_mesh(tmp_path)) as (a, c):
+        bind_admin(a, "boss", c)
+        boss = a.ws(a.user("boss", register=False))
         wait_for(lambda: c.status()["accounts"] == 1, what="boss's account on C")
         cat = c.ws(c.user("cat"))
         mid = post(cat, "on C")

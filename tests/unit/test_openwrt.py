@@ -498,6 +498,7 @@ def test_init_script_gives_procd_the_command_line(
         "command": argv,
         "env": ["PYTHONPATH=/usr/lib/community-chat", "PYTHONUNBUFFERED=1"],
         "respawn": ["3600", "5", "0"],
+        "limits": ["nofile=4096 4096"],
         "stdout": ["1"],
         "stderr": ["1"],
     }

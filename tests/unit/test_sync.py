@@ -434,8 +434,13 @@ def test_many_gone_runs_are_packed_to_the_mtu():
 
 def test_gone_ranges_far_above_a_hole_are_taken_at_once():
     p = by_hand()
-    peer, addr = make_peer(p, 1)
     origin = OTHERS[0]
+    peer, addr = node_id(1), ("198.18.1.1", 8889)
+    # A GONE is taken only for what we asked that peer, up to its claim.
+    p.receive_datagram(sealed(BeaconDatagram(peer, "n1", 1, {origin: 1_000_000})), addr, START)
+    sent = [parse(data, [KEY]) for data, _ in p.datagrams_to_send(START)]
+    asked = [d.ranges for d in sent if isinstance(d, RequestDatagram)]
+    assert asked == [((origin, 1, 1_000_000),)]
     wide = GoneDatagram(peer, [(origin, 10, 1_000_000), (origin, 3, 5)])
     p.receive_datagram(sealed(wide), addr, START)
     assert p.known.missing(origin, 1_000_010) == [(1, 2), (6, 9), (1_000_001, 1_000_010)]
