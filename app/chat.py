@@ -521,7 +521,9 @@ class Chat:
             self.hub.broadcast(room, {"type": "deleted", "id": body["target"],
                                       "by": body["by"]})
         elif body["action"] == "clear":
-            self.hub.broadcast(room, {"type": "cleared", "before_hlc": str(record.hlc),
+            # The store's cut, which a clear from a clock far ahead does not pass.
+            horizon = self.store.room_horizon.get(room, record.hlc)
+            self.hub.broadcast(room, {"type": "cleared", "before_hlc": str(horizon),
                                       "by": body["by"]})
         elif self.moderation.is_banned(body["user"]):
             for n in range(1, self.rooms + 1):

@@ -58,6 +58,7 @@ def loopback_mesh(tmp_path: Path, beacon_interval: float = 0.3) -> list[str]:
     key = tmp_path / "mesh.key"
     if not key.exists():
         key.write_text(secrets.token_hex(32) + "\n")
+        key.chmod(0o600)  # as an operator keeps it (a readable key is warned about)
     return ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
             "--beacon-interval", str(beacon_interval)]
 
