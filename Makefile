@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.run-deps
 TEST_STAMP := $(VENV)/.test-deps
 DEBIAN_PACKAGES := chromium nftables iproute2 busybox
 
-.PHONY: run test lint bench clean debian-packages mesh
+.PHONY: run test lint bench bench-router bench-readme clean debian-packages mesh
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,23 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/shellcheck .ci/run
 
-## bench: benchmarks with baselines side by side (tests/bench)
+## bench: benchmarks with baselines side by side (tests/bench); figures in
+## tests/bench/results.json and results.md
 bench: $(TEST_STAMP) debian-packages
+	rm -f tests/bench/results.json
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) tests/bench/report.py
+
+## bench-router: the chat in router-class cgroups (CPU quota, memory limit) beside
+## full speed; needs root; figures in tests/bench/router-results.json and .md
+bench-router: $(TEST_STAMP)
+	rm -f tests/bench/router-results.json
+	$(PY) tests/bench/router_bench.py
+	$(PY) tests/bench/report.py
+
+## bench-readme: README's benchmark tables rewritten from the two results files
+bench-readme:
+	$(PYTHON) tests/bench/report.py --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build stage

@@ -79,7 +79,11 @@ def ask(iface_addr: str, timeout: float, idle: float) -> dict[str, object]:
     chunks: dict[tuple[bytes, int], dict[int, bytes]] = {}
     counts: dict[tuple[bytes, int], int] = {}
     start = time.monotonic()
-    s.sendto(ASK, (GROUP, PORT))
+    ask_lost = 0
+    try:
+        s.sendto(ASK, (GROUP, PORT))
+    except PermissionError:  # the loss rule dropped it on the way out, as the air would
+        ask_lost = 1
     last = start
     received = 0
     while True:
@@ -115,7 +119,8 @@ def ask(iface_addr: str, timeout: float, idle: float) -> dict[str, object]:
                 messages[obj["id"]] = obj
     merged = sorted(messages.values(), key=lambda o: o["body"]["time"])  # wall clock
     done = time.monotonic()
-    return {"chunks": received, "files_complete": complete_files, "files_lost": lost_files,
+    return {"ask_lost": ask_lost, "chunks": received, "files_complete": complete_files,
+            "files_lost": lost_files,
             "messages": len(merged), "seconds": done - start,
             "flood_seconds": flood_end - start}
 

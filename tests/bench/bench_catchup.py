@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, table, verdict
+from common import ROOT, record_results, table, verdict
 
 from node.clock import pack
 from node.record import Record, RecordKind
@@ -180,6 +180,7 @@ def ask_file(lab: Lab, data: dict[str, Path]) -> dict[str, float]:
     return {"seconds": result["seconds"] - ASK_IDLE if result["chunks"] else result["seconds"],
             "bytes": b1 - b0, "packets": p1 - p0, "missing": MESSAGES - result["messages"],
             "files_lost": result["files_lost"], "files_complete": result["files_complete"],
+            "ask_lost": result["ask_lost"],
             "rcvbuf_errors": rcvbuf_errors(lab, "n") - e0}
 
 
@@ -240,7 +241,14 @@ def report_catchup(runs: list[tuple[str, int, dict[str, float]]], record_bytes: 
         else:
             print(f"  ASK-FILE at {loss}% loss: {int(m['files_complete'])} room files whole, "
                   f"{int(m['files_lost'])} lost (one chunk missing loses the file); "
+                  f"the ASK-FILE itself {'lost' if m['ask_lost'] else 'sent'}; "
                   f"seconds exclude the {ASK_IDLE} s of silence that ends the flood")
+    figures = {}
+    for name, loss, m in runs:
+        key = f"catchup.{'ours' if name == 'anti-entropy' else 'askfile'}_loss{loss}"
+        figures.update({f"{key}_s": m["seconds"], f"{key}_wire_ratio": m["bytes"] / record_bytes,
+                        f"{key}_missing": m["missing"]})
+    record_results(figures)
     ours = runs[0][2]
     verdict(f"{MESSAGES:,} missing messages in under {TARGET_SECONDS:.0f} s",
             ours["missing"] == 0 and ours["seconds"] < TARGET_SECONDS,
@@ -259,6 +267,8 @@ def report_heal(healing: dict[str, float]) -> None:
             "yes" if healing["healed"] else "no")],
           ("", "seconds", "wire bytes", "datagrams", "beacons alone (same window)",
            "requests+batches", "records served", "healed"))
+    record_results({"heal.s": healing["seconds"], "heal.wire_bytes": healing["bytes"],
+                    "heal.healed": int(bool(healing["healed"]))})
     verdict(f"5-message difference healed with under {TARGET_HEAL_BYTES / 1000:.0f} KB",
             bool(healing["healed"]) and healing["bytes"] < TARGET_HEAL_BYTES,
             f"{healing['bytes']:,.0f} bytes")

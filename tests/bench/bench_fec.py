@@ -45,7 +45,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from common import table, verdict
+from common import record_results, table, verdict
 
 from node.protocol import BEACON_INTERVAL
 from node.record import Record, RecordKind
@@ -258,12 +258,15 @@ def main() -> None:
     wins: dict[int, list[bool]] = {k: [] for k in KS}
     faster_runs: dict[int, int] = dict.fromkeys(KS, 0)
     zero_cost: dict[int, list[float]] = {k: [] for k in KS}
+    figures: dict[str, float] = {}
     for n in SIZES:
         rows: list[tuple[str, ...]] = []
         for p in LOSSES:
             plains = [done[(n, p, seed)][0] for seed in SEEDS]
             t_plain = med([r.took for r in plains])
             b_plain = med([r.bytes for r in plains])
+            cell = f"fec.n{n}_loss{round(p * 100)}"
+            figures.update({f"{cell}_plain_s": t_plain, f"{cell}_plain_kb": b_plain / 1000})
             rows.append((f"{p:.0%}", "plain repair", f"{t_plain:.2f}", "1.00",
                          f"{med([r.requests for r in plains]):.0f}",
                          f"{med([r.datagrams for r in plains]):,.0f}",
@@ -274,6 +277,8 @@ def main() -> None:
                 t_par = med([x.took for x in par])
                 b_par = med([x.bytes for x in par])
                 faster = sum(x.took < r.took for x, r in zip(par, plains, strict=True))
+                figures.update({f"{cell}_xor{k}_time_ratio": t_par / t_plain,
+                                f"{cell}_xor{k}_bytes_ratio": b_par / b_plain})
                 rows.append(("", f"xor {k}+1", f"{t_par:.2f}", f"{t_par / t_plain:.2f}",
                              f"{med([x.requests for x in par]):.0f}",
                              f"{med([x.datagrams for x in par]):,.0f}",
@@ -311,6 +316,8 @@ def main() -> None:
                 f"{'/'.join(f'{p:.0%}' for p in MESH_LOSSES)} loss, both sizes", all(wins[k]),
                 f"{sum(wins[k])}/{len(wins[k])} cells, faster in {faster_runs[k]}/{runs} runs;"
                 f" at 0% loss {med(zero_cost[k]):.2f}x the bytes, (k+1)/k = {(k + 1) / k:.2f}")
+    figures["fec.adopted_k"] = adopt[0] if adopt else 0
+    record_results(figures)
     print(f"  decision: {'adopt xor ' + str(adopt[0]) + '+1' if adopt else 'plain repair stays'}"
           f" ({time.perf_counter() - started:.0f} s wall)")
 

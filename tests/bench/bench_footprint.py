@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench_fanout import login_all, seed_accounts, stop
-from common import ROOT, table, verdict
+from common import ROOT, record_results, table, verdict
 
 from node.record import Record, RecordKind
 from node.store import Store
@@ -108,6 +108,7 @@ def serving(argv: list[str], port: int, env: dict[str, str] | None = None,
 
 def ours_argv(data_dir: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "app", "--no-mesh", "--data-dir", str(data_dir),
+            "--max-connections-per-address", "1000",  # every page is 127.0.0.1
             "--port", str(port), "--node-name", "bench", "--log-level", "warning"]
 
 
@@ -234,6 +235,15 @@ def main() -> None:
         ("empty data folder", f"{t_min:.3f}", f"{t_idle:.3f}", f"{t_idle / t_min:.1f}x"),
         (f"{RECORDS:,} records", f"{t_min:.3f}", f"{t_hist:.3f}", f"{t_hist / t_min:.1f}x"),
     ], ("", "minimal app", "ours", "ratio"))
+    record_results({
+        "footprint.floor_mb": floor, "footprint.minimal_mb": rss_min,
+        "footprint.idle_mb": rss_idle, f"footprint.records_{RECORDS}_mb": rss_hist,
+        f"footprint.records_{RECORDS}_clients_{CLIENTS}_mb": during,
+        f"footprint.records_{RECORDS}_clients_{CLIENTS}_peak_mb": peak,
+        f"footprint.records_{RECORDS}_clients_{CLIENTS}_mmap_fixed_mb": during_fixed,
+        "footprint.per_client_kb": cost * MB / max(1, seen["clients"]) / 1024,
+        "footprint.first_200_s": t_idle, f"footprint.first_200_records_{RECORDS}_s": t_hist,
+        "footprint.first_200_minimal_s": t_min})
     verdict("idle <= 40 MB", rss_idle <= 40, f"{rss_idle:.1f} MB")
     verdict(f"{RECORDS:,} records + {CLIENTS} clients <= 64 MB",
             during <= 64 and seen["clients"] == CLIENTS,

@@ -13,7 +13,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from common import median_of, table, timed, verdict
+from common import median_of, record_results, table, timed, verdict
 
 from node.record import Record, RecordKind
 from node.store import Store, encode_line, room_log_name
@@ -154,6 +154,12 @@ def main() -> None:
         ("read the logs / load the store", f"{plain_start:.3f}", f"{store_start:.3f}",
          f"{store_start / plain_start:.1f}x"),
     ], ("", "plain read", "store", "ratio"))
+    record_results({
+        "store.append_per_s": store_rate, "store.append_plain_per_s": plain_rate,
+        "store.append_raw_per_s": raw_rate, f"store.merge_{BATCH}_per_s": store_merge,
+        f"store.merge_{BATCH}_plain_per_s": plain_merge,
+        f"store.startup_{STARTUP_RECORDS}_s": store_start,
+        f"store.startup_{STARTUP_RECORDS}_read_s": plain_start})
     verdict("appends >= 1/3 of plain", store_rate >= plain_rate / 3,
             f"{store_rate / plain_rate:.2f}")
     verdict("start-up < 2 s", store_start < 2.0, f"{store_start:.2f} s")

@@ -17,6 +17,10 @@ Modes (``python wsload.py MODE --port P --cookies FILE ...``):
   Prints one JSON object.
 - ``hold``: connect, print ``READY <json>`` and keep the sockets open until a
   line (or end of file) arrives on stdin.
+- ``probe``: connect, then ``--probes`` times: one sender posts one message
+  and the generator waits for its ack and for its delivery to every client
+  before the next.  Prints one JSON object: send-to-ack and
+  send-to-last-delivery milliseconds of each probe (router-class lab).
 
 Client ``i`` uses the cookie header ``cookies[i % len(cookies)]``; the first
 ``--senders`` clients are also the senders (one per user: the router's rate
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -37,7 +42,12 @@ from pathlib import Path
 MESSAGE = b'{"type":"message"'
 ERROR = b'{"type":"error"'
 HISTORY = b'{"type":"history"'
+ACK = b'{"type":"ack"'
+CLIENT_ID_KEY = b'"client_id":"c'
 TEXT_KEY = b'"text":"m'
+# Client i connects from 127.0.0.(2 + i % SOURCE_ADDRESSES), as pages come from
+# many phones: the router caps connections per address (app/server.py).
+SOURCE_ADDRESSES = 250
 CONNECT_AT_ONCE = 64  # handshakes in flight: stays under any listen backlog
 CONNECT_TIMEOUT = 60.0
 SETTLE_QUIET = 0.5  # connected when no frame arrived for this long...
@@ -46,6 +56,8 @@ STALL = 5.0  # a phase ends when no delivery arrived for this long
 THROUGHPUT_TIMEOUT = 120.0
 DRAIN_AFTER_LAST_SEND = 5.0
 HOLD_MAX = 600.0
+PROBE_TIMEOUT = 30.0  # one probe's ack and deliveries; a 5 % CPU router takes well under
+PROBE_GAP = 0.1  # seconds between probes: the room is quiet when the next one starts
 # Between throughput runs: the router refills a sender's burst of 10 at 2/s
 # (app/chat.py RATE_BURST, RATE_PER_SECOND).
 REFILL_PAUSE = 6.0  # a held client set never outlives a crashed benchmark by much
@@ -85,6 +97,7 @@ class Stats:
         self.last_delivery = 0.0
         self.record = False  # keep (seq, arrival) of each delivery
         self.arrivals: list[tuple[int, float]] = []
+        self.acks: dict[int, float] = {}  # client_id seq -> arrival of its ack
 
 
 class Client(asyncio.Protocol):
@@ -164,6 +177,10 @@ class Client(asyncio.Protocol):
             if stats.record:
                 i = buf.find(TEXT_KEY, start, end) + len(TEXT_KEY)
                 stats.arrivals.append((int(buf[i:buf.find(b"|", i, end)]), now))
+        elif buf.startswith(ACK, start):
+            i = buf.find(CLIENT_ID_KEY, start, end) + len(CLIENT_ID_KEY)
+            with contextlib.suppress(ValueError):
+                stats.acks[int(buf[i:buf.find(b'"', i, end)])] = now
         elif buf.startswith(HISTORY, start):
             stats.histories += 1
         elif buf.startswith(ERROR, start):
@@ -192,7 +209,8 @@ async def connect_all(args: argparse.Namespace, stats: Stats) -> list[Client]:
         async with gate:
             request = handshake(args.port, args.path, cookies[i % len(cookies)])
             _, client = await loop.create_connection(
-                lambda: Client(stats, request), "127.0.0.1", args.port)
+                lambda: Client(stats, request), "127.0.0.1", args.port,
+                local_addr=(f"127.0.0.{2 + i % SOURCE_ADDRESSES}", 0))
             await client.opened
             return client
 
@@ -282,6 +300,36 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+async def run_probe(args: argparse.Namespace) -> dict[str, object]:
+    """One message at a time: send -> ack on the sender, send -> the last of
+    all clients has it."""
+    stats = Stats()
+    clients = await connect_all(args, stats)
+    senders = clients[:args.senders]
+    print("CONNECTED", flush=True)  # the caller starts counting the router's CPU time here
+    ack_ms, all_ms, lost = [], [], 0
+    for seq in range(args.probes):
+        stats.delivered = 0
+        frame = client_frame(send_payload(seq, args.text_len))
+        start = time.perf_counter()
+        senders[seq % len(senders)].send(frame)
+        deadline = start + PROBE_TIMEOUT
+        while ((stats.delivered < len(clients) or seq not in stats.acks)
+               and time.perf_counter() < deadline):
+            await asyncio.sleep(0.001)
+        if stats.delivered < len(clients) or seq not in stats.acks:
+            lost += 1
+        else:
+            ack_ms.append((stats.acks[seq] - start) * 1000)
+            all_ms.append((stats.last_delivery - start) * 1000)
+        await asyncio.sleep(PROBE_GAP)
+    for c in clients:
+        c.transport.abort()
+    return {"clients": stats.opened, "histories": stats.histories, "ack_ms": ack_ms,
+            "all_ms": all_ms, "lost": lost, "errors": stats.errors,
+            "first_error": stats.first_error}
+
+
 async def run_hold(args: argparse.Namespace) -> None:
     stats = Stats()
     clients = await connect_all(args, stats)
@@ -295,7 +343,7 @@ async def run_hold(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=["fanout", "hold"])
+    p.add_argument("mode", choices=["fanout", "hold", "probe"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/ws/1")
     p.add_argument("--cookies", help="JSON file: a list of Cookie header values")
@@ -306,6 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=20.0, help="messages per second in (b)")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--text-len", type=int, default=80)
+    p.add_argument("--probes", type=int, default=40, help="messages sent one at a time (probe)")
     p.add_argument("--expect-history", action="store_true",
                    help="the server sends a history frame per client (our router)")
     return p.parse_args(argv)
@@ -315,6 +364,8 @@ def main() -> None:
     args = parse_args()
     if args.mode == "fanout":
         print(json.dumps(asyncio.run(run_fanout(args))), flush=True)
+    elif args.mode == "probe":
+        print(json.dumps(asyncio.run(run_probe(args))), flush=True)
     else:
         asyncio.run(run_hold(args))
 
