@@ -49,6 +49,7 @@ test: $(TEST_STAMP) debian-packages lint
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/shellcheck .ci/run
 
 ## bench: benchmarks with baselines side by side (tests/bench); figures in

@@ -71,8 +71,11 @@ def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) ->
     global _kdf_pool  # noqa: PLW0603 - made on first use, in the process that uses it
     if _kdf_pool is None:
         _kdf_pool = ThreadPool(1)
-    return _kdf_pool.apply(hashlib.scrypt, (password,), {
-        "salt": salt, "n": n, "r": r, "p": p, "maxmem": SCRYPT_MAXMEM, "dklen": dklen})
+    return _kdf_pool.apply(
+        hashlib.scrypt,
+        (password,),
+        {"salt": salt, "n": n, "r": r, "p": p, "maxmem": SCRYPT_MAXMEM, "dklen": dklen},
+    )
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -90,18 +93,23 @@ def parse_hash(stored: object) -> tuple[bytes, bytes] | None:
     thread 150 times as long, and a large N would take its memory.  Raising
     the cost means accepting a second exact set here.
     """
-    if not (isinstance(stored, str) and len(stored) == HASH_CHARS
-            and stored.startswith(_HASH_PREFIX)):
+    if not (
+        isinstance(stored, str) and len(stored) == HASH_CHARS and stored.startswith(_HASH_PREFIX)
+    ):
         return None
-    salt_b64, _, digest_b64 = stored[len(_HASH_PREFIX):].partition("$")
+    salt_b64, _, digest_b64 = stored[len(_HASH_PREFIX) :].partition("$")
     try:
         salt = base64.b64decode(salt_b64, validate=True)
         digest = base64.b64decode(digest_b64, validate=True)
     except ValueError:  # not base64 (binascii.Error), or not ASCII
         return None
     # One spelling only: the exact base64 of the exact lengths.
-    if len(salt) != SALT_BYTES or len(digest) != HASH_BYTES or \
-            _b64(salt) != salt_b64 or _b64(digest) != digest_b64:
+    if (
+        len(salt) != SALT_BYTES
+        or len(digest) != HASH_BYTES
+        or _b64(salt) != salt_b64
+        or _b64(digest) != digest_b64
+    ):
         return None
     return salt, digest
 

@@ -89,8 +89,7 @@ MAX_BODY_BYTES = {
 }
 # The body fields of each kind of ACCOUNT record the chat writes: a
 # registration, a password change, a rename after a name conflict.
-_ACCOUNT_FIELDS = ({"name", "hash"}, {"name", "hash", "account"},
-                   {"name", "hash", "renamed_from"})
+_ACCOUNT_FIELDS = ({"name", "hash"}, {"name", "hash", "account"}, {"name", "hash", "renamed_from"})
 _MESSAGE_FIELDS = {"author", "node", "time", "text"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A user's read marker per room becomes a record (a line on flash, a datagram
@@ -165,7 +164,7 @@ def check_remote_record(record: Record, rooms: int) -> str | None:
 
 
 def _check_size(record: Record) -> str | None:
-    """"too_big" for a body over its kind's ``MAX_BODY_BYTES``."""
+    """ "too_big" for a body over its kind's ``MAX_BODY_BYTES``."""
     try:
         size = len(dump_json(record.body))
     except (ValueError, TypeError, RecursionError):
@@ -178,11 +177,14 @@ def _check_read(record: Record, rooms: int) -> str | None:
     user, upto = body.get("user"), read_upto(record)
     well_formed = (
         set(body) == {"user", "room", "upto"}
-        and isinstance(user, str) and USERNAME_RE.fullmatch(user)
-        and 1 <= record.room <= rooms and body.get("room") == record.room
+        and isinstance(user, str)
+        and USERNAME_RE.fullmatch(user)
+        and 1 <= record.room <= rooms
+        and body.get("room") == record.room
         and not isinstance(body.get("room"), bool)
         # Nobody reads the future: a marker is written after what it covers.
-        and upto is not None and upto <= record.hlc
+        and upto is not None
+        and upto <= record.hlc
     )
     return None if well_formed else "bad_read"
 
@@ -190,7 +192,7 @@ def _check_read(record: Record, rooms: int) -> str | None:
 def preview(text: str) -> str:
     """A message's text on one line, cut to ``PREVIEW_CHARS``."""
     line = " ".join(text.split())
-    return line if len(line) <= PREVIEW_CHARS else line[:PREVIEW_CHARS - 1].rstrip() + "…"
+    return line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
 def _check_message(record: Record, rooms: int) -> str | None:
@@ -199,9 +201,12 @@ def _check_message(record: Record, rooms: int) -> str | None:
     author, node, when, text = (record.body.get(k) for k in ("author", "node", "time", "text"))
     well_formed = (
         set(record.body) == _MESSAGE_FIELDS
-        and isinstance(author, str) and USERNAME_RE.fullmatch(author)
-        and isinstance(node, str) and 0 < len(node) <= NODE_NAME_MAX
-        and isinstance(when, int) and not isinstance(when, bool)
+        and isinstance(author, str)
+        and USERNAME_RE.fullmatch(author)
+        and isinstance(node, str)
+        and 0 < len(node) <= NODE_NAME_MAX
+        and isinstance(when, int)
+        and not isinstance(when, bool)
         # Showable, and not ahead of the record's own HLC (see MAX_TIME_SKEW_MS).
         and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
         and isinstance(text, str)
@@ -214,10 +219,12 @@ def _check_message(record: Record, rooms: int) -> str | None:
 
 # The exact fields of a moderation record per action, as ``Chat.moderate``
 # writes them: anything else is not ours.
-_MODERATION_FIELDS = {"delete": {"action", "by", "account", "target"},
-                      "clear": {"action", "by", "account"},
-                      "ban": {"action", "by", "account", "user"},
-                      "unban": {"action", "by", "account", "user"}}
+_MODERATION_FIELDS = {
+    "delete": {"action", "by", "account", "target"},
+    "clear": {"action", "by", "account"},
+    "ban": {"action", "by", "account", "user"},
+    "unban": {"action", "by", "account", "user"},
+}
 
 
 def _check_moderation(record: Record, rooms: int) -> str | None:
@@ -225,9 +232,12 @@ def _check_moderation(record: Record, rooms: int) -> str | None:
     act is ``Moderation.refusal``'s (it needs this router's admin binding)."""
     body, action = record.body, record.body.get("action")
     by, account = body.get("by"), body.get("account")
-    if (action not in ACTIONS or set(body) != _MODERATION_FIELDS[action]
-            or not (isinstance(by, str) and USERNAME_RE.fullmatch(by))
-            or not (isinstance(account, str) and parse_id(account))):
+    if (
+        action not in ACTIONS
+        or set(body) != _MODERATION_FIELDS[action]
+        or not (isinstance(by, str) and USERNAME_RE.fullmatch(by))
+        or not (isinstance(account, str) and parse_id(account))
+    ):
         return "bad_moderation"
     if action in ("ban", "unban"):
         user = body.get("user")
@@ -246,9 +256,11 @@ def _check_account(record: Record) -> str | None:
     links = [body[k] for k in ("account", "renamed_from") if k in body]
     well_formed = (
         set(body) in _ACCOUNT_FIELDS
-        and isinstance(name, str) and USERNAME_RE.fullmatch(name)
+        and isinstance(name, str)
+        and USERNAME_RE.fullmatch(name)
         # Our own scrypt parameters only: a login never runs a stranger's cost.
-        and parse_hash(body.get("hash")) is not None and record.room == 0
+        and parse_hash(body.get("hash")) is not None
+        and record.room == 0
         and all(isinstance(x, str) and parse_id(x) for x in links)
     )
     return None if well_formed else "bad_account"
@@ -258,8 +270,11 @@ def iso_utc(ms: int) -> str:
     """Milliseconds since 1970 as ISO 8601 UTC, exact (integer arithmetic),
     clamped to what a datetime can show: never raises."""
     ms = min(max(ms, 0), LATEST_SHOWN_MS)
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        (_EPOCH + timedelta(milliseconds=ms))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def shown_time_ms(record: Record) -> int:
@@ -267,8 +282,11 @@ def shown_time_ms(record: Record) -> int:
     a number within ``MAX_TIME_SKEW_MS`` of the HLC's (a stored line from
     before the checks, a clock at 1970); then the HLC's."""
     when, stamped = record.body.get("time"), min(physical_ms(record.hlc), LATEST_SHOWN_MS)
-    if isinstance(when, int) and not isinstance(when, bool) and \
-            abs(when - stamped) <= MAX_TIME_SKEW_MS:
+    if (
+        isinstance(when, int)
+        and not isinstance(when, bool)
+        and abs(when - stamped) <= MAX_TIME_SKEW_MS
+    ):
         return when
     return stamped
 
@@ -306,8 +324,14 @@ def message_frame(record: Record) -> dict[str, Any]:
 
 
 class Chat:
-    def __init__(self, store: Store, node_name: str, *,
-                 wall: Callable[[], float] = time.time, admins: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node_name: str,
+        *,
+        wall: Callable[[], float] = time.time,
+        admins: Iterable[str] = (),
+    ) -> None:
         self.store = store
         self.node_name = node_name
         self.wall = wall
@@ -395,9 +419,15 @@ class Chat:
         for room, fresh in by_room.items():
             if len(fresh) > HISTORY_LIMIT:
                 latest = self.store.latest(room, HISTORY_LIMIT)
-                self.hub.broadcast(room, {
-                    "type": "history", "messages": [message_frame(r) for r in latest],
-                    "last": self.store.last_arrival(room), "reset": True})
+                self.hub.broadcast(
+                    room,
+                    {
+                        "type": "history",
+                        "messages": [message_frame(r) for r in latest],
+                        "last": self.store.last_arrival(room),
+                        "reset": True,
+                    },
+                )
             else:
                 for record in fresh:
                     self.hub.broadcast(room, message_frame(record))
@@ -408,8 +438,11 @@ class Chat:
         far as it follows a peer (node/clock.py ``MAX_DRIFT_MS``).  What we
         stamp next is after the cut: a clear from a router whose clock runs
         far ahead must not make every post here one the store refuses."""
-        clears = [r.hlc for r in records if r.kind == RecordKind.MODERATION
-                  and r.body.get("action") == "clear"]
+        clears = [
+            r.hlc
+            for r in records
+            if r.kind == RecordKind.MODERATION and r.body.get("action") == "clear"
+        ]
         if clears:
             wall_ms = int(self.wall() * 1000)
             ahead = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
@@ -428,8 +461,7 @@ class Chat:
         # A bound admin name is taken even where its account has not arrived.
         if self.accounts.exists(name) or self.moderation.reserved(name):
             raise AccountError(NAME_TAKEN)
-        record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed,
-                                                           **extra})
+        record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed, **extra})
         self.accounts.add(record)
         account = Account(record.id, name, hashed)
         self.moderation.note_account(account)
@@ -443,20 +475,23 @@ class Chat:
         check_username(new_name)
         return self._claim_name(new_name, account.password_hash, renamed_from=account.id)
 
-    def change_password(self, account_id: str, name: str, current: str, new: str,
-                        confirm: str) -> None:
+    def change_password(
+        self, account_id: str, name: str, current: str, new: str, confirm: str
+    ) -> None:
         login = self.accounts.authenticate(name, current)
         if login is None or login.account.id != account_id:
             raise WrongPassword("The current password is not right.")
         check_new_password(new, confirm)
-        record = self._make_record(RecordKind.ACCOUNT, 0, {
-            "name": name, "hash": hash_password(new), "account": account_id})
+        record = self._make_record(
+            RecordKind.ACCOUNT, 0, {"name": name, "hash": hash_password(new), "account": account_id}
+        )
         self.accounts.add(record)
 
     # -- messages ------------------------------------------------------------
 
-    def post(self, user: str, room: int, text: Any,
-             on_stored: Callable[[Record], None] | None = None) -> Record:
+    def post(
+        self, user: str, room: int, text: Any, on_stored: Callable[[Record], None] | None = None
+    ) -> Record:
         """Store and fan out a message; raises ChatError.
 
         ``on_stored`` runs after the record is flushed to the log and before
@@ -471,8 +506,11 @@ class Chat:
             bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST, now)
         if not bucket.take(now):
             raise ChatError("rate_limited", "Too many messages; wait a moment.")
-        record = self._make_record(RecordKind.MESSAGE, room, {
-            "author": user, "node": self.node_name, "time": int(now * 1000), "text": text})
+        record = self._make_record(
+            RecordKind.MESSAGE,
+            room,
+            {"author": user, "node": self.node_name, "time": int(now * 1000), "text": text},
+        )
         if on_stored is not None:
             on_stored(record)
         self.hub.broadcast(room, message_frame(record))
@@ -518,21 +556,23 @@ class Chat:
         self.moderation.add(record)
         body, room = record.body, record.room
         if body["action"] == "delete":
-            self.hub.broadcast(room, {"type": "deleted", "id": body["target"],
-                                      "by": body["by"]})
+            self.hub.broadcast(room, {"type": "deleted", "id": body["target"], "by": body["by"]})
         elif body["action"] == "clear":
             # The store's cut, which a clear from a clock far ahead does not pass.
             horizon = self.store.room_horizon.get(room, record.hlc)
-            self.hub.broadcast(room, {"type": "cleared", "before_hlc": str(horizon),
-                                      "by": body["by"]})
+            self.hub.broadcast(
+                room, {"type": "cleared", "before_hlc": str(horizon), "by": body["by"]}
+            )
         elif self.moderation.is_banned(body["user"]):
             for n in range(1, self.rooms + 1):
-                self.hub.broadcast(n, {"type": "banned", "user": body["user"],
-                                       "by": body["by"]})
+                self.hub.broadcast(n, {"type": "banned", "user": body["user"], "by": body["by"]})
             self.hub.disconnect_user(body["user"], name_key)
 
-    def history(self, room: int, after: tuple[str, int] | None = None,
-                ) -> tuple[list[Record], bool]:
+    def history(
+        self,
+        room: int,
+        after: tuple[str, int] | None = None,
+    ) -> tuple[list[Record], bool]:
         """What a page gets on connect, and whether it must start afresh.
 
         With ``after`` (the last id the page had): exactly the records this
@@ -587,8 +627,7 @@ class Chat:
         if upto <= self.store.read_marker(user, room):  # another router's was newer
             return None
         self._reads_written[key] = self.wall()
-        return self._make_record(RecordKind.READ, room, {"user": user, "room": room,
-                                                         "upto": upto})
+        return self._make_record(RecordKind.READ, room, {"user": user, "room": room, "upto": upto})
 
     def flush_reads(self) -> None:
         """Write every pending read marker now (at shutdown)."""
@@ -608,15 +647,21 @@ class Chat:
         rooms = []
         for n in range(1, self.rooms + 1):
             last = self.store.last_message(n)
-            unread = self.store.unread(n, user, max(since, self.read_marker(user, n)),
-                                       UNREAD_MAX)
-            rooms.append({
-                "n": n, "unread": unread, "online": len(self.presence(n)),
-                "last": None if last is None else {
-                    "author": _text_field(last.body, "author"),
-                    "text": preview(_text_field(last.body, "text")),
-                    "time": iso_utc(shown_time_ms(last))},
-            })
+            unread = self.store.unread(n, user, max(since, self.read_marker(user, n)), UNREAD_MAX)
+            rooms.append(
+                {
+                    "n": n,
+                    "unread": unread,
+                    "online": len(self.presence(n)),
+                    "last": None
+                    if last is None
+                    else {
+                        "author": _text_field(last.body, "author"),
+                        "text": preview(_text_field(last.body, "text")),
+                        "time": iso_utc(shown_time_ms(last)),
+                    },
+                }
+            )
         return rooms
 
     # -- presence ------------------------------------------------------------
@@ -646,8 +691,10 @@ class Chat:
             "clients": self.hub.clients(),
             "vector": self.store.vector.as_dict(),
             "hlc": self.clock.last,
-            "store": {"skipped_lines": self.store.skipped_lines,
-                      "torn_bytes": self.store.torn_bytes,
-                      "refused": dict(self.refused)},
+            "store": {
+                "skipped_lines": self.store.skipped_lines,
+                "torn_bytes": self.store.torn_bytes,
+                "refused": dict(self.refused),
+            },
             "mesh": self.mesh_status() if self.mesh_status else None,
         }

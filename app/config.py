@@ -82,11 +82,15 @@ class Config:
 
 def _node_name(text: str) -> str:
     text = text.strip()
-    if (not 1 <= len(text) <= NODE_NAME_MAX or len(text.encode()) > NODE_NAME_MAX_BYTES
-            or not text.isprintable()):
+    if (
+        not 1 <= len(text) <= NODE_NAME_MAX
+        or len(text.encode()) > NODE_NAME_MAX_BYTES
+        or not text.isprintable()
+    ):
         raise argparse.ArgumentTypeError(
             f"node name must be 1 to {NODE_NAME_MAX} printable characters "
-            f"({NODE_NAME_MAX_BYTES} bytes of UTF-8)")
+            f"({NODE_NAME_MAX_BYTES} bytes of UTF-8)"
+        )
     return text
 
 
@@ -99,6 +103,7 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
         if not low <= n <= high:
             raise argparse.ArgumentTypeError(f"must be {low} to {high}")
         return n
+
     return parse
 
 
@@ -143,72 +148,147 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = Config()
     web = p.add_argument_group("web")
-    web.add_argument("--data-dir", type=Path, default=d.data_dir,
-                     help="folder for node id, room logs, accounts and sessions")
+    web.add_argument(
+        "--data-dir",
+        type=Path,
+        default=d.data_dir,
+        help="folder for node id, room logs, accounts and sessions",
+    )
     web.add_argument("--host", default=d.host, help="address the web server listens on")
     web.add_argument("--port", type=_port, default=d.port, help="HTTP port")
     web.add_argument("--rooms", type=_rooms, default=d.rooms, help="number of chat rooms")
-    web.add_argument("--node-name", type=_node_name, default=d.node_name,
-                     help="this router's name, shown beside its users' messages")
-    web.add_argument("--captive-portal", action="store_true",
-                     help="answer phones' captive-portal probes (/generate_204, "
-                          "/hotspot-detect.html, /connecttest.txt ...) with a redirect to the "
-                          "chat, so joining the Wi-Fi opens it; see the README for the DNS")
-    web.add_argument("--header-timeout", type=_positive_float, default=d.header_timeout,
-                     metavar="SECONDS",
-                     help="a request's line and headers must arrive within this, or the "
-                          "connection is closed (slow or unfinished headers)")
-    web.add_argument("--idle-timeout", type=_positive_float, default=d.idle_timeout,
-                     metavar="SECONDS", help="an idle keep-alive connection is closed after this")
-    web.add_argument("--max-connections", type=_bounded_int(0, 1_000_000),
-                     default=d.max_connections, metavar="N",
-                     help="connections served at once; 0: as many as the descriptor limit "
-                          "(ulimit -n) allows, keeping room for the logs and the mesh")
-    web.add_argument("--max-connections-per-address", type=_bounded_int(1, 65_535),
-                     default=d.max_connections_per_address, metavar="N",
-                     help="connections one client address (an IPv6 /64) holds at once; "
-                          "more are closed at once")
+    web.add_argument(
+        "--node-name",
+        type=_node_name,
+        default=d.node_name,
+        help="this router's name, shown beside its users' messages",
+    )
+    web.add_argument(
+        "--captive-portal",
+        action="store_true",
+        help="answer phones' captive-portal probes (/generate_204, "
+        "/hotspot-detect.html, /connecttest.txt ...) with a redirect to the "
+        "chat, so joining the Wi-Fi opens it; see the README for the DNS",
+    )
+    web.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=d.header_timeout,
+        metavar="SECONDS",
+        help="a request's line and headers must arrive within this, or the "
+        "connection is closed (slow or unfinished headers)",
+    )
+    web.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=d.idle_timeout,
+        metavar="SECONDS",
+        help="an idle keep-alive connection is closed after this",
+    )
+    web.add_argument(
+        "--max-connections",
+        type=_bounded_int(0, 1_000_000),
+        default=d.max_connections,
+        metavar="N",
+        help="connections served at once; 0: as many as the descriptor limit "
+        "(ulimit -n) allows, keeping room for the logs and the mesh",
+    )
+    web.add_argument(
+        "--max-connections-per-address",
+        type=_bounded_int(1, 65_535),
+        default=d.max_connections_per_address,
+        metavar="N",
+        help="connections one client address (an IPv6 /64) holds at once; more are closed at once",
+    )
     mesh = p.add_argument_group("mesh")
-    mesh.add_argument("--no-mesh", dest="mesh", action="store_false",
-                      help="a lone router: no multicast at all")
+    mesh.add_argument(
+        "--no-mesh", dest="mesh", action="store_false", help="a lone router: no multicast at all"
+    )
     mesh.add_argument("--mesh-group", default=d.mesh_group, help="multicast group")
     mesh.add_argument("--mesh-port", type=_port, default=d.mesh_port, help="UDP port")
-    mesh.add_argument("--mesh-unicast-port", type=_bounded_int(0, 65535),
-                      default=d.mesh_unicast_port,
-                      help="UDP port for catch-up between two routers (0: any free port; "
-                           "a fixed one lets a firewall open exactly it)")
-    mesh.add_argument("--mesh-iface", action="append", default=[], metavar="IFACE",
-                      help="interface to the other routers (repeat for several; "
-                           "default: lo, so nothing leaves this machine until you say so)")
-    mesh.add_argument("--mesh-ttl", type=_bounded_int(1, 32), default=d.mesh_ttl,
-                      help="multicast TTL; 1 for one layer-2 mesh, our relay does the hops")
-    mesh.add_argument("--mesh-key-file", type=Path, default=None,
-                      help="mesh key (hex); made on first start if absent "
-                           "(default: DATA_DIR/mesh.key); copy it to every router")
-    mesh.add_argument("--mesh-mtu", type=_bounded_int(MIN_MTU, 65507), default=d.mesh_mtu,
-                      help="largest UDP payload we send; larger records are fragmented")
-    mesh.add_argument("--catchup-rate", type=_bounded_int(10_000, 1_000_000_000),
-                      default=d.catchup_rate, metavar="BYTES_PER_S",
-                      help="pace of catch-up answers to one router; 1 MB/s keeps most of "
-                           "an 802.11n mesh link's airtime for live chat")
-    mesh.add_argument("--beacon-interval", type=_positive_float, default=d.beacon_interval,
-                      help="seconds between beacons (version vector, presence)")
+    mesh.add_argument(
+        "--mesh-unicast-port",
+        type=_bounded_int(0, 65535),
+        default=d.mesh_unicast_port,
+        help="UDP port for catch-up between two routers (0: any free port; "
+        "a fixed one lets a firewall open exactly it)",
+    )
+    mesh.add_argument(
+        "--mesh-iface",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="interface to the other routers (repeat for several; "
+        "default: lo, so nothing leaves this machine until you say so)",
+    )
+    mesh.add_argument(
+        "--mesh-ttl",
+        type=_bounded_int(1, 32),
+        default=d.mesh_ttl,
+        help="multicast TTL; 1 for one layer-2 mesh, our relay does the hops",
+    )
+    mesh.add_argument(
+        "--mesh-key-file",
+        type=Path,
+        default=None,
+        help="mesh key (hex); made on first start if absent "
+        "(default: DATA_DIR/mesh.key); copy it to every router",
+    )
+    mesh.add_argument(
+        "--mesh-mtu",
+        type=_bounded_int(MIN_MTU, 65507),
+        default=d.mesh_mtu,
+        help="largest UDP payload we send; larger records are fragmented",
+    )
+    mesh.add_argument(
+        "--catchup-rate",
+        type=_bounded_int(10_000, 1_000_000_000),
+        default=d.catchup_rate,
+        metavar="BYTES_PER_S",
+        help="pace of catch-up answers to one router; 1 MB/s keeps most of "
+        "an 802.11n mesh link's airtime for live chat",
+    )
+    mesh.add_argument(
+        "--beacon-interval",
+        type=_positive_float,
+        default=d.beacon_interval,
+        help="seconds between beacons (version vector, presence)",
+    )
     history = p.add_argument_group("history")
-    history.add_argument("--retention", type=_duration, default="24h",
-                         help="how long messages are kept: 90s, 15m, 12h, 7d")
-    history.add_argument("--max-history", type=_bounded_int(10, 1_000_000),
-                         default=d.max_history, metavar="N",
-                         help="messages kept per room at most; the oldest go first")
-    history.add_argument("--purge-at", type=_clock_time, default=None, metavar="HH:MM",
-                         help="also wipe everything older every day at this local time")
-    web.add_argument("--admin", action="append", default=[], type=_admin,
-                     metavar="USERNAME=ACCOUNT_ID",
-                     help="the account that may delete messages, clear rooms and ban users "
-                          "(repeat for several; give every router the same).  Register the "
-                          "name, read its id from the router's log, then bind it; a name "
-                          "without an id grants nothing (app/moderation.py)")
-    p.add_argument("--log-level", default=d.log_level,
-                   choices=["debug", "info", "warning", "error"])
+    history.add_argument(
+        "--retention",
+        type=_duration,
+        default="24h",
+        help="how long messages are kept: 90s, 15m, 12h, 7d",
+    )
+    history.add_argument(
+        "--max-history",
+        type=_bounded_int(10, 1_000_000),
+        default=d.max_history,
+        metavar="N",
+        help="messages kept per room at most; the oldest go first",
+    )
+    history.add_argument(
+        "--purge-at",
+        type=_clock_time,
+        default=None,
+        metavar="HH:MM",
+        help="also wipe everything older every day at this local time",
+    )
+    web.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        type=_admin,
+        metavar="USERNAME=ACCOUNT_ID",
+        help="the account that may delete messages, clear rooms and ban users "
+        "(repeat for several; give every router the same).  Register the "
+        "name, read its id from the router's log, then bind it; a name "
+        "without an id grants nothing (app/moderation.py)",
+    )
+    p.add_argument(
+        "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
+    )
     return p
 
 

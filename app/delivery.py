@@ -53,8 +53,12 @@ class Tracked:
 
 
 class DeliveryTracker:
-    def __init__(self, hub: Hub, vectors: Callable[[], Vectors | None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        vectors: Callable[[], Vectors | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.hub = hub
         self.vectors = vectors  # the mesh's accessor once it is set, else None
         self.clock = clock
@@ -62,8 +66,11 @@ class DeliveryTracker:
 
     def track(self, record: Record) -> None:
         """A message posted on this router, stored and acknowledged."""
-        self.tracked.append(Tracked(record.origin, record.seq, record.room,
-                                    str(record.body.get("author")), self.clock()))
+        self.tracked.append(
+            Tracked(
+                record.origin, record.seq, record.room, str(record.body.get("author")), self.clock()
+            )
+        )
 
     def check(self) -> int:
         """Count the routers holding each tracked message; tell the sender's

@@ -109,8 +109,10 @@ class BoundedWebSocket(WebSocket):
     def client(self, client: Client) -> None:
         self.handler.cc_client = client
 
-    def read_message(self, take_frame: Callable[[], bool] | None = None,
-                     ) -> str | bytearray | None:
+    def read_message(
+        self,
+        take_frame: Callable[[], bool] | None = None,
+    ) -> str | bytearray | None:
         """The next text or binary message; None once the page closed.
 
         gevent-websocket's own loops over frames and answers control frames
@@ -357,11 +359,13 @@ class Hub:
 
     def disconnect_user(self, user: str, key: Callable[[str], str] = str) -> int:
         """Close every socket of a user (banned); returns how many."""
-        closing = [c for clients in self.rooms.values() for c in clients
-                   if key(c.user) == key(user)]
+        closing = [
+            c for clients in self.rooms.values() for c in clients if key(c.user) == key(user)
+        ]
         for client in closing:
-            client.send({"type": "error", "code": "banned",
-                         "message": "You are banned from this chat."})
+            client.send(
+                {"type": "error", "code": "banned", "message": "You are banned from this chat."}
+            )
             client.close(1008)
         return len(closing)
 

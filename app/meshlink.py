@@ -32,15 +32,27 @@ class MeshLink:
         # restart does not ask the mesh for it again.
         known: VersionVector = copy.deepcopy(chat.store.vector)
         self.protocol = MeshProtocol(
-            node_id=chat.node_id, node_name=config.node_name,
-            keys=load_or_make_keys(config.key_file), clock=chat.clock, known=known,
-            rng=random.SystemRandom(), beacon_interval=config.beacon_interval,
-            mtu=config.mesh_mtu, source=chat.store, catchup_rate=config.catchup_rate,
-            recover_own=chat.store.recovery)
+            node_id=chat.node_id,
+            node_name=config.node_name,
+            keys=load_or_make_keys(config.key_file),
+            clock=chat.clock,
+            known=known,
+            rng=random.SystemRandom(),
+            beacon_interval=config.beacon_interval,
+            mtu=config.mesh_mtu,
+            source=chat.store,
+            catchup_rate=config.catchup_rate,
+            recover_own=chat.store.recovery,
+        )
         self.transport = MeshTransport(
-            self.protocol, interfaces=config.interfaces, group=config.mesh_group,
-            port=config.mesh_port, ttl=config.mesh_ttl, unicast_port=config.mesh_unicast_port,
-            on_events=self.handle_events)
+            self.protocol,
+            interfaces=config.interfaces,
+            group=config.mesh_group,
+            port=config.mesh_port,
+            ttl=config.mesh_ttl,
+            unicast_port=config.mesh_unicast_port,
+            on_events=self.handle_events,
+        )
         chat.on_local_record = self.send_record
         chat.on_local_presence = self.send_presence
         chat.remote_presence = lambda room: self.protocol.presence().get(room, [])
@@ -49,9 +61,13 @@ class MeshLink:
 
     def start(self) -> None:
         self.transport.start()
-        log.info("mesh: group %s:%d on %s, unicast %s:%d", self.transport.group,
-                 self.transport.port, ",".join(self.transport.ifindex),
-                 *self.transport.unicast_address)
+        log.info(
+            "mesh: group %s:%d on %s, unicast %s:%d",
+            self.transport.group,
+            self.transport.port,
+            ",".join(self.transport.ifindex),
+            *self.transport.unicast_address,
+        )
 
     def stop(self) -> None:
         self.transport.stop()
@@ -80,8 +96,12 @@ class MeshLink:
 
     def log_event(self, event: Any) -> None:
         if isinstance(event, CatchUpFinished):
-            log.info("catch-up from %s %s: %d records", self._name(event.peer),
-                     "complete" if event.complete else "stopped", event.records)
+            log.info(
+                "catch-up from %s %s: %d records",
+                self._name(event.peer),
+                "complete" if event.complete else "stopped",
+                event.records,
+            )
         elif isinstance(event, PeerJoined):
             log.info("mesh: peer %s (%s) at %s:%d", event.name, event.node_id, *event.addr)
         elif isinstance(event, PeerLost):
@@ -100,26 +120,41 @@ class MeshLink:
             "unicast": "{}:{}".format(*self.transport.unicast_address),
             "peers": {
                 node_id: {
-                    "name": peer.name, "addr": "{}:{}".format(*peer.addr),
-                    "last_heard_s": round(now - peer.last_heard, 3), "iface": peer.iface,
+                    "name": peer.name,
+                    "addr": "{}:{}".format(*peer.addr),
+                    "last_heard_s": round(now - peer.last_heard, 3),
+                    "iface": peer.iface,
                     "vector": peer.vector,
-                    "behind_us": {o: n - peer.vector.get(o, 0) for o, n in ours.items()
-                                  if n > peer.vector.get(o, 0)},
-                    "ahead_of_us": {o: n - ours.get(o, 0) for o, n in peer.vector.items()
-                                    if n > ours.get(o, 0)},
+                    "behind_us": {
+                        o: n - peer.vector.get(o, 0)
+                        for o, n in ours.items()
+                        if n > peer.vector.get(o, 0)
+                    },
+                    "ahead_of_us": {
+                        o: n - ours.get(o, 0) for o, n in peer.vector.items() if n > ours.get(o, 0)
+                    },
                 }
                 for node_id, peer in sorted(p.peers.items())
             },
             "nodes": {
-                node_id: {"name": node.name, "hops": node.hops, "via": node.via,
-                          "last_heard_s": round(now - node.last_heard, 3),
-                          "vector": node.vector}
+                node_id: {
+                    "name": node.name,
+                    "hops": node.hops,
+                    "via": node.via,
+                    "last_heard_s": round(now - node.last_heard, 3),
+                    "vector": node.vector,
+                }
                 for node_id, node in sorted(p.nodes.items())
             },
-            "datagrams": {"sent": p.sent, "received": p.received, "relayed": p.relayed,
-                          "relayed_beacons": p.relayed_beacons,
-                          "looped": p.looped, "dropped": dict(p.dropped),
-                          "send_errors": dict(self.transport.errors)},
+            "datagrams": {
+                "sent": p.sent,
+                "received": p.received,
+                "relayed": p.relayed,
+                "relayed_beacons": p.relayed_beacons,
+                "looped": p.looped,
+                "dropped": dict(p.dropped),
+                "send_errors": dict(self.transport.errors),
+            },
             "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
             "limits": p.limits_status(),
             "sync": p.sync_status(),

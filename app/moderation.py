@@ -68,8 +68,9 @@ def parse_admin(text: str) -> tuple[str, str | None]:
     if not sep:
         return name, None
     if parse_id(account) is None:
-        raise ValueError(f"admin {name}: {account!r} is not an account id "
-                         "(16 hex digits, a colon, a number)")
+        raise ValueError(
+            f"admin {name}: {account!r} is not an account id (16 hex digits, a colon, a number)"
+        )
     return name, account
 
 
@@ -140,8 +141,12 @@ class Moderation:
         for key, account_id in sorted(self.bound):
             account = self.accounts.by_id(account_id)
             if account is not None and name_key(account.name) != key:
-                log.warning("--admin %s=%s: that account is named %s; no rights until the "
-                            "binding names it", key, account_id, account.name)
+                log.warning(
+                    "--admin %s=%s: that account is named %s; no rights until the binding names it",
+                    key,
+                    account_id,
+                    account.name,
+                )
 
     def note_account(self, account: Account | None, name: str | None = None) -> None:
         """Log the binding to give an unbound admin name's account (called
@@ -150,10 +155,21 @@ class Moderation:
         if name is None or name_key(name) not in self.unbound or self.reserved(name):
             return
         if account is None:
-            log.warning("--admin %s has no account id, so it grants nothing: register %s, "
-                        "then bind it on every router with --admin %s=ACCOUNT_ID", name, name,
-                        name)
+            log.warning(
+                "--admin %s has no account id, so it grants nothing: register %s, "
+                "then bind it on every router with --admin %s=ACCOUNT_ID",
+                name,
+                name,
+                name,
+            )
         else:
-            log.warning("admin %s is account %s: give every router --admin %s=%s (UCI: list "
-                        "admin '%s=%s') to grant it the rights", account.name, account.id,
-                        account.name, account.id, account.name, account.id)
+            log.warning(
+                "admin %s is account %s: give every router --admin %s=%s (UCI: list "
+                "admin '%s=%s') to grant it the rights",
+                account.name,
+                account.id,
+                account.name,
+                account.id,
+                account.name,
+                account.id,
+            )

@@ -59,8 +59,7 @@ def horizon_ms(now_ms: int, retention_s: float, purge_at: time | None = None) ->
     horizon = now_ms - int(retention_s * 1000)
     if purge_at is not None:
         now = datetime.fromtimestamp(now_ms / 1000).astimezone()
-        last = now.replace(hour=purge_at.hour, minute=purge_at.minute, second=0,
-                           microsecond=0)
+        last = now.replace(hour=purge_at.hour, minute=purge_at.minute, second=0, microsecond=0)
         if last > now:
             last -= timedelta(days=1)
         horizon = max(horizon, int(last.timestamp() * 1000))

@@ -52,17 +52,23 @@ def purge(chat: Chat, config: Config) -> int:
     horizon = pack(horizon_ms(now_ms, config.retention, config.purge_at), 0)
     gone = chat.store.expire(horizon)
     if gone:
-        log.info("retention: %d messages older than %s dropped", gone, iso_utc(
-            physical_ms(horizon)))
+        log.info(
+            "retention: %d messages older than %s dropped", gone, iso_utc(physical_ms(horizon))
+        )
         for room in range(1, chat.rooms + 1):
             chat.hub.broadcast(room, {"type": "expired", "before_hlc": str(horizon)})
     for room in range(1, chat.rooms + 1):
         trimmed = chat.store.trim(room, config.max_history)
         if trimmed:
-            log.info("room %d: %d oldest messages dropped (--max-history %d)", room,
-                     trimmed, config.max_history)
-            chat.hub.broadcast(room, {"type": "expired",
-                                      "before_hlc": str(chat.store.size_horizon[room])})
+            log.info(
+                "room %d: %d oldest messages dropped (--max-history %d)",
+                room,
+                trimmed,
+                config.max_history,
+            )
+            chat.hub.broadcast(
+                room, {"type": "expired", "before_hlc": str(chat.store.size_horizon[room])}
+            )
             gone += trimmed
     return gone
 
@@ -77,8 +83,7 @@ def _purge_forever(chat: Chat, config: Config) -> None:
         stale = pending + chat.store.stale_read_lines  # read markers superseded too
         if stale and time.monotonic() - last_compact >= compact_every:
             rewritten = chat.store.compact()
-            log.info("retention: %d logs rewritten without %d expired lines", rewritten,
-                     stale)
+            log.info("retention: %d logs rewritten without %d expired lines", rewritten, stale)
             pending, last_compact = 0, time.monotonic()
         gevent.sleep(check)
 
@@ -112,12 +117,18 @@ def connection_limit(config: Config, nofile: int) -> int:
     fits = (nofile - reserve) // DESCRIPTORS_PER_CONNECTION
     if fits < MIN_CONNECTIONS:
         need = reserve + MIN_CONNECTIONS * DESCRIPTORS_PER_CONNECTION
-        raise ValueError(f"the descriptor limit (ulimit -n) is {nofile}: too few for "
-                         f"{config.rooms} rooms and {MIN_CONNECTIONS} connections; "
-                         f"raise it to {need} or more")
+        raise ValueError(
+            f"the descriptor limit (ulimit -n) is {nofile}: too few for "
+            f"{config.rooms} rooms and {MIN_CONNECTIONS} connections; "
+            f"raise it to {need} or more"
+        )
     if wanted > fits:
-        log.warning("serving at most %d connections, not %d: the descriptor limit "
-                    "(ulimit -n) is %d", fits, wanted, nofile)
+        log.warning(
+            "serving at most %d connections, not %d: the descriptor limit (ulimit -n) is %d",
+            fits,
+            wanted,
+            nofile,
+        )
     return min(wanted, fits)
 
 
@@ -129,9 +140,18 @@ class ChatServer(WSGIServer):
     (app/web.py ChatHandler) refused for their headers (431, 408); the
     handler reads ``header_timeout`` and ``idle_timeout`` from here."""
 
-    def __init__(self, listener: tuple[str, int], application: Any, *, max_connections: int,
-                 max_per_address: int, header_timeout: float, idle_timeout: float,
-                 refused: Counter[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        listener: tuple[str, int],
+        application: Any,
+        *,
+        max_connections: int,
+        max_per_address: int,
+        header_timeout: float,
+        idle_timeout: float,
+        refused: Counter[str] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(listener, application, handler_class=ChatHandler, **kw)
         self.max_connections, self.max_per_address = max_connections, max_per_address
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
@@ -173,9 +193,12 @@ class ChatServer(WSGIServer):
         now = time.monotonic()
         if self._logged_at is None or now - self._logged_at >= REFUSAL_LOG_INTERVAL:
             self._logged_at = now
-            log.warning("connections closed unread so far: %s (at most %d in all, %d per "
-                        "address)", dict(self.refused), self.max_connections,
-                        self.max_per_address)
+            log.warning(
+                "connections closed unread so far: %s (at most %d in all, %d per address)",
+                dict(self.refused),
+                self.max_connections,
+                self.max_per_address,
+            )
 
 
 def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
@@ -187,12 +210,17 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
     sessions = Sessions(config.data_dir)
     refused: Counter[str] = Counter()  # connections and requests refused, for /status
     app = build_app(chat, sessions, captive_portal=config.captive_portal, http_refused=refused)
-    server = ChatServer((config.host, config.port), app, max_connections=max_connections,
-                        refused=refused,
-                        max_per_address=config.max_connections_per_address,
-                        header_timeout=config.header_timeout,
-                        idle_timeout=config.idle_timeout,
-                        log=None, error_log=logging.getLogger("app.http"))
+    server = ChatServer(
+        (config.host, config.port),
+        app,
+        max_connections=max_connections,
+        refused=refused,
+        max_per_address=config.max_connections_per_address,
+        header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
+        log=None,
+        error_log=logging.getLogger("app.http"),
+    )
     server.allow_upgrade = app.config["cc.allow_upgrade"]
     return server, chat, mesh
 
@@ -214,8 +242,14 @@ def run(argv: list[str]) -> int:
     tracker = gevent.spawn(chat.delivery.run_forever)
     if mesh is not None:
         mesh.start()
-    log.info("node %s (%s) serving http://%s:%d/ with data in %s", chat.node_id,
-             config.node_name, config.host, config.port, config.data_dir)
+    log.info(
+        "node %s (%s) serving http://%s:%d/ with data in %s",
+        chat.node_id,
+        config.node_name,
+        config.host,
+        config.port,
+        config.data_dir,
+    )
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

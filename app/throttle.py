@@ -182,8 +182,13 @@ class _Gate:
     """Per address and per name: a count checked and raised before the hash
     (by address, and by name if ``by_name``) and a bound on attempts in flight."""
 
-    def __init__(self, by_address: Throttle, by_name: Throttle | None,
-                 address_in_flight: int, name_in_flight: int) -> None:
+    def __init__(
+        self,
+        by_address: Throttle,
+        by_name: Throttle | None,
+        address_in_flight: int,
+        name_in_flight: int,
+    ) -> None:
         self.by_address, self.by_name = by_address, by_name
         self.addresses, self.names = InFlight(address_in_flight), InFlight(name_in_flight)
 
@@ -223,9 +228,12 @@ class LoginThrottle(_Gate):
     attempt counts as failed from before its check until ``succeeded``."""
 
     def __init__(self) -> None:
-        super().__init__(Throttle(LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURE_DECAY),
-                         Throttle(LOGIN_FAILURES_PER_NAME, LOGIN_FAILURE_DECAY),
-                         LOGINS_IN_FLIGHT_PER_ADDRESS, LOGINS_IN_FLIGHT_PER_NAME)
+        super().__init__(
+            Throttle(LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURE_DECAY),
+            Throttle(LOGIN_FAILURES_PER_NAME, LOGIN_FAILURE_DECAY),
+            LOGINS_IN_FLIGHT_PER_ADDRESS,
+            LOGINS_IN_FLIGHT_PER_NAME,
+        )
 
     def succeeded(self, address: str, name: str, now: float) -> None:
         """The password was right.  The name's owner is in: their mistakes
@@ -242,8 +250,12 @@ class RegistrationThrottle(_Gate):
     refused after all (a taken name, a bad password) is ``refund``-ed."""
 
     def __init__(self) -> None:
-        super().__init__(Throttle(REGISTRATIONS_PER_ADDRESS, REGISTRATION_DECAY), None,
-                         REGISTRATIONS_IN_FLIGHT_PER_ADDRESS, REGISTRATIONS_IN_FLIGHT_PER_NAME)
+        super().__init__(
+            Throttle(REGISTRATIONS_PER_ADDRESS, REGISTRATION_DECAY),
+            None,
+            REGISTRATIONS_IN_FLIGHT_PER_ADDRESS,
+            REGISTRATIONS_IN_FLIGHT_PER_NAME,
+        )
 
     def refund(self, address: str, now: float) -> None:
         self.by_address.refund(address, now)

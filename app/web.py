@@ -88,8 +88,14 @@ WS_PATH_PREFIX = "/ws/"
 # /library/test/success.html) and Windows (/connecttest.txt, /ncsi.txt).
 # With --captive-portal they get a redirect to the chat instead of the answer
 # they expect, so the phone opens its sign-in window on our login page.
-CAPTIVE_PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html",
-                  "/library/test/success.html", "/connecttest.txt", "/ncsi.txt")
+CAPTIVE_PROBES = (
+    "/generate_204",
+    "/gen_204",
+    "/hotspot-detect.html",
+    "/library/test/success.html",
+    "/connecttest.txt",
+    "/ncsi.txt",
+)
 MANIFEST_TYPE = "application/manifest+json"
 # A form whose record the store could not write (a full disk, no descriptors):
 # the router is at fault, not the form, and trying again later may work.
@@ -103,13 +109,16 @@ MAX_HEADER_BYTES = 16 * 1024
 
 def _plain_response(status: str, text: str) -> bytes:
     body = text.encode()
-    return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; "
-            f"charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; "
+        f"charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 HEADERS_TOO_LARGE = _plain_response(
     "431 Request Header Fields Too Large",
-    f"The request's headers are over {MAX_HEADER_BYTES} bytes: clear this site's cookies.")
+    f"The request's headers are over {MAX_HEADER_BYTES} bytes: clear this site's cookies.",
+)
 HEADERS_TOO_SLOW = _plain_response("408 Request Timeout", "The request's headers came too slowly.")
 
 
@@ -138,8 +147,9 @@ def read_headers(rfile: BinaryIO, *_: Any) -> pywsgi.OldMessage:
             break
         lines.append(line)
     try:
-        return http.client.parse_headers(io.BytesIO(b"".join(lines) + b"\r\n"),
-                                         _class=pywsgi.OldMessage)
+        return http.client.parse_headers(
+            io.BytesIO(b"".join(lines) + b"\r\n"), _class=pywsgi.OldMessage
+        )
     except http.client.HTTPException as e:  # over 100 header lines
         raise HeadersTooLarge(str(e)) from None
 
@@ -208,7 +218,8 @@ class ChatHandler(WebSocketHandler):
         if not self.rfile.peek(1):  # the keep-alive wait; socket.timeout: closed
             return ""
         self._deadline = gevent.Timeout.start_new(
-            getattr(self.server, "header_timeout", HEADER_TIMEOUT), HeadersTooSlow)
+            getattr(self.server, "header_timeout", HEADER_TIMEOUT), HeadersTooSlow
+        )
         return super().read_requestline()
 
     def read_request(self, raw_requestline: str) -> bool:
@@ -276,8 +287,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
-              http_refused: Mapping[str, int] | None = None) -> bottle.Bottle:
+def build_app(
+    chat: Chat,
+    sessions: Sessions,
+    *,
+    captive_portal: bool = False,
+    http_refused: Mapping[str, int] | None = None,
+) -> bottle.Bottle:
     app = bottle.Bottle()
     logins = LoginThrottle()
     registrations = RegistrationThrottle()
@@ -285,8 +301,9 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
     lookup = [str(TEMPLATES)]
 
     def render(view: str, /, **kw: Any) -> str:
-        return bottle.template(view, template_lookup=lookup, template_adapter=views,
-                               node_name=chat.node_name, **kw)
+        return bottle.template(
+            view, template_lookup=lookup, template_adapter=views, node_name=chat.node_name, **kw
+        )
 
     def any_session() -> Session | None:
         """The request's session, even one whose name was taken meanwhile."""
@@ -308,8 +325,9 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
     def start_session(name: str, account_id: str) -> None:
         sessions.delete(bottle.request.get_cookie(SESSION_COOKIE))
         token = sessions.create(name, account_id, chat.wall())
-        bottle.response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
-                                   path="/", max_age=COOKIE_MAX_AGE)
+        bottle.response.set_cookie(
+            SESSION_COOKIE, token, httponly=True, samesite="lax", path="/", max_age=COOKIE_MAX_AGE
+        )
 
     def csrf_token() -> str:
         s = any_session()
@@ -318,8 +336,9 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         token = bottle.request.get_cookie(CSRF_COOKIE)
         if not token or len(token) > 64:
             token = secrets.token_urlsafe(16)
-            bottle.response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
-                                       path="/")
+            bottle.response.set_cookie(
+                CSRF_COOKIE, token, httponly=True, samesite="strict", path="/"
+            )
         return token
 
     def client() -> str:
@@ -331,8 +350,7 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(verdict.wait))
         why = "Too many attempts at once" if verdict.busy else reason
-        return render(view, error=f"{why}; try again in {plural(verdict.wait, 'second')}.",
-                      **kw)
+        return render(view, error=f"{why}; try again in {plural(verdict.wait, 'second')}.", **kw)
 
     def check_form() -> bottle.FormsDict:
         request = bottle.request
@@ -384,8 +402,13 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         address, now = client(), chat.wall()
         with registrations.attempt(address, name, now) as verdict:  # counted before the hash
             if verdict.wait:
-                return too_many("register", "Too many new accounts from this device", verdict,
-                                name=name, csrf=csrf_token())
+                return too_many(
+                    "register",
+                    "Too many new accounts from this device",
+                    verdict,
+                    name=name,
+                    csrf=csrf_token(),
+                )
             try:
                 chat.register(name, field(form, "password"), field(form, "confirm"))
             except AccountError as e:
@@ -396,8 +419,13 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
                 registrations.refund(address, now)
                 bottle.response.status = STORE_FAILED_STATUS
                 return render("register", error=str(e), name=name, csrf=csrf_token())
-        return render("login", error=None, notice="Account created: you can log in now.",
-                      name=name, csrf=csrf_token())
+        return render(
+            "login",
+            error=None,
+            notice="Account created: you can log in now.",
+            name=name,
+            csrf=csrf_token(),
+        )
 
     @app.get("/login")
     def login_form() -> str:
@@ -412,18 +440,34 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         address, now = client(), chat.wall()
         with logins.attempt(address, name, now) as verdict:  # a failure until it succeeds
             if verdict.wait:
-                return too_many("login", "Too many failed logins", verdict, notice=None,
-                                name=name, csrf=csrf_token())
+                return too_many(
+                    "login",
+                    "Too many failed logins",
+                    verdict,
+                    notice=None,
+                    name=name,
+                    csrf=csrf_token(),
+                )
             login = chat.login(name, field(form, "password"))
         if login is None:
             bottle.response.status = 401
-            return render("login", error="Username or password is invalid.", notice=None,
-                          name=name, csrf=csrf_token())
+            return render(
+                "login",
+                error="Username or password is invalid.",
+                notice=None,
+                name=name,
+                csrf=csrf_token(),
+            )
         logins.succeeded(address, name, now)
         if chat.moderation.is_banned(login.account.name):
             bottle.response.status = 403
-            return render("login", error="This account is banned from the chat.", notice=None,
-                          name=name, csrf=csrf_token())
+            return render(
+                "login",
+                error="This account is banned from the chat.",
+                notice=None,
+                name=name,
+                csrf=csrf_token(),
+            )
         start_session(login.account.name, login.account.id)
         see_other("/rename" if login.displaced else "/")
         return ""
@@ -473,11 +517,17 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         # become a password guesser.
         with logins.attempt(address, s.user, now) as verdict:
             if verdict.wait:
-                return too_many("password", "Too many wrong passwords", verdict, notice=None,
-                                csrf=s.csrf)
+                return too_many(
+                    "password", "Too many wrong passwords", verdict, notice=None, csrf=s.csrf
+                )
             try:
-                chat.change_password(s.account, s.user, field(form, "current"),
-                                     field(form, "password"), field(form, "confirm"))
+                chat.change_password(
+                    s.account,
+                    s.user,
+                    field(form, "current"),
+                    field(form, "password"),
+                    field(form, "confirm"),
+                )
             except WrongPassword as e:
                 bottle.response.status = 400
                 return render("password", error=str(e), notice=None, csrf=s.csrf)
@@ -490,8 +540,9 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
                 bottle.response.status = STORE_FAILED_STATUS
                 return render("password", error=str(e), notice=None, csrf=s.csrf)
         logins.succeeded(address, s.user, now)
-        return render("password", error=None, notice="Password changed on every router.",
-                      csrf=s.csrf)
+        return render(
+            "password", error=None, notice="Password changed on every router.", csrf=s.csrf
+        )
 
     @app.post("/logout")
     def logout() -> None:
@@ -559,25 +610,41 @@ def build_app(chat: Chat, sessions: Sessions, *, captive_portal: bool = False,
         if not origin_matches_host(environ):
             return False
         s = sessions.get(_cookie(environ, SESSION_COOKIE), chat.wall())
-        return (s is not None and chat.accounts.is_owner(s.account, s.user)
-                and not chat.moderation.is_banned(s.user))
+        return (
+            s is not None
+            and chat.accounts.is_owner(s.account, s.user)
+            and not chat.moderation.is_banned(s.user)
+        )
 
     app.config["cc.allow_upgrade"] = allow_upgrade
     return app
 
 
-def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int,
-                 after: str | None) -> None:
+def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int, after: str | None) -> None:
     """One page's WebSocket: hello, history, then frames until it closes."""
     client = Client(ws, user, room)
-    client.send({"type": "hello", "user": user, "room": room, "node": chat.node_name,
-                 "node_id": chat.node_id, "admin": chat.moderation.is_admin(user),
-                 "read": str(max(chat.joined(user), chat.read_marker(user, room)))})
+    client.send(
+        {
+            "type": "hello",
+            "user": user,
+            "room": room,
+            "node": chat.node_name,
+            "node_id": chat.node_id,
+            "admin": chat.moderation.is_admin(user),
+            "read": str(max(chat.joined(user), chat.read_marker(user, room))),
+        }
+    )
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
     # history and the live frames.
-    client.send({"type": "history", "messages": [message_frame(r) for r in records],
-                 "last": chat.store.last_arrival(room), "reset": reset})
+    client.send(
+        {
+            "type": "history",
+            "messages": [message_frame(r) for r in records],
+            "last": chat.store.last_arrival(room),
+            "reset": reset,
+        }
+    )
     chat.delivery.replay(client)
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
@@ -638,8 +705,7 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes) -> None:
         else:
             raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
     except ChatError as e:
-        client.send({"type": "error", "code": e.code, "message": str(e),
-                     **_echo_client_id(frame)})
+        client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
 
 
 def _valid_client_id(value: Any) -> bool:
@@ -655,12 +721,17 @@ def _echo_client_id(frame: Any) -> dict[str, str]:
 def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     client_id = frame.get("client_id")
     if not _valid_client_id(client_id):
-        raise ChatError("bad_request",
-                        f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
+        raise ChatError(
+            "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
+        )
     # The ack goes first into this client's outbox, so the page learns the id
     # before (or with) the message's own fan-out frame.
-    chat.post(client.user, client.room, frame.get("text"),
-              on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}))
+    chat.post(
+        client.user,
+        client.room,
+        frame.get("text"),
+        on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+    )
 
 
 def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
@@ -669,8 +740,9 @@ def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
         raise ChatError("bad_request", "older needs before=<id> and an integer limit")
     records = chat.older(client.room, rid, limit)
-    client.send({"type": "older", "before": before,
-                 "messages": [message_frame(r) for r in records]})
+    client.send(
+        {"type": "older", "before": before, "messages": [message_frame(r) for r in records]}
+    )
 
 
 def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:

@@ -35,8 +35,13 @@ def warn_if_shared(path: Path) -> bool:
     mode = stat.S_IMODE(path.stat().st_mode)
     if not mode & (stat.S_IRWXG | stat.S_IRWXO):
         return False
-    log.warning("%s can be read or written by other users (mode %03o): anyone who reads it "
-                "can send records to the whole mesh; run chmod 600 %s", path, mode, path)
+    log.warning(
+        "%s can be read or written by other users (mode %03o): anyone who reads it "
+        "can send records to the whole mesh; run chmod 600 %s",
+        path,
+        mode,
+        path,
+    )
     return True
 
 

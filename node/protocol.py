@@ -258,9 +258,7 @@ class PresenceChanged:
     """Some node's users online changed: call ``presence()`` again."""
 
 
-Event = (
-    RecordReceived | PeerJoined | PeerLost | PresenceChanged | CatchUpFinished | RecordsGone
-)
+Event = RecordReceived | PeerJoined | PeerLost | PresenceChanged | CatchUpFinished | RecordsGone
 Addr = tuple[str, int]
 
 
@@ -505,9 +503,18 @@ class MeshProtocol:
         self.sync_stats: Counter[str] = Counter()  # catch-up and repair, for /status
         self.sync = Sync(
             Host(
-                node_id, known, self.peers, mtu, rng, self.dropped, self.sync_stats,
-                send=self._queue, encode=self._encode, send_raw=self._queue_raw,
-                accept=self._accept_record, emit=self._events.append,
+                node_id,
+                known,
+                self.peers,
+                mtu,
+                rng,
+                self.dropped,
+                self.sync_stats,
+                send=self._queue,
+                encode=self._encode,
+                send_raw=self._queue_raw,
+                accept=self._accept_record,
+                emit=self._events.append,
             ),
             source=source or NoRecords(),
             rate=catchup_rate,

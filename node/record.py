@@ -30,7 +30,6 @@ SEQ_RE = re.compile(r"[0-9]{1,10}")
 MAX_SEQ = (1 << 32) - 1  # the wire carries seq in 32 bits
 
 
-
 class RecordKind(IntEnum):
     MESSAGE = 1  # a chat message in a room: author, node name, wall time, text
     ACCOUNT = 2  # an account: username, password hash (register or change)

@@ -87,8 +87,12 @@ class SeqExhausted(RuntimeError):
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-KIND_NAMES = {RecordKind.MESSAGE: "message", RecordKind.ACCOUNT: "account",
-              RecordKind.MODERATION: "moderation", RecordKind.READ: "read"}
+KIND_NAMES = {
+    RecordKind.MESSAGE: "message",
+    RecordKind.ACCOUNT: "account",
+    RecordKind.MODERATION: "moderation",
+    RecordKind.READ: "read",
+}
 MAX_HLC = (1 << 64) - 1
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 
@@ -261,8 +265,13 @@ class LogFile:
 class Store:
     """The data folder: node id, room logs, accounts log."""
 
-    def __init__(self, data_dir: Path | str, rooms: int, *,
-                 authorized: Callable[[Record], bool] = lambda record: True) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        rooms: int,
+        *,
+        authorized: Callable[[Record], bool] = lambda record: True,
+    ) -> None:
         if rooms < 1:
             raise ValueError("a router serves at least one room")
         self.data_dir = Path(data_dir)
@@ -321,13 +330,19 @@ class Store:
         try:
             state = json.loads(path.read_text())
             horizon = int(state["horizon"])
-            size_horizon = {int(room): int(h) for room, h in
-                            state.get("size_horizon", {}).items()}
-            room_horizon = {int(room): int(h) for room, h in
-                            state.get("room_horizon", {}).items()}
-            dead = {o: RangeSet([(int(f), int(last)) for f, last in ranges
-                                 if 1 <= int(f) <= int(last) <= MAX_SEQ])  # the wire's limit
-                    for o, ranges in state["dead"].items() if ORIGIN_RE.fullmatch(o)}
+            size_horizon = {int(room): int(h) for room, h in state.get("size_horizon", {}).items()}
+            room_horizon = {int(room): int(h) for room, h in state.get("room_horizon", {}).items()}
+            dead = {
+                o: RangeSet(
+                    [
+                        (int(f), int(last))
+                        for f, last in ranges
+                        if 1 <= int(f) <= int(last) <= MAX_SEQ
+                    ]
+                )  # the wire's limit
+                for o, ranges in state["dead"].items()
+                if ORIGIN_RE.fullmatch(o)
+            }
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -341,10 +356,18 @@ class Store:
 
     def _save_state(self) -> None:
         dead = {o: r.ranges for o, r in sorted(self.dead.items()) if r.ranges}
-        write_atomically(self.data_dir / STATE_FILE, json.dumps(
-            {"horizon": self.horizon, "size_horizon": self.size_horizon,
-             "room_horizon": self.room_horizon, "dead": dead},
-            indent=1).encode())
+        write_atomically(
+            self.data_dir / STATE_FILE,
+            json.dumps(
+                {
+                    "horizon": self.horizon,
+                    "size_horizon": self.size_horizon,
+                    "room_horizon": self.room_horizon,
+                    "dead": dead,
+                },
+                indent=1,
+            ).encode(),
+        )
 
     def _load_reservation(self) -> None:
         """Allocation starts above the last reservation; what it held that
@@ -355,8 +378,12 @@ class Store:
             text = path.read_text().strip()
         except FileNotFoundError:
             return
-        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SEQ))
-                and int(text) <= MAX_SEQ):
+        if not (
+            text.isascii()
+            and text.isdigit()
+            and len(text) <= len(str(MAX_SEQ))
+            and int(text) <= MAX_SEQ
+        ):
             raise ValueError(f"{path} does not hold a seq (0..{MAX_SEQ}): {text!r}")
         self._reserved = self._seq_floor = int(text)
         self.recovery = self.vector.missing(self.node_id, self._reserved)
@@ -412,8 +439,9 @@ class Store:
 
     def _move_torn_tail(self, path: Path, tail: bytes, keep: int) -> None:
         """Cut an unterminated last line (a crash mid-write) off the log."""
-        log.warning("%s: moved a torn last line (%d bytes) to %s%s",
-                    path, len(tail), path.name, TORN_SUFFIX)
+        log.warning(
+            "%s: moved a torn last line (%d bytes) to %s%s", path, len(tail), path.name, TORN_SUFFIX
+        )
         with open(path.with_name(path.name + TORN_SUFFIX), "ab") as f:
             f.write(tail + b"\n")
             f.flush()
@@ -471,13 +499,15 @@ class Store:
         if record.kind == RecordKind.READ:
             return record.hlc < self.horizon
         return record.kind == RecordKind.MESSAGE and (
-            record.hlc < self.horizon or record.hlc < self.size_horizon.get(record.room, 0))
+            record.hlc < self.horizon or record.hlc < self.size_horizon.get(record.room, 0)
+        )
 
     def _is_taken_out(self, record: Record) -> bool:
         """A message a moderation record removed, whatever the arrival order."""
         return record.kind == RecordKind.MESSAGE and (
             (record.origin, record.seq) in self.gone
-            or record.hlc < self.room_horizon.get(record.room, 0))
+            or record.hlc < self.room_horizon.get(record.room, 0)
+        )
 
     def is_gone(self, origin: str, seq: int) -> bool:
         """True if ``(origin, seq)`` existed and is gone for good here:
@@ -518,8 +548,11 @@ class Store:
             self._state_dirty = False
 
     def _check(self, record: Record) -> None:
-        if record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION, RecordKind.READ) and \
-                record.room and record.room not in self.room_logs:
+        if (
+            record.kind in (RecordKind.MESSAGE, RecordKind.MODERATION, RecordKind.READ)
+            and record.room
+            and record.room not in self.room_logs
+        ):
             raise ValueError(f"no room {record.room} on this router")
         if record.kind not in KIND_NAMES:
             raise ValueError(f"unknown record kind {record.kind!r}")
@@ -705,8 +738,10 @@ class Store:
         both valid).  Rare on purpose: routers write to flash.  Returns the
         number of logs rewritten."""
         self.save_state_if_changed()  # what leaves the files stays gone
-        held = {room_log_name(n): {(r.origin, r.seq) for r in room_log.arrivals}
-                for n, room_log in self.room_logs.items()}
+        held = {
+            room_log_name(n): {(r.origin, r.seq) for r in room_log.arrivals}
+            for n, room_log in self.room_logs.items()
+        }
         held[READS_LOG] = {(r.origin, r.seq) for r in self.reads.values()}
         rewritten = sum(self._rewrite_without(name, keep) for name, keep in held.items())
         self.stale_read_lines = 0
@@ -775,7 +810,7 @@ class Store:
         pos = room_log.position.get(rid)
         if pos is None or len(room_log.arrivals) - pos - 1 > limit:
             return None
-        return sorted(room_log.arrivals[pos + 1:], key=_order_key)
+        return sorted(room_log.arrivals[pos + 1 :], key=_order_key)
 
     def last_arrival(self, room: int) -> str | None:
         """Id of the record this room received last (for ``?after=``)."""
@@ -789,7 +824,7 @@ class Store:
             return None
         records = self.room_logs[room].sorted
         end = bisect.bisect_left(records, record.order_key, key=_order_key)
-        return records[max(0, end - limit):end]
+        return records[max(0, end - limit) : end]
 
     def count(self, room: int) -> int:
         return len(self.room_logs[room].sorted)
@@ -803,8 +838,7 @@ class Store:
         """Messages in ``room`` after ``user``'s read marker (and after
         ``since``), not written by ``user``; counting stops at ``limit``."""
         records = self.room_logs[room].sorted
-        start = bisect.bisect_right(records, max(since, self.read_marker(user, room)),
-                                    key=_hlc)
+        start = bisect.bisect_right(records, max(since, self.read_marker(user, room)), key=_hlc)
         key, n = user.casefold(), 0
         for record in records[start:]:
             author = record.body.get("author")
@@ -820,4 +854,3 @@ class Store:
 
     def messages(self, room: int) -> Iterator[Record]:
         return iter(self.room_logs[room].sorted)
-

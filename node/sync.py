@@ -200,9 +200,7 @@ def _lacking(known: VersionVector, origin: str, first: int, last: int) -> list[t
     """The parts of ``first..last`` of ``origin`` that ``known`` lacks."""
     if known.contiguous(origin) >= last:
         return []
-    return [
-        (max(a, first), b) for a, b in known.missing(origin, last) if b >= first
-    ]
+    return [(max(a, first), b) for a, b in known.missing(origin, last) if b >= first]
 
 
 def _count(ranges: Iterable[tuple[int, int]]) -> int:

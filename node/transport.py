@@ -83,11 +83,18 @@ def check_group(group: str) -> str:
 
 
 class MeshTransport:
-    def __init__(self, protocol: MeshProtocol, *, interfaces: Sequence[str],
-                 group: str = DEFAULT_GROUP, port: int = DEFAULT_PORT, ttl: int = DEFAULT_TTL,
-                 unicast_port: int = 0,
-                 on_events: Callable[[list[Event]], None],
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        protocol: MeshProtocol,
+        *,
+        interfaces: Sequence[str],
+        group: str = DEFAULT_GROUP,
+        port: int = DEFAULT_PORT,
+        ttl: int = DEFAULT_TTL,
+        unicast_port: int = 0,
+        on_events: Callable[[list[Event]], None],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         if not interfaces:
             raise ValueError("name at least one mesh interface (the default is lo)")
         self.protocol = protocol
@@ -117,8 +124,7 @@ class MeshTransport:
             s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             s.bind((self.group, self.port))
             for index in self.ifindex.values():
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                             mreqn(self.group, index))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn(self.group, index))
         except OSError:
             s.close()
             raise
@@ -149,8 +155,11 @@ class MeshTransport:
     # -- running ---------------------------------------------------------------
 
     def start(self) -> None:
-        self._greenlets = [gevent.spawn(self._read_group), gevent.spawn(self._read_unicast),
-                           gevent.spawn(self._timer_loop)]
+        self._greenlets = [
+            gevent.spawn(self._read_group),
+            gevent.spawn(self._read_unicast),
+            gevent.spawn(self._timer_loop),
+        ]
         self.pump()
 
     def stop(self) -> None:
@@ -183,15 +192,17 @@ class MeshTransport:
                 self.unicast_sock.sendto(data, dest)
                 return
             for index in self.ifindex.values():
-                self.unicast_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                                             mreqn(self.group, index))
+                self.unicast_sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn(self.group, index)
+                )
                 self.unicast_sock.sendto(data, (self.group, self.port))
         except OSError as e:
             self.errors[errno.errorcode.get(e.errno or 0, "OSError")] += 1
 
     def _recv_group(self) -> tuple[bytes, Any, str | None]:
         data, ancdata, _flags, addr = self.group_sock.recvmsg(
-            RECV_BUFFER, socket.CMSG_SPACE(PKTINFO.size))
+            RECV_BUFFER, socket.CMSG_SPACE(PKTINFO.size)
+        )
         return data, addr, self._arrival_interface(ancdata)
 
     def _recv_unicast(self) -> tuple[bytes, Any, str | None]:
@@ -204,8 +215,9 @@ class MeshTransport:
     def _read_unicast(self) -> None:
         self._read_loop(self.unicast_sock, self._recv_unicast)
 
-    def _read_loop(self, sock: socket.socket,
-                   recv: Callable[[], tuple[bytes, Any, str | None]]) -> None:
+    def _read_loop(
+        self, sock: socket.socket, recv: Callable[[], tuple[bytes, Any, str | None]]
+    ) -> None:
         """Wait for a datagram, then take whatever else is already queued (up
         to ``MAX_DRAIN``) before handing events out once: a catch-up burst is
         stored with one write per batch of datagrams, not one per datagram,
@@ -257,5 +269,6 @@ class MeshTransport:
                     gevent.sleep(MAX_TIMER_SLEEP)
                 self.pump()
                 continue
-            self._wakeup.wait(MAX_TIMER_SLEEP if timer is None
-                              else min(timer - now, MAX_TIMER_SLEEP))
+            self._wakeup.wait(
+                MAX_TIMER_SLEEP if timer is None else min(timer - now, MAX_TIMER_SLEEP)
+            )

@@ -577,8 +577,12 @@ class RequestDatagram:
         return _seal(self, key)
 
 
-def _read_ranges(reader: _Reader, count: int, limit: int, fmt: struct.Struct,
-                 ) -> list[tuple[str, int, int]]:
+def _read_ranges(
+    reader: _Reader,
+    count: int,
+    limit: int,
+    fmt: struct.Struct,
+) -> list[tuple[str, int, int]]:
     """``count`` (origin, first, last) ranges, then the end of the body: at
     least one, at most ``limit``, each 1 <= first <= last."""
     if count > limit:

@@ -59,8 +59,14 @@ def loopback_mesh(tmp_path: Path, beacon_interval: float = 0.3) -> list[str]:
     if not key.exists():
         key.write_text(secrets.token_hex(32) + "\n")
         key.chmod(0o600)  # as an operator keeps it (a readable key is warned about)
-    return ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key),
-            "--beacon-interval", str(beacon_interval)]
+    return [
+        "--mesh-port",
+        str(free_udp_port()),
+        "--mesh-key-file",
+        str(key),
+        "--beacon-interval",
+        str(beacon_interval),
+    ]
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
@@ -80,15 +86,30 @@ class WsgiTransport:
     def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1:8080") -> None:
         self.app, self.host = app, host
 
-    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         path_info, _, query = path.partition("?")
         environ = {
-            "REQUEST_METHOD": method, "PATH_INFO": path_info, "QUERY_STRING": query,
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "SERVER_PROTOCOL": "HTTP/1.1",
-            "HTTP_HOST": self.host, "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.multithread": False,
-            "wsgi.multiprocess": False, "wsgi.run_once": False, "REMOTE_ADDR": "127.0.0.1",
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path_info,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8080",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": self.host,
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REMOTE_ADDR": "127.0.0.1",
             "CONTENT_LENGTH": str(len(body)),
         }
         for k, v in headers.items():
@@ -110,8 +131,13 @@ class HttpTransport:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
 
-    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         try:
             conn.request(method, path, body=body or None, headers=headers)
@@ -128,8 +154,13 @@ class HttpSession:
     transport: Callable[..., tuple[int, list[tuple[str, str]], bytes]]
     cookies: dict[str, str] = field(default_factory=dict)
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         hdrs = dict(headers or {})
         body = b""
         if form is not None:
@@ -164,8 +195,10 @@ class HttpSession:
 
     def register(self, name: str, password: str = PASSWORD) -> Response:
         token = self.csrf("/register")
-        return self.post("/register", {"csrf": token, "username": name, "password": password,
-                                       "confirm": password})
+        return self.post(
+            "/register",
+            {"csrf": token, "username": name, "password": password, "confirm": password},
+        )
 
     def login(self, name: str, password: str = PASSWORD) -> Response:
         token = self.csrf("/login")
@@ -191,15 +224,26 @@ class Router:
         return f"http://127.0.0.1:{self.port}"
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "app", "--data-dir", str(self.data_dir), "--port",
-                str(self.port), "--node-name", self.name, *self.extra]
+        return [
+            sys.executable,
+            "-m",
+            "app",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--node-name",
+            self.name,
+            *self.extra,
+        ]
 
     def start(self) -> Router:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
         logf = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.argv(), cwd=ROOT, stdout=logf, stderr=logf, env=env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv(), cwd=ROOT, stdout=logf, stderr=logf, env=env, stdin=subprocess.DEVNULL
+        )
         logf.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -241,12 +285,16 @@ class Router:
         assert r.status == 303, r.text
         return s
 
-    def ws(self, session: HttpSession, room: int = 1, query: str = "",
-           origin: str | None = None) -> WsClient:
+    def ws(
+        self, session: HttpSession, room: int = 1, query: str = "", origin: str | None = None
+    ) -> WsClient:
         url = f"ws://127.0.0.1:{self.port}/ws/{room}{query}"
         conn = websocket.create_connection(
-            url, timeout=5, origin=origin or self.base,
-            header=[f"Cookie: {session.cookie_header()}"])
+            url,
+            timeout=5,
+            origin=origin or self.base,
+            header=[f"Cookie: {session.cookie_header()}"],
+        )
         return WsClient(conn)
 
 
@@ -266,8 +314,9 @@ class WsClient:
         self.frames.append(frame)
         return frame
 
-    def recv_until(self, pred: Callable[[dict[str, Any]], bool],
-                   timeout: float = 5.0) -> dict[str, Any]:
+    def recv_until(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Read frames until one matches; fails after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:

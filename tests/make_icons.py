@@ -18,8 +18,9 @@ WHITE = (0xFF, 0xFF, 0xFF)
 SAMPLES = 4  # per axis: 16 samples a pixel smooth the edges
 
 
-def in_rounded_rect(x: float, y: float, x0: float, y0: float, x1: float, y1: float,
-                    r: float) -> bool:
+def in_rounded_rect(
+    x: float, y: float, x0: float, y0: float, x1: float, y1: float, r: float
+) -> bool:
     if not (x0 <= x <= x1 and y0 <= y <= y1):
         return False
     cx = min(max(x, x0 + r), x1 - r)
@@ -45,8 +46,9 @@ def pixels(size: int) -> bytes:
             r = g = b = a = 0
             for sy in range(SAMPLES):
                 for sx in range(SAMPLES):
-                    c = colour_at((px * SAMPLES + sx + 0.5) * step,
-                                  (py * SAMPLES + sy + 0.5) * step)
+                    c = colour_at(
+                        (px * SAMPLES + sx + 0.5) * step, (py * SAMPLES + sy + 0.5) * step
+                    )
                     if c is not None:
                         r, g, b, a = r + c[0], g + c[1], b + c[2], a + 1
             n = SAMPLES * SAMPLES
@@ -56,14 +58,22 @@ def pixels(size: int) -> bytes:
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack("!I", len(data)) + kind + data + struct.pack(
-        "!I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack("!I", len(data))
+        + kind
+        + data
+        + struct.pack("!I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png(size: int) -> bytes:
     header = struct.pack("!IIBBBBB", size, size, 8, 6, 0, 0, 0)  # 8-bit RGBA
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(pixels(size), 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(pixels(size), 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def main() -> None:

@@ -69,8 +69,10 @@ def serve(iface_addr: str, data_dir: Path) -> None:
             for i in range(count):
                 # PermissionError: the loss rule dropped it on the way out.
                 with contextlib.suppress(PermissionError):
-                    s.sendto(CHUNK_HEAD.pack(me, room, i, count)
-                             + blob[i * size:(i + 1) * size], (GROUP, PORT))
+                    s.sendto(
+                        CHUNK_HEAD.pack(me, room, i, count) + blob[i * size : (i + 1) * size],
+                        (GROUP, PORT),
+                    )
 
 
 def ask(iface_addr: str, timeout: float, idle: float) -> dict[str, object]:
@@ -98,7 +100,7 @@ def ask(iface_addr: str, timeout: float, idle: float) -> dict[str, object]:
             continue
         sender, room, index, count = CHUNK_HEAD.unpack_from(data)
         key = (sender, room)
-        chunks.setdefault(key, {})[index] = data[CHUNK_HEAD.size:]
+        chunks.setdefault(key, {})[index] = data[CHUNK_HEAD.size :]
         counts[key] = count
         received += 1
         last = time.monotonic()
@@ -119,10 +121,15 @@ def ask(iface_addr: str, timeout: float, idle: float) -> dict[str, object]:
                 messages[obj["id"]] = obj
     merged = sorted(messages.values(), key=lambda o: o["body"]["time"])  # wall clock
     done = time.monotonic()
-    return {"ask_lost": ask_lost, "chunks": received, "files_complete": complete_files,
-            "files_lost": lost_files,
-            "messages": len(merged), "seconds": done - start,
-            "flood_seconds": flood_end - start}
+    return {
+        "ask_lost": ask_lost,
+        "chunks": received,
+        "files_complete": complete_files,
+        "files_lost": lost_files,
+        "messages": len(merged),
+        "seconds": done - start,
+        "flood_seconds": flood_end - start,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -62,14 +62,39 @@ TARGET_HEAL_BYTES = 10_000
 
 def make_records(origin: str, first: int, count: int, base_ms: int) -> list[Record]:
     rng = random.Random(first)
-    words = ("hello", "anyone", "bread", "water", "tonight", "meeting", "at", "the",
-             "square", "ok", "thanks", "see", "you", "bus", "late", "power", "back")
+    words = (
+        "hello",
+        "anyone",
+        "bread",
+        "water",
+        "tonight",
+        "meeting",
+        "at",
+        "the",
+        "square",
+        "ok",
+        "thanks",
+        "see",
+        "you",
+        "bus",
+        "late",
+        "power",
+        "back",
+    )
     out = []
     for i in range(first, first + count):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
         ms = base_ms + i * 10
-        out.append(Record(origin, i, pack(ms, 0), RecordKind.MESSAGE, i % ROOMS + 1,
-                          {"author": f"user{i % 40}", "node": "old", "time": ms, "text": text}))
+        out.append(
+            Record(
+                origin,
+                i,
+                pack(ms, 0),
+                RecordKind.MESSAGE,
+                i % ROOMS + 1,
+                {"author": f"user{i % 40}", "node": "old", "time": ms, "text": text},
+            )
+        )
     return out
 
 
@@ -117,9 +142,20 @@ def set_loss(lab: Lab, percent: int) -> None:
 
 
 def mesh_args(key: Path) -> list[str]:
-    return ["--mesh-key-file", str(key), "--beacon-interval", BEACON, "--catchup-rate",
-            str(CATCHUP_RATE), "--retention", "7d", "--rooms", str(ROOMS),
-            "--max-history", str(MESSAGES)]  # the default keeps 5,000 per room
+    return [
+        "--mesh-key-file",
+        str(key),
+        "--beacon-interval",
+        BEACON,
+        "--catchup-rate",
+        str(CATCHUP_RATE),
+        "--retention",
+        "7d",
+        "--rooms",
+        str(ROOMS),
+        "--max-history",
+        str(MESSAGES),
+    ]  # the default keeps 5,000 per room
 
 
 def catch_up(lab: Lab, tmp: Path, key: Path, run: str) -> dict[str, float]:
@@ -145,11 +181,17 @@ def catch_up(lab: Lab, tmp: Path, key: Path, run: str) -> dict[str, float]:
     except OSError:
         sync = {}
     r.stop()
-    return {"seconds": seconds, "up": up, "bytes": b1 - b0, "packets": p1 - p0,
-            "missing": MESSAGES - count, "busy": busy,
-            "rcvbuf_errors": rcvbuf_errors(lab, "n") - e0,
-            "requests": sync.get("catchup_requests", 0),
-            "timeouts": sync.get("catchup_timeouts", 0)}
+    return {
+        "seconds": seconds,
+        "up": up,
+        "bytes": b1 - b0,
+        "packets": p1 - p0,
+        "missing": MESSAGES - count,
+        "busy": busy,
+        "rcvbuf_errors": rcvbuf_errors(lab, "n") - e0,
+        "requests": sync.get("catchup_requests", 0),
+        "timeouts": sync.get("catchup_timeouts", 0),
+    }
 
 
 def ask_file(lab: Lab, data: dict[str, Path]) -> dict[str, float]:
@@ -159,29 +201,60 @@ def ask_file(lab: Lab, data: dict[str, Path]) -> dict[str, float]:
     try:
         for h in ("p1", "p2"):
             host = lab.hosts[h]
-            p = subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, helper,
-                                  "serve", host.address(0), str(data[h])],
-                                 stdout=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    host.ns,
+                    sys.executable,
+                    helper,
+                    "serve",
+                    host.address(0),
+                    str(data[h]),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             servers.append(p)
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         p0, b0 = wire_out(lab)
         e0 = rcvbuf_errors(lab, "n")
         n = lab.hosts["n"]
-        out = subprocess.run(["ip", "netns", "exec", n.ns, sys.executable, helper, "ask",
-                              n.address(0), str(ASK_TIMEOUT), str(ASK_IDLE)],
-                             capture_output=True, text=True, timeout=ASK_TIMEOUT + 60,
-                             check=True)
+        out = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                n.ns,
+                sys.executable,
+                helper,
+                "ask",
+                n.address(0),
+                str(ASK_TIMEOUT),
+                str(ASK_IDLE),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=ASK_TIMEOUT + 60,
+            check=True,
+        )
         p1, b1 = wire_out(lab)
     finally:
         for p in servers:
             p.kill()
             p.wait()
     result = json.loads(out.stdout)
-    return {"seconds": result["seconds"] - ASK_IDLE if result["chunks"] else result["seconds"],
-            "bytes": b1 - b0, "packets": p1 - p0, "missing": MESSAGES - result["messages"],
-            "files_lost": result["files_lost"], "files_complete": result["files_complete"],
-            "ask_lost": result["ask_lost"],
-            "rcvbuf_errors": rcvbuf_errors(lab, "n") - e0}
+    return {
+        "seconds": result["seconds"] - ASK_IDLE if result["chunks"] else result["seconds"],
+        "bytes": b1 - b0,
+        "packets": p1 - p0,
+        "missing": MESSAGES - result["messages"],
+        "files_lost": result["files_lost"],
+        "files_complete": result["files_complete"],
+        "ask_lost": result["ask_lost"],
+        "rcvbuf_errors": rcvbuf_errors(lab, "n") - e0,
+    }
 
 
 def heal(lab: Lab, tmp: Path, key: Path, data: dict[str, Path]) -> dict[str, float]:
@@ -214,64 +287,129 @@ def heal(lab: Lab, tmp: Path, key: Path, data: dict[str, Path]) -> dict[str, flo
     healed = held(a) == total and held(b) == total
     a.stop()
     b.stop()
-    return {"seconds": seconds, "bytes": b1 - b0, "packets": p1 - p0, "idle_bytes": idle,
-            "healed": healed,
-            "catchup_bytes": sum(s.get("catchup_request_bytes", 0) + s.get("served_bytes", 0)
-                                 for s in sync),
-            "served": sum(s.get("served_records", 0) for s in sync)}
+    return {
+        "seconds": seconds,
+        "bytes": b1 - b0,
+        "packets": p1 - p0,
+        "idle_bytes": idle,
+        "healed": healed,
+        "catchup_bytes": sum(
+            s.get("catchup_request_bytes", 0) + s.get("served_bytes", 0) for s in sync
+        ),
+        "served": sum(s.get("served_records", 0) for s in sync),
+    }
 
 
 def report_catchup(runs: list[tuple[str, int, dict[str, float]]], record_bytes: int) -> None:
     rows = []
     for name, loss, m in runs:
-        rows.append((name, f"{loss}%", f"{m['seconds']:.2f}", f"{m['bytes'] / 1e6:.2f}",
-                     f"{m['bytes'] / record_bytes:.2f}", f"{int(m['packets']):,}",
-                     "yes" if m["missing"] == 0 else "no", f"{int(m['missing']):,}",
-                     f"{int(m['rcvbuf_errors']):,}"))
-    table(f"catch-up of {MESSAGES:,} missing messages held by two peers "
-          f"(--catchup-rate {CATCHUP_RATE:,} B/s, beacons every {BEACON} s; "
-          f"records {record_bytes / 1e6:.2f} MB)",
-          rows, ("", "loss", "seconds", "wire MB", "wire/records", "datagrams", "converged",
-                 "missing", "rcvbuf drops on N"))
+        rows.append(
+            (
+                name,
+                f"{loss}%",
+                f"{m['seconds']:.2f}",
+                f"{m['bytes'] / 1e6:.2f}",
+                f"{m['bytes'] / record_bytes:.2f}",
+                f"{int(m['packets']):,}",
+                "yes" if m["missing"] == 0 else "no",
+                f"{int(m['missing']):,}",
+                f"{int(m['rcvbuf_errors']):,}",
+            )
+        )
+    table(
+        f"catch-up of {MESSAGES:,} missing messages held by two peers "
+        f"(--catchup-rate {CATCHUP_RATE:,} B/s, beacons every {BEACON} s; "
+        f"records {record_bytes / 1e6:.2f} MB)",
+        rows,
+        (
+            "",
+            "loss",
+            "seconds",
+            "wire MB",
+            "wire/records",
+            "datagrams",
+            "converged",
+            "missing",
+            "rcvbuf drops on N",
+        ),
+    )
     for name, loss, m in runs:
         if name == "anti-entropy":
-            print(f"  anti-entropy at {loss}% loss: router up (HTTP) after {m['up']:.2f} s; "
-                  f"{int(m['requests'])} requests, {int(m['timeouts'])} timed out; "
-                  f"/status unanswered for 10 s {int(m['busy'])} times")
+            print(
+                f"  anti-entropy at {loss}% loss: router up (HTTP) after {m['up']:.2f} s; "
+                f"{int(m['requests'])} requests, {int(m['timeouts'])} timed out; "
+                f"/status unanswered for 10 s {int(m['busy'])} times"
+            )
         else:
-            print(f"  ASK-FILE at {loss}% loss: {int(m['files_complete'])} room files whole, "
-                  f"{int(m['files_lost'])} lost (one chunk missing loses the file); "
-                  f"the ASK-FILE itself {'lost' if m['ask_lost'] else 'sent'}; "
-                  f"seconds exclude the {ASK_IDLE} s of silence that ends the flood")
+            print(
+                f"  ASK-FILE at {loss}% loss: {int(m['files_complete'])} room files whole, "
+                f"{int(m['files_lost'])} lost (one chunk missing loses the file); "
+                f"the ASK-FILE itself {'lost' if m['ask_lost'] else 'sent'}; "
+                f"seconds exclude the {ASK_IDLE} s of silence that ends the flood"
+            )
     figures = {}
     for name, loss, m in runs:
         key = f"catchup.{'ours' if name == 'anti-entropy' else 'askfile'}_loss{loss}"
-        figures.update({f"{key}_s": m["seconds"], f"{key}_wire_ratio": m["bytes"] / record_bytes,
-                        f"{key}_missing": m["missing"]})
+        figures.update(
+            {
+                f"{key}_s": m["seconds"],
+                f"{key}_wire_ratio": m["bytes"] / record_bytes,
+                f"{key}_missing": m["missing"],
+            }
+        )
     record_results(figures)
     ours = runs[0][2]
-    verdict(f"{MESSAGES:,} missing messages in under {TARGET_SECONDS:.0f} s",
-            ours["missing"] == 0 and ours["seconds"] < TARGET_SECONDS,
-            f"{ours['seconds']:.2f} s")
-    verdict(f"wire bytes <= {TARGET_RATIO} x missing records",
-            ours["bytes"] <= TARGET_RATIO * record_bytes,
-            f"{ours['bytes'] / record_bytes:.2f} x")
+    verdict(
+        f"{MESSAGES:,} missing messages in under {TARGET_SECONDS:.0f} s",
+        ours["missing"] == 0 and ours["seconds"] < TARGET_SECONDS,
+        f"{ours['seconds']:.2f} s",
+    )
+    verdict(
+        f"wire bytes <= {TARGET_RATIO} x missing records",
+        ours["bytes"] <= TARGET_RATIO * record_bytes,
+        f"{ours['bytes'] / record_bytes:.2f} x",
+    )
 
 
 def report_heal(healing: dict[str, float]) -> None:
-    table(f"partition healed: two routers with {MESSAGES:,} messages in common, "
-          f"{DIFF_A} + {DIFF_B} posted apart",
-          [("heal", f"{healing['seconds']:.2f}", f"{healing['bytes']:,.0f}",
-            f"{int(healing['packets'])}", f"{healing['idle_bytes']:,.0f}",
-            f"{healing['catchup_bytes']:,.0f}", f"{int(healing['served'])}",
-            "yes" if healing["healed"] else "no")],
-          ("", "seconds", "wire bytes", "datagrams", "beacons alone (same window)",
-           "requests+batches", "records served", "healed"))
-    record_results({"heal.s": healing["seconds"], "heal.wire_bytes": healing["bytes"],
-                    "heal.healed": int(bool(healing["healed"]))})
-    verdict(f"5-message difference healed with under {TARGET_HEAL_BYTES / 1000:.0f} KB",
-            bool(healing["healed"]) and healing["bytes"] < TARGET_HEAL_BYTES,
-            f"{healing['bytes']:,.0f} bytes")
+    table(
+        f"partition healed: two routers with {MESSAGES:,} messages in common, "
+        f"{DIFF_A} + {DIFF_B} posted apart",
+        [
+            (
+                "heal",
+                f"{healing['seconds']:.2f}",
+                f"{healing['bytes']:,.0f}",
+                f"{int(healing['packets'])}",
+                f"{healing['idle_bytes']:,.0f}",
+                f"{healing['catchup_bytes']:,.0f}",
+                f"{int(healing['served'])}",
+                "yes" if healing["healed"] else "no",
+            )
+        ],
+        (
+            "",
+            "seconds",
+            "wire bytes",
+            "datagrams",
+            "beacons alone (same window)",
+            "requests+batches",
+            "records served",
+            "healed",
+        ),
+    )
+    record_results(
+        {
+            "heal.s": healing["seconds"],
+            "heal.wire_bytes": healing["bytes"],
+            "heal.healed": int(bool(healing["healed"])),
+        }
+    )
+    verdict(
+        f"5-message difference healed with under {TARGET_HEAL_BYTES / 1000:.0f} KB",
+        bool(healing["healed"]) and healing["bytes"] < TARGET_HEAL_BYTES,
+        f"{healing['bytes']:,.0f} bytes",
+    )
 
 
 def main() -> int:
@@ -288,16 +426,20 @@ def main() -> int:
             lab.count_udp(h, 0)
 
         t = time.monotonic()
-        records = make_records(OLD_ORIGIN, 1, MESSAGES, int(time.time() * 1000)
-                               - 10 * MESSAGES - 3_600_000)
+        records = make_records(
+            OLD_ORIGIN, 1, MESSAGES, int(time.time() * 1000) - 10 * MESSAGES - 3_600_000
+        )
         data = {h: tmp / h / "data" for h in ("p1", "p2")}
         for path in data.values():
             write(path, records)
         record_bytes = sum(len(record_body(r)) for r in records)
         log_bytes = sum(len(encode_line(r)) for r in records)
-        print(f"prepared {MESSAGES:,} messages in two data folders in "
-              f"{time.monotonic() - t:.1f} s: {record_bytes:,} bytes of RECORD bodies "
-              f"({log_bytes:,} bytes of log lines)", flush=True)
+        print(
+            f"prepared {MESSAGES:,} messages in two data folders in "
+            f"{time.monotonic() - t:.1f} s: {record_bytes:,} bytes of RECORD bodies "
+            f"({log_bytes:,} bytes of log lines)",
+            flush=True,
+        )
 
         peers = [lab.start_router(h, data[h], mesh_args(key)) for h in ("p1", "p2")]
         assert all(held(p) == MESSAGES for p in peers), [p.status() for p in peers]

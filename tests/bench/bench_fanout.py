@@ -55,8 +55,9 @@ LOADGEN_TIMEOUT = 60 + REPEATS * 130 + SECONDS + 30
 @contextlib.contextmanager
 def process(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
     """A server process, killed on the way out whatever happens."""
-    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -83,10 +84,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_load(port: int, cookies: Path | None, *, ours: bool) -> dict:
-    argv = [sys.executable, str(HERE / "wsload.py"), "fanout", "--port", str(port),
-            "--clients", str(CLIENTS), "--senders", str(SENDERS), "--burst", str(BURST),
-            "--repeats", str(REPEATS), "--rate", str(RATE), "--seconds", str(SECONDS),
-            "--text-len", str(TEXT_LEN)]
+    argv = [
+        sys.executable,
+        str(HERE / "wsload.py"),
+        "fanout",
+        "--port",
+        str(port),
+        "--clients",
+        str(CLIENTS),
+        "--senders",
+        str(SENDERS),
+        "--burst",
+        str(BURST),
+        "--repeats",
+        str(REPEATS),
+        "--rate",
+        str(RATE),
+        "--seconds",
+        str(SECONDS),
+        "--text-len",
+        str(TEXT_LEN),
+    ]
     if cookies is not None:
         argv += ["--cookies", str(cookies)]
     if ours:
@@ -113,29 +131,38 @@ def seed_accounts(data_dir: Path, names: list[str]) -> None:
     hlc = int(time.time() * 1000) << 16
     try:
         for i, name in enumerate(names):
-            store.append(Record(store.node_id, store.next_seq(), hlc + i, RecordKind.ACCOUNT,
-                                0, {"name": name, "hash": hashed}))
+            store.append(
+                Record(
+                    store.node_id,
+                    store.next_seq(),
+                    hlc + i,
+                    RecordKind.ACCOUNT,
+                    0,
+                    {"name": name, "hash": hashed},
+                )
+            )
     finally:
         store.close()
 
 
 def login_all(router: Router, names: list[str], path: Path) -> Path:
     """Log every user in once over HTTP; their Cookie headers, as a JSON file."""
-    path.write_text(json.dumps([router.user(n, register=False).cookie_header()
-                                for n in names]))
+    path.write_text(json.dumps([router.user(n, register=False).cookie_header() for n in names]))
     return path
 
 
 def run_ours(tmp: Path) -> dict:
-    router = Router(tmp / "router" / "data", free_port(), "bench",
-                    ["--no-mesh", "--log-level", "warning",
-                     "--max-connections-per-address", "1000"])  # every page is 127.0.0.1
+    router = Router(
+        tmp / "router" / "data",
+        free_port(),
+        "bench",
+        ["--no-mesh", "--log-level", "warning", "--max-connections-per-address", "1000"],
+    )  # every page is 127.0.0.1
     names = [f"s{i:03d}" for i in range(SENDERS)]
     seed_accounts(router.data_dir, names)
     try:
         router.start()
-        print(f"logging {SENDERS} users in to our router (scrypt: a few seconds)...",
-              flush=True)
+        print(f"logging {SENDERS} users in to our router (scrypt: a few seconds)...", flush=True)
         cookie_file = login_all(router, names, tmp / "cookies.json")
         return run_load(router.port, cookie_file, ours=True)
     finally:
@@ -156,8 +183,11 @@ def summary(result: dict) -> dict[str, float]:
         "complete": all(r["delivered"] == r["expected"] for r in runs),
         "delivered": min(r["delivered"] for r in runs),
         "expected": runs[0]["expected"],
-        "p50": lat["p50_ms"], "p99": lat["p99_ms"], "max": lat["max_ms"],
-        "lat_delivered": lat["delivered"], "lat_expected": lat["expected"],
+        "p50": lat["p50_ms"],
+        "p99": lat["p99_ms"],
+        "max": lat["max_ms"],
+        "lat_delivered": lat["delivered"],
+        "lat_expected": lat["expected"],
     }
 
 
@@ -171,40 +201,81 @@ def main() -> None:
     results["limit"] = run_other("limit")
     s = {k: summary(v) for k, v in results.items()}
     base, ours, limit = s["websockets"], s["ours"], s["limit"]
-    table(f"fan-out: {CLIENTS} clients in one room, {SENDERS * BURST:,} messages "
-          f"({SENDERS} senders x {BURST}) of {TEXT_LEN} characters; median of {REPEATS} runs", [
-        ("deliveries per second", f"{base['rate']:,.0f}", f"{ours['rate']:,.0f}",
-         f"{limit['rate']:,.0f}", f"{ours['rate'] / base['rate']:.2f}"),
-        ("all delivered", *(f"{x['delivered']:,}/{x['expected']:,}" for x in (base, ours, limit)),
-         ""),
-    ], ("", "websockets", "ours", "limit", "ours/websockets"))
-    table(f"latency at {RATE:.0f} messages/s for {SECONDS:.0f} s, send to delivery "
-          f"over all {CLIENTS} clients (ms)", [
-        ("p50", f"{base['p50']:.1f}", f"{ours['p50']:.1f}", f"{limit['p50']:.1f}",
-         f"{ours['p50'] / base['p50']:.2f}"),
-        ("p99", f"{base['p99']:.1f}", f"{ours['p99']:.1f}", f"{limit['p99']:.1f}",
-         f"{ours['p99'] / base['p99']:.2f}"),
-        ("max", f"{base['max']:.1f}", f"{ours['max']:.1f}", f"{limit['max']:.1f}", ""),
-        ("delivered", *(f"{x['lat_delivered']:,}/{x['lat_expected']:,}"
-                        for x in (base, ours, limit)), ""),
-    ], ("", "websockets", "ours", "limit", "ours/websockets"))
+    table(
+        f"fan-out: {CLIENTS} clients in one room, {SENDERS * BURST:,} messages "
+        f"({SENDERS} senders x {BURST}) of {TEXT_LEN} characters; median of {REPEATS} runs",
+        [
+            (
+                "deliveries per second",
+                f"{base['rate']:,.0f}",
+                f"{ours['rate']:,.0f}",
+                f"{limit['rate']:,.0f}",
+                f"{ours['rate'] / base['rate']:.2f}",
+            ),
+            (
+                "all delivered",
+                *(f"{x['delivered']:,}/{x['expected']:,}" for x in (base, ours, limit)),
+                "",
+            ),
+        ],
+        ("", "websockets", "ours", "limit", "ours/websockets"),
+    )
+    table(
+        f"latency at {RATE:.0f} messages/s for {SECONDS:.0f} s, send to delivery "
+        f"over all {CLIENTS} clients (ms)",
+        [
+            (
+                "p50",
+                f"{base['p50']:.1f}",
+                f"{ours['p50']:.1f}",
+                f"{limit['p50']:.1f}",
+                f"{ours['p50'] / base['p50']:.2f}",
+            ),
+            (
+                "p99",
+                f"{base['p99']:.1f}",
+                f"{ours['p99']:.1f}",
+                f"{limit['p99']:.1f}",
+                f"{ours['p99'] / base['p99']:.2f}",
+            ),
+            ("max", f"{base['max']:.1f}", f"{ours['max']:.1f}", f"{limit['max']:.1f}", ""),
+            (
+                "delivered",
+                *(f"{x['lat_delivered']:,}/{x['lat_expected']:,}" for x in (base, ours, limit)),
+                "",
+            ),
+        ],
+        ("", "websockets", "ours", "limit", "ours/websockets"),
+    )
     for name, r in results.items():
         if r.get("errors") or r.get("lost") or r.get("closed_by_server"):
-            print(f"  note {name}: {r['errors']} error frames (first: {r['first_error']}), "
-                  f"{r['lost']} sockets lost, {r['closed_by_server']} closed by the server")
+            print(
+                f"  note {name}: {r['errors']} error frames (first: {r['first_error']}), "
+                f"{r['lost']} sockets lost, {r['closed_by_server']} closed by the server"
+            )
     figures = {}
     for name, x in s.items():
-        figures.update({f"fanout.{name}_per_s": x["rate"], f"fanout.{name}_p50_ms": x["p50"],
-                        f"fanout.{name}_p99_ms": x["p99"],
-                        f"fanout.{name}_undelivered": (x["expected"] - x["delivered"]
-                                                       + x["lat_expected"] - x["lat_delivered"])})
+        figures.update(
+            {
+                f"fanout.{name}_per_s": x["rate"],
+                f"fanout.{name}_p50_ms": x["p50"],
+                f"fanout.{name}_p99_ms": x["p99"],
+                f"fanout.{name}_undelivered": (
+                    x["expected"] - x["delivered"] + x["lat_expected"] - x["lat_delivered"]
+                ),
+            }
+        )
     record_results(figures)
-    verdict(">= 1.5x the websockets baseline's deliveries/s",
-            ours["rate"] >= 1.5 * base["rate"] and ours["complete"],
-            f"{ours['rate'] / base['rate']:.2f}x")
-    verdict("p99 < 50 ms at 20 messages/s",
-            ours["p99"] < 50 and ours["lat_delivered"] == ours["lat_expected"],
-            f"{ours['p99']:.1f} ms")
+    verdict(
+        ">= 1.5x the websockets baseline's deliveries/s",
+        ours["rate"] >= 1.5 * base["rate"] and ours["complete"],
+        f"{ours['rate'] / base['rate']:.2f}x",
+    )
+    verdict(
+        "p99 < 50 ms at 20 messages/s",
+        ours["p99"] < 50 and ours["lat_delivered"] == ours["lat_expected"],
+        f"{ours['p99']:.1f} ms",
+    )
 
 
 if __name__ == "__main__":

@@ -73,16 +73,32 @@ WORKERS = 2  # processes: the runs are independent and seeded
 def history(n: int, seed: int = 7) -> list[Record]:
     """``n`` messages of ``ORIGIN`` with ~``TEXT_BYTES`` bytes of text each."""
     rng = random.Random(seed)
-    words = ("hello", "anyone", "bread", "water", "tonight", "meeting", "at", "the",
-             "square", "ok", "thanks", "see", "you", "bus", "late", "power", "back")
+    words = (
+        "hello",
+        "anyone",
+        "bread",
+        "water",
+        "tonight",
+        "meeting",
+        "at",
+        "the",
+        "square",
+        "ok",
+        "thanks",
+        "see",
+        "you",
+        "bus",
+        "late",
+        "power",
+        "back",
+    )
     out = []
     for seq in range(1, n + 1):
         text = ""
         while len(text) < TEXT_BYTES:
             text += rng.choice(words) + " "
         ms = 1_690_000_000_000 + seq * 10
-        body = {"author": f"user{seq % 40}", "node": "old", "time": ms,
-                "text": text[:TEXT_BYTES]}
+        body = {"author": f"user{seq % 40}", "node": "old", "time": ms, "text": text[:TEXT_BYTES]}
         out.append(Record(ORIGIN, seq, ms << 16, RecordKind.MESSAGE, 1 + seq % 4, body))
     return out
 
@@ -143,8 +159,7 @@ def batch_seqs(data: bytes) -> list[int]:
     return seqs
 
 
-def run_plain(records: list[Record], p: float, seed: int, lacking: set[int] | None = None
-              ) -> Plain:
+def run_plain(records: list[Record], p: float, seed: int, lacking: set[int] | None = None) -> Plain:
     """Node 1 catches up from node 0, which holds ``records``; node 1 lacks
     them all, or only the seqs in ``lacking``."""
     mesh = Mesh.full(2, seed=seed)
@@ -161,10 +176,14 @@ def run_plain(records: list[Record], p: float, seed: int, lacking: set[int] | No
         mesh.run_for(STEP)
     # The last record came in the last batch that got through (10 ms steps
     # would blur the end): its sending time plus the link's latency.
-    end = max(t + LATENCY for t, d, _ in responder.sent_log
-              if kind(d) == DatagramKind.BATCH and d not in loss.lost and t <= mesh.now)
-    log = [(t, d) for node in mesh.nodes for t, d, _ in node.sent_log
-           if kind(d) != DatagramKind.BEACON]
+    end = max(
+        t + LATENCY
+        for t, d, _ in responder.sent_log
+        if kind(d) == DatagramKind.BATCH and d not in loss.lost and t <= mesh.now
+    )
+    log = [
+        (t, d) for node in mesh.nodes for t, d, _ in node.sent_log if kind(d) != DatagramKind.BEACON
+    ]
     requests = [(t, d) for t, d, _ in asker.sent_log if kind(d) == DatagramKind.REQUEST]
     t0, first_request = requests[0]
     seen: set[int] = set()
@@ -211,7 +230,7 @@ def replay_parity(records: list[Record], run: Plain, k: int, p: float, seed: int
     parity_bytes = parity_datagrams = 0
     residual: set[int] = set()
     for i in range(0, len(run.batches), k):
-        group = run.batches[i:i + k]
+        group = run.batches[i : i + k]
         parity_bytes += max(b.size for b in group) + PARITY_HEAD
         parity_datagrams += 1
         lost = [b for b in group if b.lost]
@@ -267,59 +286,111 @@ def main() -> None:
             b_plain = med([r.bytes for r in plains])
             cell = f"fec.n{n}_loss{round(p * 100)}"
             figures.update({f"{cell}_plain_s": t_plain, f"{cell}_plain_kb": b_plain / 1000})
-            rows.append((f"{p:.0%}", "plain repair", f"{t_plain:.2f}", "1.00",
-                         f"{med([r.requests for r in plains]):.0f}",
-                         f"{med([r.datagrams for r in plains]):,.0f}",
-                         f"{b_plain / 1000:,.0f}", "1.00",
-                         f"{med([r.lost_records for r in plains]):,.0f}"))
+            rows.append(
+                (
+                    f"{p:.0%}",
+                    "plain repair",
+                    f"{t_plain:.2f}",
+                    "1.00",
+                    f"{med([r.requests for r in plains]):.0f}",
+                    f"{med([r.datagrams for r in plains]):,.0f}",
+                    f"{b_plain / 1000:,.0f}",
+                    "1.00",
+                    f"{med([r.lost_records for r in plains]):,.0f}",
+                )
+            )
             for i, k in enumerate(KS):
                 par = [done[(n, p, seed)][1][i] for seed in SEEDS]
                 t_par = med([x.took for x in par])
                 b_par = med([x.bytes for x in par])
                 faster = sum(x.took < r.took for x, r in zip(par, plains, strict=True))
-                figures.update({f"{cell}_xor{k}_time_ratio": t_par / t_plain,
-                                f"{cell}_xor{k}_bytes_ratio": b_par / b_plain})
-                rows.append(("", f"xor {k}+1", f"{t_par:.2f}", f"{t_par / t_plain:.2f}",
-                             f"{med([x.requests for x in par]):.0f}",
-                             f"{med([x.datagrams for x in par]):,.0f}",
-                             f"{b_par / 1000:,.0f}", f"{b_par / b_plain:.2f}",
-                             f"{med([x.residual for x in par]):,.0f}"
-                             + f"  ({faster}/{len(SEEDS)} faster)"))
+                figures.update(
+                    {
+                        f"{cell}_xor{k}_time_ratio": t_par / t_plain,
+                        f"{cell}_xor{k}_bytes_ratio": b_par / b_plain,
+                    }
+                )
+                rows.append(
+                    (
+                        "",
+                        f"xor {k}+1",
+                        f"{t_par:.2f}",
+                        f"{t_par / t_plain:.2f}",
+                        f"{med([x.requests for x in par]):.0f}",
+                        f"{med([x.datagrams for x in par]):,.0f}",
+                        f"{b_par / 1000:,.0f}",
+                        f"{b_par / b_plain:.2f}",
+                        f"{med([x.residual for x in par]):,.0f}"
+                        + f"  ({faster}/{len(SEEDS)} faster)",
+                    )
+                )
                 if p in MESH_LOSSES:
                     wins[k].append(t_par < t_plain and b_par <= (1 + MAX_EXTRA_BYTES) * b_plain)
                     faster_runs[k] += faster
                 if p == 0:
                     zero_cost[k].append(b_par / b_plain)
-        table(f"catch-up of {n:,} records ({plains[0].payload / 1000:,.0f} KB of first-pass "
-              f"batches) from one peer at {CATCHUP_RATE / 1e6:g} MB/s, median of "
-              f"{len(SEEDS)} seeds", rows,
-              ("loss", "scheme", "time s", "vs plain", "requests", "datagrams", "KB",
-               "vs plain", "repaired records"))
-    print("  (time: first REQUEST to last record in; requests, datagrams, KB: both ways, "
-          "beacons left out;\n   repaired records: plain = lost in the first pass, "
-          "xor = in groups with >= 2 losses)")
+        table(
+            f"catch-up of {n:,} records ({plains[0].payload / 1000:,.0f} KB of first-pass "
+            f"batches) from one peer at {CATCHUP_RATE / 1e6:g} MB/s, median of "
+            f"{len(SEEDS)} seeds",
+            rows,
+            (
+                "loss",
+                "scheme",
+                "time s",
+                "vs plain",
+                "requests",
+                "datagrams",
+                "KB",
+                "vs plain",
+                "repaired records",
+            ),
+        )
+    print(
+        "  (time: first REQUEST to last record in; requests, datagrams, KB: both ways, "
+        "beacons left out;\n   repaired records: plain = lost in the first pass, "
+        "xor = in groups with >= 2 losses)"
+    )
     live = []
     nack = (NACK_MIN + 2 * LATENCY, NACK_MAX + 2 * LATENCY)
-    live.append(("NACK (one round trip after a 20-60 ms back-off)",
-                 *(f"{nack[0] * 1000:.0f}-{nack[1] * 1000:.0f}" for _ in LIVE_RATES)))
+    live.append(
+        (
+            "NACK (one round trip after a 20-60 ms back-off)",
+            *(f"{nack[0] * 1000:.0f}-{nack[1] * 1000:.0f}" for _ in LIVE_RATES),
+        )
+    )
     for k in KS:
-        live.append((f"xor {k}+1 (wait for the rest of the group)",
-                     *(f"0-{(k - 1) / rate * 1000:,.0f}" for rate in LIVE_RATES)))
-    table("live path, one record per datagram: ms from a lost record to its recovery",
-          live, ("", *(f"at {r:g} msg/s" for r in LIVE_RATES)))
-    print(f"  (beacon interval {BEACON_INTERVAL:g} s; a parity group flushed early to bound the "
-          "wait covers fewer records and costs more)")
+        live.append(
+            (
+                f"xor {k}+1 (wait for the rest of the group)",
+                *(f"0-{(k - 1) / rate * 1000:,.0f}" for rate in LIVE_RATES),
+            )
+        )
+    table(
+        "live path, one record per datagram: ms from a lost record to its recovery",
+        live,
+        ("", *(f"at {r:g} msg/s" for r in LIVE_RATES)),
+    )
+    print(
+        f"  (beacon interval {BEACON_INTERVAL:g} s; a parity group flushed early to bound the "
+        "wait covers fewer records and costs more)"
+    )
     adopt = [k for k in KS if all(wins[k])]
     runs = len(SIZES) * len(MESH_LOSSES) * len(SEEDS)
     for k in KS:
-        verdict(f"xor {k}+1 faster with <= {MAX_EXTRA_BYTES:.0%} more bytes at "
-                f"{'/'.join(f'{p:.0%}' for p in MESH_LOSSES)} loss, both sizes", all(wins[k]),
-                f"{sum(wins[k])}/{len(wins[k])} cells, faster in {faster_runs[k]}/{runs} runs;"
-                f" at 0% loss {med(zero_cost[k]):.2f}x the bytes, (k+1)/k = {(k + 1) / k:.2f}")
+        verdict(
+            f"xor {k}+1 faster with <= {MAX_EXTRA_BYTES:.0%} more bytes at "
+            f"{'/'.join(f'{p:.0%}' for p in MESH_LOSSES)} loss, both sizes",
+            all(wins[k]),
+            f"{sum(wins[k])}/{len(wins[k])} cells, faster in {faster_runs[k]}/{runs} runs;"
+            f" at 0% loss {med(zero_cost[k]):.2f}x the bytes, (k+1)/k = {(k + 1) / k:.2f}",
+        )
     figures["fec.adopted_k"] = adopt[0] if adopt else 0
     record_results(figures)
-    print(f"  decision: {'adopt xor ' + str(adopt[0]) + '+1' if adopt else 'plain repair stays'}"
-          f" ({time.perf_counter() - started:.0f} s wall)")
+    print(
+        f"  decision: {'adopt xor ' + str(adopt[0]) + '+1' if adopt else 'plain repair stays'}"
+        f" ({time.perf_counter() - started:.0f} s wall)"
+    )
 
 
 if __name__ == "__main__":

@@ -87,13 +87,21 @@ def get_status(port: int, path: str) -> int | None:
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], port: int, env: dict[str, str] | None = None,
-            ) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def serving(
+    argv: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """Start a server; yields it and the seconds from start to the first 200."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, **(env or {})))
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, **(env or {})),
+    )
     try:
         while get_status(port, "/login") != 200:
             if proc.poll() is not None:
@@ -107,9 +115,22 @@ def serving(argv: list[str], port: int, env: dict[str, str] | None = None,
 
 
 def ours_argv(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "app", "--no-mesh", "--data-dir", str(data_dir),
-            "--max-connections-per-address", "1000",  # every page is 127.0.0.1
-            "--port", str(port), "--node-name", "bench", "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "app",
+        "--no-mesh",
+        "--data-dir",
+        str(data_dir),
+        "--max-connections-per-address",
+        "1000",  # every page is 127.0.0.1
+        "--port",
+        str(port),
+        "--node-name",
+        "bench",
+        "--log-level",
+        "warning",
+    ]
 
 
 def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
@@ -120,10 +141,21 @@ def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
     records = []
     for i in range(1, n + 1):
         text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
-        records.append(Record(origins[i % 5], i // 5 + 1, (now_ms + i) << 16,
-                              RecordKind.MESSAGE, 1 + i % ROOMS,
-                              {"author": f"user{i % 50}", "node": f"router-{i % 5}",
-                               "time": now_ms + i, "text": text}))
+        records.append(
+            Record(
+                origins[i % 5],
+                i // 5 + 1,
+                (now_ms + i) << 16,
+                RecordKind.MESSAGE,
+                1 + i % ROOMS,
+                {
+                    "author": f"user{i % 50}",
+                    "node": f"router-{i % 5}",
+                    "time": now_ms + i,
+                    "text": text,
+                },
+            )
+        )
     store = Store(data_dir, rooms=ROOMS)
     try:
         store.append_many(records)
@@ -132,8 +164,9 @@ def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
 
 
 def floor_rss() -> float:
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], SERVE_TIMEOUT)
         if not ready or not proc.stdout.readline().startswith(b"ready"):
@@ -159,18 +192,30 @@ def starts(make_argv, repeats: int = STARTS) -> tuple[float, float]:  # type: ig
 @contextlib.contextmanager
 def held_clients(port: int, cookies: Path) -> Iterator[dict]:
     """CLIENTS WebSockets to room 1, open until the block ends."""
-    argv = [sys.executable, str(HERE / "wsload.py"), "hold", "--port", str(port),
-            "--clients", str(CLIENTS), "--cookies", str(cookies), "--expect-history"]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    argv = [
+        sys.executable,
+        str(HERE / "wsload.py"),
+        "hold",
+        "--port",
+        str(port),
+        "--clients",
+        str(CLIENTS),
+        "--cookies",
+        str(cookies),
+        "--expect-history",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], HOLD_TIMEOUT)
         line = proc.stdout.readline().decode() if ready else ""
         if not line.startswith("READY "):
             proc.kill()
-            raise RuntimeError(f"load generator not ready: {line!r} "
-                               f"{proc.stderr.read().decode()[-2000:]}")
-        yield json.loads(line[len("READY "):])
+            raise RuntimeError(
+                f"load generator not ready: {line!r} {proc.stderr.read().decode()[-2000:]}"
+            )
+        yield json.loads(line[len("READY ") :])
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()  # the generator's cue to close its sockets and exit
@@ -179,8 +224,11 @@ def held_clients(port: int, cookies: Path) -> Iterator[dict]:
         stop(proc)
 
 
-def with_clients(data_dir: Path, tmp: Path, env: dict[str, str] | None = None,
-                 ) -> tuple[float, float, float, dict]:
+def with_clients(
+    data_dir: Path,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+) -> tuple[float, float, float, dict]:
     """VmRSS after one login and with the clients, the peak, what the clients saw."""
     port = free_port()
     with serving(ours_argv(data_dir, port), port, env) as (proc, _):
@@ -207,49 +255,92 @@ def main() -> None:
         t_hist, rss_hist = starts(lambda port: ours_argv(history, port))
         before, during, peak, seen = with_clients(history, tmp)
         before_fixed, during_fixed, _, _ = with_clients(history, tmp, GLIBC_FIXED_MMAP)
-    table("footprint: resident memory, VmRSS (MB; median of "
-          f"{STARTS} starts, {SETTLE:.0f} s after the first 200)", [
-        ("bare import of gevent, bottle, geventwebsocket", f"{floor:.1f}", "", ""),
-        ("minimal Bottle app on gevent pywsgi", f"{rss_min:.1f}", "", ""),
-        ("ours idle, empty data folder", f"{rss_idle:.1f}", f"{rss_idle - floor:+.1f}",
-         f"{rss_idle / floor:.2f}"),
-        (f"ours with {RECORDS:,} records", f"{rss_hist:.1f}", f"{rss_hist - floor:+.1f}",
-         f"{rss_hist / floor:.2f}"),
-        (f"ours with {RECORDS:,} records + {seen['clients']} clients", f"{during:.1f}",
-         f"{during - floor:+.1f}", f"{during / floor:.2f}"),
-        ("  peak (VmHWM) while they connected", f"{peak:.1f}", f"{peak - floor:+.1f}",
-         f"{peak / floor:.2f}"),
-        ("  the same, glibc mmap threshold fixed (see below)", f"{during_fixed:.1f}",
-         f"{during_fixed - floor:+.1f}", f"{during_fixed / floor:.2f}"),
-    ], ("", "MB", "vs floor", "ratio"))
-    print(f"  (the login before the clients: {before - rss_hist:+.1f} MB.  scrypt takes 16 MiB;"
-          " glibc raises its mmap\n   threshold when a freed mmap goes back, so the next"
-          " scrypt buffer comes from the heap\n   and stays; MALLOC_MMAP_THRESHOLD_="
-          f"{GLIBC_FIXED_MMAP['MALLOC_MMAP_THRESHOLD_']} keeps it off the heap.  OpenWrt's musl"
-          " unmaps it anyway.)")
+    table(
+        "footprint: resident memory, VmRSS (MB; median of "
+        f"{STARTS} starts, {SETTLE:.0f} s after the first 200)",
+        [
+            ("bare import of gevent, bottle, geventwebsocket", f"{floor:.1f}", "", ""),
+            ("minimal Bottle app on gevent pywsgi", f"{rss_min:.1f}", "", ""),
+            (
+                "ours idle, empty data folder",
+                f"{rss_idle:.1f}",
+                f"{rss_idle - floor:+.1f}",
+                f"{rss_idle / floor:.2f}",
+            ),
+            (
+                f"ours with {RECORDS:,} records",
+                f"{rss_hist:.1f}",
+                f"{rss_hist - floor:+.1f}",
+                f"{rss_hist / floor:.2f}",
+            ),
+            (
+                f"ours with {RECORDS:,} records + {seen['clients']} clients",
+                f"{during:.1f}",
+                f"{during - floor:+.1f}",
+                f"{during / floor:.2f}",
+            ),
+            (
+                "  peak (VmHWM) while they connected",
+                f"{peak:.1f}",
+                f"{peak - floor:+.1f}",
+                f"{peak / floor:.2f}",
+            ),
+            (
+                "  the same, glibc mmap threshold fixed (see below)",
+                f"{during_fixed:.1f}",
+                f"{during_fixed - floor:+.1f}",
+                f"{during_fixed / floor:.2f}",
+            ),
+        ],
+        ("", "MB", "vs floor", "ratio"),
+    )
+    print(
+        f"  (the login before the clients: {before - rss_hist:+.1f} MB.  scrypt takes 16 MiB;"
+        " glibc raises its mmap\n   threshold when a freed mmap goes back, so the next"
+        " scrypt buffer comes from the heap\n   and stays; MALLOC_MMAP_THRESHOLD_="
+        f"{GLIBC_FIXED_MMAP['MALLOC_MMAP_THRESHOLD_']} keeps it off the heap.  OpenWrt's musl"
+        " unmaps it anyway.)"
+    )
     cost = during_fixed - before_fixed  # as is, the clients reuse the kept scrypt heap
-    print(f"  ({seen['clients']} clients cost {cost:.1f} MB, "
-          f"{cost * MB / max(1, seen['clients']) / 1024:.1f} KB each, measured with the "
-          f"threshold fixed; {seen['histories']} history frames received)")
-    table(f"start to the first HTTP 200 on /login (s, median of {STARTS} starts)", [
-        ("empty data folder", f"{t_min:.3f}", f"{t_idle:.3f}", f"{t_idle / t_min:.1f}x"),
-        (f"{RECORDS:,} records", f"{t_min:.3f}", f"{t_hist:.3f}", f"{t_hist / t_min:.1f}x"),
-    ], ("", "minimal app", "ours", "ratio"))
-    record_results({
-        "footprint.floor_mb": floor, "footprint.minimal_mb": rss_min,
-        "footprint.idle_mb": rss_idle, f"footprint.records_{RECORDS}_mb": rss_hist,
-        f"footprint.records_{RECORDS}_clients_{CLIENTS}_mb": during,
-        f"footprint.records_{RECORDS}_clients_{CLIENTS}_peak_mb": peak,
-        f"footprint.records_{RECORDS}_clients_{CLIENTS}_mmap_fixed_mb": during_fixed,
-        "footprint.per_client_kb": cost * MB / max(1, seen["clients"]) / 1024,
-        "footprint.first_200_s": t_idle, f"footprint.first_200_records_{RECORDS}_s": t_hist,
-        "footprint.first_200_minimal_s": t_min})
+    print(
+        f"  ({seen['clients']} clients cost {cost:.1f} MB, "
+        f"{cost * MB / max(1, seen['clients']) / 1024:.1f} KB each, measured with the "
+        f"threshold fixed; {seen['histories']} history frames received)"
+    )
+    table(
+        f"start to the first HTTP 200 on /login (s, median of {STARTS} starts)",
+        [
+            ("empty data folder", f"{t_min:.3f}", f"{t_idle:.3f}", f"{t_idle / t_min:.1f}x"),
+            (f"{RECORDS:,} records", f"{t_min:.3f}", f"{t_hist:.3f}", f"{t_hist / t_min:.1f}x"),
+        ],
+        ("", "minimal app", "ours", "ratio"),
+    )
+    record_results(
+        {
+            "footprint.floor_mb": floor,
+            "footprint.minimal_mb": rss_min,
+            "footprint.idle_mb": rss_idle,
+            f"footprint.records_{RECORDS}_mb": rss_hist,
+            f"footprint.records_{RECORDS}_clients_{CLIENTS}_mb": during,
+            f"footprint.records_{RECORDS}_clients_{CLIENTS}_peak_mb": peak,
+            f"footprint.records_{RECORDS}_clients_{CLIENTS}_mmap_fixed_mb": during_fixed,
+            "footprint.per_client_kb": cost * MB / max(1, seen["clients"]) / 1024,
+            "footprint.first_200_s": t_idle,
+            f"footprint.first_200_records_{RECORDS}_s": t_hist,
+            "footprint.first_200_minimal_s": t_min,
+        }
+    )
     verdict("idle <= 40 MB", rss_idle <= 40, f"{rss_idle:.1f} MB")
-    verdict(f"{RECORDS:,} records + {CLIENTS} clients <= 64 MB",
-            during <= 64 and seen["clients"] == CLIENTS,
-            f"{during:.1f} MB; {during_fixed:.1f} MB without the kept scrypt buffer")
-    verdict("first 200 < 1 s", max(t_idle, t_hist) < 1.0,
-            f"{t_idle:.2f} s empty, {t_hist:.2f} s with {RECORDS:,} records")
+    verdict(
+        f"{RECORDS:,} records + {CLIENTS} clients <= 64 MB",
+        during <= 64 and seen["clients"] == CLIENTS,
+        f"{during:.1f} MB; {during_fixed:.1f} MB without the kept scrypt buffer",
+    )
+    verdict(
+        "first 200 < 1 s",
+        max(t_idle, t_hist) < 1.0,
+        f"{t_idle:.2f} s empty, {t_hist:.2f} s with {RECORDS:,} records",
+    )
 
 
 if __name__ == "__main__":

@@ -55,10 +55,17 @@ def messages(n: int, seed: int) -> tuple[list[Record], list[Record]]:
         for origin, side in ((OURS_ORIGIN, ours), (PEER_ORIGIN, theirs)):
             ms = base_ms + (2 * i + (origin == PEER_ORIGIN)) * STEP_MS
             text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
-            side.append(Record(origin, i + 1, ms << 16, RecordKind.MESSAGE, ROOM,
-                               {"author": f"user{i % 40}", "node": origin[:4], "time": ms,
-                                "text": text}))
-    return ours, ours[:n // 2] + theirs[n // 2:]
+            side.append(
+                Record(
+                    origin,
+                    i + 1,
+                    ms << 16,
+                    RecordKind.MESSAGE,
+                    ROOM,
+                    {"author": f"user{i % 40}", "node": origin[:4], "time": ms, "text": text},
+                )
+            )
+    return ours, ours[: n // 2] + theirs[n // 2 :]
 
 
 def prototype_line(r: Record) -> str:
@@ -133,17 +140,27 @@ def main() -> None:
         proto, proto_lines = run_prototype(n, seed=n)
         ours, ours_held = run_ours(n, seed=n)
         assert proto_lines == ours_held == n + n // 2, (proto_lines, ours_held)
-        rows.append((f"{n:,}", f"{ours_held:,}", f"{proto:.3f}", f"{ours * 1000:.2f}",
-                     f"{proto / ours:,.0f}x"))
+        rows.append(
+            (
+                f"{n:,}",
+                f"{ours_held:,}",
+                f"{proto:.3f}",
+                f"{ours * 1000:.2f}",
+                f"{proto / ours:,.0f}x",
+            )
+        )
         figures[f"merge.prototype_{n}_s"] = proto
         figures[f"merge.ours_{n}_ms"] = ours * 1000
         print(f"  {n:,} lines: prototype {proto:.2f} s, ours {ours * 1000:.2f} ms", flush=True)
     big, big_held = run_ours(OURS_ALONE, seed=OURS_ALONE)
     rows.append((f"{OURS_ALONE:,}", f"{big_held:,}", "(days)", f"{big * 1000:.0f}", ""))
     figures[f"merge.ours_{OURS_ALONE}_ms"] = big * 1000
-    table(f"merge of a peer's room log: n lines each side, half in common "
-          f"(ours: median of {REPEATS}; prototype: one run)",
-          rows, ("n", "merged", "prototype s", "ours ms", "prototype/ours"))
+    table(
+        f"merge of a peer's room log: n lines each side, half in common "
+        f"(ours: median of {REPEATS}; prototype: one run)",
+        rows,
+        ("n", "merged", "prototype s", "ours ms", "prototype/ours"),
+    )
     record_results(figures)
 
 

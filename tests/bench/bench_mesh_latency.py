@@ -62,8 +62,10 @@ def chat_latency(lab: Lab, tmp: Path) -> tuple[list[float], list[float], int]:
     got_b: dict[str, float] = {}
     got_c: dict[str, float] = {}
     stop = threading.Event()
-    threads = [threading.Thread(target=listen, args=(w, d, stop), daemon=True)
-               for w, d in ((wb, got_b), (wc, got_c))]
+    threads = [
+        threading.Thread(target=listen, args=(w, d, stop), daemon=True)
+        for w, d in ((wb, got_b), (wc, got_c))
+    ]
     for t in threads:
         t.start()
     sent: dict[str, float] = {}
@@ -114,8 +116,9 @@ def udp_rtts(lab: Lab, src: str, dst_addr: str) -> list[float]:
 
 def in_ns(lab: Lab, host: str, *argv: str) -> subprocess.Popen[bytes]:
     helper = str(ROOT / "tests" / "bench" / "udp_echo.py")
-    return subprocess.Popen(["ip", "netns", "exec", lab.hosts[host].ns, sys.executable, helper,
-                             *argv])
+    return subprocess.Popen(
+        ["ip", "netns", "exec", lab.hosts[host].ns, sys.executable, helper, *argv]
+    )
 
 
 def udp_baseline(lab: Lab) -> tuple[list[float], list[float]]:
@@ -125,8 +128,10 @@ def udp_baseline(lab: Lab) -> tuple[list[float], list[float]]:
         time.sleep(0.5)
         one = udp_rtts(lab, "a", lab.hosts["b"].address(0))
         procs.pop().kill()
-        procs += [in_ns(lab, "c", "echo", str(UDP_PORT)),
-                  in_ns(lab, "b", "forward", str(UDP_PORT), lab.hosts["c"].address(1))]
+        procs += [
+            in_ns(lab, "c", "echo", str(UDP_PORT)),
+            in_ns(lab, "b", "forward", str(UDP_PORT), lab.hosts["c"].address(1)),
+        ]
         time.sleep(0.5)
         two = udp_rtts(lab, "a", lab.hosts["b"].address(0))
     finally:
@@ -149,23 +154,36 @@ def main() -> int:
         udp_one, udp_two = udp_baseline(lab)
         one, two, lost = chat_latency(lab, Path(d))
     rows = []
-    for name, chat, udp in (("one hop (A->B)", one, udp_one), ("two hops (A->B->C)", two,
-                                                                 udp_two)):
-        rows.append((name, f"{percentile(chat, 50):.2f}", f"{percentile(chat, 99):.2f}",
-                     f"{percentile(udp, 50):.2f}", f"{percentile(udp, 99):.2f}",
-                     f"{percentile(udp, 50) / 2:.2f}"))
-    table(f"mesh latency, ms ({len(one)} messages at {RATE:.0f}/s; UDP: {UDP_PROBES} probes)",
-          rows, ("", "chat p50", "chat p99", "UDP RTT p50", "UDP RTT p99", "UDP one-way p50"))
+    for name, chat, udp in (("one hop (A->B)", one, udp_one), ("two hops (A->B->C)", two, udp_two)):
+        rows.append(
+            (
+                name,
+                f"{percentile(chat, 50):.2f}",
+                f"{percentile(chat, 99):.2f}",
+                f"{percentile(udp, 50):.2f}",
+                f"{percentile(udp, 99):.2f}",
+                f"{percentile(udp, 50) / 2:.2f}",
+            )
+        )
+    table(
+        f"mesh latency, ms ({len(one)} messages at {RATE:.0f}/s; UDP: {UDP_PROBES} probes)",
+        rows,
+        ("", "chat p50", "chat p99", "UDP RTT p50", "UDP RTT p99", "UDP one-way p50"),
+    )
     print(f"  messages not delivered everywhere: {lost}")
-    record_results({"mesh.one_hop_p50_ms": percentile(one, 50),
-                    "mesh.one_hop_p99_ms": percentile(one, 99),
-                    "mesh.two_hops_p50_ms": percentile(two, 50),
-                    "mesh.two_hops_p99_ms": percentile(two, 99),
-                    "mesh.udp_rtt_one_hop_p50_ms": percentile(udp_one, 50),
-                    "mesh.udp_rtt_one_hop_p99_ms": percentile(udp_one, 99),
-                    "mesh.udp_rtt_two_hops_p50_ms": percentile(udp_two, 50),
-                    "mesh.udp_rtt_two_hops_p99_ms": percentile(udp_two, 99),
-                    "mesh.undelivered": lost})
+    record_results(
+        {
+            "mesh.one_hop_p50_ms": percentile(one, 50),
+            "mesh.one_hop_p99_ms": percentile(one, 99),
+            "mesh.two_hops_p50_ms": percentile(two, 50),
+            "mesh.two_hops_p99_ms": percentile(two, 99),
+            "mesh.udp_rtt_one_hop_p50_ms": percentile(udp_one, 50),
+            "mesh.udp_rtt_one_hop_p99_ms": percentile(udp_one, 99),
+            "mesh.udp_rtt_two_hops_p50_ms": percentile(udp_two, 50),
+            "mesh.udp_rtt_two_hops_p99_ms": percentile(udp_two, 99),
+            "mesh.undelivered": lost,
+        }
+    )
     verdict("p99 one hop < 10 ms", percentile(one, 99) < 10, f"{percentile(one, 99):.2f} ms")
     verdict("p99 two hops < 15 ms", percentile(two, 99) < 15, f"{percentile(two, 99):.2f} ms")
     return 0

@@ -32,10 +32,21 @@ def make_records(n: int, rooms: int = 4, seed: int = 1) -> list[Record]:
         origin = ORIGINS[i % len(ORIGINS)]
         text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
         # seqs count up per origin, as a router numbers its own records
-        out.append(Record(origin, (i - 1) // len(ORIGINS) + 1, (1_700_000_000_000 + i) << 16,
-                          RecordKind.MESSAGE,
-                          1 + i % rooms, {"author": f"user{i % 50}", "node": "router-a",
-                                          "time": 1_700_000_000_000 + i, "text": text}))
+        out.append(
+            Record(
+                origin,
+                (i - 1) // len(ORIGINS) + 1,
+                (1_700_000_000_000 + i) << 16,
+                RecordKind.MESSAGE,
+                1 + i % rooms,
+                {
+                    "author": f"user{i % 50}",
+                    "node": "router-a",
+                    "time": 1_700_000_000_000 + i,
+                    "text": text,
+                },
+            )
+        )
     return out
 
 
@@ -43,9 +54,14 @@ def plain_appends(records: list[Record], path: Path) -> None:
     """The baseline: the same JSON line per record, written and flushed."""
     with open(path, "ab") as f:
         for r in records:
-            f.write(json.dumps({"id": r.id, "hlc": r.hlc, "kind": "message", "room": r.room,
-                                "body": r.body}, ensure_ascii=False,
-                               separators=(",", ":")).encode() + b"\n")
+            f.write(
+                json.dumps(
+                    {"id": r.id, "hlc": r.hlc, "kind": "message", "room": r.room, "body": r.body},
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ).encode()
+                + b"\n"
+            )
             f.flush()
 
 
@@ -80,8 +96,11 @@ def run_appends() -> tuple[float, float, float]:
         with tempfile.TemporaryDirectory() as d:
             return timed(lambda: store_appends(records, Path(d)))
 
-    return (APPENDS / median_of(REPEATS, raw), APPENDS / median_of(REPEATS, plain),
-            APPENDS / median_of(REPEATS, ours))
+    return (
+        APPENDS / median_of(REPEATS, raw),
+        APPENDS / median_of(REPEATS, plain),
+        APPENDS / median_of(REPEATS, ours),
+    )
 
 
 def run_merge() -> tuple[float, float]:
@@ -89,18 +108,31 @@ def run_merge() -> tuple[float, float]:
     batch = make_records(BATCH, seed=3)
     batch = [Record("f" * 16, r.seq, r.hlc - 5, r.kind, r.room, r.body) for r in batch]
     random.Random(4).shuffle(batch)
+
     def plain() -> float:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "plain.log"
 
             def write() -> None:
-                lines = b"".join(json.dumps(
-                    {"id": r.id, "hlc": r.hlc, "kind": "message", "room": r.room,
-                     "body": r.body}, ensure_ascii=False, separators=(",", ":")).encode()
-                    + b"\n" for r in batch)
+                lines = b"".join(
+                    json.dumps(
+                        {
+                            "id": r.id,
+                            "hlc": r.hlc,
+                            "kind": "message",
+                            "room": r.room,
+                            "body": r.body,
+                        },
+                        ensure_ascii=False,
+                        separators=(",", ":"),
+                    ).encode()
+                    + b"\n"
+                    for r in batch
+                )
                 with open(path, "ab") as f:
                     f.write(lines)
                     f.flush()
+
             return timed(write)
 
     def ours() -> float:
@@ -112,6 +144,7 @@ def run_merge() -> tuple[float, float]:
                 s.append_many(batch)
                 for room in range(1, 5):
                     s.latest(room, 1)  # forces the sorted view
+
             t = timed(merge)
             s.close()
             return t
@@ -142,26 +175,54 @@ def main() -> None:
     raw_rate, plain_rate, store_rate = run_appends()
     plain_merge, store_merge = run_merge()
     plain_start, store_start = run_startup()
-    print(f"(plain file: the same JSON lines made and written; raw: ready-made lines, "
-          f"{raw_rate:,.0f}/s flushed one by one)")
-    table(f"store: records per second (median of {REPEATS} runs)", [
-        ("flushed appends, one by one", f"{plain_rate:,.0f}", f"{store_rate:,.0f}",
-         f"{store_rate / plain_rate:.2f}"),
-        (f"batch of {BATCH:,} merged out of order", f"{plain_merge:,.0f}",
-         f"{store_merge:,.0f}", f"{store_merge / plain_merge:.2f}"),
-    ], ("", "plain file", "store", "ratio"))
-    table(f"start-up with {STARTUP_RECORDS:,} records (seconds, median)", [
-        ("read the logs / load the store", f"{plain_start:.3f}", f"{store_start:.3f}",
-         f"{store_start / plain_start:.1f}x"),
-    ], ("", "plain read", "store", "ratio"))
-    record_results({
-        "store.append_per_s": store_rate, "store.append_plain_per_s": plain_rate,
-        "store.append_raw_per_s": raw_rate, f"store.merge_{BATCH}_per_s": store_merge,
-        f"store.merge_{BATCH}_plain_per_s": plain_merge,
-        f"store.startup_{STARTUP_RECORDS}_s": store_start,
-        f"store.startup_{STARTUP_RECORDS}_read_s": plain_start})
-    verdict("appends >= 1/3 of plain", store_rate >= plain_rate / 3,
-            f"{store_rate / plain_rate:.2f}")
+    print(
+        f"(plain file: the same JSON lines made and written; raw: ready-made lines, "
+        f"{raw_rate:,.0f}/s flushed one by one)"
+    )
+    table(
+        f"store: records per second (median of {REPEATS} runs)",
+        [
+            (
+                "flushed appends, one by one",
+                f"{plain_rate:,.0f}",
+                f"{store_rate:,.0f}",
+                f"{store_rate / plain_rate:.2f}",
+            ),
+            (
+                f"batch of {BATCH:,} merged out of order",
+                f"{plain_merge:,.0f}",
+                f"{store_merge:,.0f}",
+                f"{store_merge / plain_merge:.2f}",
+            ),
+        ],
+        ("", "plain file", "store", "ratio"),
+    )
+    table(
+        f"start-up with {STARTUP_RECORDS:,} records (seconds, median)",
+        [
+            (
+                "read the logs / load the store",
+                f"{plain_start:.3f}",
+                f"{store_start:.3f}",
+                f"{store_start / plain_start:.1f}x",
+            ),
+        ],
+        ("", "plain read", "store", "ratio"),
+    )
+    record_results(
+        {
+            "store.append_per_s": store_rate,
+            "store.append_plain_per_s": plain_rate,
+            "store.append_raw_per_s": raw_rate,
+            f"store.merge_{BATCH}_per_s": store_merge,
+            f"store.merge_{BATCH}_plain_per_s": plain_merge,
+            f"store.startup_{STARTUP_RECORDS}_s": store_start,
+            f"store.startup_{STARTUP_RECORDS}_read_s": plain_start,
+        }
+    )
+    verdict(
+        "appends >= 1/3 of plain", store_rate >= plain_rate / 3, f"{store_rate / plain_rate:.2f}"
+    )
     verdict("start-up < 2 s", store_start < 2.0, f"{store_start:.2f} s")
 
 

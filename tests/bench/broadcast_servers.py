@@ -32,15 +32,23 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def iso_utc(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def message(seq: int, author: str, text: str) -> dict[str, object]:
     now = time.time()
-    return {"type": "message", "id": f"{NODE_ID}:{seq}", "room": 1, "author": author,
-            "node": NODE_NAME, "time": iso_utc(now), "hlc": int(now * 1000) << 16,
-            "text": text}
+    return {
+        "type": "message",
+        "id": f"{NODE_ID}:{seq}",
+        "room": 1,
+        "author": author,
+        "node": NODE_NAME,
+        "time": iso_utc(now),
+        "hlc": int(now * 1000) << 16,
+        "text": text,
+    }
 
 
 def run_websockets(port: int) -> None:
@@ -66,15 +74,23 @@ def run_websockets(port: int) -> None:
                     continue
                 counter["seq"] += 1
                 seq = counter["seq"]
-                await ws.send(dumps({"type": "ack", "client_id": frame.get("client_id"),
-                                     "id": f"{NODE_ID}:{seq}"}))
+                await ws.send(
+                    dumps(
+                        {
+                            "type": "ack",
+                            "client_id": frame.get("client_id"),
+                            "id": f"{NODE_ID}:{seq}",
+                        }
+                    )
+                )
                 broadcast(clients, dumps(message(seq, author, frame["text"])))
         finally:
             clients.discard(ws)
 
     async def main() -> None:
-        async with serve(handler, "127.0.0.1", port, ping_interval=None,
-                         compression=None, max_size=MAX_MESSAGE):
+        async with serve(
+            handler, "127.0.0.1", port, ping_interval=None, compression=None, max_size=MAX_MESSAGE
+        ):
             await asyncio.sleep(LIFETIME)
 
     asyncio.run(main())
@@ -133,11 +149,18 @@ def run_limit(port: int) -> None:
     def broadcast(payload: bytes) -> None:
         state["seq"] += 1
         now = time.time()
-        prefix = (b'{"type":"message","id":"%s:%d","room":1,"author":"u1","node":"%s",'
-                  b'"time":"%s","hlc":%d,' % (NODE_ID.encode(), state["seq"],
-                                              NODE_NAME.encode(), iso_utc(now).encode(),
-                                              int(now * 1000) << 16))
-        outgoing.append(frame_bytes(prefix + payload[len(SEND_PREFIX):]))
+        prefix = (
+            b'{"type":"message","id":"%s:%d","room":1,"author":"u1","node":"%s",'
+            b'"time":"%s","hlc":%d,'
+            % (
+                NODE_ID.encode(),
+                state["seq"],
+                NODE_NAME.encode(),
+                iso_utc(now).encode(),
+                int(now * 1000) << 16,
+            )
+        )
+        outgoing.append(frame_bytes(prefix + payload[len(SEND_PREFIX) :]))
         if not state["writing"]:
             state["writing"] = True
             gevent.spawn(write_all)
@@ -155,8 +178,10 @@ def run_limit(port: int) -> None:
             return
         accept = base64.b64encode(hashlib.sha1(m.group(1) + WS_GUID).digest())
         del buf[:end]
-        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         sockets.append(sock)
         try:
             while True:
@@ -173,8 +198,9 @@ def run_limit(port: int) -> None:
                 if key is None or body is None:
                     return
                 stream = (key * (n // 4 + 1))[:n]
-                payload = (int.from_bytes(body, "big")
-                           ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+                payload = (int.from_bytes(body, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+                    n, "big"
+                )
                 if payload.startswith(SEND_PREFIX):
                     broadcast(payload)
         finally:

@@ -46,8 +46,13 @@ def table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> N
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}")
     for row in [header, *rows]:
-        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  "
+            + "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 def verdict(name: str, ok: bool, detail: str) -> None:
@@ -78,8 +83,11 @@ def record_results(figures: dict[str, float], path: Path = RESULTS) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"{name}: figures are numbers, not {value!r}")
         results[name] = round(value, 4) if isinstance(value, float) else value
-    results.update(machine=machine(), python=platform.python_version(),
-                   date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"))
+    results.update(
+        machine=machine(),
+        python=platform.python_version(),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+    )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
     os.replace(tmp, path)

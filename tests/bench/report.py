@@ -29,91 +29,146 @@ FIELD = re.compile(r"\{([a-z0-9_.]+)(?::([^}]*))?\}")
 MISSING = "not measured"
 
 BENCH_ROWS = [
-    ("fan-out, 500 clients in one room, 1,000 messages (`bench_fanout.py`)",
-     "{fanout.ours_per_s:,.0f} deliveries/s",
-     "`websockets` asyncio broadcast server {fanout.websockets_per_s:,.0f}/s; pre-framed "
-     "bytes straight to the sockets {fanout.limit_per_s:,.0f}/s",
-     ("≥ 1.5x baseline", lambda r: r["fanout.ours_per_s"] >= 1.5 * r["fanout.websockets_per_s"])),
-    ("latency, 500 clients, 20 msg/s (`bench_fanout.py`)",
-     "p50 {fanout.ours_p50_ms:.1f} ms, p99 {fanout.ours_p99_ms:.1f} ms",
-     "`websockets` p50 {fanout.websockets_p50_ms:.1f}, p99 {fanout.websockets_p99_ms:.1f}",
-     ("p99 < 50 ms", lambda r: r["fanout.ours_p99_ms"] < 50)),
-    ("mesh latency, WebSocket send on A → delivery on B / C, 20 msg/s "
-     "(`bench_mesh_latency.py`, namespaces)",
-     "one hop p50 {mesh.one_hop_p50_ms:.2f}, p99 {mesh.one_hop_p99_ms:.2f} ms; two hops p50 "
-     "{mesh.two_hops_p50_ms:.2f}, p99 {mesh.two_hops_p99_ms:.2f} ms",
-     "raw UDP round trip A↔B p50 {mesh.udp_rtt_one_hop_p50_ms:.2f}, p99 "
-     "{mesh.udp_rtt_one_hop_p99_ms:.2f} ms; A↔B↔C p50 {mesh.udp_rtt_two_hops_p50_ms:.2f}, "
-     "p99 {mesh.udp_rtt_two_hops_p99_ms:.2f} ms",
-     ("p99 < 10 / 15 ms",
-      lambda r: r["mesh.one_hop_p99_ms"] < 10 and r["mesh.two_hops_p99_ms"] < 15)),
-    ("store appends, flushed one by one (`bench_store.py`)",
-     "{store.append_per_s:,.0f} records/s",
-     "the same JSON lines made and written to a plain file: {store.append_plain_per_s:,.0f}/s",
-     ("≥ 1/3 of plain", lambda r: r["store.append_per_s"] >= r["store.append_plain_per_s"] / 3)),
-    ("store merge of 20,000 out of order (`bench_store.py`)",
-     "{store.merge_20000_per_s:,.0f} records/s",
-     "plain file {store.merge_20000_plain_per_s:,.0f}/s", ""),
-    ("start-up with 100,000 records (`bench_store.py`)",
-     "{store.startup_100000_s:.2f} s to load",
-     "reading the files alone {store.startup_100000_read_s:.2f} s",
-     ("< 2 s", lambda r: r["store.startup_100000_s"] < 2)),
-    ("merge a peer's room log, 500 lines each side, half in common (`bench_merge.py`)",
-     "{merge.ours_500_ms:.1f} ms", "the prototype's `mergefile` + `sortBydate` "
-     "{merge.prototype_500_s:.2f} s", ""),
-    ("… 1,000 lines each side", "{merge.ours_1000_ms:.1f} ms",
-     "prototype {merge.prototype_1000_s:.1f} s", ""),
-    ("… 2,000 lines each side", "{merge.ours_2000_ms:.1f} ms",
-     "prototype {merge.prototype_2000_s:.1f} s", ""),
+    (
+        "fan-out, 500 clients in one room, 1,000 messages (`bench_fanout.py`)",
+        "{fanout.ours_per_s:,.0f} deliveries/s",
+        "`websockets` asyncio broadcast server {fanout.websockets_per_s:,.0f}/s; pre-framed "
+        "bytes straight to the sockets {fanout.limit_per_s:,.0f}/s",
+        ("≥ 1.5x baseline", lambda r: r["fanout.ours_per_s"] >= 1.5 * r["fanout.websockets_per_s"]),
+    ),
+    (
+        "latency, 500 clients, 20 msg/s (`bench_fanout.py`)",
+        "p50 {fanout.ours_p50_ms:.1f} ms, p99 {fanout.ours_p99_ms:.1f} ms",
+        "`websockets` p50 {fanout.websockets_p50_ms:.1f}, p99 {fanout.websockets_p99_ms:.1f}",
+        ("p99 < 50 ms", lambda r: r["fanout.ours_p99_ms"] < 50),
+    ),
+    (
+        "mesh latency, WebSocket send on A → delivery on B / C, 20 msg/s "
+        "(`bench_mesh_latency.py`, namespaces)",
+        "one hop p50 {mesh.one_hop_p50_ms:.2f}, p99 {mesh.one_hop_p99_ms:.2f} ms; two hops p50 "
+        "{mesh.two_hops_p50_ms:.2f}, p99 {mesh.two_hops_p99_ms:.2f} ms",
+        "raw UDP round trip A↔B p50 {mesh.udp_rtt_one_hop_p50_ms:.2f}, p99 "
+        "{mesh.udp_rtt_one_hop_p99_ms:.2f} ms; A↔B↔C p50 {mesh.udp_rtt_two_hops_p50_ms:.2f}, "
+        "p99 {mesh.udp_rtt_two_hops_p99_ms:.2f} ms",
+        (
+            "p99 < 10 / 15 ms",
+            lambda r: r["mesh.one_hop_p99_ms"] < 10 and r["mesh.two_hops_p99_ms"] < 15,
+        ),
+    ),
+    (
+        "store appends, flushed one by one (`bench_store.py`)",
+        "{store.append_per_s:,.0f} records/s",
+        "the same JSON lines made and written to a plain file: {store.append_plain_per_s:,.0f}/s",
+        ("≥ 1/3 of plain", lambda r: r["store.append_per_s"] >= r["store.append_plain_per_s"] / 3),
+    ),
+    (
+        "store merge of 20,000 out of order (`bench_store.py`)",
+        "{store.merge_20000_per_s:,.0f} records/s",
+        "plain file {store.merge_20000_plain_per_s:,.0f}/s",
+        "",
+    ),
+    (
+        "start-up with 100,000 records (`bench_store.py`)",
+        "{store.startup_100000_s:.2f} s to load",
+        "reading the files alone {store.startup_100000_read_s:.2f} s",
+        ("< 2 s", lambda r: r["store.startup_100000_s"] < 2),
+    ),
+    (
+        "merge a peer's room log, 500 lines each side, half in common (`bench_merge.py`)",
+        "{merge.ours_500_ms:.1f} ms",
+        "the prototype's `mergefile` + `sortBydate` {merge.prototype_500_s:.2f} s",
+        "",
+    ),
+    (
+        "… 1,000 lines each side",
+        "{merge.ours_1000_ms:.1f} ms",
+        "prototype {merge.prototype_1000_s:.1f} s",
+        "",
+    ),
+    (
+        "… 2,000 lines each side",
+        "{merge.ours_2000_ms:.1f} ms",
+        "prototype {merge.prototype_2000_s:.1f} s",
+        "",
+    ),
     ("… 100,000 lines each side", "{merge.ours_100000_ms:,.0f} ms", "(prototype: days)", ""),
-    ("memory idle (`bench_footprint.py`)", "{footprint.idle_mb:.1f} MB",
-     "bare import of gevent + bottle + geventwebsocket {footprint.floor_mb:.1f} MB; minimal "
-     "Bottle app on pywsgi {footprint.minimal_mb:.1f} MB",
-     ("≤ 40 MB", lambda r: r["footprint.idle_mb"] <= 40)),
-    ("memory, 10,000 records + 500 clients (`bench_footprint.py`)",
-     "{footprint.records_10000_clients_500_mb:.1f} MB "
-     "({footprint.records_10000_clients_500_mmap_fixed_mb:.1f} MB with "
-     "`MALLOC_MMAP_THRESHOLD_=131072`); {footprint.per_client_kb:.0f} KB per client", "",
-     ("≤ 64 MB", lambda r: r["footprint.records_10000_clients_500_mb"] <= 64)),
-    ("start to first HTTP 200 (`bench_footprint.py`)",
-     "{footprint.first_200_s:.2f} s ({footprint.first_200_records_10000_s:.2f} s with 10,000 "
-     "records)", "minimal Bottle app {footprint.first_200_minimal_s:.2f} s",
-     ("< 1 s", lambda r: r["footprint.first_200_s"] < 1)),
-    ("catch-up of 100,000 missing messages held by two peers, paced 5 MB/s for the test link "
-     "(`bench_catchup.py`, namespaces)",
-     "{catchup.ours_loss0_s:.2f} s, {catchup.ours_loss0_wire_ratio:.2f}x the records' bytes on "
-     "the wire; at 5% loss {catchup.ours_loss5_s:.2f} s, {catchup.ours_loss5_wire_ratio:.2f}x",
-     "the prototype's `ASK-FILE` flood: {catchup.askfile_loss0_s:.2f} s, "
-     "{catchup.askfile_loss0_wire_ratio:.2f}x the bytes; at 5% loss "
-     "{catchup.askfile_loss5_missing:,.0f} messages never arrive",
-     ("< 5 s; ≤ 1.3x", lambda r: r["catchup.ours_loss0_s"] < 5
-      and r["catchup.ours_loss0_wire_ratio"] <= 1.3)),
-    ("partition heal, 5 of 100,000 messages differ (`bench_catchup.py`)",
-     "{heal.wire_bytes:,.0f} bytes in {heal.s:.2f} s", "",
-     ("< 10 KB", lambda r: r["heal.wire_bytes"] < 10_000)),
+    (
+        "memory idle (`bench_footprint.py`)",
+        "{footprint.idle_mb:.1f} MB",
+        "bare import of gevent + bottle + geventwebsocket {footprint.floor_mb:.1f} MB; minimal "
+        "Bottle app on pywsgi {footprint.minimal_mb:.1f} MB",
+        ("≤ 40 MB", lambda r: r["footprint.idle_mb"] <= 40),
+    ),
+    (
+        "memory, 10,000 records + 500 clients (`bench_footprint.py`)",
+        "{footprint.records_10000_clients_500_mb:.1f} MB "
+        "({footprint.records_10000_clients_500_mmap_fixed_mb:.1f} MB with "
+        "`MALLOC_MMAP_THRESHOLD_=131072`); {footprint.per_client_kb:.0f} KB per client",
+        "",
+        ("≤ 64 MB", lambda r: r["footprint.records_10000_clients_500_mb"] <= 64),
+    ),
+    (
+        "start to first HTTP 200 (`bench_footprint.py`)",
+        "{footprint.first_200_s:.2f} s ({footprint.first_200_records_10000_s:.2f} s with 10,000 "
+        "records)",
+        "minimal Bottle app {footprint.first_200_minimal_s:.2f} s",
+        ("< 1 s", lambda r: r["footprint.first_200_s"] < 1),
+    ),
+    (
+        "catch-up of 100,000 missing messages held by two peers, paced 5 MB/s for the test link "
+        "(`bench_catchup.py`, namespaces)",
+        "{catchup.ours_loss0_s:.2f} s, {catchup.ours_loss0_wire_ratio:.2f}x the records' bytes on "
+        "the wire; at 5% loss {catchup.ours_loss5_s:.2f} s, {catchup.ours_loss5_wire_ratio:.2f}x",
+        "the prototype's `ASK-FILE` flood: {catchup.askfile_loss0_s:.2f} s, "
+        "{catchup.askfile_loss0_wire_ratio:.2f}x the bytes; at 5% loss "
+        "{catchup.askfile_loss5_missing:,.0f} messages never arrive",
+        (
+            "< 5 s; ≤ 1.3x",
+            lambda r: r["catchup.ours_loss0_s"] < 5 and r["catchup.ours_loss0_wire_ratio"] <= 1.3,
+        ),
+    ),
+    (
+        "partition heal, 5 of 100,000 messages differ (`bench_catchup.py`)",
+        "{heal.wire_bytes:,.0f} bytes in {heal.s:.2f} s",
+        "",
+        ("< 10 KB", lambda r: r["heal.wire_bytes"] < 10_000),
+    ),
 ]
 BENCH_HEADER = ("what (script)", "ours", "baseline in the same run", "target")
 
-PROFILES = (("full", "full speed (this machine)"), ("current", "current router"),
-            ("old", "older router"))
+PROFILES = (
+    ("full", "full speed (this machine)"),
+    ("current", "current router"),
+    ("old", "older router"),
+)
 ROUTER_ROWS = [
     ("start-up to first page, empty", "{router.P.startup_0_s:.2f} s"),
     ("start-up to first page, 10,000 records", "{router.P.startup_10000_s:.2f} s"),
     ("start-up to first page, 100,000 records", "{router.P.startup_100000_s:.2f} s"),
     ("register (page + scrypt + redirect)", "{router.P.register_s:.2f} s"),
     ("login", "{router.P.login_s:.2f} s"),
-    ("send → ack, 100 pages open: p50 / p99",
-     "{router.P.ack_p50_ms:.1f} / {router.P.ack_p99_ms:.1f} ms"),
-    ("one message to 100 pages (send → last page): p50 / p99",
-     "{router.P.fanout_p50_ms:.1f} / {router.P.fanout_p99_ms:.1f} ms"),
-    ("router CPU time over the probes, per probe (idle work included)",
-     "{router.P.cpu_ms_per_message:.2f} ms"),
+    (
+        "send → ack, 100 pages open: p50 / p99",
+        "{router.P.ack_p50_ms:.1f} / {router.P.ack_p99_ms:.1f} ms",
+    ),
+    (
+        "one message to 100 pages (send → last page): p50 / p99",
+        "{router.P.fanout_p50_ms:.1f} / {router.P.fanout_p99_ms:.1f} ms",
+    ),
+    (
+        "router CPU time over the probes, per probe (idle work included)",
+        "{router.P.cpu_ms_per_message:.2f} ms",
+    ),
     ("catch-up of 10,000 missing records", "{router.P.catchup_10000_s:.2f} s"),
     ("peak memory: VmHWM with 10,000 records + 100 pages", "{router.P.peak_mb:.1f} MB"),
-    ("peak memory: the same router's cgroup (page cache included)",
-     "{router.P.cgroup_peak_mb:.1f} MB"),
-    ("peak memory: VmHWM at start-up with 100,000 records",
-     "{router.P.startup_100000_hwm_mb:.1f} MB"),
+    (
+        "peak memory: the same router's cgroup (page cache included)",
+        "{router.P.cgroup_peak_mb:.1f} MB",
+    ),
+    (
+        "peak memory: VmHWM at start-up with 100,000 records",
+        "{router.P.startup_100000_hwm_mb:.1f} MB",
+    ),
 ]
 
 
@@ -124,8 +179,7 @@ def cell(template: str, results: dict[str, object]) -> str:
     def one(m: re.Match[str]) -> str:
         nonlocal missing
         value = results.get(m.group(1))
-        if not isinstance(value, int | float) or (isinstance(value, float)
-                                                  and math.isnan(value)):
+        if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
             missing = True
             return ""
         return format(value, m.group(2) or "")
@@ -141,12 +195,15 @@ def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def stamp(results: dict[str, object], what: str) -> str:
-    return (f"{what}: {results.get('machine', '?')}, Python {results.get('python', '?')}, "
-            f"{results.get('date', '?')}.\n")
+    return (
+        f"{what}: {results.get('machine', '?')}, Python {results.get('python', '?')}, "
+        f"{results.get('date', '?')}.\n"
+    )
 
 
-def target_cell(target: str | tuple[str, Callable[[dict[str, Any]], bool]],
-                results: dict[str, Any]) -> str:
+def target_cell(
+    target: str | tuple[str, Callable[[dict[str, Any]], bool]], results: dict[str, Any]
+) -> str:
     """A target and, where it has a check, whether this run met it."""
     if isinstance(target, str):
         return target
@@ -158,24 +215,34 @@ def target_cell(target: str | tuple[str, Callable[[dict[str, Any]], bool]],
 
 
 def bench_table(results: dict[str, Any]) -> str:
-    rows = [(what, *(cell(t, results) if t else "" for t in (ours, base)),
-             target_cell(target, results))
-            for what, ours, base, target in BENCH_ROWS]
-    return stamp(results, "Generated from `tests/bench/results.json` (`make bench`)") + "\n" \
+    rows = [
+        (what, *(cell(t, results) if t else "" for t in (ours, base)), target_cell(target, results))
+        for what, ours, base, target in BENCH_ROWS
+    ]
+    return (
+        stamp(results, "Generated from `tests/bench/results.json` (`make bench`)")
+        + "\n"
         + markdown_table(BENCH_HEADER, rows)
+    )
 
 
 def router_table(results: dict[str, object]) -> str:
     settings = []
     for p, name in PROFILES:
         cpu, mem = results.get(f"router.{p}.cpu_percent"), results.get(f"router.{p}.memory_mb")
-        settings.append(name if p == "full" else f"{name}: {cpu:g} % of a core, {mem:g} MB"
-                        if isinstance(cpu, int | float) and isinstance(mem, int | float)
-                        else name)
-    rows = [(what, *(router_cell(t, p, results) for p, _ in PROFILES))
-            for what, t in ROUTER_ROWS]
-    return (stamp(results, "Generated from `tests/bench/router-results.json` "
-                  "(`make bench-router`)") + "\n" + markdown_table(("", *settings), rows))
+        settings.append(
+            name
+            if p == "full"
+            else f"{name}: {cpu:g} % of a core, {mem:g} MB"
+            if isinstance(cpu, int | float) and isinstance(mem, int | float)
+            else name
+        )
+    rows = [(what, *(router_cell(t, p, results) for p, _ in PROFILES)) for what, t in ROUTER_ROWS]
+    return (
+        stamp(results, "Generated from `tests/bench/router-results.json` (`make bench-router`)")
+        + "\n"
+        + markdown_table(("", *settings), rows)
+    )
 
 
 def router_cell(template: str, profile: str, results: dict[str, object]) -> str:
@@ -188,8 +255,11 @@ def router_cell(template: str, profile: str, results: dict[str, object]) -> str:
 
 
 def all_figures(results: dict[str, object]) -> str:
-    rows = [(f"`{k}`", f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
-            for k, v in results.items() if isinstance(v, int | float)]
+    rows = [
+        (f"`{k}`", f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
+        for k, v in results.items()
+        if isinstance(v, int | float)
+    ]
     return markdown_table(("figure", "value"), rows)
 
 
@@ -213,21 +283,31 @@ def main(argv: list[str]) -> int:
     sections = []
     bench, router = load(HERE / "results.json"), load(HERE / "router-results.json")
     if bench is not None:
-        (HERE / "results.md").write_text("# Benchmark results\n\n" + bench_table(bench)
-                                         + "\nEvery figure:\n\n" + all_figures(bench))
+        (HERE / "results.md").write_text(
+            "# Benchmark results\n\n"
+            + bench_table(bench)
+            + "\nEvery figure:\n\n"
+            + all_figures(bench)
+        )
         sections.append(("bench", bench_table(bench)))
     if router is not None:
-        (HERE / "router-results.md").write_text("# Router-class results\n\n"
-                                                + router_table(router) + "\nEvery figure:\n\n"
-                                                + all_figures(router))
+        (HERE / "router-results.md").write_text(
+            "# Router-class results\n\n"
+            + router_table(router)
+            + "\nEvery figure:\n\n"
+            + all_figures(router)
+        )
         sections.append(("bench-router", router_table(router)))
     if "--readme" in argv:
         text = README.read_text()
         for marker, body in sections:
             text = replace_section(text, marker, body)
         README.write_text(text)
-    print("wrote " + ", ".join(f"{m} table" for m, _ in sections)
-          + (" and README.md" if "--readme" in argv else ""))
+    print(
+        "wrote "
+        + ", ".join(f"{m} table" for m, _ in sections)
+        + (" and README.md" if "--readme" in argv else "")
+    )
     return 0
 
 

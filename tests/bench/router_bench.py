@@ -55,10 +55,20 @@ from tests.helpers import HttpSession, HttpTransport, Router, free_port, loopbac
 
 # Profiles: docs/ROUTER-BUDGET.md gives the published figures behind them.
 BASE_SYSTEM_MB = 64  # kernel + OpenWrt userland with LuCI, as measured on routers
-CURRENT = Profile("current", "current router (MT7981-class)", cpu_percent=20, device_mb=256,
-                  memory_mb=256 - BASE_SYSTEM_MB)
-OLD = Profile("old", "older router (MT7621 / IPQ40xx-class)", cpu_percent=5, device_mb=128,
-              memory_mb=128 - BASE_SYSTEM_MB)
+CURRENT = Profile(
+    "current",
+    "current router (MT7981-class)",
+    cpu_percent=20,
+    device_mb=256,
+    memory_mb=256 - BASE_SYSTEM_MB,
+)
+OLD = Profile(
+    "old",
+    "older router (MT7621 / IPQ40xx-class)",
+    cpu_percent=5,
+    device_mb=128,
+    memory_mb=128 - BASE_SYSTEM_MB,
+)
 PROFILES: dict[str, Profile | None] = {"full": None, "current": CURRENT, "old": OLD}
 
 RECORDS = (0, 10_000, 100_000)
@@ -75,11 +85,13 @@ CATCHUP_TIMEOUT = 240.0
 POLL = 0.25  # /status polls while catching up: a slow router must not spend itself on them
 ORIGINS = [f"{k:016x}" for k in range(1, 6)]  # five routers that are not running
 MB = 1024 * 1024
-PROFILED = ("import cProfile, runpy, sys\n"
-            "out = sys.argv[1]\n"
-            "sys.argv = ['app', *sys.argv[2:]]\n"
-            "cProfile.run('runpy.run_module(\"app\", run_name=\"__main__\", alter_sys=True)',"
-            " out)\n")
+PROFILED = (
+    "import cProfile, runpy, sys\n"
+    "out = sys.argv[1]\n"
+    "sys.argv = ['app', *sys.argv[2:]]\n"
+    'cProfile.run(\'runpy.run_module("app", run_name="__main__", alter_sys=True)\','
+    " out)\n"
+)
 PROFILE_TOP = 15  # functions printed per profile
 
 
@@ -90,10 +102,21 @@ def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
     records = []
     for i in range(1, n + 1):
         text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
-        records.append(Record(ORIGINS[i % 5], (i - 1) // 5 + 1, (now_ms + i) << 16,
-                              RecordKind.MESSAGE, 1 + i % ROOMS,
-                              {"author": f"user{i % 50}", "node": f"router-{i % 5}",
-                               "time": now_ms + i, "text": text}))
+        records.append(
+            Record(
+                ORIGINS[i % 5],
+                (i - 1) // 5 + 1,
+                (now_ms + i) << 16,
+                RecordKind.MESSAGE,
+                1 + i % ROOMS,
+                {
+                    "author": f"user{i % 50}",
+                    "node": f"router-{i % 5}",
+                    "time": now_ms + i,
+                    "text": text,
+                },
+            )
+        )
     store = Store(data_dir, rooms=ROOMS)
     try:
         store.append_many(records)
@@ -128,13 +151,19 @@ def launch(router: BoxedRouter) -> float:
     router.log_path = router.data_dir.parent / f"{router.name}.log"
     with open(router.log_path, "ab") as logf:
         start = time.perf_counter()
-        router.proc = subprocess.Popen(router.argv(), cwd=ROOT, stdout=logf, stderr=logf,
-                                       stdin=subprocess.DEVNULL,
-                                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        router.proc = subprocess.Popen(
+            router.argv(),
+            cwd=ROOT,
+            stdout=logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
     while page_status(router.port) != 200:
         if router.proc.poll() is not None:
-            raise RuntimeError(f"router {router.name} exited ({router.proc.returncode}):\n"
-                               f"{router.log()[-1500:]}")
+            raise RuntimeError(
+                f"router {router.name} exited ({router.proc.returncode}):\n{router.log()[-1500:]}"
+            )
         if time.perf_counter() - start > START_TIMEOUT:
             raise RuntimeError(f"router {router.name} served no page in {START_TIMEOUT} s")
         time.sleep(0.02)
@@ -143,8 +172,15 @@ def launch(router: BoxedRouter) -> float:
 
 def router_args() -> list[str]:
     """A lone router (the catch-up adds its own loopback mesh)."""
-    return ["--no-mesh", "--log-level", "warning", "--max-history", str(MAX_HISTORY),
-            "--rooms", str(ROOMS)]
+    return [
+        "--no-mesh",
+        "--log-level",
+        "warning",
+        "--max-history",
+        str(MAX_HISTORY),
+        "--rooms",
+        str(ROOMS),
+    ]
 
 
 def hwm_mb(router: Router) -> float:
@@ -189,13 +225,26 @@ def probe(router: Router, tmp: Path) -> dict:
     Adds ``cpu_s``: the router's CPU time over the probes (the pages connected)."""
     names = [f"s{i}" for i in range(SENDERS)] + ["reader"]
     cookies = tmp / "cookies.json"
-    cookies.write_text(json.dumps([router.user(n, register=False).cookie_header()
-                                   for n in names]))
-    argv = [sys.executable, str(HERE / "wsload.py"), "probe", "--port", str(router.port),
-            "--clients", str(PAGES), "--senders", str(SENDERS), "--probes", str(PROBES),
-            "--cookies", str(cookies), "--expect-history"]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cookies.write_text(json.dumps([router.user(n, register=False).cookie_header() for n in names]))
+    argv = [
+        sys.executable,
+        str(HERE / "wsload.py"),
+        "probe",
+        "--port",
+        str(router.port),
+        "--clients",
+        str(PAGES),
+        "--senders",
+        str(SENDERS),
+        "--probes",
+        str(PROBES),
+        "--cookies",
+        str(cookies),
+        "--expect-history",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], PROBE_RUN_TIMEOUT)
         line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
@@ -207,8 +256,7 @@ def probe(router: Router, tmp: Path) -> dict:
             proc.kill()
             proc.wait()
     if proc.returncode != 0 or not line.startswith("CONNECTED") or not out.strip():
-        raise RuntimeError(f"wsload probe failed ({proc.returncode}): {line[:200]} "
-                           f"{err[-2000:]}")
+        raise RuntimeError(f"wsload probe failed ({proc.returncode}): {line[:200]} {err[-2000:]}")
     return dict(json.loads(out.splitlines()[-1]), cpu_s=cpu1 - cpu0)
 
 
@@ -285,21 +333,28 @@ def pages(profile: Profile | None, tmp: Path) -> dict[str, float]:
             r.stop()
         if result["lost"] or not result["ack_ms"]:
             print(f"  probes lost: {result['lost']} (first error: {result['first_error']})")
-        return {"ack_p50_ms": percentile(result["ack_ms"], 50),
-                "ack_p99_ms": percentile(result["ack_ms"], 99),
-                "fanout_p50_ms": percentile(result["all_ms"], 50),
-                "fanout_p99_ms": percentile(result["all_ms"], 99),
-                "cpu_ms_per_message": result["cpu_s"] / PROBES * 1000,
-                "probes_lost": result["lost"], "pages_open": result["clients"],
-                "peak_mb": peak, "cgroup_peak_mb": cg.peak_mb(),
-                "pages_oom_kills": cg.oom_kills()}
+        return {
+            "ack_p50_ms": percentile(result["ack_ms"], 50),
+            "ack_p99_ms": percentile(result["ack_ms"], 99),
+            "fanout_p50_ms": percentile(result["all_ms"], 50),
+            "fanout_p99_ms": percentile(result["all_ms"], 99),
+            "cpu_ms_per_message": result["cpu_s"] / PROBES * 1000,
+            "probes_lost": result["lost"],
+            "pages_open": result["clients"],
+            "peak_mb": peak,
+            "cgroup_peak_mb": cg.peak_mb(),
+            "pages_oom_kills": cg.oom_kills(),
+        }
 
 
 def run_profile(name: str, profile: Profile | None) -> dict[str, float]:
     figures: dict[str, float] = {}
     if profile is not None:
-        figures.update(cpu_percent=profile.cpu_percent, memory_mb=profile.memory_mb,
-                       device_mb=profile.device_mb)
+        figures.update(
+            cpu_percent=profile.cpu_percent,
+            memory_mb=profile.memory_mb,
+            device_mb=profile.device_mb,
+        )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in RECORDS:
@@ -308,18 +363,24 @@ def run_profile(name: str, profile: Profile | None) -> dict[str, float]:
         print(f"[{name}] {PAGES} pages, {PROBES} probes", flush=True)
         attempt(figures, "pages", lambda: pages(profile, tmp))
         print(f"[{name}] catch-up of {CATCHUP_RECORDS:,} records", flush=True)
-        attempt(figures, "catchup", lambda: {
-            f"catchup_{CATCHUP_RECORDS}_s": catch_up(profile, tmp / "catchup")})
-    return {f"router.{name}.{k}": v for k, v in figures.items()
-            if not math.isnan(v)}  # NaN: not measured here
+        attempt(
+            figures,
+            "catchup",
+            lambda: {f"catchup_{CATCHUP_RECORDS}_s": catch_up(profile, tmp / "catchup")},
+        )
+    return {
+        f"router.{name}.{k}": v for k, v in figures.items() if not math.isnan(v)
+    }  # NaN: not measured here
 
 
 # -- where the time goes (full speed, cProfile) -----------------------------------
+
 
 def profiled_wrap(out: Path) -> Callable[[list[str]], list[str]]:
     def wrap(argv: list[str]) -> list[str]:
         assert argv[1:3] == ["-m", "app"], argv
         return [argv[0], "-c", PROFILED, str(out), *argv[3:]]
+
     return wrap
 
 
@@ -329,7 +390,7 @@ def print_profile(path: Path, title: str) -> None:
         stats = pstats.Stats(str(path), stream=buf)
         stats.strip_dirs().sort_stats(key).print_stats(PROFILE_TOP)
         body = buf.getvalue()
-        print(f"\n== cProfile: {title}, by {key}\n" + body[body.find("   ncalls"):].rstrip())
+        print(f"\n== cProfile: {title}, by {key}\n" + body[body.find("   ncalls") :].rstrip())
 
 
 def profile_hot_paths(tmp: Path) -> None:
@@ -341,8 +402,9 @@ def profile_hot_paths(tmp: Path) -> None:
         launch(r)
     finally:
         r.stop()
-    print_profile(out, f"start-up with {RECORDS[-1]:,} records (until stopped after the "
-                       "first page)")
+    print_profile(
+        out, f"start-up with {RECORDS[-1]:,} records (until stopped after the first page)"
+    )
     data = tmp / "prof-pages" / "data"
     write_history(data, PROBE_RECORDS, seed=3)
     seed_accounts(data, [f"s{i}" for i in range(SENDERS)] + ["reader"])
@@ -353,41 +415,60 @@ def profile_hot_paths(tmp: Path) -> None:
         probe(r, tmp)
     finally:
         r.stop()
-    print_profile(out, f"{PAGES} pages connecting, 5 logins and {PROBES} probes "
-                       f"({PROBE_RECORDS:,} records)")
+    print_profile(
+        out, f"{PAGES} pages connecting, 5 logins and {PROBES} probes ({PROBE_RECORDS:,} records)"
+    )
 
 
 def report(results: dict[str, float], names: list[str]) -> None:
     def f(name: str, key: str, fmt: str) -> str:
         v = results.get(f"router.{name}.{key}")
         if v is None:
-            return "FAILED" if any(k.startswith(f"router.{name}.") and k.endswith("_failed")
-                                   for k in results) else "-"
+            return (
+                "FAILED"
+                if any(k.startswith(f"router.{name}.") and k.endswith("_failed") for k in results)
+                else "-"
+            )
         return format(v, fmt)
 
-    rows = [(f"start-up, {n:,} records (s)", *(f(p, f"startup_{n}_s", ".2f") for p in names))
-            for n in RECORDS]
-    rows += [("register (s)", *(f(p, "register_s", ".2f") for p in names)),
-             ("login (s)", *(f(p, "login_s", ".2f") for p in names)),
-             ("send -> ack p50 (ms)", *(f(p, "ack_p50_ms", ".1f") for p in names)),
-             ("send -> ack p99 (ms)", *(f(p, "ack_p99_ms", ".1f") for p in names)),
-             (f"one message to {PAGES} pages p50 (ms)",
-              *(f(p, "fanout_p50_ms", ".1f") for p in names)),
-             (f"one message to {PAGES} pages p99 (ms)",
-              *(f(p, "fanout_p99_ms", ".1f") for p in names)),
-             ("router CPU over the probes / probes (ms, idle work included)",
-              *(f(p, "cpu_ms_per_message", ".2f") for p in names)),
-             (f"catch-up of {CATCHUP_RECORDS:,} (s)",
-              *(f(p, f"catchup_{CATCHUP_RECORDS}_s", ".2f") for p in names)),
-             ("peak VmHWM, 10,000 records + 100 pages (MB)",
-              *(f(p, "peak_mb", ".1f") for p in names)),
-             ("  cgroup peak, page cache included (MB)",
-              *(f(p, "cgroup_peak_mb", ".1f") for p in names)),
-             (f"peak VmHWM, start-up with {RECORDS[-1]:,} (MB)",
-              *(f(p, f"startup_{RECORDS[-1]}_hwm_mb", ".1f") for p in names))]
-    header = ("", *(n if PROFILES[n] is None else
-                    f"{n} ({PROFILES[n].cpu_percent:g} %, {PROFILES[n].memory_mb} MB)"
-                    for n in names))
+    rows = [
+        (f"start-up, {n:,} records (s)", *(f(p, f"startup_{n}_s", ".2f") for p in names))
+        for n in RECORDS
+    ]
+    rows += [
+        ("register (s)", *(f(p, "register_s", ".2f") for p in names)),
+        ("login (s)", *(f(p, "login_s", ".2f") for p in names)),
+        ("send -> ack p50 (ms)", *(f(p, "ack_p50_ms", ".1f") for p in names)),
+        ("send -> ack p99 (ms)", *(f(p, "ack_p99_ms", ".1f") for p in names)),
+        (f"one message to {PAGES} pages p50 (ms)", *(f(p, "fanout_p50_ms", ".1f") for p in names)),
+        (f"one message to {PAGES} pages p99 (ms)", *(f(p, "fanout_p99_ms", ".1f") for p in names)),
+        (
+            "router CPU over the probes / probes (ms, idle work included)",
+            *(f(p, "cpu_ms_per_message", ".2f") for p in names),
+        ),
+        (
+            f"catch-up of {CATCHUP_RECORDS:,} (s)",
+            *(f(p, f"catchup_{CATCHUP_RECORDS}_s", ".2f") for p in names),
+        ),
+        ("peak VmHWM, 10,000 records + 100 pages (MB)", *(f(p, "peak_mb", ".1f") for p in names)),
+        (
+            "  cgroup peak, page cache included (MB)",
+            *(f(p, "cgroup_peak_mb", ".1f") for p in names),
+        ),
+        (
+            f"peak VmHWM, start-up with {RECORDS[-1]:,} (MB)",
+            *(f(p, f"startup_{RECORDS[-1]}_hwm_mb", ".1f") for p in names),
+        ),
+    ]
+    header = (
+        "",
+        *(
+            n
+            if PROFILES[n] is None
+            else f"{n} ({PROFILES[n].cpu_percent:g} %, {PROFILES[n].memory_mb} MB)"
+            for n in names
+        ),
+    )
     table("router budget: full speed and router-class cgroups", rows, header)
 
 

@@ -37,8 +37,10 @@ ROUNDS = 3  # rounds of probes, 0.25 s each: the echo starts within the first
 
 @pytest.fixture
 def lab() -> Lab:
-    require(os.geteuid() == 0 and shutil.which("ip") is not None
-            and shutil.which("nft") is not None, "needs root, ip and nft")
+    require(
+        os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("nft") is not None,
+        "needs root, ip and nft",
+    )
     with Lab() as made:
         yield made
 
@@ -46,9 +48,12 @@ def lab() -> Lab:
 def drop_output(host: Host) -> None:
     """Every datagram the host sends on its link dropped, as the loss rule
     drops some (``add_loss`` takes at most 99 %: nft's ``mod 100`` is 0-99)."""
-    load_nft(host.ns, f"table inet {OUT_TABLE} {{\n"
-             "  chain out { type filter hook output priority -300; policy accept;\n"
-             f'    oifname "{host.ifaces[0]}" counter drop\n  }}\n}}\n')
+    load_nft(
+        host.ns,
+        f"table inet {OUT_TABLE} {{\n"
+        "  chain out { type filter hook output priority -300; policy accept;\n"
+        f'    oifname "{host.ifaces[0]}" counter drop\n  }}\n}}\n',
+    )
 
 
 def output_drops(host: Host) -> int:
@@ -59,10 +64,24 @@ def output_drops(host: Host) -> int:
 def test_askfile_asker_survives_total_loss(lab: Lab) -> None:
     host = lab.add_host("n", [0])
     drop_output(host)
-    out = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable,
-                          str(HERE / "askfile.py"), "ask", host.address(0), ASK_TIMEOUT,
-                          ASK_IDLE], capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                         check=False)
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            host.ns,
+            sys.executable,
+            str(HERE / "askfile.py"),
+            "ask",
+            host.address(0),
+            ASK_TIMEOUT,
+            ASK_IDLE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["ask_lost"] == 1
@@ -77,18 +96,44 @@ def test_udp_echo_survives_total_loss(lab: Lab) -> None:
     echo_host, client = lab.add_host("e", [0]), lab.add_host("c", [0])
     drop_output(echo_host)
     port = "9999"
-    echo = subprocess.Popen(["ip", "netns", "exec", echo_host.ns, sys.executable,
-                             str(HERE / "udp_echo.py"), "echo", port],
-                            stderr=subprocess.PIPE, text=True)
-    probe = ("import socket, sys, time\n"
-             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             "for _ in range(PROBES):\n"
-             "    s.sendto(b'x', (sys.argv[1], int(sys.argv[2])))\n"
-             "    time.sleep(0.05)\n").replace("PROBES", str(PROBES))
+    echo = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            echo_host.ns,
+            sys.executable,
+            str(HERE / "udp_echo.py"),
+            "echo",
+            port,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    probe = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(PROBES):\n"
+        "    s.sendto(b'x', (sys.argv[1], int(sys.argv[2])))\n"
+        "    time.sleep(0.05)\n"
+    ).replace("PROBES", str(PROBES))
     try:
         for _ in range(ROUNDS):  # the echo may not be bound yet in the first round
-            subprocess.run(["ip", "netns", "exec", client.ns, sys.executable, "-c", probe,
-                            echo_host.address(0), port], check=True, timeout=RUN_TIMEOUT)
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    client.ns,
+                    sys.executable,
+                    "-c",
+                    probe,
+                    echo_host.address(0),
+                    port,
+                ],
+                check=True,
+                timeout=RUN_TIMEOUT,
+            )
         assert output_drops(echo_host) >= 1  # replies were sent and dropped
         assert echo.poll() is None, echo.stderr.read()[-2000:] if echo.stderr else ""
     finally:

@@ -80,8 +80,9 @@ def client_frame(payload: bytes) -> bytes:
 
 def send_payload(seq: int, text_len: int) -> bytes:
     text = f"m{seq}|".ljust(text_len, "x")
-    return json.dumps({"type": "send", "text": text, "client_id": f"c{seq}"},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"type": "send", "text": text, "client_id": f"c{seq}"}, separators=(",", ":")
+    ).encode()
 
 
 class Stats:
@@ -139,7 +140,7 @@ class Client(asyncio.Protocol):
             self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
             self.transport.close()
             return False
-        del buf[:end + 4]
+        del buf[: end + 4]
         self.upgraded = True
         self.stats.opened += 1
         self.opened.set_result(None)
@@ -159,7 +160,7 @@ class Client(asyncio.Protocol):
             elif length == 127:
                 if size - pos < 10:
                     break
-                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 start = pos + 10
             end = start + length
             if end > size:
@@ -176,11 +177,11 @@ class Client(asyncio.Protocol):
             stats.last_delivery = now
             if stats.record:
                 i = buf.find(TEXT_KEY, start, end) + len(TEXT_KEY)
-                stats.arrivals.append((int(buf[i:buf.find(b"|", i, end)]), now))
+                stats.arrivals.append((int(buf[i : buf.find(b"|", i, end)]), now))
         elif buf.startswith(ACK, start):
             i = buf.find(CLIENT_ID_KEY, start, end) + len(CLIENT_ID_KEY)
             with contextlib.suppress(ValueError):
-                stats.acks[int(buf[i:buf.find(b'"', i, end)])] = now
+                stats.acks[int(buf[i : buf.find(b'"', i, end)])] = now
         elif buf.startswith(HISTORY, start):
             stats.histories += 1
         elif buf.startswith(ERROR, start):
@@ -194,10 +195,12 @@ class Client(asyncio.Protocol):
 def handshake(port: int, path: str, cookie: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     host = f"127.0.0.1:{port}"
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n"
-            f"Cookie: {cookie}\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n"
+        f"Cookie: {cookie}\r\n\r\n"
+    ).encode()
 
 
 async def connect_all(args: argparse.Namespace, stats: Stats) -> list[Client]:
@@ -209,13 +212,17 @@ async def connect_all(args: argparse.Namespace, stats: Stats) -> list[Client]:
         async with gate:
             request = handshake(args.port, args.path, cookies[i % len(cookies)])
             _, client = await loop.create_connection(
-                lambda: Client(stats, request), "127.0.0.1", args.port,
-                local_addr=(f"127.0.0.{2 + i % SOURCE_ADDRESSES}", 0))
+                lambda: Client(stats, request),
+                "127.0.0.1",
+                args.port,
+                local_addr=(f"127.0.0.{2 + i % SOURCE_ADDRESSES}", 0),
+            )
             await client.opened
             return client
 
     clients = await asyncio.wait_for(
-        asyncio.gather(*(one(i) for i in range(args.clients))), CONNECT_TIMEOUT)
+        asyncio.gather(*(one(i) for i in range(args.clients))), CONNECT_TIMEOUT
+    )
     # Settle: every page has its history (our router) and the presence frames
     # that each join set off are through.
     deadline = time.perf_counter() + SETTLE_MAX
@@ -235,12 +242,15 @@ async def wait_deliveries(stats: Stats, expected: int, since: float, deadline: f
             break
 
 
-async def throughput(args: argparse.Namespace, clients: list[Client],
-                     stats: Stats, first_seq: int) -> dict[str, float]:
-    senders = clients[:args.senders]
-    frames = [(senders[k], client_frame(send_payload(first_seq + r * len(senders) + k,
-                                                     args.text_len)))
-              for r in range(args.burst) for k in range(len(senders))]
+async def throughput(
+    args: argparse.Namespace, clients: list[Client], stats: Stats, first_seq: int
+) -> dict[str, float]:
+    senders = clients[: args.senders]
+    frames = [
+        (senders[k], client_frame(send_payload(first_seq + r * len(senders) + k, args.text_len)))
+        for r in range(args.burst)
+        for k in range(len(senders))
+    ]
     stats.delivered = 0
     expected = len(frames) * len(clients)
     start = time.perf_counter()
@@ -248,13 +258,19 @@ async def throughput(args: argparse.Namespace, clients: list[Client],
         sender.send(frame)
     await wait_deliveries(stats, expected, start, start + THROUGHPUT_TIMEOUT)
     elapsed = stats.last_delivery - start
-    return {"messages": len(frames), "expected": expected, "delivered": stats.delivered,
-            "seconds": elapsed, "per_second": stats.delivered / elapsed if elapsed > 0 else 0.0}
+    return {
+        "messages": len(frames),
+        "expected": expected,
+        "delivered": stats.delivered,
+        "seconds": elapsed,
+        "per_second": stats.delivered / elapsed if elapsed > 0 else 0.0,
+    }
 
 
-async def latency(args: argparse.Namespace, clients: list[Client],
-                  stats: Stats, first_seq: int) -> dict[str, float]:
-    senders = clients[:args.senders]
+async def latency(
+    args: argparse.Namespace, clients: list[Client], stats: Stats, first_seq: int
+) -> dict[str, float]:
+    senders = clients[: args.senders]
     count = round(args.rate * args.seconds)
     frames = [client_frame(send_payload(first_seq + i, args.text_len)) for i in range(count)]
     sent: dict[int, float] = {}
@@ -269,15 +285,22 @@ async def latency(args: argparse.Namespace, clients: list[Client],
         sent[first_seq + i] = time.perf_counter()
         senders[i % len(senders)].send(frame)
     last_send = time.perf_counter()
-    await wait_deliveries(stats, count * len(clients), last_send,
-                          last_send + DRAIN_AFTER_LAST_SEND)
+    await wait_deliveries(stats, count * len(clients), last_send, last_send + DRAIN_AFTER_LAST_SEND)
     stats.record = False
     ms = sorted((t - sent[seq]) * 1000 for seq, t in stats.arrivals if seq in sent)
+
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))] if ms else float("nan")
-    return {"messages": count, "expected": count * len(clients), "delivered": len(ms),
-            "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": ms[-1] if ms else float("nan"),
-            "send_span_s": time.perf_counter() - start}
+
+    return {
+        "messages": count,
+        "expected": count * len(clients),
+        "delivered": len(ms),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": ms[-1] if ms else float("nan"),
+        "send_span_s": time.perf_counter() - start,
+    }
 
 
 async def run_fanout(args: argparse.Namespace) -> dict[str, object]:
@@ -293,8 +316,12 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, object]:
     result["throughput"] = runs
     await asyncio.sleep(1.0)
     result["latency"] = await latency(args, clients, stats, first_seq=args.repeats * per_run)
-    result.update(errors=stats.errors, first_error=stats.first_error, lost=stats.lost,
-                  closed_by_server=stats.closed_by_server)
+    result.update(
+        errors=stats.errors,
+        first_error=stats.first_error,
+        lost=stats.lost,
+        closed_by_server=stats.closed_by_server,
+    )
     for c in clients:
         c.transport.abort()
     return result
@@ -305,7 +332,7 @@ async def run_probe(args: argparse.Namespace) -> dict[str, object]:
     all clients has it."""
     stats = Stats()
     clients = await connect_all(args, stats)
-    senders = clients[:args.senders]
+    senders = clients[: args.senders]
     print("CONNECTED", flush=True)  # the caller starts counting the router's CPU time here
     ack_ms, all_ms, lost = [], [], 0
     for seq in range(args.probes):
@@ -314,8 +341,9 @@ async def run_probe(args: argparse.Namespace) -> dict[str, object]:
         start = time.perf_counter()
         senders[seq % len(senders)].send(frame)
         deadline = start + PROBE_TIMEOUT
-        while ((stats.delivered < len(clients) or seq not in stats.acks)
-               and time.perf_counter() < deadline):
+        while (
+            stats.delivered < len(clients) or seq not in stats.acks
+        ) and time.perf_counter() < deadline:
             await asyncio.sleep(0.001)
         if stats.delivered < len(clients) or seq not in stats.acks:
             lost += 1
@@ -325,16 +353,23 @@ async def run_probe(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.sleep(PROBE_GAP)
     for c in clients:
         c.transport.abort()
-    return {"clients": stats.opened, "histories": stats.histories, "ack_ms": ack_ms,
-            "all_ms": all_ms, "lost": lost, "errors": stats.errors,
-            "first_error": stats.first_error}
+    return {
+        "clients": stats.opened,
+        "histories": stats.histories,
+        "ack_ms": ack_ms,
+        "all_ms": all_ms,
+        "lost": lost,
+        "errors": stats.errors,
+        "first_error": stats.first_error,
+    }
 
 
 async def run_hold(args: argparse.Namespace) -> None:
     stats = Stats()
     clients = await connect_all(args, stats)
-    print("READY " + json.dumps({"clients": stats.opened, "histories": stats.histories}),
-          flush=True)
+    print(
+        "READY " + json.dumps({"clients": stats.opened, "histories": stats.histories}), flush=True
+    )
     line = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
     await asyncio.wait([line], timeout=HOLD_MAX)
     for c in clients:
@@ -355,8 +390,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--text-len", type=int, default=80)
     p.add_argument("--probes", type=int, default=40, help="messages sent one at a time (probe)")
-    p.add_argument("--expect-history", action="store_true",
-                   help="the server sends a history frame per client (our router)")
+    p.add_argument(
+        "--expect-history",
+        action="store_true",
+        help="the server sends a history frame per client (our router)",
+    )
     return p.parse_args(argv)
 
 

@@ -22,8 +22,13 @@ from tests.conftest import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 # Upper bound for one action or assertion on a page served from loopback.
 WAIT_MS = 5000
@@ -56,8 +61,11 @@ class Tab:
 
     def csp_violations(self) -> list[str]:
         """Violations from the console and from the page's own events."""
-        seen = [text for _kind, text in self.console
-                if "Content Security Policy" in text or "Content-Security-Policy" in text]
+        seen = [
+            text
+            for _kind, text in self.console
+            if "Content Security Policy" in text or "Content-Security-Policy" in text
+        ]
         events = self.page.evaluate("window.__cspViolations || []")
         return seen + list(events)
 
@@ -72,8 +80,12 @@ def browser() -> Iterator[Browser]:
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                               args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            timeout=LAUNCH_TIMEOUT_MS,
+        )
         try:
             yield b
         finally:

@@ -26,8 +26,9 @@ RECONNECT_MS = 12_000
 # -- flows through the UI -----------------------------------------------------
 
 
-def ui_register(page: Page, router: Router, name: str, password: str = PASSWORD,
-                confirm: str | None = None) -> None:
+def ui_register(
+    page: Page, router: Router, name: str, password: str = PASSWORD, confirm: str | None = None
+) -> None:
     page.goto(router.base + "/register")
     page.get_by_label("Username").fill(name)
     page.get_by_label("Password", exact=True).fill(password)
@@ -35,8 +36,9 @@ def ui_register(page: Page, router: Router, name: str, password: str = PASSWORD,
     page.get_by_role("button", name="Create account").click()
 
 
-def ui_login(page: Page, router: Router, name: str, password: str = PASSWORD, *,
-             navigate: bool = True) -> None:
+def ui_login(
+    page: Page, router: Router, name: str, password: str = PASSWORD, *, navigate: bool = True
+) -> None:
     if navigate:
         page.goto(router.base + "/login")
     page.get_by_label("Username").fill(name)
@@ -62,8 +64,9 @@ def expect_connected(page: Page, timeout: int = WAIT_MS) -> None:
     expect(state).to_have_class(re.compile(r"\bok\b"), timeout=timeout)
 
 
-def chat_tab(open_tab: OpenTab, router: Router, name: str,
-             viewport: dict[str, int] | None = None) -> Tab:
+def chat_tab(
+    open_tab: OpenTab, router: Router, name: str, viewport: dict[str, int] | None = None
+) -> Tab:
     """A tab of a new user, in room 1: registered over HTTP, logged in by the form."""
     r = router.http().register(name)
     assert r.status == 200, r.text
@@ -83,7 +86,8 @@ def type_and_enter(page: Page, text: str) -> None:
 
 def messages_with_text(page: Page, text: str) -> Locator:
     return page.locator("#messages li.message").filter(
-        has=page.locator("p.text").filter(has_text=re.compile("^" + re.escape(text) + "$")))
+        has=page.locator("p.text").filter(has_text=re.compile("^" + re.escape(text) + "$"))
+    )
 
 
 # -- tests --------------------------------------------------------------------
@@ -96,7 +100,8 @@ def test_register_login_and_chat_between_two_users(router: Router, open_tab: Ope
         page = tab.page
         ui_register(page, router, name)
         expect(page.locator("p.notice")).to_have_text(
-            "Account created: you can log in now.", timeout=WAIT_MS)
+            "Account created: you can log in now.", timeout=WAIT_MS
+        )
         # The login form came back with the name filled in.
         expect(page.get_by_label("Username")).to_have_value(name, timeout=WAIT_MS)
         ui_login(page, router, name, navigate=False)
@@ -123,7 +128,9 @@ def test_register_login_and_chat_between_two_users(router: Router, open_tab: Ope
         expect(page.locator("#messages li.message")).to_have_count(2)
         expect(messages_with_text(page, text)).to_have_count(1)
         assert page.locator("#messages li.message .text").all_text_contents() == [
-            text, "and hello from the desk"]
+            text,
+            "and hello from the desk",
+        ]
     for tab in tabs.values():
         assert tab.page_errors == []
 
@@ -141,8 +148,10 @@ def test_markup_in_a_message_is_shown_as_text(router: Router, open_tab: OpenTab)
         expect(items).to_have_count(len(XSS_PAYLOADS), timeout=WAIT_MS)
         assert items.locator("p.text").all_text_contents() == XSS_PAYLOADS
         # The text is in the DOM as characters, not as elements.
-        assert items.locator("p.text").evaluate_all(
-            "ps => ps.map(p => p.childElementCount)") == [0, 0]
+        assert items.locator("p.text").evaluate_all("ps => ps.map(p => p.childElementCount)") == [
+            0,
+            0,
+        ]
         assert tab.page.locator("#messages img, #messages script").count() == 0
         # An onerror fires only after the image fails to load: give it the time.
         tab.page.wait_for_timeout(300)
@@ -155,8 +164,12 @@ def test_register_form_shows_errors(router: Router, open_tab: OpenTab) -> None:
     cases = [
         ("newbie", PASSWORD, PASSWORD + "x", "The passwords do not match."),
         ("TAKEN", PASSWORD, PASSWORD, "That username is taken; please choose another."),
-        ("bad name!", PASSWORD, PASSWORD,
-         "Username must be 1 to 32 characters: letters, digits, _ . -."),
+        (
+            "bad name!",
+            PASSWORD,
+            PASSWORD,
+            "Username must be 1 to 32 characters: letters, digits, _ . -.",
+        ),
         ("newbie", "short", "short", "Password must be 8 to 256 characters."),
     ]
     for name, password, confirm, message in cases:
@@ -170,8 +183,9 @@ def test_register_form_shows_errors(router: Router, open_tab: OpenTab) -> None:
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Password again").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
-    expect(page.locator("p.notice")).to_have_text("Account created: you can log in now.",
-                                                  timeout=WAIT_MS)
+    expect(page.locator("p.notice")).to_have_text(
+        "Account created: you can log in now.", timeout=WAIT_MS
+    )
 
 
 def test_wrong_password_is_refused(router: Router, open_tab: OpenTab) -> None:
@@ -179,8 +193,9 @@ def test_wrong_password_is_refused(router: Router, open_tab: OpenTab) -> None:
     tab = open_tab(PHONE)
     page = tab.page
     ui_login(page, router, "carol", PASSWORD + "!")
-    expect(page.get_by_role("alert")).to_have_text("Username or password is invalid.",
-                                                   timeout=WAIT_MS)
+    expect(page.get_by_role("alert")).to_have_text(
+        "Username or password is invalid.", timeout=WAIT_MS
+    )
     expect(page).to_have_url(router.base + "/login")
     assert not [c for c in tab.context.cookies() if c["name"] == "cc_session"]
     # The right password from the same page still works.
@@ -217,18 +232,22 @@ def test_page_reconnects_after_the_router_restarts(router: Router, open_tab: Ope
     expect(later.locator(".author")).to_have_text("erin")
     expect(page.locator("#messages li.message")).to_have_count(3)
     assert page.locator("#messages li.message .text").all_text_contents() == [
-        "before one", "before two", "after the restart"]
+        "before one",
+        "before two",
+        "after the restart",
+    ]
     ids = page.locator("#messages li.message").evaluate_all("lis => lis.map(l => l.dataset.id)")
     assert len(set(ids)) == 3
 
 
-def test_long_word_does_not_scroll_sideways_on_a_phone(router: Router,
-                                                       open_tab: OpenTab) -> None:
+def test_long_word_does_not_scroll_sideways_on_a_phone(router: Router, open_tab: OpenTab) -> None:
     tab = chat_tab(open_tab, router, "frank_with_a_rather_long_name_32", PHONE)
     page = tab.page
-    for text in ("Hi all, is the bakery open today?",
-                 "Yes, until six.\nBring your own bag.",
-                 "x" * 300):
+    for text in (
+        "Hi all, is the bakery open today?",
+        "Yes, until six.\nBring your own bag.",
+        "x" * 300,
+    ):
         type_and_enter(page, text)
     expect(page.locator("#messages li.message")).to_have_count(3, timeout=WAIT_MS)
     sizes = page.evaluate("""() => ({
@@ -269,8 +288,11 @@ def test_pages_keep_to_the_csp_and_to_the_router(router: Router, open_tab: OpenT
     assert errors == []
 
     assert any(u.startswith("ws://127.0.0.1:") for u in tab.urls), tab.urls
-    strangers = [u for u in tab.urls if urlsplit(u).hostname != "127.0.0.1"
-                 or urlsplit(u).port != router.port]
+    strangers = [
+        u
+        for u in tab.urls
+        if urlsplit(u).hostname != "127.0.0.1" or urlsplit(u).port != router.port
+    ]
     assert strangers == []
 
     # The recorder works: markup the CSP forbids is reported.
@@ -285,8 +307,9 @@ def test_pages_keep_to_the_csp_and_to_the_router(router: Router, open_tab: OpenT
     assert tab.csp_violations() != []
 
 
-def test_newest_message_is_not_hidden_behind_the_composer(router: Router,
-                                                          open_tab: OpenTab) -> None:
+def test_newest_message_is_not_hidden_behind_the_composer(
+    router: Router, open_tab: OpenTab
+) -> None:
     poster = router.user("henry")
     ws = router.ws(poster, room=1)
     try:
@@ -301,11 +324,14 @@ def test_newest_message_is_not_hidden_behind_the_composer(router: Router,
     expect(page.locator("#messages li.message")).to_have_count(10, timeout=WAIT_MS)
 
     def expect_newest_clears_composer() -> None:
-        page.wait_for_function("""() => {
+        page.wait_for_function(
+            """() => {
             const last = document.querySelector('#messages li.message:last-child');
             const composer = document.getElementById('send');
             return last.getBoundingClientRect().bottom <= composer.getBoundingClientRect().top;
-        }""", timeout=WAIT_MS)
+        }""",
+            timeout=WAIT_MS,
+        )
 
     assert page.evaluate("document.documentElement.scrollHeight > innerHeight")
     # On opening the room (history) and after a message of one's own (live).

@@ -42,8 +42,9 @@ def boss_tab(open_tab: OpenTab, router: Router) -> Tab:
     return tab
 
 
-def test_admin_deletes_and_another_browser_sees_it_vanish(admin_router: Router,
-                                                          open_tab: OpenTab) -> None:
+def test_admin_deletes_and_another_browser_sees_it_vanish(
+    admin_router: Router, open_tab: OpenTab
+) -> None:
     ann = chat_tab(open_tab, admin_router, "ann", PHONE)
     boss = boss_tab(open_tab, admin_router)
     type_and_enter(ann.page, "please delete me")
@@ -56,7 +57,8 @@ def test_admin_deletes_and_another_browser_sees_it_vanish(admin_router: Router,
     # Gone from the other browser, with a note instead.
     expect(messages_with_text(ann.page, "please delete me")).to_have_count(0, timeout=WAIT_MS)
     expect(ann.page.locator(".message.removed .note")).to_have_text(
-        "Message deleted by boss.", timeout=WAIT_MS)
+        "Message deleted by boss.", timeout=WAIT_MS
+    )
     expect(messages_with_text(ann.page, "keep me")).to_have_count(1)
     # ...and for a page opened afterwards.
     late = chat_tab(open_tab, admin_router, "cat", PHONE)
@@ -64,8 +66,9 @@ def test_admin_deletes_and_another_browser_sees_it_vanish(admin_router: Router,
     expect(messages_with_text(late.page, "please delete me")).to_have_count(0)
 
 
-def test_non_admin_sees_no_controls_and_is_refused_anyway(admin_router: Router,
-                                                          open_tab: OpenTab) -> None:
+def test_non_admin_sees_no_controls_and_is_refused_anyway(
+    admin_router: Router, open_tab: OpenTab
+) -> None:
     ann = chat_tab(open_tab, admin_router, "ann", PHONE)
     type_and_enter(ann.page, "mine")
     expect(messages_with_text(ann.page, "mine")).to_have_count(1, timeout=WAIT_MS)
@@ -73,7 +76,8 @@ def test_non_admin_sees_no_controls_and_is_refused_anyway(admin_router: Router,
     expect(ann.page.locator("#clear")).to_be_hidden()
     mid = ann.page.locator(".message").first.get_attribute("data-id")
     # A page that sends the action anyway (a tampered page) gets an error frame.
-    reply = ann.page.evaluate("""(id) => new Promise((resolve) => {
+    reply = ann.page.evaluate(
+        """(id) => new Promise((resolve) => {
         const ws = new WebSocket(`ws://${location.host}/ws/1`);
         ws.onmessage = (ev) => {
             const f = JSON.parse(ev.data);
@@ -81,7 +85,9 @@ def test_non_admin_sees_no_controls_and_is_refused_anyway(admin_router: Router,
             if (f.type === "error") { resolve(JSON.stringify(f)); ws.close(); }
         };
         setTimeout(() => resolve("timeout"), 4000);
-    })""", mid)
+    })""",
+        mid,
+    )
     assert json.loads(reply)["code"] == "forbidden"
     expect(messages_with_text(ann.page, "mine")).to_have_count(1)
     assert admin_router.status()["rooms"]["1"] == 1

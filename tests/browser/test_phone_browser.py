@@ -63,12 +63,12 @@ def record_sent_frames(page: Page) -> list[dict]:
 
     def on_socket(ws):  # type: ignore[no-untyped-def]
         ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
     page.on("websocket", on_socket)
     return sent
 
 
-def logged_in_tab(open_tab: OpenTab, router: Router, name: str,
-                  viewport: dict[str, int]) -> Tab:
+def logged_in_tab(open_tab: OpenTab, router: Router, name: str, viewport: dict[str, int]) -> Tab:
     """A tab of a new user on the room list."""
     r = router.http().register(name)
     assert r.status == 200, r.text
@@ -90,8 +90,9 @@ def expect_unread(page: Page, counts: dict[int, int]) -> None:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_unread_counts_across_two_rooms_and_a_reload(router: Router, open_tab: OpenTab,
-                                                     viewport: dict[str, int]) -> None:
+def test_unread_counts_across_two_rooms_and_a_reload(
+    router: Router, open_tab: OpenTab, viewport: dict[str, int]
+) -> None:
     tab = logged_in_tab(open_tab, router, "ann", viewport)
     page = tab.page
     bob = router.user("bob")
@@ -130,8 +131,9 @@ def mesh_pair(tmp_path: Path) -> Iterator[list[Router]]:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_delivery_state_reaches_seen_by_one_router(mesh_pair: list[Router], open_tab: OpenTab,
-                                                   viewport: dict[str, int]) -> None:
+def test_delivery_state_reaches_seen_by_one_router(
+    mesh_pair: list[Router], open_tab: OpenTab, viewport: dict[str, int]
+) -> None:
     a, b = mesh_pair
     tab = chat_tab(open_tab, a, "ann", viewport)
     page = tab.page
@@ -146,13 +148,15 @@ def test_delivery_state_reaches_seen_by_one_router(mesh_pair: list[Router], open
     tab.shot(f"room-seen-{viewport['width']}")
     # A reload shows the same state.
     page.reload()
-    expect(messages_with_text(page, "is anyone on the other router?").locator(".status")
-           ).to_have_text("Seen by 1 router")
+    expect(
+        messages_with_text(page, "is anyone on the other router?").locator(".status")
+    ).to_have_text("Seen by 1 router")
     assert tab.page_errors == []
 
 
 def test_a_message_that_cannot_be_sent_stays_and_is_offered_for_retry(
-        router: Router, open_tab: OpenTab) -> None:
+    router: Router, open_tab: OpenTab
+) -> None:
     tab = chat_tab(open_tab, router, "ann", PHONE)
     page = tab.page
     type_and_enter(page, "first")
@@ -184,7 +188,8 @@ def test_a_message_that_cannot_be_sent_stays_and_is_offered_for_retry(
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_banner_while_the_router_is_away_then_exactly_the_missed_messages(
-        router: Router, open_tab: OpenTab, viewport: dict[str, int]) -> None:
+    router: Router, open_tab: OpenTab, viewport: dict[str, int]
+) -> None:
     tab = chat_tab(open_tab, router, "ann", viewport)
     page = tab.page
     bob = router.user("bob")
@@ -227,8 +232,16 @@ def long_history(tmp_path: Path) -> Iterator[Router]:
     for i in range(HISTORY_SIZE):
         at = now_ms - (HISTORY_SIZE - i) * 15 * 60_000
         author = "bob" if (i // 3) % 2 == 0 else "cat"
-        store.append(Record(OLD_ORIGIN, i + 1, pack(at, 0), RecordKind.MESSAGE, 1, {
-            "author": author, "node": "elsewhere", "time": at, "text": f"old {i:03d}"}))
+        store.append(
+            Record(
+                OLD_ORIGIN,
+                i + 1,
+                pack(at, 0),
+                RecordKind.MESSAGE,
+                1,
+                {"author": author, "node": "elsewhere", "time": at, "text": f"old {i:03d}"},
+            )
+        )
     store.close()
     r = Router(data, free_port(), "hist", ["--no-mesh", "--retention", "7d"])
     try:
@@ -238,14 +251,16 @@ def long_history(tmp_path: Path) -> Iterator[Router]:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_scrolling_up_loads_older_history(long_history: Router, open_tab: OpenTab,
-                                          viewport: dict[str, int]) -> None:
+def test_scrolling_up_loads_older_history(
+    long_history: Router, open_tab: OpenTab, viewport: dict[str, int]
+) -> None:
     tab = chat_tab(open_tab, long_history, "ann", viewport)
     page = tab.page
     items = page.locator("#messages li.message")
     expect(items).to_have_count(100)
     expect(page.locator("#messages li.message:last-child .text")).to_have_text(
-        f"old {HISTORY_SIZE - 1:03d}")
+        f"old {HISTORY_SIZE - 1:03d}"
+    )
     first_id = items.first.get_attribute("data-id")
 
     page.evaluate("window.scrollTo(0, 0)")  # the top comes into view: older ones load
@@ -276,14 +291,16 @@ def test_scrolling_up_loads_older_history(long_history: Router, open_tab: OpenTa
 
 def hide_page(page: Page, hidden: bool) -> None:
     """What switching to another tab and back does to the page."""
-    page.evaluate("""(h) => {
+    page.evaluate(
+        """(h) => {
         Object.defineProperty(document, 'hidden', {configurable: true, get: () => h});
         document.dispatchEvent(new Event('visibilitychange'));
-    }""", hidden)
+    }""",
+        hidden,
+    )
 
 
-def test_new_messages_marker_mentions_and_the_tab_title(router: Router,
-                                                        open_tab: OpenTab) -> None:
+def test_new_messages_marker_mentions_and_the_tab_title(router: Router, open_tab: OpenTab) -> None:
     tab = logged_in_tab(open_tab, router, "ann", PHONE)
     page = tab.page
     bob = router.user("bob")
@@ -317,8 +334,9 @@ def test_new_messages_marker_mentions_and_the_tab_title(router: Router,
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_captive_portal_probe_opens_the_login_page(tmp_path: Path, open_tab: OpenTab,
-                                                   viewport: dict[str, int]) -> None:
+def test_captive_portal_probe_opens_the_login_page(
+    tmp_path: Path, open_tab: OpenTab, viewport: dict[str, int]
+) -> None:
     with routers(tmp_path, "cp", extra=["--no-mesh", "--captive-portal"]) as (r,):
         tab = open_tab(viewport)
         page = tab.page
@@ -347,10 +365,20 @@ def assert_no_sideways_scroll(page: Page, width: int) -> None:
 
 
 def test_large_text_keeps_to_the_phone_width_and_controls_are_labelled(
-        router: Router, open_tab: OpenTab) -> None:
+    router: Router, open_tab: OpenTab
+) -> None:
     bob = router.user("bob")
-    post(router, bob, {1: ["a fairly long message to wrap over several lines at large text",
-                           "@ann look", "supercalifragilistic" * 5]})
+    post(
+        router,
+        bob,
+        {
+            1: [
+                "a fairly long message to wrap over several lines at large text",
+                "@ann look",
+                "supercalifragilistic" * 5,
+            ]
+        },
+    )
     # Text at 200 % (the phone's "largest text" setting) on a 360 px screen.
     tab = logged_in_tab(open_tab, router, "ann_with_a_long_name_here", PHONE)
     page = tab.page
@@ -368,15 +396,21 @@ def test_large_text_keeps_to_the_phone_width_and_controls_are_labelled(
     assert_no_sideways_scroll(page, PHONE["width"])
     tab.shot("room-360-large-text", full_page=True)
     # Every control has a name, and Tab walks them in reading order.
-    for role, name in (("link", "All rooms"), ("textbox", "Message"), ("button", "Send"),
-                       ("button", "Retry"), ("button", "Try now")):
+    for role, name in (
+        ("link", "All rooms"),
+        ("textbox", "Message"),
+        ("button", "Send"),
+        ("button", "Retry"),
+        ("button", "Try now"),
+    ):
         expect(page.get_by_role(role, name=name)).to_have_count(1)
     page.locator("a.brand").focus()  # the page's first control
     order = []
     for _ in range(8):
         page.keyboard.press("Tab")
-        order.append(page.evaluate("document.activeElement.id || "
-                                   "document.activeElement.textContent.trim()"))
+        order.append(
+            page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
+        )
     # The banner's button first, then the room, the unsent message's Retry
     # just above the input it refills, the input, Send.
     want = ["reconnect", "← Rooms", "retry", "text", "Send"]

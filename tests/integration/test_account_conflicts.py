@@ -14,8 +14,9 @@ OTHER = "0" * 16  # a router whose clock ran earlier
 
 
 def registration(origin: str, seq: int, hlc: int, name: str, password: str) -> Record:
-    return Record(origin, seq, hlc, RecordKind.ACCOUNT, 0,
-                  {"name": name, "hash": hash_password(password)})
+    return Record(
+        origin, seq, hlc, RecordKind.ACCOUNT, 0, {"name": name, "hash": hash_password(password)}
+    )
 
 
 def test_earliest_registration_owns_the_name_in_any_arrival_order() -> None:
@@ -38,10 +39,22 @@ def test_earliest_registration_owns_the_name_in_any_arrival_order() -> None:
 
 def test_password_change_latest_wins_in_any_order() -> None:
     reg = registration("a" * 16, 1, 100, "ann", "first-password")
-    c1 = Record("a" * 16, 2, 150, RecordKind.ACCOUNT, 0,
-                {"name": "ann", "hash": hash_password("second-password"), "account": reg.id})
-    c2 = Record("b" * 16, 1, 160, RecordKind.ACCOUNT, 0,
-                {"name": "ann", "hash": hash_password("third-password"), "account": reg.id})
+    c1 = Record(
+        "a" * 16,
+        2,
+        150,
+        RecordKind.ACCOUNT,
+        0,
+        {"name": "ann", "hash": hash_password("second-password"), "account": reg.id},
+    )
+    c2 = Record(
+        "b" * 16,
+        1,
+        160,
+        RecordKind.ACCOUNT,
+        0,
+        {"name": "ann", "hash": hash_password("third-password"), "account": reg.id},
+    )
     for order in ([reg, c1, c2], [c2, c1, reg], [c1, reg, c2]):
         accounts = Accounts()
         for r in order:
@@ -87,14 +100,25 @@ def test_change_password_form(tmp_path: Path) -> None:
     c.register("ann")
     c.login("ann")
     token = c.csrf("/password")
-    r = c.post("/password", {"csrf": token, "current": "wrong one", "password": "new-secret-1",
-                             "confirm": "new-secret-1"})
+    r = c.post(
+        "/password",
+        {
+            "csrf": token,
+            "current": "wrong one",
+            "password": "new-secret-1",
+            "confirm": "new-secret-1",
+        },
+    )
     assert r.status == 400 and "current password is not right" in r.text
-    r = c.post("/password", {"csrf": token, "current": PASSWORD, "password": "new-secret-1",
-                             "confirm": "new-secret-2"})
+    r = c.post(
+        "/password",
+        {"csrf": token, "current": PASSWORD, "password": "new-secret-1", "confirm": "new-secret-2"},
+    )
     assert r.status == 400 and "do not match" in r.text
-    r = c.post("/password", {"csrf": token, "current": PASSWORD, "password": "new-secret-1",
-                             "confirm": "new-secret-1"})
+    r = c.post(
+        "/password",
+        {"csrf": token, "current": PASSWORD, "password": "new-secret-1", "confirm": "new-secret-1"},
+    )
     assert r.status == 200 and "Password changed" in r.text
     assert site.client().login("ann", PASSWORD).status == 401
     assert site.client().login("ann", "new-secret-1").status == 303
@@ -108,22 +132,53 @@ def test_change_password_form(tmp_path: Path) -> None:
 def test_records_from_peers_are_checked_before_storing(tmp_path: Path) -> None:
     site = Site(tmp_path)
     bad = [
-        Record(OTHER, 1, 5, RecordKind.MESSAGE, 9, {"author": "x", "node": "n", "time": 1,
-                                                      "text": "no room 9"}),
-        Record(OTHER, 2, 5, RecordKind.MESSAGE, 1, {"author": "bad name", "node": "n",
-                                                      "time": 1, "text": "t"}),
-        Record(OTHER, 3, 5, RecordKind.MESSAGE, 1, {"author": "x", "node": "n", "time": 1,
-                                                      "text": "x" * 2001}),
-        Record(OTHER, 4, 5, RecordKind.MESSAGE, 1, {"author": "x", "node": "n", "time": 1,
-                                                      "text": "bell\x07"}),
+        Record(
+            OTHER,
+            1,
+            5,
+            RecordKind.MESSAGE,
+            9,
+            {"author": "x", "node": "n", "time": 1, "text": "no room 9"},
+        ),
+        Record(
+            OTHER,
+            2,
+            5,
+            RecordKind.MESSAGE,
+            1,
+            {"author": "bad name", "node": "n", "time": 1, "text": "t"},
+        ),
+        Record(
+            OTHER,
+            3,
+            5,
+            RecordKind.MESSAGE,
+            1,
+            {"author": "x", "node": "n", "time": 1, "text": "x" * 2001},
+        ),
+        Record(
+            OTHER,
+            4,
+            5,
+            RecordKind.MESSAGE,
+            1,
+            {"author": "x", "node": "n", "time": 1, "text": "bell\x07"},
+        ),
         Record(OTHER, 5, 5, RecordKind.ACCOUNT, 0, {"name": "x", "hash": "plaintext"}),
-        Record(OTHER, 6, 5, RecordKind.ACCOUNT, 0, {"name": "x", "hash": "scrypt$1",
-                                                      "account": "nonsense"}),
+        Record(
+            OTHER,
+            6,
+            5,
+            RecordKind.ACCOUNT,
+            0,
+            {"name": "x", "hash": "scrypt$1", "account": "nonsense"},
+        ),
     ]
     for r in bad:
         assert not site.chat.receive_record(r)
     assert site.store.count(1) == 0 and len(site.chat.accounts) == 0
     assert sum(site.chat.refused.values()) == len(bad)
-    good = Record(OTHER, 7, 5, RecordKind.MESSAGE, 1, {"author": "x", "node": "n", "time": 1,
-                                                         "text": "fine"})
+    good = Record(
+        OTHER, 7, 5, RecordKind.MESSAGE, 1, {"author": "x", "node": "n", "time": 1, "text": "fine"}
+    )
     assert site.chat.receive_record(good) and site.store.count(1) == 1

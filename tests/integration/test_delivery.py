@@ -24,8 +24,14 @@ class FakeClient:
 
 
 def message(seq: int, author: str = "ann", room: int = 1) -> Record:
-    return Record(ME, seq, seq, RecordKind.MESSAGE, room,
-                  {"author": author, "node": "here", "time": 1, "text": "hi"})
+    return Record(
+        ME,
+        seq,
+        seq,
+        RecordKind.MESSAGE,
+        room,
+        {"author": author, "node": "here", "time": 1, "text": "hi"},
+    )
 
 
 def test_counts_grow_and_go_to_the_senders_pages_only() -> None:
@@ -39,14 +45,16 @@ def test_counts_grow_and_go_to_the_senders_pages_only() -> None:
     tracker.track(message(1))
     tracker.track(message(2))
     assert tracker.check() == 0  # a lone router: no vectors, nothing said
-    tracker.vectors = lambda: (lambda: vectors)
+    tracker.vectors = lambda: lambda: vectors
     vectors.update({"b" * 16: {ME: 1}, "c" * 16: {}})
     assert tracker.check() == 1
     assert ann.frames == [{"type": "seen", "id": f"{ME}:1", "routers": 1}]
     vectors["c" * 16] = {ME: 2}
     tracker.check()
-    assert ann.frames[1:] == [{"type": "seen", "id": f"{ME}:1", "routers": 2},
-                              {"type": "seen", "id": f"{ME}:2", "routers": 1}]
+    assert ann.frames[1:] == [
+        {"type": "seen", "id": f"{ME}:1", "routers": 2},
+        {"type": "seen", "id": f"{ME}:2", "routers": 1},
+    ]
     assert tracker.check() == 0  # no growth, no frame
     assert bob.frames == [] and ann_other_room.frames == []
     late = FakeClient("ANN", 1)

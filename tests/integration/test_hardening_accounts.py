@@ -53,8 +53,12 @@ def parallel_forms(router: Router, path: str, forms: list[dict[str, str]]) -> Co
     def post(form: dict[str, str]) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=60)
         try:
-            conn.request("POST", path, body=urlencode({"csrf": token, **form}), headers={
-                "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            conn.request(
+                "POST",
+                path,
+                body=urlencode({"csrf": token, **form}),
+                headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
+            )
             return str(conn.getresponse().status)
         except (ConnectionError, http.client.HTTPException):
             return "refused"
@@ -85,12 +89,12 @@ def mesh_dir(tmp_path: Path, name: str) -> Path:
 # -- item 6: limits that hold under parallel requests ---------------------------------------
 
 
-def test_parallel_wrong_passwords_for_one_name_are_hashed_at_most_the_limit(
-        tmp_path: Path) -> None:
+def test_parallel_wrong_passwords_for_one_name_are_hashed_at_most_the_limit(tmp_path: Path) -> None:
     with routers(tmp_path, "logins", extra=["--no-mesh"]) as (r,):
         assert r.http().register("ann").status == 200
-        forms = [{"username": "ann", "password": f"wrong guess {i}"}
-                 for i in range(PARALLEL_LOGINS)]
+        forms = [
+            {"username": "ann", "password": f"wrong guess {i}"} for i in range(PARALLEL_LOGINS)
+        ]
         hashed = 0
         # Burst after burst: each gets at least one guess checked while the
         # name is under its limit, and none once it is there.
@@ -106,11 +110,12 @@ def test_parallel_wrong_passwords_for_one_name_are_hashed_at_most_the_limit(
         assert r.http().login("ann").status == 429
 
 
-def test_parallel_registrations_from_one_address_create_at_most_the_limit(
-        tmp_path: Path) -> None:
+def test_parallel_registrations_from_one_address_create_at_most_the_limit(tmp_path: Path) -> None:
     with routers(tmp_path, "signups", extra=["--no-mesh"]) as (r,):
-        forms = [{"username": f"user{i}", "password": PASSWORD, "confirm": PASSWORD}
-                 for i in range(PARALLEL_REGISTRATIONS)]
+        forms = [
+            {"username": f"user{i}", "password": PASSWORD, "confirm": PASSWORD}
+            for i in range(PARALLEL_REGISTRATIONS)
+        ]
         answers = parallel_forms(r, "/register", forms)
         assert set(answers) <= {"200", "429", "refused"}, answers
         assert 1 <= answers["200"] <= REGISTRATION_LIMIT, answers
@@ -148,9 +153,14 @@ def test_a_squatter_on_a_cut_off_router_moderates_nowhere(tmp_path: Path) -> Non
             b.extra = [*mesh_a, *bound]  # the partition heals, B bound like A
             b.start()
             b_id = b.status()["node_id"]
-            wait_for(lambda: a.status()["vector"].get(b_id) == b.status()["vector"][b_id]
-                     and b.status()["accounts"] == a.status()["accounts"] == 2,
-                     SYNC_TIMEOUT, "A to hold everything B made")
+            wait_for(
+                lambda: (
+                    a.status()["vector"].get(b_id) == b.status()["vector"][b_id]
+                    and b.status()["accounts"] == a.status()["accounts"] == 2
+                ),
+                SYNC_TIMEOUT,
+                "A to hold everything B made",
+            )
             for router in (a, b):
                 assert router.status()["rooms"]["1"] == 2, f"room 1 cleared on {router.name}"
             for router in (a, b):
@@ -175,12 +185,30 @@ def test_moderation_on_disk_by_an_unbound_account_has_no_effect(tmp_path: Path) 
         hlc = pack(int(time.time() * 1000) + 1000, 0)
         squatter_id = f"{SQUATTER}:1"
         records = [
-            Record(SQUATTER, 2, hlc, RecordKind.MODERATION, 0,
-                   {"action": "ban", "by": "boss", "user": "vic"}),  # before accounts
-            Record(SQUATTER, 3, hlc + 1, RecordKind.MODERATION, 0,
-                   {"action": "ban", "by": "boss", "account": squatter_id, "user": "vic"}),
-            Record(SQUATTER, 4, hlc + 2, RecordKind.MODERATION, 1,
-                   {"action": "clear", "by": "boss", "account": squatter_id}),
+            Record(
+                SQUATTER,
+                2,
+                hlc,
+                RecordKind.MODERATION,
+                0,
+                {"action": "ban", "by": "boss", "user": "vic"},
+            ),  # before accounts
+            Record(
+                SQUATTER,
+                3,
+                hlc + 1,
+                RecordKind.MODERATION,
+                0,
+                {"action": "ban", "by": "boss", "account": squatter_id, "user": "vic"},
+            ),
+            Record(
+                SQUATTER,
+                4,
+                hlc + 2,
+                RecordKind.MODERATION,
+                1,
+                {"action": "clear", "by": "boss", "account": squatter_id},
+            ),
         ]
         with open(r.data_dir / MODERATION_LOG, "ab") as f:
             f.write(b"".join(encode_line(rec) for rec in records))
@@ -208,15 +236,28 @@ def test_a_moderation_record_not_by_the_bound_account_is_refused(tmp_path: Path)
         r.user("vic")
         unicast = r.status()["mesh"]["unicast"].rsplit(":", 1)
         now = pack(int(time.time() * 1000), 0)
-        forged = Record(SQUATTER, 1, now, RecordKind.MODERATION, 0,
-                        {"action": "ban", "by": "boss", "account": f"{SQUATTER}:9",
-                         "user": "vic"})
-        real = Record("0123456789abcdef", 2, now + 1, RecordKind.MODERATION, 0,
-                      {"action": "ban", "by": "boss", "account": bound_id, "user": "vic"})
+        forged = Record(
+            SQUATTER,
+            1,
+            now,
+            RecordKind.MODERATION,
+            0,
+            {"action": "ban", "by": "boss", "account": f"{SQUATTER}:9", "user": "vic"},
+        )
+        real = Record(
+            "0123456789abcdef",
+            2,
+            now + 1,
+            RecordKind.MODERATION,
+            0,
+            {"action": "ban", "by": "boss", "account": bound_id, "user": "vic"},
+        )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(sign_record(key, forged), (unicast[0], int(unicast[1])))
-            wait_for(lambda: r.status()["store"]["refused"].get("not_admin") == 1,
-                     what="the forged ban refused")
+            wait_for(
+                lambda: r.status()["store"]["refused"].get("not_admin") == 1,
+                what="the forged ban refused",
+            )
             assert r.http().login("vic").status == 303
             s.sendto(sign_record(key, real), (unicast[0], int(unicast[1])))
             wait_for(lambda: r.http().login("vic").status == 403, what="the bound admin's ban")

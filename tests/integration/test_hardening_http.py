@@ -59,16 +59,19 @@ class LimitedRouter(Router):
     nofile: int = FLOOD_NOFILE
 
     def argv(self) -> list[str]:
-        launch = ("import os, resource, sys; n = int(sys.argv[1]); "
-                  "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
-                  "os.execv(sys.executable, [sys.executable, '-m', 'app', *sys.argv[2:]])")
+        launch = (
+            "import os, resource, sys; n = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'app', *sys.argv[2:]])"
+        )
         return [sys.executable, "-c", launch, str(self.nofile), *super().argv()[3:]]
 
 
 @contextlib.contextmanager
 def limited_router(tmp_path: Path, nofile: int) -> Iterator[Router]:
-    r = LimitedRouter(tmp_path / "limited" / "data", free_port(), "limited", ["--no-mesh"],
-                      nofile=nofile)
+    r = LimitedRouter(
+        tmp_path / "limited" / "data", free_port(), "limited", ["--no-mesh"], nofile=nofile
+    )
     r.data_dir.mkdir(parents=True)
     try:
         yield r.start()
@@ -119,8 +122,9 @@ def get_status(address: str, port: int, path: str = "/login") -> int | None:
     """One plain GET from ``address``; None if the router closed it unanswered."""
     try:
         with connect_from(address, port) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      "Connection: close\r\n\r\n".encode())
+            s.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            )
             return status_of(read_until_closed([s], 5.0)[s])
     except OSError:
         return None
@@ -129,8 +133,7 @@ def get_status(address: str, port: int, path: str = "/login") -> int | None:
 # -- (a) half-open connections and the descriptor limit ----------------------------------
 
 
-def test_half_open_requests_neither_exhaust_descriptors_nor_starve_visitors(
-        tmp_path: Path) -> None:
+def test_half_open_requests_neither_exhaust_descriptors_nor_starve_visitors(tmp_path: Path) -> None:
     with limited_router(tmp_path, FLOOD_NOFILE) as r:
         ann = r.user("ann")
         ws = r.ws(ann)
@@ -155,16 +158,21 @@ def test_half_open_requests_neither_exhaust_descriptors_nor_starve_visitors(
             # The flood is dropped by the header deadline; a visitor gets in.
             visitor_ok = True
             try:
-                wait_for(lambda: get_status("127.0.0.1", r.port) == 200, VISITOR_BOUND,
-                         "a visitor's GET /login -> 200")
+                wait_for(
+                    lambda: get_status("127.0.0.1", r.port) == 200,
+                    VISITOR_BOUND,
+                    "a visitor's GET /login -> 200",
+                )
             except AssertionError:
                 visitor_ok = False
             answers = read_until_closed(flood, 5.0).values()
             unread = sum(1 for v in answers if v == b"")
             timed_out = sum(1 for v in answers if status_of(v) == 408)
-            print(f"flood {len(flood)} connections ({refused_connect} not connected): "
-                  f"{unread} closed unread, {timed_out} answered 408; acked={acked} "
-                  f"visitor={visitor_ok}")
+            print(
+                f"flood {len(flood)} connections ({refused_connect} not connected): "
+                f"{unread} closed unread, {timed_out} answered 408; acked={acked} "
+                f"visitor={visitor_ok}"
+            )
             assert (acked, visitor_ok) == (True, True), r.log()[-3000:]
             assert r.proc is not None and r.proc.poll() is None
         finally:
@@ -173,18 +181,15 @@ def test_half_open_requests_neither_exhaust_descriptors_nor_starve_visitors(
             ws.close()
 
 
-def test_a_router_whose_descriptor_limit_leaves_no_room_does_not_start(
-        tmp_path: Path) -> None:
-    r = LimitedRouter(tmp_path / "tiny" / "data", free_port(), "tiny", ["--no-mesh"],
-                      nofile=64)
+def test_a_router_whose_descriptor_limit_leaves_no_room_does_not_start(tmp_path: Path) -> None:
+    r = LimitedRouter(tmp_path / "tiny" / "data", free_port(), "tiny", ["--no-mesh"], nofile=64)
     r.data_dir.mkdir(parents=True)
     with pytest.raises(RuntimeError, match="descriptor"):
         r.start()
     r.stop()
 
 
-def test_timeouts_close_idle_and_slow_connections_but_not_websockets(
-        tmp_path: Path) -> None:
+def test_timeouts_close_idle_and_slow_connections_but_not_websockets(tmp_path: Path) -> None:
     quick = ["--no-mesh", "--header-timeout", "1", "--idle-timeout", "1"]
     with routers(tmp_path, "quick", extra=quick) as (r,):
         ann = r.user("ann")
@@ -225,18 +230,26 @@ def raw_request(port: int, head: bytes) -> bytes:
 
 def test_headers_over_the_cap_get_431_and_a_normal_request_passes(router: Router) -> None:
     pad = "x" * 8192
-    big = ("GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-           + "".join(f"X-Pad-{i}: {pad}\r\n" for i in range(4)) + "\r\n").encode()
+    big = (
+        "GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + "".join(f"X-Pad-{i}: {pad}\r\n" for i in range(4))
+        + "\r\n"
+    ).encode()
     answer = raw_request(router.port, big)
     assert status_of(answer) == 431, answer[:200]
     assert b"Connection: close" in answer
     # 12 KiB of headers (long cookies, a long user agent) is still a request.
-    fine = ("GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            f"X-Pad-1: {pad}\r\nX-Pad-2: {'y' * 4000}\r\n\r\n").encode()
+    fine = (
+        "GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"X-Pad-1: {pad}\r\nX-Pad-2: {'y' * 4000}\r\n\r\n"
+    ).encode()
     assert status_of(raw_request(router.port, fine)) == 200
     # Many tiny header lines add up too (and over 100 lines is refused alike).
-    many = ("GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            + "".join(f"X-{i}: 1\r\n" for i in range(150)) + "\r\n").encode()
+    many = (
+        "GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + "".join(f"X-{i}: 1\r\n" for i in range(150))
+        + "\r\n"
+    ).encode()
     assert status_of(raw_request(router.port, many)) == 431
 
 
@@ -255,8 +268,10 @@ def test_stalled_requests_with_huge_headers_hold_no_memory(router: Router) -> No
         answers = read_until_closed(socks, 10.0)
         after = rss_kb(pid)
         statuses = sorted({status_of(a) for a in answers.values()}, key=str)
-        print(f"VmRSS {before} kB -> {after} kB (+{after - before} kB) after {STALLED} "
-              f"stalled requests of {HUGE_LINES} x 64 KiB header lines; answers {statuses}")
+        print(
+            f"VmRSS {before} kB -> {after} kB (+{after - before} kB) after {STALLED} "
+            f"stalled requests of {HUGE_LINES} x 64 KiB header lines; answers {statuses}"
+        )
         assert after - before < RSS_GROWTH_BOUND_KB
         assert statuses == [431]
     finally:
@@ -281,8 +296,11 @@ def test_one_address_holds_a_bounded_number_of_connections(router: Router) -> No
         assert get_status("127.0.0.2", router.port, "/status") == 200
         # ... and the address gets a connection again once it closes one.
         held.pop().close()
-        wait_for(lambda: get_status("127.0.0.1", router.port, "/status") == 200, 10.0,
-                 "a connection again after closing one")
+        wait_for(
+            lambda: get_status("127.0.0.1", router.port, "/status") == 200,
+            10.0,
+            "a connection again after closing one",
+        )
         assert router.status()["http"]["refused"]["address_full"] >= 1  # counted for operators
     finally:
         for s in held:
@@ -300,8 +318,9 @@ def test_redirects_are_relative_whatever_host_and_forwarded_host_say(router: Rou
     assert (r.status, r.headers["location"]) == (303, "/login")
     assert s.register("ann").status == 200
     token = s.csrf("/login")
-    r = s.post("/login", {"csrf": token, "username": "ann", "password": "correct horse"},
-               headers=HOSTILE)
+    r = s.post(
+        "/login", {"csrf": token, "username": "ann", "password": "correct horse"}, headers=HOSTILE
+    )
     assert (r.status, r.headers["location"]) == (303, "/")
     assert "cc_session" in s.cookies  # the cookie still comes with the redirect
     r = s.get("/login", headers=HOSTILE)
@@ -312,8 +331,14 @@ def test_captive_probe_names_the_routers_own_address(tmp_path: Path) -> None:
     with routers(tmp_path, "cp", extra=["--no-mesh", "--captive-portal"]) as (r,):
         conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
         try:
-            conn.request("GET", "/generate_204", headers={
-                "Host": "connectivitycheck.gstatic.com", "X-Forwarded-Host": "evil.example"})
+            conn.request(
+                "GET",
+                "/generate_204",
+                headers={
+                    "Host": "connectivitycheck.gstatic.com",
+                    "X-Forwarded-Host": "evil.example",
+                },
+            )
             resp = conn.getresponse()
             resp.read()
         finally:
@@ -336,9 +361,12 @@ def test_a_post_the_store_cannot_write_fails_visibly(router: Router) -> None:
     try:
         wa.send({"type": "send", "text": "lost", "client_id": "c1"})
         frame = wa.recv_until(lambda f: f.get("type") in ("ack", "error"))
-        assert frame == {"type": "error", "code": "unavailable",
-                         "message": "The router cannot store messages right now.",
-                         "client_id": "c1"}
+        assert frame == {
+            "type": "error",
+            "code": "unavailable",
+            "message": "The router cannot store messages right now.",
+            "client_id": "c1",
+        }
     finally:
         os.rmdir(log_path)
     # The store works again: the next post is stored, acked and fanned out,
@@ -367,8 +395,15 @@ def test_a_registration_the_store_cannot_write_fails_visibly(router: Router) -> 
     os.mkdir(log_path)  # opening it for append fails (even for root)
     try:
         http = router.http()
-        r = http.post("/register", {"username": "bob", "password": PASSWORD,
-                                    "confirm": PASSWORD, "csrf": http.csrf("/register")})
+        r = http.post(
+            "/register",
+            {
+                "username": "bob",
+                "password": PASSWORD,
+                "confirm": PASSWORD,
+                "csrf": http.csrf("/register"),
+            },
+        )
         assert r.status == 503, r.text[:300]
         assert "cannot store" in r.text
     finally:

@@ -84,13 +84,18 @@ def mesh_key(tmp_path: Path) -> tuple[bytes, list[str]]:
     key_file = tmp_path / "mesh.key"
     key_file.write_text(key.hex() + "\n")
     key_file.chmod(PRIVATE_FILE)
-    return key, ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key_file),
-                 "--beacon-interval", "0.3"]
+    return key, [
+        "--mesh-port",
+        str(free_udp_port()),
+        "--mesh-key-file",
+        str(key_file),
+        "--beacon-interval",
+        "0.3",
+    ]
 
 
 @pytest.fixture
-def keyed(tmp_path: Path, mesh_key: tuple[bytes, list[str]]
-          ) -> Iterator[tuple[Router, KeyHolder]]:
+def keyed(tmp_path: Path, mesh_key: tuple[bytes, list[str]]) -> Iterator[tuple[Router, KeyHolder]]:
     key, extra = mesh_key
     with routers(tmp_path, "keyed", extra=extra) as (router,):
         holder = KeyHolder(router, key)
@@ -104,8 +109,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def message(seq: int, when: int, text: str, origin: str = KEY_HOLDER, **extra: object
-            ) -> Record:
+def message(seq: int, when: int, text: str, origin: str = KEY_HOLDER, **extra: object) -> Record:
     body = {"author": "pat", "node": "pat-router", "time": when, "text": text, **extra}
     return Record(origin, seq, pack(now_ms(), 0), RecordKind.MESSAGE, 1, body)
 
@@ -117,8 +121,7 @@ def refused(router: Router) -> dict[str, int]:
 def post(w: WsClient, text: str) -> dict:
     """Send a line; the ack or the error frame that answers it."""
     w.send({"type": "send", "text": text, "client_id": text})
-    return w.recv_until(lambda f: f.get("client_id") == text
-                        and f.get("type") in ("ack", "error"))
+    return w.recv_until(lambda f: f.get("client_id") == text and f.get("type") in ("ack", "error"))
 
 
 def room_works(router: Router, user: str) -> None:
@@ -159,8 +162,14 @@ def test_bad_line_already_in_a_room_log_breaks_no_page(tmp_path: Path) -> None:
     data = tmp_path / "old" / "data"
     data.mkdir(parents=True)
     stamped = now_ms() - 60_000
-    bad = Record(KEY_HOLDER, 1, pack(stamped, 0), RecordKind.MESSAGE, 1,
-                 {"author": "pat", "node": "pat-router", "time": 10**18, "text": "old"})
+    bad = Record(
+        KEY_HOLDER,
+        1,
+        pack(stamped, 0),
+        RecordKind.MESSAGE,
+        1,
+        {"author": "pat", "node": "pat-router", "time": 10**18, "text": "old"},
+    )
     (data / room_log_name(1)).write_bytes(encode_line(bad))
     router = Router(data, free_port(), "old", ["--no-mesh"])
     try:
@@ -171,8 +180,7 @@ def test_bad_line_already_in_a_room_log_breaks_no_page(tmp_path: Path) -> None:
         shown = w.recv_type("history")["messages"]
         w.close()
         assert [m["text"] for m in shown][:1] == ["old"]
-        assert shown[0]["time"][:16] == time.strftime("%Y-%m-%dT%H:%M",
-                                                      time.gmtime(stamped / 1000))
+        assert shown[0]["time"][:16] == time.strftime("%Y-%m-%dT%H:%M", time.gmtime(stamped / 1000))
         router.stop()
         router.start()
         room_works(router, "ann")
@@ -185,7 +193,8 @@ def test_bad_line_already_in_a_room_log_breaks_no_page(tmp_path: Path) -> None:
 
 
 def test_clear_from_a_router_far_ahead_leaves_new_posts_stored(
-        tmp_path: Path, mesh_key: tuple[bytes, list[str]]) -> None:
+    tmp_path: Path, mesh_key: tuple[bytes, list[str]]
+) -> None:
     """The admin's router, its clock a year ahead, clears room 1.  A post on
     this router after that is either stored (and acked, and on disk, and
     in history after a restart) or answered with an error: never acked and
@@ -199,8 +208,14 @@ def test_clear_from_a_router_far_ahead_leaves_new_posts_stored(
         w.recv_type("history")
         assert post(w, "before the clear")["type"] == "ack"
         ahead = pack(now_ms() + YEAR_MS, 0)
-        clear = Record(ADMIN_ROUTER, 2, ahead, RecordKind.MODERATION, 1,
-                       {"action": "clear", "by": "boss", "account": ADMIN_ID})
+        clear = Record(
+            ADMIN_ROUTER,
+            2,
+            ahead,
+            RecordKind.MODERATION,
+            1,
+            {"action": "clear", "by": "boss", "account": ADMIN_ID},
+        )
         holder.send(clear)
         holder.close()
         w.recv_type("cleared")
@@ -230,12 +245,23 @@ def test_clear_far_ahead_already_on_disk(tmp_path: Path) -> None:
     and room 1 takes posts again, kept across a restart."""
     data = tmp_path / "legacy" / "data"
     data.mkdir(parents=True)
-    clear = Record(ADMIN_ROUTER, 2, pack(now_ms() + YEAR_MS, 0), RecordKind.MODERATION, 1,
-                   {"action": "clear", "by": "boss", "account": ADMIN_ID})
+    clear = Record(
+        ADMIN_ROUTER,
+        2,
+        pack(now_ms() + YEAR_MS, 0),
+        RecordKind.MODERATION,
+        1,
+        {"action": "clear", "by": "boss", "account": ADMIN_ID},
+    )
     (data / "moderation.log").write_bytes(encode_line(clear))
-    earlier = Record(KEY_HOLDER, 1, pack(now_ms() - 3600_000, 0), RecordKind.MESSAGE, 2,
-                     {"author": "pat", "node": "pat-router", "time": now_ms() - 3600_000,
-                      "text": "an hour ago"})
+    earlier = Record(
+        KEY_HOLDER,
+        1,
+        pack(now_ms() - 3600_000, 0),
+        RecordKind.MESSAGE,
+        2,
+        {"author": "pat", "node": "pat-router", "time": now_ms() - 3600_000, "text": "an hour ago"},
+    )
     (data / room_log_name(2)).write_bytes(encode_line(earlier))
     router = Router(data, free_port(), "legacy", ["--no-mesh", "--admin", f"boss={ADMIN_ID}"])
     try:
@@ -274,13 +300,18 @@ def test_padded_records_are_refused_and_counted(keyed: tuple[Router, KeyHolder])
     flooders = [f"0f0f0f0f0f0f{n:04x}" for n in range(0x100, 0x100 + FLOODERS)]
     for n in range(PADDED):
         origin = flooders[n % FLOODERS]
-        holder.send(message(n // FLOODERS + 1, now_ms(), f"pad {n}", origin=origin,
-                            pad="x" * PAD_BYTES))
+        holder.send(
+            message(n // FLOODERS + 1, now_ms(), f"pad {n}", origin=origin, pad="x" * PAD_BYTES)
+        )
         if n % FLOODERS == FLOODERS - 1:  # a pause per round: the kernel drops nothing
             handled = n + 1
-            wait_for(lambda: sum(refused(router).values())
-                     + router.status()["rooms"]["1"] - 1 >= handled,  # noqa: B023
-                     timeout=15, what=f"{handled} padded records handled")
+            wait_for(
+                lambda handled=handled: (
+                    sum(refused(router).values()) + router.status()["rooms"]["1"] - 1 >= handled
+                ),
+                timeout=15,
+                what=f"{handled} padded records handled",
+            )
     got = refused(router)
     grown = rss(router) - before
     print(f"\n{PADDED} padded records: refused {got}, RSS grew {grown / 2**20:.1f} MiB")
@@ -292,23 +323,47 @@ def test_padded_records_are_refused_and_counted(keyed: tuple[Router, KeyHolder])
 
 def scrypt_hash(password: str, p: int) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=1 << 14, r=8, p=p,
-                            maxmem=64 * 1024 * 1024, dklen=32)
-    return "$".join(["scrypt", str(1 << 14), "8", str(p), base64.b64encode(salt).decode(),
-                     base64.b64encode(digest).decode()])
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=1 << 14, r=8, p=p, maxmem=64 * 1024 * 1024, dklen=32
+    )
+    return "$".join(
+        [
+            "scrypt",
+            str(1 << 14),
+            "8",
+            str(p),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(digest).decode(),
+        ]
+    )
 
 
-def test_account_with_costly_scrypt_parameters_is_refused(
-        keyed: tuple[Router, KeyHolder]) -> None:
+def test_account_with_costly_scrypt_parameters_is_refused(keyed: tuple[Router, KeyHolder]) -> None:
     """p=150: every login for the name would hold the hashing thread ~150
     times as long.  The record is refused and counted, never stored."""
     router, holder = keyed
     _, _, _, _, salt, digest = scrypt_hash(PASSWORD, 1).split("$")
     costly = f"scrypt${1 << 14}$8$150${salt}${digest}"
-    holder.send(Record(KEY_HOLDER, 1, pack(now_ms(), 0), RecordKind.ACCOUNT, 0,
-                       {"name": "slow", "hash": costly}))
-    holder.send(Record(KEY_HOLDER, 2, pack(now_ms(), 0), RecordKind.ACCOUNT, 0,
-                       {"name": "fine", "hash": scrypt_hash(PASSWORD, 1)}))
+    holder.send(
+        Record(
+            KEY_HOLDER,
+            1,
+            pack(now_ms(), 0),
+            RecordKind.ACCOUNT,
+            0,
+            {"name": "slow", "hash": costly},
+        )
+    )
+    holder.send(
+        Record(
+            KEY_HOLDER,
+            2,
+            pack(now_ms(), 0),
+            RecordKind.ACCOUNT,
+            0,
+            {"name": "fine", "hash": scrypt_hash(PASSWORD, 1)},
+        )
+    )
     wait_for(lambda: router.status()["accounts"] >= 1, what="pat's accounts handled")
     assert refused(router).get("bad_account") == 1
     assert router.status()["accounts"] == 1
@@ -320,8 +375,14 @@ def test_stored_hash_with_other_parameters_never_logs_in(tmp_path: Path) -> None
     router does not hash with it, so the login fails."""
     data = tmp_path / "acc" / "data"
     data.mkdir(parents=True)
-    line = Record(KEY_HOLDER, 1, pack(now_ms(), 0), RecordKind.ACCOUNT, 0,
-                  {"name": "old", "hash": scrypt_hash(PASSWORD, 2)})
+    line = Record(
+        KEY_HOLDER,
+        1,
+        pack(now_ms(), 0),
+        RecordKind.ACCOUNT,
+        0,
+        {"name": "old", "hash": scrypt_hash(PASSWORD, 2)},
+    )
     (data / ACCOUNTS_LOG).write_bytes(encode_line(line))
     router = Router(data, free_port(), "acc", ["--no-mesh"])
     try:
@@ -371,8 +432,9 @@ def test_data_folder_is_private(tmp_path: Path) -> None:
         w.close()
         router.stop()
         made = sorted(data.rglob("*"))
-        assert {"accounts.log", "sessions.json", "node_id", "room-1.log", "reads.log"} <= \
-            {p.name for p in made}, made
+        assert {"accounts.log", "sessions.json", "node_id", "room-1.log", "reads.log"} <= {
+            p.name for p in made
+        }, made
         assert_private(data, key.parent, key, *made)
         # A clear by a bound admin: moderation.log, and the room's horizon in state.json.
         ann_id = json.loads((data / ACCOUNTS_LOG).read_text().splitlines()[0])["id"]
@@ -395,7 +457,10 @@ def test_readable_mesh_key_is_reported(tmp_path: Path) -> None:
     key = tmp_path / "mesh.key"
     key.write_text(secrets.token_hex(32) + "\n")
     key.chmod(0o644)
-    with routers(tmp_path, "loose", extra=["--mesh-port", str(free_udp_port()),
-                                            "--mesh-key-file", str(key)]) as (router,):
-        wait_for(lambda: "mesh.key" in router.log() and "chmod 600" in router.log(),
-                 what="a warning about the mesh key")
+    with routers(
+        tmp_path, "loose", extra=["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key)]
+    ) as (router,):
+        wait_for(
+            lambda: "mesh.key" in router.log() and "chmod 600" in router.log(),
+            what="a warning about the mesh key",
+        )

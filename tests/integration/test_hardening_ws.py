@@ -96,19 +96,23 @@ class RawSocket:
     """A WebSocket opened by hand: handshake with the session cookie and an
     Origin that matches Host, then raw frames both ways."""
 
-    def __init__(self, router: Router, session: HttpSession, room: int = 1,
-                 rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, router: Router, session: HttpSession, room: int = 1, rcvbuf: int | None = None
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", router.port))
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((
-            f"GET /ws/{room} HTTP/1.1\r\nHost: 127.0.0.1:{router.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {router.base}\r\nCookie: {session.cookie_header()}\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET /ws/{room} HTTP/1.1\r\nHost: 127.0.0.1:{router.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {router.base}\r\nCookie: {session.cookie_header()}\r\n\r\n"
+            ).encode()
+        )
         self.buffer = b""
         for _ in range(100):  # a 101 response is a few hundred bytes
             if b"\r\n\r\n" in self.buffer:
@@ -163,8 +167,7 @@ class Flooder(threading.Thread):
     """Floods sockets with one kind of frame, reconnecting whenever the router
     closes one, until ``FLOOD_SECONDS`` pass or ``stop`` is set."""
 
-    def __init__(self, router: Router, session: HttpSession, prefix: bytes,
-                 frame: bytes) -> None:
+    def __init__(self, router: Router, session: HttpSession, prefix: bytes, frame: bytes) -> None:
         super().__init__(daemon=True)
         self.router, self.session = router, session
         self.prefix, self.chunk = prefix, frame * FLOOD_CHUNK_FRAMES
@@ -175,8 +178,11 @@ class Flooder(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + FLOOD_SECONDS
         try:
-            while (time.monotonic() < deadline and not self.stop.is_set()
-                   and self.connections < FLOOD_CONNECTIONS_MAX):
+            while (
+                time.monotonic() < deadline
+                and not self.stop.is_set()
+                and self.connections < FLOOD_CONNECTIONS_MAX
+            ):
                 self.flood_one(deadline)
         except BaseException as e:  # reported by the test, not lost in a thread
             self.error = e
@@ -224,14 +230,18 @@ def chat_once(w: WsClient, text: str) -> None:
 # -- item 1: every frame counts --------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "data", "codes"), [
-    # Over the frame budget: policy violation.
-    ("empty pongs", EMPTY_PONG * FLOOD_FRAMES, {1008}),
-    # Over MAX_MESSAGE_FRAGMENTS (well inside the budget): a message too big to take.
-    ("empty continuations", UNFINISHED_TEXT + EMPTY_CONTINUATION * FLOOD_FRAMES, {1009}),
-])
-def test_frames_that_carry_nothing_still_count(router: Router, name: str, data: bytes,
-                                                codes: set[int]) -> None:
+@pytest.mark.parametrize(
+    ("name", "data", "codes"),
+    [
+        # Over the frame budget: policy violation.
+        ("empty pongs", EMPTY_PONG * FLOOD_FRAMES, {1008}),
+        # Over MAX_MESSAGE_FRAGMENTS (well inside the budget): a message too big to take.
+        ("empty continuations", UNFINISHED_TEXT + EMPTY_CONTINUATION * FLOOD_FRAMES, {1009}),
+    ],
+)
+def test_frames_that_carry_nothing_still_count(
+    router: Router, name: str, data: bytes, codes: set[int]
+) -> None:
     ann = router.user("ann")
     raw = RawSocket(router, ann)
     raw.sock.sendall(data)  # about 7 KB: the kernel buffers it all
@@ -243,11 +253,12 @@ def test_frames_that_carry_nothing_still_count(router: Router, name: str, data: 
     assert "Traceback" not in router.log(), router.log()[-3000:]
 
 
-@pytest.mark.parametrize(("prefix", "frame"), [(b"", EMPTY_PONG),
-                                               (UNFINISHED_TEXT, EMPTY_CONTINUATION)],
-                         ids=["empty pongs", "empty continuations"])
-def test_a_flood_does_not_freeze_the_router(router: Router, prefix: bytes,
-                                            frame: bytes) -> None:
+@pytest.mark.parametrize(
+    ("prefix", "frame"),
+    [(b"", EMPTY_PONG), (UNFINISHED_TEXT, EMPTY_CONTINUATION)],
+    ids=["empty pongs", "empty continuations"],
+)
+def test_a_flood_does_not_freeze_the_router(router: Router, prefix: bytes, frame: bytes) -> None:
     bob = router.user("bob")
     page = router.ws(bob, 1)
     page.recv_type("presence")
@@ -261,8 +272,10 @@ def test_a_flood_does_not_freeze_the_router(router: Router, prefix: bytes,
     finally:
         flooder.stop.set()
         flooder.join(FLOOD_SECONDS + 10)
-    print(f"GET /login during the flood: {took:.2f} s; flood: {flooder.connections} sockets, "
-          f"{flooder.closed_by_router} closed by the router, {flooder.chunks_sent} chunks")
+    print(
+        f"GET /login during the flood: {took:.2f} s; flood: {flooder.connections} sockets, "
+        f"{flooder.closed_by_router} closed by the router, {flooder.chunks_sent} chunks"
+    )
     assert flooder.error is None, repr(flooder.error)
     assert status == 200
     assert flood_went_on, f"GET /login and bob's message waited for the flood to end ({took:.1f} s)"
@@ -282,10 +295,16 @@ class SourceTransport:
     def __init__(self, port: int, source: str) -> None:
         self.port, self.source = port, source
 
-    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                 ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10,
-                                          source_address=(self.source, 0))
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=10, source_address=(self.source, 0)
+        )
         try:
             conn.request(method, path, body=body or None, headers=headers)
             r = conn.getresponse()
@@ -318,8 +337,9 @@ def post_burst(router: Router, session: HttpSession, n: int) -> list[str]:
             try:
                 frame = w.recv(10.0)
             except Exception as e:
-                raise AssertionError(f"poster{n}'s socket died after {len(acks)} acks: "
-                                     f"{e!r}") from None
+                raise AssertionError(
+                    f"poster{n}'s socket died after {len(acks)} acks: {e!r}"
+                ) from None
             if frame["type"] == "ack":
                 acks[frame["client_id"]] = frame["id"]
             assert frame["type"] != "error", frame
@@ -409,8 +429,7 @@ def test_hub_overflow_closes_the_slow_client_once(caplog: pytest.LogCaptureFixtu
             hub.broadcast(1, frame)
             sent += 1
             gevent.sleep(0)
-    assert [r.message for r in caplog.records].count(
-        "dropping slow in room 1: outbox full") == 1
+    assert [r.message for r in caplog.records].count("dropping slow in room 1: outbox full") == 1
     # The slow peer's socket was shut down: it reads what got through, then EOF.
     slow_peer = pairs[0][1]
     slow_peer.settimeout(5)

@@ -59,8 +59,16 @@ POLL_EVERY = 1_000  # datagrams between looks at how far behind the router is
 PAT = "0f0f0f0f0f0f0f01"  # the honest peer
 FLOODER = "0f0f0f0f0f0f0f02"
 REQUIRED_REASONS = {
-    "too_short", "bad_version", "bad_mac", "bad_kind", "bad_flags", "malformed",
-    "replayed", "duplicate", "rate_limited", "fragment_evicted",
+    "too_short",
+    "bad_version",
+    "bad_mac",
+    "bad_kind",
+    "bad_flags",
+    "malformed",
+    "replayed",
+    "duplicate",
+    "rate_limited",
+    "fragment_evicted",
 }  # not "duplicate_beacon": every beacon played back is caught first as "replayed"
 
 
@@ -116,14 +124,21 @@ class Mesh:
 
     def pat_beacon(self) -> None:
         self.beacon_seq += 1
-        self.pat(BeaconDatagram(PAT, "pat-router", 77, {PAT: self.pat_seq}, {1: ["pat"]},
-                                seq=self.beacon_seq))
+        self.pat(
+            BeaconDatagram(
+                PAT, "pat-router", 77, {PAT: self.pat_seq}, {1: ["pat"]}, seq=self.beacon_seq
+            )
+        )
 
     def pat_line(self) -> None:
         self.pat_seq += 1
         now_ms = int(time.time() * 1000)
-        body = {"author": "pat", "node": "pat-router", "time": now_ms,
-                "text": f"pat line {self.pat_seq}"}
+        body = {
+            "author": "pat",
+            "node": "pat-router",
+            "time": now_ms,
+            "text": f"pat line {self.pat_seq}",
+        }
         record = Record(PAT, self.pat_seq, pack(now_ms, 0), RecordKind.MESSAGE, 1, body)
         self.pat(RecordDatagram(PAT, record, hops=1))
 
@@ -136,8 +151,9 @@ class Mesh:
         """A new record the store refuses (a message with a number for text)."""
         self.flood_seq += 1
         body = {"author": "x", "node": "x", "time": 0, "text": self.flood_seq}
-        record = Record(FLOODER, self.flood_seq, pack(int(time.time() * 1000), 0),
-                        RecordKind.MESSAGE, 1, body)
+        record = Record(
+            FLOODER, self.flood_seq, pack(int(time.time() * 1000), 0), RecordKind.MESSAGE, 1, body
+        )
         return RecordDatagram(FLOODER, record, counter=self.counter(FLOODER)).serialize(self.key)
 
     def flood_fragment(self) -> bytes:
@@ -190,8 +206,14 @@ def fuzzed(tmp_path: Path) -> Iterator[tuple[Router, bytes]]:
     key = secrets.token_bytes(32)
     key_file = tmp_path / "mesh.key"
     key_file.write_text(key.hex() + "\n")
-    extra = ["--mesh-port", str(free_udp_port()), "--mesh-key-file", str(key_file),
-             "--beacon-interval", str(BEACON)]
+    extra = [
+        "--mesh-port",
+        str(free_udp_port()),
+        "--mesh-key-file",
+        str(key_file),
+        "--beacon-interval",
+        str(BEACON),
+    ]
     with routers(tmp_path, "fuzzed", extra=extra) as (router,):
         yield router, key
 
@@ -242,6 +264,7 @@ def test_router_survives_100000_hostile_datagrams(fuzzed: tuple[Router, bytes]) 
             check()
             if before is None:  # warmed up: every table has met its kinds
                 before = rss(router)
+
         def backlog() -> int:
             return mesh.sent - base_sent - (received() - base_received)
 
@@ -261,10 +284,12 @@ def test_router_survives_100000_hostile_datagrams(fuzzed: tuple[Router, bytes]) 
     dropped = datagrams["dropped"]
     got = datagrams["received"] - datagrams["looped"] - base_received
     sent = mesh.sent - base_sent
-    print(f"\nmesh fuzz: {sent:,} sent in {took:.1f} s, {got:,} received by the router "
-          f"({sent - got:,} lost in the kernel); RSS {before / 2**20:.1f} -> "
-          f"{after / 2**20:.1f} MiB\ndropped: {dict(sorted(dropped.items()))}\n"
-          f"limits: {st['mesh']['limits']}\nrefused by the store: {st['store']['refused']}")
+    print(
+        f"\nmesh fuzz: {sent:,} sent in {took:.1f} s, {got:,} received by the router "
+        f"({sent - got:,} lost in the kernel); RSS {before / 2**20:.1f} -> "
+        f"{after / 2**20:.1f} MiB\ndropped: {dict(sorted(dropped.items()))}\n"
+        f"limits: {st['mesh']['limits']}\nrefused by the store: {st['store']['refused']}"
+    )
     assert got >= 0.9 * sent
     assert set(dropped) >= REQUIRED_REASONS, REQUIRED_REASONS - set(dropped)
     # Stored: pat's lines and ann's checks; nothing of the flooder's.

@@ -20,8 +20,7 @@ def mesh_args(tmp_path: Path, port: int, key: str | None = None) -> list[str]:
     key_file = tmp_path / f"mesh-{port}.key"
     if not key_file.exists():
         key_file.write_text((key or secrets.token_hex(32)) + "\n")
-    return ["--mesh-port", str(port), "--mesh-key-file", str(key_file),
-            "--beacon-interval", BEACON]
+    return ["--mesh-port", str(port), "--mesh-key-file", str(key_file), "--beacon-interval", BEACON]
 
 
 @pytest.fixture
@@ -51,16 +50,20 @@ def test_account_message_and_presence_cross_routers(mesh3: list[Router]) -> None
     lines = (c.data_dir / room_log_name(1)).read_text().splitlines()
     assert [json.loads(ln)["id"] for ln in lines] == [ack["id"]]
     # Presence on B lists the users of A and C with their routers.
-    expected = [{"user": "ann", "node": "ra"}, {"user": "bob", "node": "rb"},
-                {"user": "cat", "node": "rc"}]
+    expected = [
+        {"user": "ann", "node": "ra"},
+        {"user": "bob", "node": "rb"},
+        {"user": "cat", "node": "rc"},
+    ]
     wb.recv_until(lambda f: f.get("type") == "presence" and f["users"] == expected)
     # Exactly once everywhere, even though every router relays.
     time.sleep(1)
     for r in mesh3:
         assert r.status()["rooms"]["1"] == 1
     wa.close()
-    wb.recv_until(lambda f: f.get("type") == "presence"
-                  and {"user": "ann", "node": "ra"} not in f["users"])
+    wb.recv_until(
+        lambda f: f.get("type") == "presence" and {"user": "ann", "node": "ra"} not in f["users"]
+    )
     del ann_c
     for w in (wb, wc):
         w.close()
@@ -69,12 +72,15 @@ def test_account_message_and_presence_cross_routers(mesh3: list[Router]) -> None
 def test_status_lists_peers_and_vectors(mesh3: list[Router]) -> None:
     a, b, c = mesh3
     a.user("ann")
-    st = wait_for(lambda: (s := b.status()) and len(s["mesh"]["peers"]) == 2 and s,
-                  what="two peers")
+    st = wait_for(
+        lambda: (s := b.status()) and len(s["mesh"]["peers"]) == 2 and s, what="two peers"
+    )
     a_id, c_id = a.status()["node_id"], c.status()["node_id"]
     assert set(st["mesh"]["peers"]) == {a_id, c_id}
-    wait_for(lambda: b.status()["mesh"]["peers"][a_id]["vector"].get(a_id) == 1,
-             what="A's vector in B's beacon view")
+    wait_for(
+        lambda: b.status()["mesh"]["peers"][a_id]["vector"].get(a_id) == 1,
+        what="A's vector in B's beacon view",
+    )
     peer = b.status()["mesh"]["peers"][a_id]
     assert peer["name"] == "ra" and peer["addr"].startswith("127.0.0.1:")
     assert b.status()["vector"][a_id] == 1
@@ -87,13 +93,17 @@ def test_wrong_key_is_heard_by_nobody(tmp_path: Path) -> None:
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     bad = mesh_args(bad_dir, port)  # same group and port, another key
-    with routers(tmp_path, "ga", "gb", extra=good) as (ga, gb), \
-            routers(bad_dir, "evil", extra=bad) as (evil,):
+    with (
+        routers(tmp_path, "ga", "gb", extra=good) as (ga, gb),
+        routers(bad_dir, "evil", extra=bad) as (evil,),
+    ):
         w = evil.ws(evil.user("eve"))
         w.send({"type": "send", "text": "spoofed", "client_id": "e"})
         w.recv_type("ack")
-        wait_for(lambda: ga.status()["mesh"]["datagrams"]["dropped"].get("bad_mac", 0) > 0,
-                 what="bad MAC drops")
+        wait_for(
+            lambda: ga.status()["mesh"]["datagrams"]["dropped"].get("bad_mac", 0) > 0,
+            what="bad MAC drops",
+        )
         time.sleep(0.5)
         for r in (ga, gb):
             st = r.status()

@@ -57,8 +57,12 @@ def test_hello_says_who_is_admin(site: Router) -> None:
 def test_non_admin_is_refused_whatever_it_sends(site: Router) -> None:
     ann = site.ws(site.user("ann"))
     mid = post(ann, "hello")
-    for frame in [{"type": "delete", "id": mid}, {"type": "clear"},
-                  {"type": "ban", "user": "boss"}, {"type": "unban", "user": "ann"}]:
+    for frame in [
+        {"type": "delete", "id": mid},
+        {"type": "clear"},
+        {"type": "ban", "user": "boss"},
+        {"type": "unban", "user": "ann"},
+    ]:
         ann.send(frame)
         err = ann.recv_type("error")
         assert err["code"] == "forbidden"
@@ -75,8 +79,12 @@ def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> No
     assert note == {"type": "deleted", "id": gone, "by": "boss"}
     assert site.status()["rooms"]["1"] == 1
     lines = (site.data_dir / MODERATION_LOG).read_text().splitlines()
-    assert json.loads(lines[0])["body"] == {"action": "delete", "by": "boss",
-                                            "account": site.boss_id, "target": gone}
+    assert json.loads(lines[0])["body"] == {
+        "action": "delete",
+        "by": "boss",
+        "account": site.boss_id,
+        "target": gone,
+    }
     fresh = site.ws(site.user("cat"))
     ids = [m["id"] for m in fresh.recv_type("history")["messages"]]
     assert ids == [keep]

@@ -53,8 +53,9 @@ def test_power_cut_never_reuses_an_id_and_the_mesh_converges(tmp_path: Path) -> 
         b.start()
         later = say(a, "once B is back")
         held_by_b = messages(b)
-        assert held_by_b.get(after, "after the power cut") == "after the power cut", \
+        assert held_by_b.get(after, "after the power cut") == "after the power cut", (
             f"{after} names another message on B: {held_by_b[after]!r}"
+        )
 
         def same() -> bool:
             sa, sb = a.status(), b.status()

@@ -28,8 +28,11 @@ def test_history_disappears_from_page_status_and_disk(tmp_path: Path) -> None:
         expired = ann.recv_type("expired", timeout=RETENTION + 8)
         assert int(expired["before_hlc"]) > 0
         assert r.status()["rooms"]["1"] == 0
-        wait_for(lambda: old not in log_ids(r.data_dir / room_log_name(1)), RETENTION + 5,
-                 "the log rewritten without the expired line")
+        wait_for(
+            lambda: old not in log_ids(r.data_dir / room_log_name(1)),
+            RETENTION + 5,
+            "the log rewritten without the expired line",
+        )
         ann.send({"type": "send", "text": "fresh", "client_id": "y"})
         fresh = ann.recv_type("ack")["id"]
         assert log_ids(r.data_dir / room_log_name(1)) == [fresh]
@@ -59,8 +62,9 @@ def test_a_router_asleep_during_the_purge_brings_nothing_back(tmp_path: Path) ->
 
 def test_max_history_keeps_the_newest_per_room(tmp_path: Path) -> None:
     # --retention 60s: the horizon is checked every 6 s; nothing expires by age.
-    with routers(tmp_path, "cap", extra=["--no-mesh", "--retention", "60s",
-                                         "--max-history", "20"]) as (r,):
+    with routers(
+        tmp_path, "cap", extra=["--no-mesh", "--retention", "60s", "--max-history", "20"]
+    ) as (r,):
         ids = []
         for u in range(3):  # each user may post a burst of 10
             w = r.ws(r.user(f"u{u}"))

@@ -86,16 +86,19 @@ def test_token_bucket_survives_a_clock_set_back() -> None:
     assert sum(b.take(0.0) for _ in range(20)) == 9
 
 
-@pytest.mark.parametrize(("addr", "key"), [
-    ("192.0.2.7", "192.0.2.7"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64"),
-    ("fe80::1%wlan0", "fe80::/64"),
-    ("::ffff:192.0.2.7", "192.0.2.7"),
-    ("", "?"),
-    (None, "?"),
-    ("not an address", "not an address"),
-])
+@pytest.mark.parametrize(
+    ("addr", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64"),
+        ("fe80::1%wlan0", "fe80::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("", "?"),
+        (None, "?"),
+        ("not an address", "not an address"),
+    ],
+)
 def test_client_key(addr: str | None, key: str) -> None:
     assert client_key(addr) == key
 
@@ -127,6 +130,7 @@ def with_remote_addr(app: Callable[..., Any], addr: str) -> Callable[..., Any]:
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         environ["REMOTE_ADDR"] = addr
         return app(environ, start_response)
+
     return wsgi
 
 
@@ -195,12 +199,18 @@ def test_x_forwarded_for_is_not_trusted(site: Site) -> None:
     c = site.client("192.0.2.66")
     for i in range(LOGIN_FAILURES_PER_ADDRESS):
         token = c.csrf("/login")
-        r = c.post("/login", {"csrf": token, "username": f"user{i}", "password": "x" * 8},
-                   headers={"X-Forwarded-For": f"10.0.{i}.1", "X-Real-IP": f"10.1.{i}.1"})
+        r = c.post(
+            "/login",
+            {"csrf": token, "username": f"user{i}", "password": "x" * 8},
+            headers={"X-Forwarded-For": f"10.0.{i}.1", "X-Real-IP": f"10.1.{i}.1"},
+        )
         assert r.status == 401
     token = c.csrf("/login")
-    r = c.post("/login", {"csrf": token, "username": "user99", "password": "x" * 8},
-               headers={"X-Forwarded-For": "10.9.9.9"})
+    r = c.post(
+        "/login",
+        {"csrf": token, "username": "user99", "password": "x" * 8},
+        headers={"X-Forwarded-For": "10.9.9.9"},
+    )
     assert r.status == 429
 
 
@@ -217,8 +227,11 @@ def test_registration_throttled_per_address(site: Site) -> None:
     for i in range(REGISTRATIONS_PER_ADDRESS):
         assert phone.register(f"user{i}").status == 200
     r = phone.register("one_more")
-    assert_throttled(r, int(REGISTRATION_DECAY),
-                     "Too many new accounts from this device; try again in {wait} seconds.")
+    assert_throttled(
+        r,
+        int(REGISTRATION_DECAY),
+        "Too many new accounts from this device; try again in {wait} seconds.",
+    )
     assert not site.chat.accounts.exists("one_more")
     # Refused forms (a taken name, a bad password) do not count.
     other = site.client("192.0.2.81")
@@ -236,19 +249,31 @@ def test_password_change_guesses_are_throttled(site: Site) -> None:
     c.login("ann")
     for _ in range(LOGIN_FAILURES_PER_NAME):
         token = c.csrf("/password")
-        r = c.post("/password", {"csrf": token, "current": "wrong guess",
-                                 "password": "new password", "confirm": "new password"})
+        r = c.post(
+            "/password",
+            {
+                "csrf": token,
+                "current": "wrong guess",
+                "password": "new password",
+                "confirm": "new password",
+            },
+        )
         assert r.status == 400 and "The current password is not right." in r.text
     token = c.csrf("/password")
-    r = c.post("/password", {"csrf": token, "current": PASSWORD, "password": "new password",
-                             "confirm": "new password"})
-    assert_throttled(r, int(LOGIN_FAILURE_DECAY),
-                     "Too many wrong passwords; try again in {wait} seconds.")
+    r = c.post(
+        "/password",
+        {"csrf": token, "current": PASSWORD, "password": "new password", "confirm": "new password"},
+    )
+    assert_throttled(
+        r, int(LOGIN_FAILURE_DECAY), "Too many wrong passwords; try again in {wait} seconds."
+    )
     assert site.client("192.0.2.200").login("ann").status == 429, "and so are logins"
     site.clock.t += LOGIN_FAILURE_DECAY
     token = c.csrf("/password")
-    r = c.post("/password", {"csrf": token, "current": PASSWORD, "password": "new password",
-                             "confirm": "new password"})
+    r = c.post(
+        "/password",
+        {"csrf": token, "current": PASSWORD, "password": "new password", "confirm": "new password"},
+    )
     assert r.status == 200 and "Password changed" in r.text
 
 
@@ -283,13 +308,18 @@ def test_a_form_without_a_length_or_of_another_type_is_refused(site: Site) -> No
         ({"Content-Type": "text/plain"}, 415),
         ({"Content-Type": "application/json"}, 415),
     ]:
-        hdrs = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": c.cookie_header(),
-                **headers}
+        hdrs = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": c.cookie_header(),
+            **headers,
+        }
         status_got, _, data = c.transport("POST", "/register", hdrs, body.encode())
         assert status_got == status, (headers, data[:200])
     assert not site.chat.accounts.exists("ann")
-    ok = {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
-          "Cookie": c.cookie_header()}
+    ok = {
+        "Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
+        "Cookie": c.cookie_header(),
+    }
     assert c.transport("POST", "/register", ok, body.encode())[0] == 200
 
 
@@ -297,8 +327,13 @@ def test_every_form_field_is_bounded(site: Site) -> None:
     site.client().register("ann")
     c = site.client()
     c.login("ann")
-    for path, name in [("/login", "username"), ("/login", "password"),
-                       ("/register", "confirm"), ("/password", "current"), ("/logout", "csrf")]:
+    for path, name in [
+        ("/login", "username"),
+        ("/login", "password"),
+        ("/register", "confirm"),
+        ("/password", "current"),
+        ("/logout", "csrf"),
+    ]:
         r = c.post(path, {"csrf": "x", name: "y" * MAX_FORM_BYTES})
         assert r.status == 413, path
     huge_name = "a" * 3000
@@ -311,8 +346,17 @@ def latin1(text: str) -> str:
     return text.encode().decode("latin-1")
 
 
-@pytest.mark.parametrize("path", ["/room/\xb2", latin1("/room/\u00b2"), "/room/" + "9" * 5000,
-                                  latin1("/room/\u0663"), latin1("/ws/\u00b2"), "/room/ 1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/room/\xb2",
+        latin1("/room/\u00b2"),
+        "/room/" + "9" * 5000,
+        latin1("/room/\u0663"),
+        latin1("/ws/\u00b2"),
+        "/room/ 1",
+    ],
+)
 def test_odd_room_numbers_are_not_found(site: Site, path: str) -> None:
     site.client().register("ann")
     c = site.client()
@@ -343,12 +387,17 @@ def test_cookie_flags(site: Site) -> None:
 def test_security_headers_on_every_response(site: Site) -> None:
     site.client().register("ann")
     c = site.client()
-    responses = {"login": c.get("/login"), "register": c.get("/register"),
-                 "status": c.get("/status"), "static": c.get("/static/chat.js"),
-                 "redirect": c.get("/"), "404": c.get("/nowhere"),
-                 "403": c.post("/login", {"csrf": "forged"}),
-                 "413": c.post("/login", {"csrf": "x", "p": "y" * MAX_FORM_BYTES}),
-                 "ws-400": c.get("/ws/1")}
+    responses = {
+        "login": c.get("/login"),
+        "register": c.get("/register"),
+        "status": c.get("/status"),
+        "static": c.get("/static/chat.js"),
+        "redirect": c.get("/"),
+        "404": c.get("/nowhere"),
+        "403": c.post("/login", {"csrf": "forged"}),
+        "413": c.post("/login", {"csrf": "x", "p": "y" * MAX_FORM_BYTES}),
+        "ws-400": c.get("/ws/1"),
+    }
     for _ in range(LOGIN_FAILURES_PER_NAME):
         c.login("ann", "wrong guess")
     responses["429"] = c.login("ann")
@@ -362,8 +411,14 @@ def test_security_headers_on_every_response(site: Site) -> None:
         for name, value in HEADERS.items():
             assert r.headers.get(name) == value, (what, name, r.headers)
     csp = HEADERS["content-security-policy"]
-    for directive in ["default-src 'self'", "script-src 'self'", "object-src 'none'",
-                      "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'"]:
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]:
         assert directive in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert HEADERS["x-content-type-options"] == "nosniff"
@@ -389,8 +444,10 @@ def test_logged_out_cookie_opens_no_page_and_no_socket(router: Router) -> None:
     assert e.value.status_code == 403
 
 
-@pytest.mark.parametrize("origin", ["", "null", "http://evil.example", "file://",
-                                    "http://127.0.0.1.evil.example", "ws://{host}"])
+@pytest.mark.parametrize(
+    "origin",
+    ["", "null", "http://evil.example", "file://", "http://127.0.0.1.evil.example", "ws://{host}"],
+)
 def test_websocket_origin_must_be_this_host(router: Router, origin: str) -> None:
     ann = router.user("ann")
     host = f"127.0.0.1:{router.port}"
@@ -398,8 +455,9 @@ def test_websocket_origin_must_be_this_host(router: Router, origin: str) -> None
     url = f"ws://{host}/ws/1"
     with pytest.raises(websocket.WebSocketBadStatusException) as e:
         if origin:
-            websocket.create_connection(url, timeout=5, origin=origin.format(host=host),
-                                        header=headers)
+            websocket.create_connection(
+                url, timeout=5, origin=origin.format(host=host), header=headers
+            )
         else:
             websocket.create_connection(url, timeout=5, suppress_origin=True, header=headers)
     assert e.value.status_code == 403
@@ -407,8 +465,10 @@ def test_websocket_origin_must_be_this_host(router: Router, origin: str) -> None
 
 def test_a_huge_chunked_form_is_refused_unread(router: Router) -> None:
     with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
-        s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                  b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+        s.sendall(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+        )
         chunk = b"100000\r\n" + b"a" * 0x100000 + b"\r\n"
         try:
             for _ in range(4):
@@ -434,8 +494,12 @@ def test_rate_limited_messages_are_not_stored(router: Router) -> None:
 
 def test_query_string_ids_are_bounded(router: Router) -> None:
     ann = router.user("ann")
-    for query in ["?after=0123456789abcdef:%B2", "?after=0123456789abcdef:" + "9" * 5000,
-                  "?after=" + "a" * 6000, "?after=%00%FF"]:
+    for query in [
+        "?after=0123456789abcdef:%B2",
+        "?after=0123456789abcdef:" + "9" * 5000,
+        "?after=" + "a" * 6000,
+        "?after=%00%FF",
+    ]:
         w = router.ws(ann, query=query)
         assert w.recv()["type"] == "hello"
         assert w.recv()["reset"] is True

@@ -28,8 +28,9 @@ def unread(session: HttpSession) -> dict[int, int]:
     """Room -> unread count, from the room list (``/``)."""
     page = session.get("/")
     assert page.status == 200, page.text[:300]
-    return {int(n): int(u) for n, u in
-            re.findall(r'data-room="(\d+)" data-unread="(\d+)"', page.text)}
+    return {
+        int(n): int(u) for n, u in re.findall(r'data-room="(\d+)" data-unread="(\d+)"', page.text)
+    }
 
 
 def post(w: WsClient, text: str) -> dict:
@@ -43,8 +44,7 @@ def read_lines(r: Router) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_counts_per_room_own_messages_never_count_and_a_restart_keeps_them(
-        tmp_path: Path) -> None:
+def test_counts_per_room_own_messages_never_count_and_a_restart_keeps_them(tmp_path: Path) -> None:
     with routers(tmp_path, "solo", extra=["--no-mesh"]) as (r,):
         ann_http = r.user("ann")
         bob_http = r.user("bob")
@@ -88,8 +88,10 @@ def test_a_read_on_one_router_clears_the_count_on_the_other(tmp_path: Path) -> N
         ann_a = a.user("ann")
         bob = a.ws(a.user("bob"), 1)
         last = [post(bob, f"news {i}") for i in range(3)][-1]
-        wait_for(lambda: b.status()["rooms"]["1"] == 3 and b.status()["accounts"] == 2,
-                 what="messages and accounts on B")
+        wait_for(
+            lambda: b.status()["rooms"]["1"] == 3 and b.status()["accounts"] == 2,
+            what="messages and accounts on B",
+        )
         ann_b = b.user("ann", register=False)
         assert unread(ann_b)[1] == 3
         ann = a.ws(ann_a, 1)
@@ -104,14 +106,22 @@ def make_chat(path: Path, wall: list[float]) -> Chat:
 
 
 def message(seq: int, hlc: int, author: str = "bob", room: int = 1) -> Record:
-    return Record(OTHER, seq, hlc, RecordKind.MESSAGE, room,
-                  {"author": author, "node": "there", "time": 1, "text": f"m{seq}"})
+    return Record(
+        OTHER,
+        seq,
+        hlc,
+        RecordKind.MESSAGE,
+        room,
+        {"author": author, "node": "there", "time": 1, "text": f"m{seq}"},
+    )
 
 
-def read(seq: int, hlc: int, upto: object, user: str = "ann", room: int = 1,
-         **extra: object) -> Record:
-    return Record(OTHER, seq, hlc, RecordKind.READ, room,
-                  {"user": user, "room": room, "upto": upto, **extra})
+def read(
+    seq: int, hlc: int, upto: object, user: str = "ann", room: int = 1, **extra: object
+) -> Record:
+    return Record(
+        OTHER, seq, hlc, RecordKind.READ, room, {"user": user, "room": room, "upto": upto, **extra}
+    )
 
 
 def test_markers_are_rate_limited_and_the_latest_wins(tmp_path: Path) -> None:

@@ -56,24 +56,34 @@ def test_register_then_login_then_rooms(site: Site) -> None:
     assert c.get("/room/4").status == 200
 
 
-@pytest.mark.parametrize(("name", "password", "confirm", "status", "message"), [
-    ("bob", PASSWORD, PASSWORD + "x", 400, "The passwords do not match."),
-    ("", PASSWORD, PASSWORD, 400, "Username must be 1 to 32 characters"),
-    ("b" * (USERNAME_MAX + 1), PASSWORD, PASSWORD, 400, "Username must be"),
-    ("bad name", PASSWORD, PASSWORD, 400, "letters, digits, _ . -"),
-    ("<script>", PASSWORD, PASSWORD, 400, "Username must be"),
-    ("bob", "x" * (PASSWORD_MIN - 1), "x" * (PASSWORD_MIN - 1), 400,
-     f"Password must be {PASSWORD_MIN} to"),
-    ("ann", PASSWORD, PASSWORD, 409, "That username is taken"),
-    ("ANN", PASSWORD, PASSWORD, 409, "That username is taken"),
-])
-def test_register_errors(site: Site, name: str, password: str, confirm: str, status: int,
-                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "password", "confirm", "status", "message"),
+    [
+        ("bob", PASSWORD, PASSWORD + "x", 400, "The passwords do not match."),
+        ("", PASSWORD, PASSWORD, 400, "Username must be 1 to 32 characters"),
+        ("b" * (USERNAME_MAX + 1), PASSWORD, PASSWORD, 400, "Username must be"),
+        ("bad name", PASSWORD, PASSWORD, 400, "letters, digits, _ . -"),
+        ("<script>", PASSWORD, PASSWORD, 400, "Username must be"),
+        (
+            "bob",
+            "x" * (PASSWORD_MIN - 1),
+            "x" * (PASSWORD_MIN - 1),
+            400,
+            f"Password must be {PASSWORD_MIN} to",
+        ),
+        ("ann", PASSWORD, PASSWORD, 409, "That username is taken"),
+        ("ANN", PASSWORD, PASSWORD, 409, "That username is taken"),
+    ],
+)
+def test_register_errors(
+    site: Site, name: str, password: str, confirm: str, status: int, message: str
+) -> None:
     site.client().register("ann")
     c = site.client()
     token = c.csrf("/register")
-    r = c.post("/register", {"csrf": token, "username": name, "password": password,
-                             "confirm": confirm})
+    r = c.post(
+        "/register", {"csrf": token, "username": name, "password": password, "confirm": confirm}
+    )
     assert r.status == status
     assert message in r.text
     assert "<script>" not in r.text.split("<main>")[1], "the form echoes input escaped"
@@ -110,10 +120,11 @@ def test_csrf_required_on_every_post(site: Site) -> None:
     site.client().register("ann")
     c = site.client()
     c.get("/login")  # gets a CSRF cookie, but the form below carries no token
-    for path, form in [("/register", {"username": "x", "password": PASSWORD,
-                                      "confirm": PASSWORD}),
-                       ("/login", {"username": "ann", "password": PASSWORD}),
-                       ("/login", {"username": "ann", "password": PASSWORD, "csrf": "forged"})]:
+    for path, form in [
+        ("/register", {"username": "x", "password": PASSWORD, "confirm": PASSWORD}),
+        ("/login", {"username": "ann", "password": PASSWORD}),
+        ("/login", {"username": "ann", "password": PASSWORD, "csrf": "forged"}),
+    ]:
         r = c.post(path, form)
         assert r.status == 403 and "reload and try again" in r.text
     assert not site.chat.accounts.exists("x")
@@ -163,8 +174,9 @@ def test_login_issues_a_fresh_session_id(site: Site) -> None:
     assert second.cookies["cc_session"] != first, "every login gets its own token"
 
 
-@pytest.mark.parametrize("path", ["/room/0", "/room/5", "/room/abc", "/room/-1", "/room/1.0",
-                                  "/nowhere", "/ws/9"])
+@pytest.mark.parametrize(
+    "path", ["/room/0", "/room/5", "/room/abc", "/room/-1", "/room/1.0", "/nowhere", "/ws/9"]
+)
 def test_not_found_pages(site: Site, path: str) -> None:
     site.client().register("ann")
     c = site.client()
@@ -190,8 +202,11 @@ def test_pages_load_nothing_from_outside(site: Site) -> None:
     c.login("ann")
     for path in ["/login", "/register", "/", "/room/1"]:
         text = c.get(path).text
-        assert "http://" not in text and "https://" not in text and "//" not in text.replace(
-            "<!doctype", ""), path
+        assert (
+            "http://" not in text
+            and "https://" not in text
+            and "//" not in text.replace("<!doctype", "")
+        ), path
         assert "<script>" not in text, "no inline script"
 
 
@@ -205,6 +220,7 @@ def test_websocket_path_without_upgrade_is_refused(site: Site) -> None:
 def test_oversized_form_is_refused(site: Site) -> None:
     c = site.client()
     token = c.csrf("/register")
-    r = c.post("/register", {"csrf": token, "username": "x" * 5000, "password": "p",
-                             "confirm": "p"})
+    r = c.post(
+        "/register", {"csrf": token, "username": "x" * 5000, "password": "p", "confirm": "p"}
+    )
     assert r.status == 413

@@ -37,14 +37,22 @@ def test_hello_history_presence_then_chat_between_two_clients(router: Router) ->
     a = router.ws(ann, 1)
     hello = a.recv()
     assert int(hello.pop("read")) > 0  # ann's read marker: her account's creation
-    assert hello == {"type": "hello", "user": "ann", "room": 1, "node": "alpha",
-                     "node_id": router.status()["node_id"], "admin": False}
+    assert hello == {
+        "type": "hello",
+        "user": "ann",
+        "room": 1,
+        "node": "alpha",
+        "node_id": router.status()["node_id"],
+        "admin": False,
+    }
     assert a.recv()["type"] == "history"
     assert a.recv_type("presence")["users"] == [{"user": "ann", "node": "alpha"}]
     b = router.ws(bob, 1)
     c = router.ws(cat, 2)
-    assert a.recv_type("presence")["users"] == [{"user": "ann", "node": "alpha"},
-                                                {"user": "bob", "node": "alpha"}]
+    assert a.recv_type("presence")["users"] == [
+        {"user": "ann", "node": "alpha"},
+        {"user": "bob", "node": "alpha"},
+    ]
     a.send({"type": "send", "text": "hello room 1", "client_id": "c1"})
     ack = a.recv_type("ack")
     assert ack["client_id"] == "c1"
@@ -123,21 +131,25 @@ def test_older_for_scroll_back(router: Router) -> None:
     a.close()
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    ("not json", "bad_request"),
-    ("[1, 2]", "bad_request"),
-    ('"text"', "bad_request"),
-    ({"type": "dance"}, "bad_request"),
-    ({"type": "send", "text": "x"}, "bad_request"),
-    ({"type": "send", "text": 5, "client_id": "a"}, "bad_request"),
-    ({"type": "send", "text": "hi", "client_id": ["a"]}, "bad_request"),
-    ({"type": "send", "text": "   \n ", "client_id": "a"}, "empty"),
-    ({"type": "send", "text": "", "client_id": "a"}, "empty"),
-    ({"type": "send", "text": "x" * (MAX_TEXT_CHARS + 1), "client_id": "a"}, "too_long"),
-    ({"type": "older", "before": 3}, "bad_request"),
-])
-def test_bad_frames_get_an_error_and_the_socket_stays_usable(router: Router, frame: object,
-                                                             code: str) -> None:
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_request"),
+        ("[1, 2]", "bad_request"),
+        ('"text"', "bad_request"),
+        ({"type": "dance"}, "bad_request"),
+        ({"type": "send", "text": "x"}, "bad_request"),
+        ({"type": "send", "text": 5, "client_id": "a"}, "bad_request"),
+        ({"type": "send", "text": "hi", "client_id": ["a"]}, "bad_request"),
+        ({"type": "send", "text": "   \n ", "client_id": "a"}, "empty"),
+        ({"type": "send", "text": "", "client_id": "a"}, "empty"),
+        ({"type": "send", "text": "x" * (MAX_TEXT_CHARS + 1), "client_id": "a"}, "too_long"),
+        ({"type": "older", "before": 3}, "bad_request"),
+    ],
+)
+def test_bad_frames_get_an_error_and_the_socket_stays_usable(
+    router: Router, frame: object, code: str
+) -> None:
     a = router.ws(router.user("ann"))
     a.send(frame)
     err = a.recv_type("error")

@@ -30,8 +30,25 @@ from tests.helpers import HttpSession, Router, WsClient, wait_for
 
 ERROR_CODES = {"bad_request", "empty", "too_long", "rate_limited"}
 BATCH = FRAME_BURST // 2  # frames per socket, well inside the frame budget
-ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1.5, 10**30, -(10**30), "", " ", "x" * 300,
-                         [], {}, [1, "a"], {"a": {"b": []}}, "\u0000", "<script>alert(1)</script>"]
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    10**30,
+    -(10**30),
+    "",
+    " ",
+    "x" * 300,
+    [],
+    {},
+    [1, "a"],
+    {"a": {"b": []}},
+    "\u0000",
+    "<script>alert(1)</script>",
+]
 
 
 class Room:
@@ -89,8 +106,9 @@ def closed_by_server(w: WsClient, timeout: float = 5.0) -> int | None:
         return None
 
 
-def raw_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
-              length: int | None = None) -> bytes:
+def raw_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, length: int | None = None
+) -> bytes:
     """A masked client frame built by hand (RFC 6455 section 5.2)."""
     n = len(payload) if length is None else length
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
@@ -110,8 +128,20 @@ def bad_frames(known_id: str) -> list[Any]:
     ``known_id`` is a message in the room, so an ``older`` with a bad limit
     fails for its limit alone."""
     frames: list[Any] = [
-        "", " ", "not json", "{", "}", "[1, 2]", '"text"', "null", "true", "42", "1e999",
-        "NaN", '{"type": NaN}', '{"type": "send", "text": Infinity, "client_id": "a"}',
+        "",
+        " ",
+        "not json",
+        "{",
+        "}",
+        "[1, 2]",
+        '"text"',
+        "null",
+        "true",
+        "42",
+        "1e999",
+        "NaN",
+        '{"type": NaN}',
+        '{"type": "send", "text": Infinity, "client_id": "a"}',
         '{"type": "send", "text": "a\u0000b\n", "client_id": "raw control chars"}',
         '{"type": "send", "type": "dance", "text": "hi", "client_id": "dup keys"}',
         '{"type": "send", "text": "\\ud800", "client_id": "lone surrogate"}',
@@ -121,8 +151,11 @@ def bad_frames(known_id: str) -> list[Any]:
         '{"type": "send", "text": "hi", "client_id": "a", "limit": ' + "9" * 5000 + "}",
         "[" * 16_000 + "]" * 16_000,
         '{"a":' * 5_000 + "1" + "}" * 5_000,
-        {}, {"type": None}, {"type": "SEND", "text": "hi", "client_id": "a"},
-        {"type": "send"}, {"type": "older"},
+        {},
+        {"type": None},
+        {"type": "SEND", "text": "hi", "client_id": "a"},
+        {"type": "send"},
+        {"type": "older"},
         {"type": "send", "text": "   \n\t ", "client_id": "blank"},
         {"type": "send", "text": "\u0001\u0002\u0085", "client_id": "only controls"},
         {"type": "send", "text": "x" * (MAX_TEXT_CHARS + 1), "client_id": "long"},
@@ -143,15 +176,14 @@ def bad_frames(known_id: str) -> list[Any]:
     return frames
 
 
-def test_bad_frames_get_error_frames_while_another_page_chats(router: Router,
-                                                              room: Room) -> None:
+def test_bad_frames_get_error_frames_while_another_page_chats(router: Router, room: Room) -> None:
     ann = router.user("ann")
     room.check()
     frames = bad_frames(room.ws.frames[-1]["id"])
     assert len(frames) > 80
     errors: list[dict[str, Any]] = []
     for start in range(0, len(frames), BATCH):
-        batch = frames[start:start + BATCH]
+        batch = frames[start : start + BATCH]
         w = connect(router, ann)
         for frame in batch:
             w.send(frame)
@@ -171,8 +203,12 @@ def test_bad_frames_get_error_frames_while_another_page_chats(router: Router,
 def test_binary_frames_pings_and_fragments(router: Router, room: Room) -> None:
     ann = router.user("ann")
     w = connect(router, ann)
-    for payload in [b"", b"\x00", os.urandom(100), json.dumps({"type": "send", "text": "hi",
-                                                               "client_id": "bin"}).encode()]:
+    for payload in [
+        b"",
+        b"\x00",
+        os.urandom(100),
+        json.dumps({"type": "send", "text": "hi", "client_id": "bin"}).encode(),
+    ]:
         w.conn.send_binary(payload)
         assert w.recv_type("error")["code"] == "bad_request"
     for i in range(20):
@@ -182,28 +218,38 @@ def test_binary_frames_pings_and_fragments(router: Router, room: Room) -> None:
     # A message in three fragments, with a ping between them, is one frame.
     text = json.dumps({"type": "send", "text": "in pieces", "client_id": "frag"}).encode()
     parts = [text[:10], text[10:20], text[20:]]
-    w.conn.sock.sendall(raw_frame(0x1, parts[0], fin=False) + raw_frame(0x0, parts[1], fin=False)
-                        + raw_frame(0x9, b"mid") + raw_frame(0x0, parts[2]))
+    w.conn.sock.sendall(
+        raw_frame(0x1, parts[0], fin=False)
+        + raw_frame(0x0, parts[1], fin=False)
+        + raw_frame(0x9, b"mid")
+        + raw_frame(0x0, parts[2])
+    )
     assert w.recv_type("ack")["client_id"] == "frag"
     room.check()
     w.close()
     room.assert_nothing_else_stored(["in pieces"])
 
 
-@pytest.mark.parametrize(("name", "data", "codes"), [
-    # Over the size limit in one frame, or in fragments that add up.
-    ("huge frame", raw_frame(0x1, b"x" * (MAX_INCOMING_BYTES + 1)), {1009}),
-    ("huge announced", raw_frame(0x1, b"", length=1 << 62), {1009}),
-    ("huge in fragments",
-     b"".join(raw_frame(0x1 if i == 0 else 0x0, b"y" * 4096, fin=False) for i in range(9)),
-     {1009}),
-    ("invalid utf-8", raw_frame(0x1, b'{"type": "send", "text": "\xff\xfe"}'), {1007}),
-    ("reserved bits", raw_frame(0x1, b"{}", rsv=0b100), {1002}),
-    ("unknown opcode", raw_frame(0x3, b"{}"), {1002}),
-    ("continuation first", raw_frame(0x0, b"{}"), {1002}),
-])
-def test_protocol_abuse_closes_that_socket_only(router: Router, room: Room, name: str,
-                                                data: bytes, codes: set[int]) -> None:
+@pytest.mark.parametrize(
+    ("name", "data", "codes"),
+    [
+        # Over the size limit in one frame, or in fragments that add up.
+        ("huge frame", raw_frame(0x1, b"x" * (MAX_INCOMING_BYTES + 1)), {1009}),
+        ("huge announced", raw_frame(0x1, b"", length=1 << 62), {1009}),
+        (
+            "huge in fragments",
+            b"".join(raw_frame(0x1 if i == 0 else 0x0, b"y" * 4096, fin=False) for i in range(9)),
+            {1009},
+        ),
+        ("invalid utf-8", raw_frame(0x1, b'{"type": "send", "text": "\xff\xfe"}'), {1007}),
+        ("reserved bits", raw_frame(0x1, b"{}", rsv=0b100), {1002}),
+        ("unknown opcode", raw_frame(0x3, b"{}"), {1002}),
+        ("continuation first", raw_frame(0x0, b"{}"), {1002}),
+    ],
+)
+def test_protocol_abuse_closes_that_socket_only(
+    router: Router, room: Room, name: str, data: bytes, codes: set[int]
+) -> None:
     ann = router.user("ann")
     w = connect(router, ann)
     with contextlib.suppress(OSError):
@@ -222,9 +268,12 @@ def test_protocol_abuse_closes_that_socket_only(router: Router, room: Room, name
 def test_a_flood_of_frames_is_closed_and_others_go_on(router: Router, room: Room) -> None:
     ann = router.user("ann")
     w = connect(router, ann)
-    flood = b"".join(raw_frame(0x1, json.dumps({"type": "send", "text": f"flood {i}",
-                                                "client_id": f"f{i}"}).encode())
-                     for i in range(FRAME_BURST * 5))
+    flood = b"".join(
+        raw_frame(
+            0x1, json.dumps({"type": "send", "text": f"flood {i}", "client_id": f"f{i}"}).encode()
+        )
+        for i in range(FRAME_BURST * 5)
+    )
     with contextlib.suppress(OSError):
         w.conn.sock.sendall(flood)
     frames: list[dict[str, Any]] = []
@@ -254,8 +303,9 @@ def test_many_sockets_that_vanish_mid_frame(router: Router, room: Room) -> None:
     ann = router.user("ann")
     for i in range(30):
         w = connect(router, ann)
-        partial = raw_frame(0x1, json.dumps({"type": "send", "text": "cut",
-                                             "client_id": "c"}).encode())
+        partial = raw_frame(
+            0x1, json.dumps({"type": "send", "text": "cut", "client_id": "c"}).encode()
+        )
         w.conn.sock.sendall(partial[: 3 + i % 10])
         w.conn.sock.shutdown(socket.SHUT_RDWR)
         w.conn.sock.close()

@@ -17,8 +17,9 @@ def netns_sweep() -> None:
 
 
 @pytest.fixture
-def make_lab(netns_sweep: None,
-             request: pytest.FixtureRequest) -> Iterator[Callable[[], netlab.Lab]]:
+def make_lab(
+    netns_sweep: None, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], netlab.Lab]]:
     """A factory: call it (after ``require``) to build a lab; it is removed at teardown,
     whether the test passed, failed or was interrupted."""
     labs: list[netlab.Lab] = []

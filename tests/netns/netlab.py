@@ -68,8 +68,14 @@ def ns_run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProce
 
 def load_nft(ns: str, script: str) -> None:
     """Load an nft ruleset into namespace ``ns``; fail with nft's own words."""
-    r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script,
-                       capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT,
+        check=False,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"nft in {ns} failed: {r.stderr.strip()}\n{script}")
 
@@ -144,8 +150,9 @@ def _enter_namespace(ns: str) -> None:
 
 def namespace_executor(ns: str) -> ThreadPoolExecutor:
     """One thread living in ``ns``; run socket-creating calls there."""
-    return ThreadPoolExecutor(1, thread_name_prefix=f"netns-{ns}",
-                              initializer=_enter_namespace, initargs=(ns,))
+    return ThreadPoolExecutor(
+        1, thread_name_prefix=f"netns-{ns}", initializer=_enter_namespace, initargs=(ns,)
+    )
 
 
 class NetnsHttpTransport(HttpTransport):
@@ -155,8 +162,13 @@ class NetnsHttpTransport(HttpTransport):
         super().__init__(host, port)
         self.executor = executor
 
-    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         call = super().__call__
         return self.executor.submit(call, method, path, headers, body).result()
 
@@ -183,8 +195,9 @@ class NetnsRouter(Router):
     def http(self) -> HttpSession:
         return HttpSession(NetnsHttpTransport(self._executor(), "127.0.0.1", self.port))
 
-    def ws(self, session: HttpSession, room: int = 1, query: str = "",
-           origin: str | None = None) -> WsClient:
+    def ws(
+        self, session: HttpSession, room: int = 1, query: str = "", origin: str | None = None
+    ) -> WsClient:
         # The handshake runs in the namespace's thread; the socket then works anywhere.
         w = self._executor().submit(Router.ws, self, session, room, query, origin).result()
         self.sockets.append(w)
@@ -192,6 +205,7 @@ class NetnsRouter(Router):
 
 
 # -- the lab --------------------------------------------------------------------
+
 
 @dataclass
 class Host:
@@ -265,8 +279,21 @@ class Lab:
         address = ipaddress.ip_interface(f"{host.address(bridge)}/24")
         assert address.ip in TEST_NET
         # Made inside the host's namespace, the peer straight inside the switch's.
-        run("ip", "-n", host.ns, "link", "add", inner, "type", "veth",
-            "peer", "name", outer, "netns", self.switch)
+        run(
+            "ip",
+            "-n",
+            host.ns,
+            "link",
+            "add",
+            inner,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            outer,
+            "netns",
+            self.switch,
+        )
         run("ip", "-n", self.switch, "link", "set", outer, "master", br, "up")
         run("ip", "-n", host.ns, "addr", "add", str(address), "dev", inner)
         run("ip", "-n", host.ns, "link", "set", inner, "up")
@@ -281,8 +308,7 @@ class Lab:
         but hears nothing, as when it walks out of radio range.
         """
         h = self.hosts[host]
-        ns, dev = ((self.switch, f"{h.name}-{bridge}") if switch_side
-                   else (h.ns, h.ifaces[bridge]))
+        ns, dev = (self.switch, f"{h.name}-{bridge}") if switch_side else (h.ns, h.ifaces[bridge])
         run("ip", "-n", ns, "link", "set", dev, "up" if up else "down")
 
     def _loss_table(self, iface: str) -> str:
@@ -300,20 +326,23 @@ class Lab:
             f'    iifname "{iface}" numgen random mod 100 < {percent} counter drop\n  }}\n'
             f"  chain out {{ type filter hook output priority -300; policy accept;\n"
             f'    oifname "{iface}" numgen random mod 100 < {percent} counter drop\n  }}\n'
-            f"}}\n")
+            f"}}\n"
+        )
         self.remove_loss(host, bridge)
         load_nft(h.ns, script)
 
     def remove_loss(self, host: str, bridge: int) -> None:
         h = self.hosts[host]
-        ns_run(h.ns, "nft", "delete", "table", "inet", self._loss_table(h.ifaces[bridge]),
-               check=False)
+        ns_run(
+            h.ns, "nft", "delete", "table", "inet", self._loss_table(h.ifaces[bridge]), check=False
+        )
 
     def loss_drops(self, host: str, bridge: int) -> int:
         """Packets the loss rule dropped so far, both directions."""
         h = self.hosts[host]
-        out = ns_run(h.ns, "nft", "list", "table", "inet",
-                     self._loss_table(h.ifaces[bridge])).stdout
+        out = ns_run(
+            h.ns, "nft", "list", "table", "inet", self._loss_table(h.ifaces[bridge])
+        ).stdout
         return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
     def _count_table(self, iface: str) -> str:
@@ -333,15 +362,17 @@ class Lab:
             f"  }}\n"
             f"  chain out {{ type filter hook output priority -400; policy accept;\n"
             f'    oifname "{iface}" meta l4proto udp counter\n  }}\n'
-            f"}}\n")
+            f"}}\n"
+        )
         ns_run(h.ns, "nft", "delete", "table", "inet", table, check=False)
         load_nft(h.ns, script)
 
     def udp_counters(self, host: str, bridge: int) -> dict[str, tuple[int, int]]:
         """``{"in": (packets, bytes), "out": (packets, bytes)}`` since ``count_udp``."""
         h = self.hosts[host]
-        out = ns_run(h.ns, "nft", "list", "table", "inet",
-                     self._count_table(h.ifaces[bridge])).stdout
+        out = ns_run(
+            h.ns, "nft", "list", "table", "inet", self._count_table(h.ifaces[bridge])
+        ).stdout
         found: dict[str, tuple[int, int]] = {}
         for chain, body in re.findall(r"chain (in|out) \{(.*?)\}", out, re.S):
             m = re.search(r"counter packets (\d+) bytes (\d+)", body)
@@ -354,8 +385,7 @@ class Lab:
         h = self.hosts[host]
         data_dir.mkdir(parents=True, exist_ok=True)
         ifaces = [arg for i in sorted(h.ifaces) for arg in ("--mesh-iface", h.ifaces[i])]
-        r = NetnsRouter(data_dir, WEB_PORT, h.name, [*ifaces, *extra], ns=h.ns,
-                        executor=h.executor)
+        r = NetnsRouter(data_dir, WEB_PORT, h.name, [*ifaces, *extra], ns=h.ns, executor=h.executor)
         self.routers.append(r)
         return r.start()  # type: ignore[return-value]
 
@@ -384,4 +414,3 @@ class Lab:
                 raise RuntimeError(f"namespaces not deleted: {sorted(left)}")
             if errors:
                 raise errors[0]
-

@@ -73,21 +73,34 @@ def seed_accounts(data_dir: Path, names: Sequence[str]) -> None:
     base = pack(int(time.time() * 1000) - 60_000, 0)
     store = Store(data_dir, ROOMS)
     try:
-        store.append_many([
-            Record(SEED_ORIGIN, i + 1, base + i, RecordKind.ACCOUNT, 0,
-                   {"name": name, "hash": password_hash()})
-            for i, name in enumerate(names)])
+        store.append_many(
+            [
+                Record(
+                    SEED_ORIGIN,
+                    i + 1,
+                    base + i,
+                    RecordKind.ACCOUNT,
+                    0,
+                    {"name": name, "hash": password_hash()},
+                )
+                for i, name in enumerate(names)
+            ]
+        )
     finally:
         store.close()
 
 
-def start(lab: Lab, tmp_path: Path, name: str, key: Path, users: Sequence[str],
-          extra: Sequence[str] = ()) -> NetnsRouter:
+def start(
+    lab: Lab, tmp_path: Path, name: str, key: Path, users: Sequence[str], extra: Sequence[str] = ()
+) -> NetnsRouter:
     data = tmp_path / name / "data"
     if users:
         seed_accounts(data, users)
-    return lab.start_router(name, data, ["--mesh-key-file", str(key), "--beacon-interval",
-                                         BEACON, "--rooms", str(ROOMS), *extra])
+    return lab.start_router(
+        name,
+        data,
+        ["--mesh-key-file", str(key), "--beacon-interval", BEACON, "--rooms", str(ROOMS), *extra],
+    )
 
 
 def lab_of(make_lab: MakeLab, names: Sequence[str]) -> Lab:
@@ -108,8 +121,9 @@ def in_parallel(*calls: Callable[[], Any]) -> list[Any]:
         except BaseException as e:  # handed to the test's thread below
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(i, fn), daemon=True)
-               for i, fn in enumerate(calls)]
+    threads = [
+        threading.Thread(target=run, args=(i, fn), daemon=True) for i, fn in enumerate(calls)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -140,9 +154,10 @@ def post(w: WsClient, text: str, client_id: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         w.send({"type": "send", "text": text, "client_id": client_id})
-        frame = w.recv_until(lambda f: f.get("type") in ("ack", "error")
-                             and f.get("client_id") == client_id,
-                             max(0.1, deadline - time.monotonic()))
+        frame = w.recv_until(
+            lambda f: f.get("type") in ("ack", "error") and f.get("client_id") == client_id,
+            max(0.1, deadline - time.monotonic()),
+        )
         if frame["type"] == "ack":
             return str(frame["id"])
         assert frame["code"] == "rate_limited", frame
@@ -196,8 +211,9 @@ def all_lines_parse(r: NetnsRouter, *, running: bool = False) -> int:
             try:
                 decode_line(line)
             except (ValueError, KeyError, TypeError) as e:
-                raise AssertionError(f"{path}:{number} does not parse ({e}): {line[:200]!r}"
-                                     ) from None
+                raise AssertionError(
+                    f"{path}:{number} does not parse ({e}): {line[:200]!r}"
+                ) from None
             n += 1
     return n
 
@@ -207,18 +223,23 @@ def snapshot(routers: Sequence[NetnsRouter], room: int = 1) -> dict[str, Any]:
     out = {}
     for r in routers:
         st = r.status()
-        out[r.name] = {"entries": room_entries(r, room), "vector": st["vector"],
-                       "rooms": st["rooms"], "sync": st["mesh"]["sync"]}
+        out[r.name] = {
+            "entries": room_entries(r, room),
+            "vector": st["vector"],
+            "rooms": st["rooms"],
+            "sync": st["mesh"]["sync"],
+        }
     return out
 
 
 def identical(snap: dict[str, Any], count: int | None = None) -> bool:
     views = list(snap.values())
     first = views[0]
-    return (all(v["entries"] == first["entries"] and v["vector"] == first["vector"]
-                for v in views[1:])
-            and (count is None or len(first["entries"]) == count)
-            and len({e[1:3] for e in first["entries"]}) == len(first["entries"]))
+    return (
+        all(v["entries"] == first["entries"] and v["vector"] == first["vector"] for v in views[1:])
+        and (count is None or len(first["entries"]) == count)
+        and len({e[1:3] for e in first["entries"]}) == len(first["entries"])
+    )
 
 
 def describe(snap: dict[str, Any]) -> str:
@@ -226,15 +247,24 @@ def describe(snap: dict[str, Any]) -> str:
     lines = []
     for name, v in snap.items():
         have = {e[1:3] for e in v["entries"]}
-        sync = {k: v["sync"][k] for k in ("catchup_peer", "catchup_outstanding_ranges",
-                                          "serving", "peers") if k in v["sync"]}
-        lines.append(f"  {name}: {len(v['entries'])} in room 1 (lacks {len(union - have)}), "
-                     f"vector {v['vector']}, sync {json.dumps(sync)}")
+        sync = {
+            k: v["sync"][k]
+            for k in ("catchup_peer", "catchup_outstanding_ranges", "serving", "peers")
+            if k in v["sync"]
+        }
+        lines.append(
+            f"  {name}: {len(v['entries'])} in room 1 (lacks {len(union - have)}), "
+            f"vector {v['vector']}, sync {json.dumps(sync)}"
+        )
     return "\n".join(lines)
 
 
-def wait_identical(routers: Sequence[NetnsRouter], timeout: float, count: int | None = None,
-                   what: str = "identical logs") -> tuple[dict[str, Any], float]:
+def wait_identical(
+    routers: Sequence[NetnsRouter],
+    timeout: float,
+    count: int | None = None,
+    what: str = "identical logs",
+) -> tuple[dict[str, Any], float]:
     """Poll until every router holds the same room 1 and vector; returns the
     snapshot and how long it took.  On timeout, says who lacks what."""
     start = time.monotonic()
@@ -255,8 +285,11 @@ def served(r: NetnsRouter) -> int:
 
 def no_errors_logged(routers: Sequence[NetnsRouter]) -> None:
     for r in routers:
-        bad = [ln for ln in r.log().splitlines() if "Traceback" in ln or " ERROR " in ln
-               or "exception" in ln.lower()]
+        bad = [
+            ln
+            for ln in r.log().splitlines()
+            if "Traceback" in ln or " ERROR " in ln or "exception" in ln.lower()
+        ]
         assert not bad, f"{r.name} logged errors:\n" + "\n".join(bad[:20]) + "\n" + r.log()[-4000:]
 
 
@@ -281,15 +314,16 @@ def test_loss_three_routers_identical_logs(make_lab: MakeLab, tmp_path: Path) ->
 
     share = [len(range(i, LOSS_MESSAGES, 3)) for i in range(3)]
     texts = [[f"{names[i]} says {k}" for k in range(share[i])] for i in range(3)]
-    acked = in_parallel(*(lambda i=i: post_many(ws[i], texts[i], f"{names[i]}-")
-                          for i in range(3)))
+    acked = in_parallel(*(lambda i=i: post_many(ws[i], texts[i], f"{names[i]}-") for i in range(3)))
     assert sum(len(a) for a in acked) == LOSS_MESSAGES
     snap, took = wait_identical(routers, LOSS_CONVERGE, LOSS_MESSAGES, "identical logs under loss")
     assert sorted(ids(snap["ra"]["entries"])) == sorted(i for a in acked for i in a)
     assert {e[3] for e in snap["ra"]["entries"]} == {t for ts in texts for t in ts}
     assert all(lab.loss_drops(n, 0) > 0 for n in names), "the loss rule dropped nothing"
-    print(f"loss: converged {took:.1f} s after the last post; drops "
-          f"{[lab.loss_drops(n, 0) for n in names]}")
+    print(
+        f"loss: converged {took:.1f} s after the last post; drops "
+        f"{[lab.loss_drops(n, 0) for n in names]}"
+    )
     no_errors_logged(routers)
 
 
@@ -310,25 +344,34 @@ def test_partition_heals_without_resending(make_lab: MakeLab, tmp_path: Path) ->
     users = [f"u{i}" for i in range(8)]
     a, b, c = routers = [start(lab, tmp_path, n, key, users) for n in names]
     ws = {r.name: sockets(r, logins(r, users)) for r in routers}
-    post_many(ws["ra"] + ws["rb"] + ws["rc"], [f"before {i}" for i in range(PARTITION_BEFORE)],
-              "pre")
+    post_many(
+        ws["ra"] + ws["rb"] + ws["rc"], [f"before {i}" for i in range(PARTITION_BEFORE)], "pre"
+    )
     wait_identical(routers, 10, PARTITION_BEFORE, "the shared history")
 
     c_id = c.status()["node_id"]
     lab.set_link("rc", 0, up=False)
-    wait_for_cond(lambda: c_id not in a.status()["mesh"]["peers"]
-                  and c_id not in b.status()["mesh"]["peers"], 10, "A and B lose C")
+    wait_for_cond(
+        lambda: c_id not in a.status()["mesh"]["peers"] and c_id not in b.status()["mesh"]["peers"],
+        10,
+        "A and B lose C",
+    )
     in_parallel(
-        lambda: post_many(ws["ra"] + ws["rb"], [f"majority {i}" for i in
-                                                range(PARTITION_MAJORITY)], "maj"),
-        lambda: post_many(ws["rc"], [f"minority {i}" for i in range(PARTITION_MINORITY)], "min"))
+        lambda: post_many(
+            ws["ra"] + ws["rb"], [f"majority {i}" for i in range(PARTITION_MAJORITY)], "maj"
+        ),
+        lambda: post_many(ws["rc"], [f"minority {i}" for i in range(PARTITION_MINORITY)], "min"),
+    )
     time.sleep(2 * float(BEACON))  # every live datagram has landed (or not) on its side
     before = snapshot(routers)
     held = {n: {e[1:3] for e in v["entries"]} for n, v in before.items()}
     union = set().union(*held.values())
     lacking = {n: len(union - h) for n, h in held.items()}
-    assert lacking == {"ra": PARTITION_MINORITY, "rb": PARTITION_MINORITY,
-                       "rc": PARTITION_MAJORITY}, lacking
+    assert lacking == {
+        "ra": PARTITION_MINORITY,
+        "rb": PARTITION_MINORITY,
+        "rc": PARTITION_MAJORITY,
+    }, lacking
     served_before = {r.name: served(r) for r in routers}
 
     lab.set_link("rc", 0, up=True)
@@ -376,8 +419,9 @@ class Pour(threading.Thread):
         i = 0
         try:
             while not self.stop.is_set():
-                self.acked.append(post(self.ws[i % len(self.ws)], f"{self.tag} {i}",
-                                       f"{self.tag}{i}"))
+                self.acked.append(
+                    post(self.ws[i % len(self.ws)], f"{self.tag} {i}", f"{self.tag}{i}")
+                )
                 i += 1
                 self.stop.wait(POUR_INTERVAL)
         except BaseException as e:
@@ -393,8 +437,10 @@ def post_until_dead(ws: Sequence[WsClient], tag: str, acked: list[str]) -> None:
         cid = f"{tag}-{i}"
         try:
             w.send({"type": "send", "text": f"{tag} {i}", "client_id": cid})
-            frame = w.recv_until(lambda f, cid=cid: f.get("type") in ("ack", "error")
-                                 and f.get("client_id") == cid, 5)
+            frame = w.recv_until(
+                lambda f, cid=cid: f.get("type") in ("ack", "error") and f.get("client_id") == cid,
+                5,
+            )
         except Exception:  # the socket died with the router
             return
         if frame["type"] == "ack":
@@ -442,9 +488,11 @@ def test_crash_kill9_keeps_acked_messages(make_lab: MakeLab, tmp_path: Path) -> 
     for r in (a, b):
         r.stop()
         all_lines_parse(r)
-    print(f"crash: {KILLS} kills, {len(acked_b)} acked on B, {len(pour.acked)} on A; "
-          f"caught up in {took:.1f} s; torn bytes moved aside: "
-          f"{sum(p.stat().st_size for p in b.data_dir.glob('*.torn'))}")
+    print(
+        f"crash: {KILLS} kills, {len(acked_b)} acked on B, {len(pour.acked)} on A; "
+        f"caught up in {took:.1f} s; torn bytes moved aside: "
+        f"{sum(p.stat().st_size for p in b.data_dir.glob('*.torn'))}"
+    )
 
 
 # -- 4. wipe ----------------------------------------------------------------------------
@@ -505,8 +553,7 @@ def test_fragments_arrive_whole_under_loss(make_lab: MakeLab, tmp_path: Path) ->
     lab = lab_of(make_lab, names)
     key = key_file(tmp_path / "mesh.key")
     users = [f"u{i}" for i in range(2)]
-    routers = [start(lab, tmp_path, n, key, users, ["--mesh-mtu", str(SMALL_MTU)])
-               for n in names]
+    routers = [start(lab, tmp_path, n, key, users, ["--mesh-mtu", str(SMALL_MTU)]) for n in names]
     ws = [sockets(r, logins(r, users)) for r in routers]
     for n in names:
         lab.add_loss(n, 0, LOSS)
@@ -519,8 +566,10 @@ def test_fragments_arrive_whole_under_loss(make_lab: MakeLab, tmp_path: Path) ->
     for name, view in snap.items():
         assert sorted(e[3] for e in view["entries"]) == sorted(t for ts in texts for t in ts), name
     sync = [r.status()["mesh"]["sync"] for r in routers]
-    print(f"fragments: {count} records of ~4 KB at MTU {SMALL_MTU} in {took:.1f} s; "
-          f"fragment requests {[s.get('fragment_requests_sent', 0) for s in sync]}, "
-          f"resent {[s.get('fragments_resent', 0) for s in sync]}; drops "
-          f"{[lab.loss_drops(n, 0) for n in names]}")
+    print(
+        f"fragments: {count} records of ~4 KB at MTU {SMALL_MTU} in {took:.1f} s; "
+        f"fragment requests {[s.get('fragment_requests_sent', 0) for s in sync]}, "
+        f"resent {[s.get('fragments_resent', 0) for s in sync]}; drops "
+        f"{[lab.loss_drops(n, 0) for n in names]}"
+    )
     no_errors_logged(routers)

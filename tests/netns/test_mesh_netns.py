@@ -31,8 +31,10 @@ MakeLab = Callable[[], Lab]
 
 
 def require_netns() -> None:
-    require(os.geteuid() == 0 and shutil.which("ip") is not None,
-            "network namespaces need root and iproute2 (ip)")
+    require(
+        os.geteuid() == 0 and shutil.which("ip") is not None,
+        "network namespaces need root and iproute2 (ip)",
+    )
 
 
 def key_file(path: Path) -> Path:
@@ -41,8 +43,9 @@ def key_file(path: Path) -> Path:
 
 
 def start(lab: Lab, tmp_path: Path, name: str, key: Path) -> NetnsRouter:
-    return lab.start_router(name, tmp_path / name / "data",
-                            ["--mesh-key-file", str(key), "--beacon-interval", BEACON])
+    return lab.start_router(
+        name, tmp_path / name / "data", ["--mesh-key-file", str(key), "--beacon-interval", BEACON]
+    )
 
 
 def mesh(r: NetnsRouter) -> dict[str, Any]:
@@ -91,16 +94,22 @@ def test_three_routers_on_one_bridge(make_lab: MakeLab, tmp_path: Path) -> None:
     for w in (wb, wc):
         got = w.recv_until(lambda f: f.get("type") == "message")
         assert (got["id"], got["author"], got["node"], got["text"]) == (
-            ack["id"], "ann", "ra", "over the bridge")
+            ack["id"],
+            "ann",
+            "ra",
+            "over the bridge",
+        )
     assert log_ids(c) == [ack["id"]]
 
-    expected = [{"user": "ann", "node": "ra"}, {"user": "bob", "node": "rb"},
-                {"user": "cat", "node": "rc"}]
+    expected = [
+        {"user": "ann", "node": "ra"},
+        {"user": "bob", "node": "rb"},
+        {"user": "cat", "node": "rc"},
+    ]
     wb.recv_until(lambda f: f.get("type") == "presence" and f["users"] == expected)
     # The peers were heard over the veths, from their own addresses.
     peers = mesh(b)["peers"]
-    assert sorted(p["addr"].split(":")[0] for p in peers.values()) == ["198.18.0.1",
-                                                                        "198.18.0.3"]
+    assert sorted(p["addr"].split(":")[0] for p in peers.values()) == ["198.18.0.1", "198.18.0.3"]
     assert {p["iface"] for p in peers.values()} == {"m0"}
     for w in (wa, wb, wc):
         w.close()
@@ -127,8 +136,10 @@ def test_chain_relays_exactly_once(make_lab: MakeLab, tmp_path: Path) -> None:
     cat = c.user("cat")
     wa, wc = a.ws(ann), c.ws(cat)
     # Accounts cross the chain too.
-    wait_for(lambda: a.status()["accounts"] == 2 and c.status()["accounts"] == 2,
-             what="accounts relayed across B")
+    wait_for(
+        lambda: a.status()["accounts"] == 2 and c.status()["accounts"] == 2,
+        what="accounts relayed across B",
+    )
     relayed_before = mesh(b)["datagrams"]["relayed"]
 
     wa.send({"type": "send", "text": "pass it on", "client_id": "x"})
@@ -161,8 +172,10 @@ def test_wrong_key_is_heard_by_nobody(make_lab: MakeLab, tmp_path: Path) -> None
     w.send({"type": "send", "text": "spoofed", "client_id": "e"})
     w.recv_type("ack")
     for r in (ga, gb):
-        wait_for(lambda r=r: mesh(r)["datagrams"]["dropped"].get("bad_mac", 0) > 0,
-                 what=f"bad MAC drops on {r.name}")
+        wait_for(
+            lambda r=r: mesh(r)["datagrams"]["dropped"].get("bad_mac", 0) > 0,
+            what=f"bad MAC drops on {r.name}",
+        )
     wait_for(lambda: gb.status()["node_id"] in mesh(ga)["peers"], what="A hears B")
     time.sleep(QUIET_BEACONS * float(BEACON))
     for r in (ga, gb):

@@ -45,8 +45,13 @@ LIGHT_EXCLUDE_RE = re.compile(r"^-\|/usr/lib/python\$\(PYTHON3_VERSION\)/(\S+)$"
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          check=True, timeout=GIT_TIMEOUT).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=GIT_TIMEOUT,
+    ).stdout
 
 
 def module_of(path: str) -> str | None:
@@ -54,7 +59,7 @@ def module_of(path: str) -> str | None:
     ``logging``; ``.../foo.py`` -> ``foo``; a path outside the lib -> None."""
     if not path.startswith(LIB):
         return None
-    rest = path[len(LIB):].removeprefix("lib-dynload/")
+    rest = path[len(LIB) :].removeprefix("lib-dynload/")
     top = rest.split("/", 1)[0]
     return re.sub(r"\.(py|\$\(PYTHON3_SO_SUFFIX\))$", "", top) or None
 
@@ -76,8 +81,11 @@ def depends(block: str) -> list[str]:
 
 def recipes(repo: Path, commit: str) -> dict[str, list[str]]:
     """Every package the lang/python recipes define: name -> DEPENDS."""
-    files = [f for f in git(repo, "ls-tree", "-r", "--name-only", commit, "lang/python")
-             .splitlines() if f.endswith(("/Makefile", ".mk"))]
+    files = [
+        f
+        for f in git(repo, "ls-tree", "-r", "--name-only", commit, "lang/python").splitlines()
+        if f.endswith(("/Makefile", ".mk"))
+    ]
     found: dict[str, list[str]] = {}
     for f in files:
         text = git(repo, "show", f"{commit}:{f}")
@@ -100,21 +108,30 @@ def python3_split(repo: Path, commit: str) -> dict[str, object]:
     base = BASE_FILES_RE.search(makefile)
     base_mods = {module_of(p) for p in (base.group(1) if base else "").replace("\\", " ").split()}
     split["python3-base"] = sorted(m for m in base_mods if m)
-    light = makefile[makefile.find("define Py3Package/python3-light/filespec"):]
-    light = light[:light.find("endef")]
-    excludes = sorted({re.sub(r"\.py$", "", x.split("/")[0])
-                       for x in LIGHT_EXCLUDE_RE.findall(light)})
-    version = re.search(r"^PYTHON3_VERSION_MINOR:=(\d+)", git(
-        repo, "show", f"{commit}:lang/python/python3-version.mk"), re.M)
-    return {"subpackages": dict(sorted(split.items())), "light_excludes": excludes,
-            "python_version": f"3.{version.group(1)}" if version else None}
+    light = makefile[makefile.find("define Py3Package/python3-light/filespec") :]
+    light = light[: light.find("endef")]
+    excludes = sorted(
+        {re.sub(r"\.py$", "", x.split("/")[0]) for x in LIGHT_EXCLUDE_RE.findall(light)}
+    )
+    version = re.search(
+        r"^PYTHON3_VERSION_MINOR:=(\d+)",
+        git(repo, "show", f"{commit}:lang/python/python3-version.mk"),
+        re.M,
+    )
+    return {
+        "subpackages": dict(sorted(split.items())),
+        "light_excludes": excludes,
+        "python_version": f"3.{version.group(1)}" if version else None,
+    }
 
 
 def derive_branch(repo: Path, commit: str) -> dict[str, object]:
-    return {"commit": commit,
-            "date": git(repo, "show", "-s", "--format=%cI", commit).strip(),
-            "python3": python3_split(repo, commit),
-            "packages": recipes(repo, commit)}
+    return {
+        "commit": commit,
+        "date": git(repo, "show", "-s", "--format=%cI", commit).strip(),
+        "python3": python3_split(repo, commit),
+        "packages": recipes(repo, commit),
+    }
 
 
 def derive(repo: Path) -> dict[str, object]:
@@ -137,8 +154,10 @@ def main(argv: list[str]) -> int:
     facts = derive(Path(argv[1]))
     OUT.write_text(json.dumps(facts, indent=1, sort_keys=False) + "\n")
     for branch, b in facts["branches"].items():  # type: ignore[union-attr]
-        print(f"{branch} {b['commit']}: {len(b['python3']['subpackages'])} python3 "
-              f"sub-packages, {len(b['packages'])} packages")
+        print(
+            f"{branch} {b['commit']}: {len(b['python3']['subpackages'])} python3 "
+            f"sub-packages, {len(b['packages'])} packages"
+        )
     return 0
 
 

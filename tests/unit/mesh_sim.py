@@ -120,8 +120,12 @@ def node_id(index: int, generation: int = 0) -> str:
 def by_hand(**kwargs) -> MeshProtocol:
     """One protocol to feed datagrams by hand: node 0, the simulator's key."""
     settings = dict(
-        node_id=node_id(0), node_name="me", keys=[KEY], clock=HybridClock(),
-        known=VersionVector(), rng=random.Random(1),
+        node_id=node_id(0),
+        node_name="me",
+        keys=[KEY],
+        clock=HybridClock(),
+        known=VersionVector(),
+        rng=random.Random(1),
     )
     settings.update(kwargs)
     return MeshProtocol(**settings)

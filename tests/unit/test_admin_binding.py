@@ -36,24 +36,37 @@ def record(origin: str, seq: int, hlc: int, kind: RecordKind, room: int, **body:
 
 
 def ban(account: str, seq: int = 1, by: str = "boss", user: str = "vic") -> Record:
-    return record(account[:16], seq, 1000 + seq, RecordKind.MODERATION, 0,
-                  action="ban", by=by, account=account, user=user)
+    return record(
+        account[:16],
+        seq,
+        1000 + seq,
+        RecordKind.MODERATION,
+        0,
+        action="ban",
+        by=by,
+        account=account,
+        user=user,
+    )
 
 
 # -- the binding ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "parsed"), [
-    ("boss", ("boss", None)),
-    (f"Boss={REAL}", ("Boss", REAL)),
-    (f" boss={REAL} ", ("boss", REAL)),
-])
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("boss", ("boss", None)),
+        (f"Boss={REAL}", ("Boss", REAL)),
+        (f" boss={REAL} ", ("boss", REAL)),
+    ],
+)
 def test_parse_admin(text: str, parsed: tuple[str, str | None]) -> None:
     assert parse_admin(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["", "bo ss", "boss=", "boss=xyz", "boss=0123:1",
-                                  f"boss={REAL}x", "=" + REAL])
+@pytest.mark.parametrize(
+    "text", ["", "bo ss", "boss=", "boss=xyz", "boss=0123:1", f"boss={REAL}x", "=" + REAL]
+)
 def test_parse_admin_refuses_what_is_not_a_binding(text: str) -> None:
     with pytest.raises(ValueError, match="admin"):
         parse_admin(text)
@@ -61,7 +74,9 @@ def test_parse_admin_refuses_what_is_not_a_binding(text: str) -> None:
 
 def test_the_command_line_checks_the_binding(capsys: pytest.CaptureFixture[str]) -> None:
     assert parse_args(["--admin", "boss", "--admin", f"eve={REAL}"]).admin == [
-        "boss", f"eve={REAL}"]
+        "boss",
+        f"eve={REAL}",
+    ]
     with pytest.raises(SystemExit):
         parse_args(["--admin", "boss=not-an-id"])
     assert "not an account id" in capsys.readouterr().err
@@ -97,13 +112,27 @@ def account(origin: str, seq: int, hlc: int, name: str) -> Record:
 def message(seq: int, ms: int) -> Record:
     """A message sent ``ms`` after BASE_MS, stamped then (the clears' HLCs
     below count in the same milliseconds)."""
-    return Record("d" * 16, seq, pack(BASE_MS + ms, 0), RecordKind.MESSAGE, 1,
-                  {"author": "vic", "node": "b", "time": BASE_MS + ms, "text": f"m{seq}"})
+    return Record(
+        "d" * 16,
+        seq,
+        pack(BASE_MS + ms, 0),
+        RecordKind.MESSAGE,
+        1,
+        {"author": "vic", "node": "b", "time": BASE_MS + ms, "text": f"m{seq}"},
+    )
 
 
 def clear(account_id: str, seq: int, ms: int) -> Record:
-    return record(account_id[:16], seq, pack(BASE_MS + ms, 0), RecordKind.MODERATION, 1,
-                  action="clear", by="boss", account=account_id)
+    return record(
+        account_id[:16],
+        seq,
+        pack(BASE_MS + ms, 0),
+        RecordKind.MODERATION,
+        1,
+        action="clear",
+        by="boss",
+        account=account_id,
+    )
 
 
 def router(path: Path, admins: list[str]) -> Chat:
@@ -113,8 +142,12 @@ def router(path: Path, admins: list[str]) -> Chat:
 
 def test_a_squatters_clear_from_a_peer_is_refused_and_counted(tmp_path: Path) -> None:
     chat = router(tmp_path, [f"boss={REAL}"])
-    assert len(chat.receive_records([account("c" * 16, 1, 10, "boss"), message(1, 20),
-                                     message(2, 30)])) == 3
+    assert (
+        len(
+            chat.receive_records([account("c" * 16, 1, 10, "boss"), message(1, 20), message(2, 30)])
+        )
+        == 3
+    )
     assert not chat.receive_records([clear(SQUATTER, 2, 40)])
     assert chat.refused["not_admin"] == 1 and chat.store.count(1) == 2
     assert chat.receive_records([clear(REAL, 2, 50)])
@@ -124,8 +157,12 @@ def test_a_squatters_clear_from_a_peer_is_refused_and_counted(tmp_path: Path) ->
 def test_a_squatters_clear_on_disk_takes_nothing_out(tmp_path: Path) -> None:
     # Written by a router that let the squatter act (an older version).
     store = Store(tmp_path, 2)
-    for r in (account("c" * 16, 1, 10, "boss"), message(1, 20), message(2, 30),
-              clear(SQUATTER, 2, 40)):
+    for r in (
+        account("c" * 16, 1, 10, "boss"),
+        message(1, 20),
+        message(2, 30),
+        clear(SQUATTER, 2, 40),
+    ):
         store.append(r)
     assert store.count(1) == 0
     store.close()

@@ -61,9 +61,17 @@ def test_version_vector() -> None:
 
 def test_parse_id() -> None:
     assert parse_id("0123456789abcdef:12") == ("0123456789abcdef", 12)
-    for bad in ["", ":", "0123456789abcdef", "0123456789abcdef:0", "0123456789ABCDEF:1",
-                "0123456789abcdef:-1", "0123456789abcdef:1x", "g123456789abcdef:1",
-                "0123456789abcdef:99999999999"]:
+    for bad in [
+        "",
+        ":",
+        "0123456789abcdef",
+        "0123456789abcdef:0",
+        "0123456789ABCDEF:1",
+        "0123456789abcdef:-1",
+        "0123456789abcdef:1x",
+        "g123456789abcdef:1",
+        "0123456789abcdef:99999999999",
+    ]:
         assert parse_id(bad) is None, bad
 
 

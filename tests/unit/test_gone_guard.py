@@ -53,14 +53,16 @@ def gone_events(p) -> list[RecordsGone]:
 
 
 def test_the_issue_attack_cannot_touch_our_seqs_and_the_router_keeps_posting(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A fresh sender (one beacon, claiming nothing) names every origin, ours
     included, for 1..2^32-1: nothing of it is taken."""
     store = Store(tmp_path, rooms=1)
     p = by_hand(node_id=store.node_id, known=VersionVector(), clock=HybridClock(), source=store)
     p.receive_datagram(beacon(PEER, {}, 1), PEER_ADDR, START)
-    attack = GoneDatagram(PEER, [(store.node_id, 1, MAX_SEQ), (FAR, 1, MAX_SEQ),
-                                 (PEER, 1, MAX_SEQ)])
+    attack = GoneDatagram(
+        PEER, [(store.node_id, 1, MAX_SEQ), (FAR, 1, MAX_SEQ), (PEER, 1, MAX_SEQ)]
+    )
     p.receive_datagram(sealed(attack), PEER_ADDR, START)
     for event in gone_events(p):  # as app/meshlink.py does
         store.note_gone(event.origin, event.first, event.last)
@@ -123,8 +125,9 @@ def test_gone_answering_our_nack_is_taken_and_only_for_the_hole() -> None:
     gone = GoneDatagram(PEER, [(FAR, 5, 9), (FAR, 11, 20)])
     p.receive_datagram(sealed(gone), PEER_ADDR, now + 0.01)
     assert [(e.first, e.last) for e in gone_events(p)] == [(5, 9)]
-    assert p.known.contiguous(FAR) == 10 and 11 not in [s for s in range(11, 21)
-                                                        if (FAR, s) in p.known]
+    assert p.known.contiguous(FAR) == 10 and 11 not in [
+        s for s in range(11, 21) if (FAR, s) in p.known
+    ]
     assert p.dropped["gone_not_asked"] == 1
 
 

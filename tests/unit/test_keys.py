@@ -24,12 +24,15 @@ def test_current_and_previous_key(tmp_path: Path) -> None:
     assert load_or_make_keys(path) == [b"\xaa" * 16, b"\xbb" * 32]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "expected 1 or 2 keys"),
-    ("aa" * 16 + "\n" + "bb" * 16 + "\n" + "cc" * 16, "expected 1 or 2 keys"),
-    ("zz" * 16, "not hex"),
-    ("aa" * 8, "at least 16 bytes"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expected 1 or 2 keys"),
+        ("aa" * 16 + "\n" + "bb" * 16 + "\n" + "cc" * 16, "expected 1 or 2 keys"),
+        ("zz" * 16, "not hex"),
+        ("aa" * 8, "at least 16 bytes"),
+    ],
+)
 def test_bad_key_files_say_why(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "mesh.key"
     path.write_text(text)

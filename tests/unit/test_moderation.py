@@ -12,8 +12,14 @@ ADMINS = [f"Boss={BOSS}"]
 
 
 def action(seq: int, hlc: int, what: str, user: str) -> Record:
-    return Record("a" * 16, seq, hlc, RecordKind.MODERATION, 0,
-                  {"action": what, "user": user, "by": "boss", "account": BOSS})
+    return Record(
+        "a" * 16,
+        seq,
+        hlc,
+        RecordKind.MODERATION,
+        0,
+        {"action": what, "user": user, "by": "boss", "account": BOSS},
+    )
 
 
 def test_admins_match_without_case() -> None:
@@ -23,8 +29,11 @@ def test_admins_match_without_case() -> None:
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 def test_latest_ban_or_unban_wins_in_any_order(order: tuple[int, ...]) -> None:
-    records = [action(1, 10, "ban", "Eve"), action(2, 20, "unban", "eve"),
-               action(3, 30, "ban", "EVE")]
+    records = [
+        action(1, 10, "ban", "Eve"),
+        action(2, 20, "unban", "eve"),
+        action(3, 30, "ban", "EVE"),
+    ]
     m = Moderation(ADMINS)
     for i in order:
         m.add(records[i])

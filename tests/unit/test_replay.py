@@ -54,11 +54,29 @@ def drain(p: MeshProtocol) -> list:
     return out
 
 
-def beacon(counter: int, seq: int, *, boot: int = 7, presence=None, sender=PEER,
-           origin=PEER, hops=1, vector=None) -> bytes:
+def beacon(
+    counter: int,
+    seq: int,
+    *,
+    boot: int = 7,
+    presence=None,
+    sender=PEER,
+    origin=PEER,
+    hops=1,
+    vector=None,
+) -> bytes:
     name = "far" if origin == FAR else "peer"
-    return BeaconDatagram(sender, name, boot, vector or {}, presence or {}, hops=hops,
-                          counter=counter, origin=origin, seq=seq).serialize(KEY)
+    return BeaconDatagram(
+        sender,
+        name,
+        boot,
+        vector or {},
+        presence or {},
+        hops=hops,
+        counter=counter,
+        origin=origin,
+        seq=seq,
+    ).serialize(KEY)
 
 
 def advance(p: MeshProtocol, start: float, end: float) -> None:
@@ -170,8 +188,10 @@ def test_replayed_beacon_neither_refreshes_a_peer_nor_keeps_it_alive():
 def test_node_gone_quiet_is_not_revived_by_any_recording_of_its_beacons():
     p = by_hand()
     recorded = [beacon(c, c, presence={1: ["pat"]}) for c in range(1, 4)]
-    relayed = [beacon(50 + s, s, origin=FAR, sender=PEER, hops=5, presence={2: ["zed"]})
-               for s in range(1, 4)]
+    relayed = [
+        beacon(50 + s, s, origin=FAR, sender=PEER, hops=5, presence={2: ["zed"]})
+        for s in range(1, 4)
+    ]
     for k in range(3):
         p.receive_datagram(recorded[k], PEER_ADDR, START + k)
         p.receive_datagram(relayed[k], PEER_ADDR, START + k)
@@ -335,8 +355,9 @@ def test_flood_from_one_sender_is_limited_while_an_honest_peer_gets_through():
 def test_replays_do_not_spend_an_honest_peers_allowance():
     p = by_hand(catchup_rate=SLOW_RATE)
     p.receive_datagram(beacon(1, 1), PEER_ADDR, START)
-    records = [RecordDatagram(PEER, message(PEER, s), counter=1 + s).serialize(KEY)
-               for s in range(1, 4)]
+    records = [
+        RecordDatagram(PEER, message(PEER, s), counter=1 + s).serialize(KEY) for s in range(1, 4)
+    ]
     batch = BatchDatagram(PEER, [message(PEER, 1)], counter=9).serialize(KEY)
     for data in records:
         p.receive_datagram(data, PEER_ADDR, START)

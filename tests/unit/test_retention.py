@@ -7,10 +7,18 @@ import pytest
 from app.retention import horizon_ms, parse_clock_time, parse_duration
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), ("20", 20), ("1.5h", 5400),
-    (" 24H ", 86400),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("20", 20),
+        ("1.5h", 5400),
+        (" 24H ", 86400),
+    ],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

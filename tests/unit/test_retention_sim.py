@@ -65,7 +65,7 @@ def test_nothing_old_comes_back_after_a_purge(tmp_path: Path) -> None:
     mesh.run_for(10)
     old_ids = {(r.origin, r.seq) for r in old}
     for i in (0, 1):
-        got = mesh.nodes[i].records()[before[i]:]
+        got = mesh.nodes[i].records()[before[i] :]
         assert not {(r.origin, r.seq) for r in got} & old_ids, f"node {i} took old records"
         assert not mesh.nodes[i].source.ids() & old_ids
     assert {(r.origin, r.seq) for r in new} <= mesh.nodes[2].source.ids()

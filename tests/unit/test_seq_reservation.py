@@ -28,8 +28,14 @@ PEER_ADDR = ("198.18.0.2", 8888)
 
 
 def msg(origin: str, seq: int, text: str = "hi") -> Record:
-    return Record(origin, seq, 1000 + seq, RecordKind.MESSAGE, 1,
-                  {"author": "ann", "node": "r1", "time": 1000, "text": text})
+    return Record(
+        origin,
+        seq,
+        1000 + seq,
+        RecordKind.MESSAGE,
+        1,
+        {"author": "ann", "node": "r1", "time": 1000, "text": text},
+    )
 
 
 def post(store: Store, text: str) -> Record:
@@ -76,8 +82,7 @@ def test_a_block_is_reserved_with_one_durable_write(tmp_path: Path) -> None:
     assert os.stat(path).st_ino != inode
 
 
-def test_a_crash_skips_the_rest_of_the_block_a_clean_stop_hands_it_back(
-        tmp_path: Path) -> None:
+def test_a_crash_skips_the_rest_of_the_block_a_clean_stop_hands_it_back(tmp_path: Path) -> None:
     s = Store(tmp_path, rooms=1)
     post(s, "one")
     s.sync()  # nothing lost: the process dies, the log is whole
@@ -125,8 +130,13 @@ def test_a_log_line_beyond_the_seq_limit_is_skipped_and_counted(tmp_path: Path) 
     s = Store(tmp_path, rooms=1)
     me = s.node_id
     s.close()
-    line = {"id": f"{me}:{MAX_SEQ + 1}", "hlc": 5, "kind": "message", "room": 1,
-            "body": {"text": "x"}}
+    line = {
+        "id": f"{me}:{MAX_SEQ + 1}",
+        "hlc": 5,
+        "kind": "message",
+        "room": 1,
+        "body": {"text": "x"},
+    }
     (tmp_path / room_log_name(1)).write_text(json.dumps(line) + "\n")
     again = Store(tmp_path, rooms=1)
     assert again.skipped_lines == 1
@@ -150,16 +160,14 @@ def test_a_record_of_our_own_origin_from_a_peer_is_refused() -> None:
 def test_a_beacon_claiming_our_own_origin_makes_us_ask_nothing() -> None:
     p = by_hand()
     p.datagrams_to_send(START)
-    p.receive_datagram(sealed(BeaconDatagram(PEER, "peer", 7, {ME: 500}, seq=1)),
-                       PEER_ADDR, START)
+    p.receive_datagram(sealed(BeaconDatagram(PEER, "peer", 7, {ME: 500}, seq=1)), PEER_ADDR, START)
     assert requests(p, START) == []
 
 
 def test_lost_window_is_asked_of_each_peer_and_its_records_taken() -> None:
     p = by_hand(recover_own=[(4, 12)])
     p.datagrams_to_send(START)
-    p.receive_datagram(sealed(BeaconDatagram(PEER, "peer", 7, {ME: 5}, seq=1)),
-                       PEER_ADDR, START)
+    p.receive_datagram(sealed(BeaconDatagram(PEER, "peer", 7, {ME: 5}, seq=1)), PEER_ADDR, START)
     asked = requests(p, START)
     assert [(r.target, r.ranges) for r in asked] == [(PEER, ((ME, 4, 12),))]
     p.receive_datagram(sealed(BatchDatagram(PEER, [msg(ME, 4), msg(ME, 5)])), PEER_ADDR, START)
@@ -194,8 +202,9 @@ def test_power_cut_mesh_recovers_the_lost_window_and_converges() -> None:
     for seq in (4, 5):
         del mesh.nodes[0].source.records[(ME, seq)]
     mesh.run_for(20.0)  # node 1 forgets the old boot
-    mesh.nodes[0].source = StoreLikeSource(mesh.nodes[0].source,
-                                           lambda: mesh.nodes[0].protocol.known)
+    mesh.nodes[0].source = StoreLikeSource(
+        mesh.nodes[0].source, lambda: mesh.nodes[0].protocol.known
+    )
     mesh.settings["recover_own"] = [(4, 12)]
     back = mesh.restart(0)
     del mesh.settings["recover_own"]

@@ -14,8 +14,14 @@ ORIGIN_B = "b" * 16
 
 
 def msg(origin: str, seq: int, hlc: int, room: int = 1, text: str = "hi") -> Record:
-    return Record(origin, seq, hlc, RecordKind.MESSAGE, room,
-                  {"author": "ann", "node": "r1", "time": 1000, "text": text})
+    return Record(
+        origin,
+        seq,
+        hlc,
+        RecordKind.MESSAGE,
+        room,
+        {"author": "ann", "node": "r1", "time": 1000, "text": text},
+    )
 
 
 def test_line_round_trip_any_text() -> None:
@@ -45,8 +51,12 @@ def test_append_and_reload(tmp_path: Path) -> None:
 
 def test_out_of_order_arrivals_sorted_by_hlc_origin_seq(tmp_path: Path) -> None:
     s = Store(tmp_path, rooms=1)
-    for r in [msg(ORIGIN_B, 1, 50), msg(ORIGIN_A, 1, 50), msg(ORIGIN_A, 2, 10),
-              msg(ORIGIN_B, 2, 99)]:
+    for r in [
+        msg(ORIGIN_B, 1, 50),
+        msg(ORIGIN_A, 1, 50),
+        msg(ORIGIN_A, 2, 10),
+        msg(ORIGIN_B, 2, 99),
+    ]:
         s.append(r)
     expected = [(10, ORIGIN_A, 2), (50, ORIGIN_A, 1), (50, ORIGIN_B, 1), (99, ORIGIN_B, 2)]
     assert [r.order_key for r in s.messages(1)] == expected
@@ -87,9 +97,17 @@ def test_torn_last_line_is_moved_aside_and_log_stays_appendable(tmp_path: Path) 
     assert [r.seq for r in Store(tmp_path, rooms=1).messages(1)] == [1, 3]
 
 
-@pytest.mark.parametrize("garbage", [b"not json", b"[1,2]", b'{"id":"zz:1"}', b"{}",
-                                     b'{"id":"' + b"a" * 16 + b':1","hlc":"x","kind":"message",'
-                                     b'"room":1,"body":{}}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"id":"zz:1"}',
+        b"{}",
+        b'{"id":"' + b"a" * 16 + b':1","hlc":"x","kind":"message","room":1,"body":{}}',
+        b"\xff\xfe",
+    ],
+)
 def test_corrupt_middle_line_is_skipped_and_kept(tmp_path: Path, garbage: bytes) -> None:
     path = tmp_path / room_log_name(1)
     tmp_path.mkdir(exist_ok=True)
@@ -250,12 +268,13 @@ def moderation(origin: str, seq: int, hlc: int, room: int, **body: str) -> Recor
 
 
 @pytest.mark.parametrize("tombstone_first", [False, True])
-def test_delete_beats_its_message_in_any_arrival_order(tmp_path: Path,
-                                                      tombstone_first: bool) -> None:
+def test_delete_beats_its_message_in_any_arrival_order(
+    tmp_path: Path, tombstone_first: bool
+) -> None:
     s = Store(tmp_path, rooms=1)
     m = msg(ORIGIN_A, 1, 100)
     t = moderation(ORIGIN_B, 1, 200, 1, action="delete", target=m.id)
-    for r in ([t, m] if tombstone_first else [m, t]):
+    for r in [t, m] if tombstone_first else [m, t]:
         s.append(r)
     assert s.count(1) == 0 and s.get(ORIGIN_A, 1) is None
     assert s.is_gone(ORIGIN_A, 1) and (ORIGIN_A, 1) in s.vector
@@ -273,9 +292,11 @@ def test_clear_removes_older_messages_in_any_arrival_order(tmp_path: Path, order
     newer = msg(ORIGIN_A, 6, 1000)
     other_room = msg(ORIGIN_B, 1, 20, room=2)
     clear = moderation(ORIGIN_B, 2, 500, 1, action="clear")
-    batches = {"before": [clear, *old, newer, other_room],
-               "after": [*old, newer, other_room, clear],
-               "mixed": [old[0], old[1], clear, *old[2:], newer, other_room]}[order]
+    batches = {
+        "before": [clear, *old, newer, other_room],
+        "after": [*old, newer, other_room, clear],
+        "mixed": [old[0], old[1], clear, *old[2:], newer, other_room],
+    }[order]
     for r in batches:
         s.append(r)
     assert [r.seq for r in s.messages(1)] == [6]

@@ -346,13 +346,13 @@ def test_gone_ranges_never_cover_a_held_record():
     sent = answers(responder)
     assert {type(d) for d in sent} == {BatchDatagram, GoneDatagram}
     assert [r.seq for d in sent if isinstance(d, BatchDatagram) for r in d.records] == [
-        1, *range(101, 151)
+        1,
+        *range(101, 151),
     ]
     assert [d.ranges for d in sent if isinstance(d, GoneDatagram)] == [((origin, 2, 100),)]
     assert asker.protocol.known.contiguous(origin) == 150
     # The app hears of the gone range, to answer the same to others.
-    assert [(e.origin, e.first, e.last) for e in asker.events_of(RecordsGone)] == [
-        (origin, 2, 100)]
+    assert [(e.origin, e.first, e.last) for e in asker.events_of(RecordsGone)] == [(origin, 2, 100)]
     assert sorted(r.seq for r in asker.records()) == [1, *range(101, 151)]
     assert [r.kind for r in asker.records() if r.seq == 1] == [RecordKind.ACCOUNT]
     assert delivered_once(asker)
@@ -687,8 +687,10 @@ def test_catch_up_of_100000_records_costs_little_more_than_the_records():
     assert delivered_once(asker)
     wire = sum(n.sent_bytes for n in mesh.nodes)
     ratio = wire / payload
-    print(f"\n100,000 records ({payload:,} B): {wire:,} B on the wire, ratio {ratio:.3f}, "
-          f"{took:.0f} s simulated")
+    print(
+        f"\n100,000 records ({payload:,} B): {wire:,} B on the wire, ratio {ratio:.3f}, "
+        f"{took:.0f} s simulated"
+    )
     assert ratio <= 1.3
 
 

@@ -42,8 +42,13 @@ from node.wire import (
     parse,
 )
 
-PROPS = settings(max_examples=150, derandomize=True, database=None, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 FEW = settings(PROPS, max_examples=60)  # the slower ones (a whole datagram's bits)
 
 KEY = b"community chat property key"
@@ -55,18 +60,23 @@ hops = st.integers(0, 255)
 
 
 def utf8_text(max_bytes: int, max_chars: int) -> st.SearchStrategy[str]:
-    return st.text(min_size=1, max_size=max_chars).filter(
-        lambda s: len(s.encode()) <= max_bytes)
+    return st.text(min_size=1, max_size=max_chars).filter(lambda s: len(s.encode()) <= max_bytes)
 
 
 # JSON a record body may hold: finite floats, bounded ints (Python refuses to
 # parse ints of more than 4,300 digits), any text without lone surrogates.
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 bodies = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
@@ -74,9 +84,14 @@ bodies = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
 
 @st.composite
 def records(draw: Any) -> RecordDatagram:
-    record = Record(draw(node_ids), draw(st.integers(1, MAX_SEQ)), draw(st.integers(0, U64_MAX)),
-                    draw(st.sampled_from(list(RecordKind))), draw(st.integers(0, U16_MAX)),
-                    draw(bodies))
+    record = Record(
+        draw(node_ids),
+        draw(st.integers(1, MAX_SEQ)),
+        draw(st.integers(0, U64_MAX)),
+        draw(st.sampled_from(list(RecordKind))),
+        draw(st.integers(0, U16_MAX)),
+        draw(bodies),
+    )
     return RecordDatagram(draw(node_ids), record, draw(hops), draw(u32))
 
 
@@ -91,8 +106,7 @@ def beacons(draw: Any) -> BeaconDatagram:
         draw(utf8_text(MAX_NODE_NAME_BYTES, 64)),
         draw(st.integers(0, U64_MAX)),
         draw(st.dictionaries(node_ids, st.integers(0, MAX_SEQ), max_size=8)),
-        draw(st.dictionaries(st.integers(0, U16_MAX), st.lists(usernames, max_size=5),
-                             max_size=5)),
+        draw(st.dictionaries(st.integers(0, U16_MAX), st.lists(usernames, max_size=5), max_size=5)),
         draw(hops),
         draw(u32),
         draw(st.one_of(st.just(sender), node_ids)),
@@ -103,9 +117,16 @@ def beacons(draw: Any) -> BeaconDatagram:
 @st.composite
 def fragments(draw: Any) -> FragmentDatagram:
     count = draw(st.integers(1, MAX_FRAGMENTS))
-    return FragmentDatagram(draw(node_ids), draw(st.sampled_from(sorted(INNER_KINDS))),
-                            draw(u32), draw(st.integers(0, count - 1)), count,
-                            draw(st.binary(min_size=1, max_size=300)), draw(hops), draw(u32))
+    return FragmentDatagram(
+        draw(node_ids),
+        draw(st.sampled_from(sorted(INNER_KINDS))),
+        draw(u32),
+        draw(st.integers(0, count - 1)),
+        count,
+        draw(st.binary(min_size=1, max_size=300)),
+        draw(hops),
+        draw(u32),
+    )
 
 
 datagrams = st.one_of(records(), beacons(), fragments())
@@ -163,11 +184,17 @@ def test_arbitrary_bytes_raise_only_wire_error(data: bytes, ks: list[bytes]) -> 
 
 
 @PROPS
-@given(st.integers(0, 255), st.integers(0, 255), hops, st.binary(min_size=8, max_size=8), u32,
-       st.binary(max_size=1024))
-def test_authenticated_garbage_raises_only_wire_error(kind: int, flags: int, hop: int,
-                                                      sender: bytes, counter: int,
-                                                      body: bytes) -> None:
+@given(
+    st.integers(0, 255),
+    st.integers(0, 255),
+    hops,
+    st.binary(min_size=8, max_size=8),
+    u32,
+    st.binary(max_size=1024),
+)
+def test_authenticated_garbage_raises_only_wire_error(
+    kind: int, flags: int, hop: int, sender: bytes, counter: int, body: bytes
+) -> None:
     """A body of random bytes under the right key (a buggy or hostile peer
     that has the key) reaches every body parser: it parses or is refused."""
     data = seal(HEADER.pack(VERSION, kind, flags, hop, sender, counter) + body)
@@ -233,7 +260,8 @@ def test_wrong_key_fails(datagram: Any, wrong: bytes) -> None:
 @FEW
 @given(datagrams, st.data())
 def test_mutated_bodies_resealed_with_the_key_parse_or_fail_cleanly(
-        datagram: Any, data: st.DataObject) -> None:
+    datagram: Any, data: st.DataObject
+) -> None:
     """What a peer with the key but a bug might send: the body's bytes
     changed, cut or extended, then a valid MAC on top."""
     signed = bytearray(datagram.serialize(KEY)[:-MAC_LEN])
@@ -243,7 +271,7 @@ def test_mutated_bodies_resealed_with_the_key_parse_or_fail_cleanly(
         if edit == "set" and at < len(signed):
             signed[at] = data.draw(st.integers(0, 255), label="byte")
         elif edit == "cut":
-            del signed[at:at + data.draw(st.integers(1, 16), label="n")]
+            del signed[at : at + data.draw(st.integers(1, 16), label="n")]
         else:
             signed[at:at] = data.draw(st.binary(min_size=1, max_size=16), label="bytes")
     parse_or_reason(seal(bytes(signed)), [KEY])
@@ -253,9 +281,21 @@ def test_json_edge_cases_resealed_parse_or_fail_cleanly() -> None:
     """Record bodies hypothesis is unlikely to build byte by byte."""
     head = HEADER.pack(VERSION, DatagramKind.RECORD, 0, 1, bytes(8), 0)
     record_head = RECORD_HEAD.pack(bytes.fromhex("0123456789abcdef"), 1, 0, RecordKind.MESSAGE, 1)
-    for body in [b"", b"{}", b"[]", b"null", b'{"a": NaN}', b'{"a": 1e999}', b'{"a": Infinity}',
-                 b'{"a": "\\ud800"}', b"{" * 10_000 + b"}" * 10_000,
-                 b'{"a": 1' + b"0" * 5000 + b"}", b"\xff\xfe", b'{"a": 1} trailing',
-                 '{"é": 1}'.encode("latin-1"), b'{"a":' * 3000 + b"1" + b"}" * 3000,
-                 string.printable.encode()]:
+    for body in [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b'{"a": NaN}',
+        b'{"a": 1e999}',
+        b'{"a": Infinity}',
+        b'{"a": "\\ud800"}',
+        b"{" * 10_000 + b"}" * 10_000,
+        b'{"a": 1' + b"0" * 5000 + b"}",
+        b"\xff\xfe",
+        b'{"a": 1} trailing',
+        '{"é": 1}'.encode("latin-1"),
+        b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        string.printable.encode(),
+    ]:
         parse_or_reason(seal(head + record_head + body), [KEY])
