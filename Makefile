@@ -50,6 +50,8 @@ test: $(TEST_STAMP) debian-packages lint
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/mypy --strict node
+	$(VENV)/bin/mypy app
 	$(VENV)/bin/shellcheck .ci/run
 
 ## bench: benchmarks with baselines side by side (tests/bench); figures in

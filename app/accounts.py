@@ -49,7 +49,17 @@ HASH_CHARS = len(_HASH_PREFIX) + 4 * -(-SALT_BYTES // 3) + 1 + 4 * -(-HASH_BYTES
 
 
 class AccountError(ValueError):
-    """A registration or login the user must correct; ``str()`` says how."""
+    """A registration or login the user must correct; ``str()`` says how,
+    ``status`` is the HTTP status of the form that met it."""
+
+    status = 400  # the form breaks a rule: the person corrects it
+
+
+class NameTaken(AccountError):
+    """The name is someone else's (without regard to case), or an admin's
+    bound name whose account has not arrived yet."""
+
+    status = 409  # a conflict with what exists: another name will do
 
 
 class WrongPassword(AccountError):
@@ -219,7 +229,7 @@ class Accounts:
 
     def is_owner(self, account_id: str, name: str) -> bool:
         claims = self._claims.get(name_key(name))
-        return bool(claims) and claims[0].id == account_id
+        return claims is not None and bool(claims) and claims[0].id == account_id
 
     def exists(self, name: str) -> bool:
         return name_key(name) in self._claims

@@ -3,7 +3,8 @@
 Routes (app/web.py) validate a request and call one method here.  Everything
 that changes state makes a record, stamps it with the hybrid clock, appends it
 to the store (flushed) and only then tells anyone: the WebSocket ack, the
-room's pages and, with the mesh, the other routers (``on_local_record``).
+room's pages and, with the mesh, the other routers (``Mesh.send_record``:
+the chat is given its mesh, app/mesh.py).
 What the store does not keep is never acknowledged (``not_stored``).
 
 A record from a peer is checked as a page's input is (``check_remote_record``):
@@ -24,18 +25,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gevent
 
+from app import reads
 from app.accounts import (
     USERNAME_RE,
     Account,
-    AccountError,
     Accounts,
     Login,
+    NameTaken,
     WrongPassword,
     check_new_account,
     check_new_password,
@@ -47,10 +49,12 @@ from app.accounts import (
 from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
 from app.hub import Hub
+from app.mesh import Mesh, NoMesh
 from app.moderation import ACTIONS, Moderation
 from node.clock import COUNTER_MASK, MAX_DRIFT_MS, PHYSICAL_MAX, HybridClock, pack, physical_ms
 from node.record import Record, RecordKind, parse_id
-from node.store import Store, read_upto
+from node.store import Store
+from node.sync import TokenBucket
 from node.wire import dump_json
 
 log = logging.getLogger(__name__)
@@ -103,25 +107,22 @@ _FORBIDDEN = {c for c in range(0x20) if c not in (0x09, 0x0A)} | set(range(0x7F,
 
 
 class ChatError(ValueError):
-    """A request the client must correct; ``code`` goes into the error frame."""
+    """A request the client must correct; ``code`` goes into the error frame,
+    ``status`` is the HTTP status of a form that meets it."""
+
+    status = 400
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+class StoreFailed(ChatError):
+    """The store could not keep a record (a full disk, no descriptors):
+    nothing was kept nor sent."""
 
-    def take(self, now: float) -> bool:
-        # max(0, ...): a clock set back must not drain the bucket for as long.
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+    # The router is at fault, not the request, and trying again later may work.
+    status = 503
 
 
 def clean_text(text: Any) -> str:
@@ -174,7 +175,7 @@ def _check_size(record: Record) -> str | None:
 
 def _check_read(record: Record, rooms: int) -> str | None:
     body = record.body
-    user, upto = body.get("user"), read_upto(record)
+    user, upto = body.get("user"), reads.read_upto(record)
     well_formed = (
         set(body) == {"user", "room", "upto"}
         and isinstance(user, str)
@@ -241,10 +242,10 @@ def _check_moderation(record: Record, rooms: int) -> str | None:
         return "bad_moderation"
     if action in ("ban", "unban"):
         user = body.get("user")
-        ok = record.room == 0 and isinstance(user, str) and USERNAME_RE.fullmatch(user)
+        ok = record.room == 0 and isinstance(user, str) and bool(USERNAME_RE.fullmatch(user))
     elif action == "delete":
         target = body.get("target")
-        ok = 1 <= record.room <= rooms and isinstance(target, str) and parse_id(target)
+        ok = 1 <= record.room <= rooms and isinstance(target, str) and bool(parse_id(target))
     else:
         ok = 1 <= record.room <= rooms
     return None if ok else "bad_moderation"
@@ -291,7 +292,7 @@ def shown_time_ms(record: Record) -> int:
     return stamped
 
 
-def _text_field(body: dict[str, Any], key: str) -> str:
+def _text_field(body: Mapping[str, Any], key: str) -> str:
     """A body's string field, "" if a stored line has anything else there."""
     value = body.get(key)
     return value if isinstance(value, str) else ""
@@ -306,6 +307,11 @@ def clock_start(store: Store, wall_ms: int) -> int:
     ahead = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
     ours = max((r.hlc for r in store.index.values() if r.origin == store.node_id), default=0)
     return max(ours, min(store.max_hlc, ahead))
+
+
+def make_clock(store: Store, wall: Callable[[], float] = time.time) -> HybridClock:
+    """The hybrid clock of a chat (and its mesh), started by ``clock_start``."""
+    return HybridClock(clock_start(store, int(wall() * 1000)))
 
 
 def message_frame(record: Record) -> dict[str, Any]:
@@ -329,32 +335,34 @@ class Chat:
         store: Store,
         node_name: str,
         *,
+        mesh: Mesh | None = None,
+        clock: HybridClock | None = None,
         wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         admins: Iterable[str] = (),
     ) -> None:
+        """``mesh``: the other routers (app/mesh.py), none by default.
+        ``clock``: the hybrid clock, shared with the mesh's protocol.  The
+        wall clock stamps records (the HLC) and the time people see; every
+        rate, interval and duration runs on ``monotonic``, which the router
+        setting its clock (NTP after a boot at its build date) never moves."""
         self.store = store
         self.node_name = node_name
-        self.wall = wall
-        self.clock = HybridClock(clock_start(store, int(wall() * 1000)))
+        self.wall, self.monotonic = wall, monotonic
+        self.mesh: Mesh = NoMesh() if mesh is None else mesh
+        self.clock = make_clock(store, wall) if clock is None else clock
         store.limit_clears(self.clock.last)  # what we stamp from now on is after any clear
         self.accounts = Accounts()
         for record in store.accounts:
             self.accounts.add(record)
-        # The store must be made with ``authorized=Moderation(admins).authorizes``
+        # The store must be made with ``ChatPolicy(Moderation(admins).authorizes)``
         # (app/server.py), so that deletes and clears follow the same binding.
         self.moderation = Moderation(admins, self.accounts)
         for record in store.moderation:
             self.moderation.add(record)
         self.moderation.log_bindings()
         self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
-        # Set by the mesh link (app/meshlink.py); a lone router leaves them None.
-        self.on_local_record: Callable[[Record], None] | None = None
-        self.on_local_presence: Callable[[dict[int, list[str]]], None] | None = None
-        self.remote_presence: Callable[[int], list[tuple[str, str]]] | None = None
-        self.mesh_status: Callable[[], dict[str, Any]] | None = None
-        # {node_id: {origin: contiguous}} of the other routers (their beacons).
-        self.peer_vectors: Callable[[], dict[str, dict[str, int]]] | None = None
-        self.delivery = DeliveryTracker(self.hub, lambda: self.peer_vectors)
+        self.delivery = DeliveryTracker(self.hub, self.mesh.peer_vectors, monotonic)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
         # Read markers: (name key, room) -> (user, upto) not yet written as a
@@ -379,16 +387,11 @@ class Chat:
             stored = self.store.append(record)
         except OSError as e:  # a log that cannot be opened (EMFILE) or written: nothing held
             log.error("cannot store a %s record in room %d: %s", kind.name.lower(), room, e)
-            raise ChatError("unavailable", STORE_UNAVAILABLE) from e
+            raise StoreFailed("unavailable", STORE_UNAVAILABLE) from e
         if not stored:  # never told to anyone, never sent: not stored
-            raise ChatError("not_stored", "This router could not store that; it was not sent.")
-        if self.on_local_record is not None:
-            self.on_local_record(record)
+            raise StoreFailed("not_stored", "This router could not store that; it was not sent.")
+        self.mesh.send_record(record)
         return record
-
-    def receive_record(self, record: Record) -> bool:
-        """One record from a peer; see ``receive_records``."""
-        return bool(self.receive_records([record]))
 
     def receive_records(self, records: list[Record]) -> list[Record]:
         """Records from peers: check, store (one write per log) and show them.
@@ -454,13 +457,13 @@ class Chat:
     def register(self, name: str, password: str, confirm: str) -> Account:
         check_new_account(name, password, confirm)
         if self.accounts.exists(name) or self.moderation.reserved(name):  # before the hash
-            raise AccountError(NAME_TAKEN)
+            raise NameTaken(NAME_TAKEN)
         return self._claim_name(name, hash_password(password))
 
     def _claim_name(self, name: str, hashed: str, **extra: str) -> Account:
         # A bound admin name is taken even where its account has not arrived.
         if self.accounts.exists(name) or self.moderation.reserved(name):
-            raise AccountError(NAME_TAKEN)
+            raise NameTaken(NAME_TAKEN)
         record = self._make_record(RecordKind.ACCOUNT, 0, {"name": name, "hash": hashed, **extra})
         self.accounts.add(record)
         account = Account(record.id, name, hashed)
@@ -500,16 +503,16 @@ class Chat:
         text = clean_text(text)
         if self.moderation.is_banned(user):
             raise ChatError("banned", "You are banned from this chat.")
-        now = self.wall()
         bucket = self._buckets.get(user)
         if bucket is None:
-            bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST, now)
-        if not bucket.take(now):
+            bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        if not bucket.take(1, self.monotonic()):
             raise ChatError("rate_limited", "Too many messages; wait a moment.")
+        shown = int(self.wall() * 1000)  # the sender's time, as people read it
         record = self._make_record(
             RecordKind.MESSAGE,
             room,
-            {"author": user, "node": self.node_name, "time": int(now * 1000), "text": text},
+            {"author": user, "node": self.node_name, "time": shown, "text": text},
         )
         if on_stored is not None:
             on_stored(record)
@@ -537,9 +540,10 @@ class Chat:
                 raise ChatError("bad_request", "There is no such message in this room.")
             body["target"] = record.id
         elif action in ("ban", "unban"):
-            if not isinstance(target, str) or not self.accounts.exists(target):
+            owner = self.accounts.owner(target) if isinstance(target, str) else None
+            if owner is None:
                 raise ChatError("bad_request", "There is no such user.")
-            body["user"] = self.accounts.owner(target).name  # type: ignore[union-attr]
+            body["user"] = owner.name
             room = 0
         elif action != "clear":
             raise ChatError("bad_request", "unknown moderation action")
@@ -597,7 +601,7 @@ class Chat:
         """How far ``user`` has read ``room``: the newer of the stored
         marker (from any router) and one not yet written here."""
         pending = self._reads_pending.get((name_key(user), room))
-        return max(self.store.read_marker(user, room), pending[1] if pending else 0)
+        return max(reads.read_marker(self.store, user, room), pending[1] if pending else 0)
 
     def mark_read(self, user: str, room: int, upto: int) -> bool:
         """A page showed ``room`` up to the HLC ``upto``; True if the marker moved."""
@@ -610,8 +614,8 @@ class Chat:
         key = (name_key(user), room)
         waiting = key in self._reads_pending
         self._reads_pending[key] = (user, upto)
-        since = self.wall() - self._reads_written.get(key, float("-inf"))
-        if since >= READ_RECORD_INTERVAL or since < 0:  # < 0: the wall clock was set back
+        since = self.monotonic() - self._reads_written.get(key, float("-inf"))
+        if since >= READ_RECORD_INTERVAL:
             self.write_read(key)
         elif not waiting:
             gevent.spawn_later(READ_RECORD_INTERVAL - since, self.write_read, key)
@@ -624,9 +628,9 @@ class Chat:
             return None
         user, upto = pending
         room = key[1]
-        if upto <= self.store.read_marker(user, room):  # another router's was newer
+        if upto <= reads.read_marker(self.store, user, room):  # another router's was newer
             return None
-        self._reads_written[key] = self.wall()
+        self._reads_written[key] = self.monotonic()
         return self._make_record(RecordKind.READ, room, {"user": user, "room": room, "upto": upto})
 
     def flush_reads(self) -> None:
@@ -647,7 +651,8 @@ class Chat:
         rooms = []
         for n in range(1, self.rooms + 1):
             last = self.store.last_message(n)
-            unread = self.store.unread(n, user, max(since, self.read_marker(user, n)), UNREAD_MAX)
+            since_n = max(since, self.read_marker(user, n))
+            unread = reads.unread(self.store, n, user, since_n, UNREAD_MAX)
             rooms.append(
                 {
                     "n": n,
@@ -669,8 +674,7 @@ class Chat:
     def presence(self, room: int) -> list[dict[str, str]]:
         """Who is online in a room: here and, with the mesh, on other routers."""
         users = [(u, self.node_name) for u in self.hub.users(room)]
-        if self.remote_presence is not None:
-            users += self.remote_presence(room)
+        users += self.mesh.presence(room)
         return [{"user": u, "node": n} for u, n in sorted(set(users))]
 
     def presence_changed(self, room: int) -> None:
@@ -679,8 +683,7 @@ class Chat:
 
     def local_presence_changed(self, room: int) -> None:
         self.presence_changed(room)
-        if self.on_local_presence is not None:
-            self.on_local_presence({n: self.hub.users(n) for n in range(1, self.rooms + 1)})
+        self.mesh.set_presence({n: self.hub.users(n) for n in range(1, self.rooms + 1)})
 
     def status(self) -> dict[str, Any]:
         return {
@@ -694,7 +697,8 @@ class Chat:
             "store": {
                 "skipped_lines": self.store.skipped_lines,
                 "torn_bytes": self.store.torn_bytes,
+                "gone": self.store.gone_counts(),  # since start, by reason (node/horizons.py)
                 "refused": dict(self.refused),
             },
-            "mesh": self.mesh_status() if self.mesh_status else None,
+            "mesh": self.mesh.status(),
         }

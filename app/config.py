@@ -16,6 +16,7 @@ from app.retention import (
     parse_clock_time,
     parse_duration,
 )
+from node.config import BEACON_INTERVAL, CATCHUP_RATE, DEFAULT_MTU
 from node.fragment import MIN_MTU
 
 DEFAULT_PORT = 8080
@@ -63,9 +64,9 @@ class Config:
     mesh_iface: list[str] = field(default_factory=list)  # empty: ["lo"]
     mesh_ttl: int = 1
     mesh_key_file: Path | None = None  # None: <data-dir>/mesh.key
-    mesh_mtu: int = 1200
-    beacon_interval: float = 5.0
-    catchup_rate: int = 1_000_000  # bytes/s; node/sync.py CATCHUP_RATE explains
+    mesh_mtu: int = DEFAULT_MTU  # node/config.py: the mesh's one set of defaults
+    beacon_interval: float = BEACON_INTERVAL
+    catchup_rate: int = CATCHUP_RATE  # bytes/s
     header_timeout: float = HEADER_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
     max_connections: int = 0  # 0: as many as the descriptor limit allows (app/server.py)

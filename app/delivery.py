@@ -10,7 +10,8 @@ tells the sender's pages in that room when the count grows:
 the counts of its user's tracked messages after its history.
 
 Memory is bounded: at most ``TRACK_MAX`` messages, none older than
-``TRACK_SECONDS``.  A lone router (no mesh) has no vectors and says nothing.
+``TRACK_SECONDS``.  The vectors come from the chat's mesh (app/mesh.py
+``Mesh.peer_vectors``); a lone router has none and says nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import gevent
 
 from app.accounts import name_key
 from app.hub import Client, Hub
+from app.mesh import Vectors
 from node.record import Record
 
 # Long enough for a router that was briefly out of reach to catch up and say
@@ -31,8 +33,6 @@ from node.record import Record
 TRACK_SECONDS = 300.0
 TRACK_MAX = 500  # messages tracked at most (2/s per user: a busy router)
 CHECK_INTERVAL = 1.0  # beacons come every few seconds; a second is prompt enough
-
-Vectors = Callable[[], dict[str, dict[str, int]]]
 
 
 @dataclass
@@ -56,12 +56,12 @@ class DeliveryTracker:
     def __init__(
         self,
         hub: Hub,
-        vectors: Callable[[], Vectors | None],
+        vectors: Callable[[], Vectors],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
-        self.vectors = vectors  # the mesh's accessor once it is set, else None
-        self.clock = clock
+        self.vectors = vectors  # the other routers' vectors, now
+        self.clock = clock  # monotonic: how long a message has been tracked
         self.tracked: deque[Tracked] = deque(maxlen=TRACK_MAX)
 
     def track(self, record: Record) -> None:
@@ -78,10 +78,9 @@ class DeliveryTracker:
         now = self.clock()
         while self.tracked and now - self.tracked[0].posted > TRACK_SECONDS:
             self.tracked.popleft()
-        source = self.vectors()
-        if not self.tracked or source is None:
+        if not self.tracked:
             return 0
-        vectors = list(source().values())
+        vectors = list(self.vectors().values())
         sent = 0
         for t in self.tracked:
             n = sum(1 for v in vectors if v.get(t.origin, 0) >= t.seq)

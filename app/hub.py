@@ -162,7 +162,7 @@ class BoundedWebSocket(WebSocket):
             return opcode
         raise ProtocolError(f"unknown opcode {kind}")
 
-    def read_frame(self):  # type: ignore[no-untyped-def]
+    def read_frame(self) -> tuple[Header, bytes]:
         header = Header.decode_header(self.stream)
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self.handler.cc_message_bytes = 0
@@ -180,16 +180,16 @@ class BoundedWebSocket(WebSocket):
             payload = header.unmask_payload(payload)
         return header, payload
 
-    def handle_ping(self, header, payload):  # type: ignore[no-untyped-def]
+    def handle_ping(self, header: Header, payload: bytes) -> None:
         if self.client is not None:
             self.client.send_raw(frame_bytes(payload, OPCODE_PONG))
 
-    def close(self, code=1000, message=b""):  # type: ignore[no-untyped-def]
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
         client = self.client
         if client is not None:
             client.close(code)
             client.flush()
-        self.closed = True
+        self.closed = True  # type: ignore[misc]  # a slot of WebSocket, which is untyped
 
 
 class Client:

@@ -1,48 +1,67 @@
-"""Wires the chat to the mesh: local records and presence out, peers' in.
+"""The chat's mesh (app/mesh.py ``Mesh``) over the multicast transport.
 
-The protocol (node/protocol.py) shares the chat's hybrid clock, so a record
-heard from a peer moves our clock past it; it gets its own copy of the
-version vector, since it marks a record seen before the chat stores it.
+Layers call down, events come up.  The link is made before the chat, from
+the store and the hybrid clock the two share (node/protocol.py moves it past
+every record heard from a peer); the chat is given the link as its mesh, and
+``start(chat)`` names where what the mesh hears goes as the sockets start.
+Events reach the chat only from the transport's own greenlets
+(``handle_events``).  Sending only sends: a record or a presence change is
+queued and what is queued is flushed; what the mesh heard meanwhile waits
+for the transport, so a post never re-enters ``Chat.receive_records``.
+
+The protocol reads the store's version vector and never writes it: every
+record it hands up is settled here, stored or refused (``Store.note_refused``).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.chat import Chat
 from app.config import Config
+from app.mesh import Vectors
+from node.clock import HybridClock
 from node.keys import load_or_make_keys
-from node.protocol import MeshProtocol, PeerJoined, PeerLost, PresenceChanged, RecordReceived
-from node.record import VersionVector
+from node.protocol import (
+    MeshConfig,
+    MeshProtocol,
+    PeerJoined,
+    PeerLost,
+    PresenceChanged,
+    RecordReceived,
+)
+from node.record import Record
+from node.store import Store
 from node.sync import CatchUpFinished, RecordsGone
 from node.transport import MeshTransport
+
+if TYPE_CHECKING:
+    from app.chat import Chat
 
 log = logging.getLogger(__name__)
 
 
 class MeshLink:
-    def __init__(self, config: Config, chat: Chat) -> None:
-        self.chat = chat
-        # The protocol's own copy: it marks a record seen before the chat
-        # stores it.  It includes what is gone here (purged, deleted), so a
-        # restart does not ask the mesh for it again.
-        known: VersionVector = copy.deepcopy(chat.store.vector)
+    def __init__(self, config: Config, store: Store, clock: HybridClock) -> None:
+        self.store = store
+        self._chat: Chat | None = None  # where events go, from start()
+        # The store's vector is the one truth: the protocol reads it, and
+        # every record it hands us is settled in it (handle_events).
         self.protocol = MeshProtocol(
-            node_id=chat.node_id,
-            node_name=config.node_name,
-            keys=load_or_make_keys(config.key_file),
-            clock=chat.clock,
-            known=known,
+            MeshConfig(
+                node_id=store.node_id,
+                node_name=config.node_name,
+                keys=tuple(load_or_make_keys(config.key_file)),
+                beacon_interval=config.beacon_interval,
+                mtu=config.mesh_mtu,
+                catchup_rate=config.catchup_rate,
+            ),
+            clock=clock,
+            known=store.vector,
             rng=random.SystemRandom(),
-            beacon_interval=config.beacon_interval,
-            mtu=config.mesh_mtu,
-            source=chat.store,
-            catchup_rate=config.catchup_rate,
-            recover_own=chat.store.recovery,
+            source=store,
+            recover_own=store.recovery,
         )
         self.transport = MeshTransport(
             self.protocol,
@@ -53,13 +72,14 @@ class MeshLink:
             unicast_port=config.mesh_unicast_port,
             on_events=self.handle_events,
         )
-        chat.on_local_record = self.send_record
-        chat.on_local_presence = self.send_presence
-        chat.remote_presence = lambda room: self.protocol.presence().get(room, [])
-        chat.mesh_status = self.status
-        chat.peer_vectors = lambda: {n: node.vector for n, node in self.protocol.nodes.items()}
 
-    def start(self) -> None:
+    def now(self) -> float:
+        """The protocol's time: the clock the transport drives it with."""
+        return self.transport.monotonic()
+
+    def start(self, chat: Chat) -> None:
+        """Hand what the mesh hears to ``chat`` from now on, and start."""
+        self._chat = chat
         self.transport.start()
         log.info(
             "mesh: group %s:%d on %s, unicast %s:%d",
@@ -72,25 +92,43 @@ class MeshLink:
     def stop(self) -> None:
         self.transport.stop()
 
-    def send_record(self, record: Any) -> None:
-        self.protocol.send_record(record, time.time())
-        self.transport.pump()
+    # -- the chat's Mesh: calls down, sending only ---------------------------------
 
-    def send_presence(self, presence: dict[int, list[str]]) -> None:
-        self.protocol.set_presence(presence, time.time())
-        self.transport.pump()
+    def send_record(self, record: Record) -> None:
+        self.protocol.send_record(record, self.now())
+        self.transport.flush()
+
+    def set_presence(self, presence: dict[int, list[str]]) -> None:
+        self.protocol.set_presence(presence, self.now())
+        self.transport.flush()
+
+    def presence(self, room: int) -> list[tuple[str, str]]:
+        return self.protocol.presence().get(room, [])
+
+    def peer_vectors(self) -> Vectors:
+        return {n: node.vector for n, node in self.protocol.nodes.items()}
+
+    # -- events up, from the transport's greenlets -----------------------------------
 
     def handle_events(self, events: list[Any]) -> None:
+        chat = self._chat
+        if chat is None:
+            raise RuntimeError("mesh events before start(chat)")
         records = [e.record for e in events if isinstance(e, RecordReceived)]
         if records:
-            self.chat.receive_records(records)
-        for event in events:
-            if isinstance(event, RecordsGone):
-                self.chat.store.note_gone(event.origin, event.first, event.last)
-        self.chat.store.save_state_if_changed()
+            chat.receive_records(records)
+        # Refused here: gone for good, never asked for again.
+        refused = [r for r in records if (r.origin, r.seq) not in self.store.vector]
+        for r in refused:
+            self.store.note_refused(r.origin, r.seq)
+        gone = [e for e in events if isinstance(e, RecordsGone)]
+        for event in gone:
+            self.store.note_gone(event.origin, event.first, event.last)
+        if gone or not refused:  # refusals ride with the next save: a flood of them costs no fsync
+            self.store.save_state_if_changed()
         if any(isinstance(e, PresenceChanged) for e in events):
-            for room in range(1, self.chat.rooms + 1):
-                self.chat.presence_changed(room)
+            for room in range(1, chat.rooms + 1):
+                chat.presence_changed(room)
         for event in events:
             self.log_event(event)
 
@@ -112,8 +150,8 @@ class MeshLink:
         return f"{node.name} ({node_id})" if node else node_id
 
     def status(self) -> dict[str, Any]:
-        p, now = self.protocol, time.time()
-        ours = self.chat.store.vector.as_dict()
+        p, now = self.protocol, self.now()
+        ours = self.store.vector.as_dict()
         return {
             "group": f"{self.transport.group}:{self.transport.port}",
             "interfaces": list(self.transport.ifindex),
@@ -155,7 +193,7 @@ class MeshLink:
                 "dropped": dict(p.dropped),
                 "send_errors": dict(self.transport.errors),
             },
-            "clock": {"clamped": p.clock.clamped, "jumps": p.clock_jumps},
+            "clock": {"clamped": p.clock.clamped},
             "limits": p.limits_status(),
             "sync": p.sync_status(),
         }

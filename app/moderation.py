@@ -28,8 +28,8 @@ Every router gives a moderation record effect only if ``authorizes`` holds:
 its ``account`` is bound to its ``by`` name here.  That one rule applies where
 the record is made (``Chat.moderate``), on receipt from a peer (refused and
 counted as "not_admin" in /status, never stored) and when the logs are loaded
-at start (the store is given ``authorizes`` and holds such a record without
-applying it; bans here ignore it).  So a squatter's action, from a page, from
+at start (the store is made with ``ChatPolicy(authorizes)`` and holds such a
+record without applying it; bans here ignore it).  So a squatter's action, from a page, from
 a peer or left on disk by an older version, takes nothing out and bans nobody
 on any router that runs with the binding; messages an older version took out
 for it come back at the next start (their lines are still in the room log, or
@@ -39,8 +39,10 @@ either: such bans must be made again.
 
 Bans: the latest authorized ban or unban of a name, by ``(hlc, origin, seq)``,
 wins on every router; a banned user cannot post or log in anywhere.
-Deletes and clears: the store takes the messages out and refuses them if they
-arrive later (node/store.py).  Moderation records are small and never expire,
+Deletes and clears: ``ChatPolicy`` tells the store what they remove (a
+delete its target, a clear its room's messages stamped before it); the store
+makes those messages gone and refuses them if they arrive later
+(node/store.py, node/policy.py).  Moderation records are small and never expire,
 so a purge cannot bring a deleted message back.  A holder of the mesh key can
 still forge a record from a bound account: the mesh key is trusted to send
 records (DESIGN.md), phones are not.
@@ -49,9 +51,10 @@ records (DESIGN.md), phones are not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from app.accounts import USERNAME_RE, Account, Accounts, name_key
+from app.reads import marker_key, marker_rank
 from node.record import Record, RecordKind, parse_id
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,33 @@ def parse_admin(text: str) -> tuple[str, str | None]:
             f"admin {name}: {account!r} is not an account id (16 hex digits, a colon, a number)"
         )
     return name, account
+
+
+class ChatPolicy:
+    """What chat records do to each other, for the store (node/policy.py):
+    an authorized delete removes its target, an authorized clear cuts its
+    room at its HLC, a read marker is the latest of its user and room
+    (app/reads.py).  ``authorizes`` is the admin binding
+    (``Moderation.authorizes``): given when the store is made, so loading
+    applies the same rule."""
+
+    def __init__(self, authorizes: Callable[[Record], bool]) -> None:
+        self.authorizes = authorizes
+
+    def removes(self, record: Record) -> tuple[tuple[str, int], ...]:
+        target = record.body.get("target")
+        if record.body.get("action") != "delete" or not isinstance(target, str):
+            return ()
+        rid = parse_id(target)  # a line on disk may name anything
+        return (rid,) if rid is not None and self.authorizes(record) else ()
+
+    def cuts(self, record: Record) -> int | None:
+        if record.body.get("action") == "clear" and self.authorizes(record):
+            return record.hlc
+        return None
+
+    supersedes_key = staticmethod(marker_key)
+    rank = staticmethod(marker_rank)
 
 
 class Moderation:

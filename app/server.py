@@ -1,4 +1,10 @@
-"""Wiring: config -> store -> chat -> mesh link -> web server."""
+"""Wiring: config -> store and clock -> mesh link -> chat -> web server.
+
+The mesh link is made before the chat and given to it (app/mesh.py); the
+link hands what it hears to the chat from ``start(chat)`` on.  Every interval
+here runs on the monotonic clock: the router setting its wall clock (NTP
+after a boot at its build date) moves no purge, sync or log timer.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,18 @@ import os
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from app.chat import Chat, iso_utc
+from app.chat import Chat, iso_utc, make_clock
 from app.config import Config, parse_args
 from app.meshlink import MeshLink
-from app.moderation import Moderation
+from app.moderation import ChatPolicy, Moderation
 from app.retention import horizon_ms
+from app.routes_rooms import upgrade_check
 from app.sessions import Sessions
 from app.throttle import client_key
 from app.web import ChatHandler, build_app
@@ -77,14 +85,14 @@ def _purge_forever(chat: Chat, config: Config) -> None:
     check = min(PURGE_CHECK_INTERVAL, config.retention / 10)
     compact_every = min(COMPACT_INTERVAL, config.retention)
     pending = 0
-    last_compact = time.monotonic()
+    last_compact = chat.monotonic()
     while True:
         pending += purge(chat, config)
-        stale = pending + chat.store.stale_read_lines  # read markers superseded too
-        if stale and time.monotonic() - last_compact >= compact_every:
+        stale = pending + chat.store.gone_lines  # read markers superseded or expired too
+        if stale and chat.monotonic() - last_compact >= compact_every:
             rewritten = chat.store.compact()
             log.info("retention: %d logs rewritten without %d expired lines", rewritten, stale)
-            pending, last_compact = 0, time.monotonic()
+            pending, last_compact = 0, chat.monotonic()
         gevent.sleep(check)
 
 
@@ -138,13 +146,16 @@ class ChatServer(WSGIServer):
     closed at once, unread, before a greenlet or a buffer is spent on it.
     ``refused`` counts, by reason, those and the requests the handler
     (app/web.py ChatHandler) refused for their headers (431, 408); the
-    handler reads ``header_timeout`` and ``idle_timeout`` from here."""
+    handler reads ``header_timeout`` and ``idle_timeout`` from here, and asks
+    ``allow_upgrade`` (app/routes_rooms.py ``upgrade_check``) before it
+    answers a WebSocket handshake."""
 
     def __init__(
         self,
         listener: tuple[str, int],
         application: Any,
         *,
+        allow_upgrade: Callable[[dict[str, Any]], bool],
         max_connections: int,
         max_per_address: int,
         header_timeout: float,
@@ -153,6 +164,7 @@ class ChatServer(WSGIServer):
         **kw: Any,
     ) -> None:
         super().__init__(listener, application, handler_class=ChatHandler, **kw)
+        self.allow_upgrade = allow_upgrade
         self.max_connections, self.max_per_address = max_connections, max_per_address
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.connections = 0
@@ -160,7 +172,7 @@ class ChatServer(WSGIServer):
         self.refused: Counter[str] = Counter() if refused is None else refused
         self._logged_at: float | None = None
 
-    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def do_handle(self, sock: Any, address: Any) -> None:
         key = client_key(address[0]) if isinstance(address, tuple) else "?"
         if self.connections >= self.max_connections:
             return self._refuse(sock, "server_full")
@@ -175,7 +187,7 @@ class ChatServer(WSGIServer):
             raise
         return None
 
-    def handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def handle(self, sock: Any, address: Any) -> None:
         try:
             super().handle(sock, address)
         finally:
@@ -204,15 +216,18 @@ class ChatServer(WSGIServer):
 def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
     max_connections = connection_limit(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     # Deletes and clears take effect only by a bound admin (app/moderation.py).
-    store = Store(config.data_dir, config.rooms, authorized=Moderation(config.admin).authorizes)
-    chat = Chat(store, config.node_name, admins=config.admin)
-    mesh = MeshLink(config, chat) if config.mesh else None
+    policy = ChatPolicy(Moderation(config.admin).authorizes)
+    store = Store(config.data_dir, config.rooms, policy=policy)
+    clock = make_clock(store)  # one hybrid clock for the chat and its mesh
+    mesh = MeshLink(config, store, clock) if config.mesh else None
+    chat = Chat(store, config.node_name, mesh=mesh, clock=clock, admins=config.admin)
     sessions = Sessions(config.data_dir)
     refused: Counter[str] = Counter()  # connections and requests refused, for /status
     app = build_app(chat, sessions, captive_portal=config.captive_portal, http_refused=refused)
     server = ChatServer(
         (config.host, config.port),
         app,
+        allow_upgrade=upgrade_check(chat, sessions),
         max_connections=max_connections,
         refused=refused,
         max_per_address=config.max_connections_per_address,
@@ -221,7 +236,6 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
         log=None,
         error_log=logging.getLogger("app.http"),
     )
-    server.allow_upgrade = app.config["cc.allow_upgrade"]
     return server, chat, mesh
 
 
@@ -241,7 +255,7 @@ def run(argv: list[str]) -> int:
     purger = gevent.spawn(_purge_forever, chat, config)
     tracker = gevent.spawn(chat.delivery.run_forever)
     if mesh is not None:
-        mesh.start()
+        mesh.start(chat)  # what the mesh hears goes to the chat from here on
     log.info(
         "node %s (%s) serving http://%s:%d/ with data in %s",
         chat.node_id,

@@ -26,7 +26,9 @@ SESSIONS_FILE = "sessions.json"
 # who is logged in.  run() sets umask 077 too; this holds without it.
 SESSIONS_MODE = 0o600
 TOKEN_BYTES = 32  # 256 bits: unguessable
-# A phone that stays away for a month logs in again.
+# A phone that stays away for a month logs in again.  Measured on the wall
+# clock, not the monotonic one every other duration uses: a session outlives
+# a restart in sessions.json, and a monotonic clock starts again at boot.
 SESSION_LIFETIME = 30 * 24 * 3600
 # Bounds the file and memory: a busy router's whole neighbourhood, many times.
 MAX_SESSIONS = 10_000

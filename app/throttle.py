@@ -1,4 +1,5 @@
-"""Throttles for logins and registrations: pure counters, time passed in.
+"""Throttles for logins and registrations: pure counters, time passed in
+(the monotonic clock: app/routes_accounts.py).
 
 How this works: each key (a client address, a username) has a level that
 every counted event raises by one and that drains by one every ``decay``
@@ -38,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from app.accounts import name_key
+
 # Logins: a person who mistypes gets this many tries in a row per name ...
 LOGIN_FAILURES_PER_NAME = 5
 # ... and per phone (several people may share one phone, or mistype names).
@@ -69,6 +72,9 @@ REGISTRATIONS_IN_FLIGHT_PER_NAME = 1
 # scrypt hash takes about 0.4 s on a router, so they are done by then.
 IN_FLIGHT_RETRY = 1
 IPV6_PREFIX = 64  # one phone's SLAAC privacy addresses share their /64
+# A name's key as counted: the form caps what arrives (MAX_FORM_BYTES in
+# app/site.py), this caps what is kept; twice the longest name.
+NAME_KEY_CHARS = 64
 
 
 def client_key(remote_addr: str | None) -> str:
@@ -262,6 +268,5 @@ class RegistrationThrottle(_Gate):
 
 
 def _name(name: str) -> str:
-    # Names are unique regardless of case (app/accounts.py name_key); the
-    # form caps what arrives (web.MAX_FORM_BYTES), this caps what is kept.
-    return name.casefold()[:64]
+    # Names are unique regardless of case: counted by their key.
+    return name_key(name)[:NAME_KEY_CHARS]

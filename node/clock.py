@@ -8,12 +8,18 @@ often boot at 1970 until NTP answers), and is always greater than every
 timestamp observed.  A peer whose clock runs far ahead cannot drag ours with it:
 a remote physical part more than ``MAX_DRIFT_MS`` ahead of our wall clock is
 clamped and counted.  Callers persist ``last`` (the store keeps it) so the clock
-stays monotonic across restarts.
+stays monotonic across restarts.  The wall clock is a collaborator
+(``wall_ms``, passed in; tests pass a fake): a caller may pass ``wall_ms`` to
+each call instead.  It is the only use of the wall clock in node/: every timer,
+rate and duration there runs on the monotonic ``now`` the transport passes.
 
 Ordering everywhere is ``(hlc, origin, seq)``: total and deterministic.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 COUNTER_BITS = 16
 # 16 bits: 65,536 events within one millisecond before the counter spills into
@@ -40,15 +46,23 @@ def counter(hlc: int) -> int:
     return hlc & COUNTER_MASK
 
 
-class HybridClock:
-    """A hybrid logical clock; pure, the caller passes the wall time."""
+def wall_clock_ms() -> int:
+    """The system's wall clock in milliseconds: ``HybridClock``'s default source."""
+    return int(time.time() * 1000)
 
-    def __init__(self, last: int = 0) -> None:
+
+class HybridClock:
+    """A hybrid logical clock; the wall time comes from ``wall_ms``, or is
+    passed to each call."""
+
+    def __init__(self, last: int = 0, wall_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.last = last
+        self.wall_ms = wall_ms
         self.clamped = 0  # remote timestamps we refused to follow
 
-    def tick(self, wall_ms: int) -> int:
+    def tick(self, wall_ms: int | None = None) -> int:
         """A timestamp for a local event, greater than every earlier one."""
+        wall_ms = self.wall_ms() if wall_ms is None else wall_ms
         wall_ms = max(0, min(wall_ms, PHYSICAL_MAX))
         if wall_ms > physical_ms(self.last):
             self.last = pack(wall_ms, 0)
@@ -58,20 +72,17 @@ class HybridClock:
             self.last += 1
         return self.last
 
-    def observe(self, remote: int, wall_ms: int) -> int:
+    def observe(self, remote: int, wall_ms: int | None = None) -> int:
         """Fold in a timestamp seen from a peer; returns our new ``last``.
 
         A remote timestamp whose physical part is more than ``MAX_DRIFT_MS``
-        ahead of ``wall_ms`` is clamped to that bound (and counted) so a wrong
-        clock on one router cannot move the whole mesh into the future.
+        ahead of the wall clock is clamped to that bound (and counted) so a
+        wrong clock on one router cannot move the whole mesh into the future.
         """
+        wall_ms = self.wall_ms() if wall_ms is None else wall_ms
         limit = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
         if remote > limit:
             self.clamped += 1
             remote = limit
         self.last = max(self.last, remote)
         return self.last
-
-    def is_too_far_ahead(self, remote: int, wall_ms: int) -> bool:
-        """True if a remote timestamp runs further ahead than we accept."""
-        return physical_ms(remote) > wall_ms + MAX_DRIFT_MS

@@ -3,14 +3,14 @@
 How this works: ``split`` cuts the body of a RECORD, BEACON or BATCH datagram into
 ``FragmentDatagram``s of at most ``mtu`` bytes each once serialized (header,
 fragment head and MAC included), all with one transfer id, index 0..count-1 and
-the same hops-left.  The sender picks transfer ids (a counter, or random from a
-passed-in rng) so that ``(sender, transfer id)`` names one transfer.
+the same hops-left.  The sender picks transfer ids (a counter) so that
+``(sender, transfer id)`` names one transfer.
 
 ``Reassembler`` collects the pieces per ``(sender, transfer id)`` in any order,
 ignores duplicates, and returns the inner datagram once every piece is in;
 it carries the header counter of piece 0 (so a replay window can judge a
 reassembled beacon, whatever order its pieces came in).
-It is sans-I/O: ``now`` is a parameter, ``get_timer``/``handle_timer`` time out
+It is sans-I/O: ``now`` (monotonic seconds) is a parameter, ``get_timer``/``handle_timer`` time out
 transfers that stop making progress.  Memory is bounded, and shared fairly
 between senders: one sender holds at most ``MAX_PARTIAL_PER_SENDER`` partial
 transfers and ``MAX_BUFFERED_PER_SENDER`` bytes (going over evicts its own
@@ -18,14 +18,9 @@ oldest transfer), and all together at most ``MAX_PARTIAL_TRANSFERS`` transfers
 and ``MAX_BUFFERED_BYTES`` bytes (going over evicts the oldest transfer of the
 sender holding the most).  So a sender that floods us with fragments, even
 with the mesh key, pushes out its own transfers, never everyone else's.
-Everything dropped is counted in ``dropped`` by reason (pass the protocol's
-counter to share it):
-
-    duplicate_fragment  a piece we hold, or a piece of a transfer just finished
-    fragment_mismatch   a piece whose count or inner kind disagrees with the rest
-    fragment_too_long   pieces adding up to more than MAX_BODY (the transfer goes)
-    fragment_timeout    a partial transfer silent for the timeout (per transfer)
-    fragment_evicted    a partial transfer pushed out by the bounds (per transfer)
+Everything dropped is counted in ``dropped`` by reason (node/reasons.py
+``Drop.DUPLICATE_FRAGMENT``, ``FRAGMENT_*``; pass the protocol's counter to
+share it); timeouts and evictions count once per transfer.
 
 ``holds(piece)`` says, without changing anything, whether a piece would be a
 duplicate, so the protocol can drop replays before charging the sender's
@@ -40,11 +35,11 @@ bounded by ``MAX_CACHED_TRANSFERS`` and ``MAX_CACHED_BYTES``, to resend them.
 
 from __future__ import annotations
 
-import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from node.reasons import Drop
 from node.wire import (
     FRAGMENT_HEAD,
     HEADER,
@@ -52,8 +47,11 @@ from node.wire import (
     MAX_BODY,
     MAX_DATAGRAM,
     MAX_FRAGMENTS,
+    BatchDatagram,
+    BeaconDatagram,
     FragmentDatagram,
     InnerDatagram,
+    RecordDatagram,
     parse_body,
 )
 
@@ -97,11 +95,7 @@ def piece_size(mtu: int) -> int:
 
 
 def split(
-    datagram: InnerDatagram,
-    *,
-    mtu: int = DEFAULT_MTU,
-    transfer_id: int | None = None,
-    rng: random.Random | None = None,
+    datagram: InnerDatagram, *, mtu: int = DEFAULT_MTU, transfer_id: int
 ) -> list[FragmentDatagram]:
     """Cut ``datagram``'s body into fragments that serialize to <= ``mtu`` bytes."""
     size = piece_size(mtu)
@@ -109,10 +103,6 @@ def split(
     count = max(1, -(-len(body) // size))
     if count > MAX_FRAGMENTS:
         raise ValueError(f"{len(body)} bytes need {count} > {MAX_FRAGMENTS} fragments")
-    if transfer_id is None:
-        if rng is None:
-            raise ValueError("pass a transfer_id or an rng")
-        transfer_id = rng.getrandbits(32)
     return [
         FragmentDatagram(
             datagram.sender,
@@ -126,22 +116,6 @@ def split(
         )
         for index in range(count)
     ]
-
-
-def encode(
-    datagram: InnerDatagram,
-    key: bytes,
-    *,
-    mtu: int = DEFAULT_MTU,
-    transfer_id: int | None = None,
-    rng: random.Random | None = None,
-) -> list[bytes]:
-    """``datagram`` serialized whole if it fits ``mtu``, else as fragments."""
-    whole = datagram.serialize(key)
-    if len(whole) <= mtu:
-        return [whole]
-    pieces = split(datagram, mtu=mtu, transfer_id=transfer_id, rng=rng)
-    return [piece.serialize(key) for piece in pieces]
 
 
 @dataclass(slots=True)
@@ -166,14 +140,14 @@ class Reassembler:
         max_bytes: int = MAX_BUFFERED_BYTES,
         max_per_sender: int = MAX_PARTIAL_PER_SENDER,
         max_bytes_per_sender: int = MAX_BUFFERED_PER_SENDER,
-        dropped: Counter[str] | None = None,
+        dropped: Counter[Drop] | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_transfers = max_transfers
         self.max_bytes = max_bytes
         self.max_per_sender = max_per_sender
         self.max_bytes_per_sender = max_bytes_per_sender
-        self.dropped: Counter[str] = Counter() if dropped is None else dropped
+        self.dropped: Counter[Drop] = Counter() if dropped is None else dropped
         self.buffered = 0  # bytes of pieces held
         self._partials: OrderedDict[tuple[str, int], _Partial] = OrderedDict()
         self._finished: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -197,16 +171,16 @@ class Reassembler:
         """
         key = (fragment.sender, fragment.transfer_id)
         if key in self._finished:
-            self.dropped["duplicate_fragment"] += 1
+            self.dropped[Drop.DUPLICATE_FRAGMENT] += 1
             return None
         partial = self._partials.get(key)
         if partial is None:
             partial = self._start(key, fragment, now)
         elif partial.count != fragment.count or partial.inner_kind != fragment.inner_kind:
-            self.dropped["fragment_mismatch"] += 1
+            self.dropped[Drop.FRAGMENT_MISMATCH] += 1
             return None
         if fragment.index in partial.pieces:
-            self.dropped["duplicate_fragment"] += 1
+            self.dropped[Drop.DUPLICATE_FRAGMENT] += 1
             return None
         partial.pieces[fragment.index] = fragment.piece
         if fragment.index == 0:
@@ -217,7 +191,7 @@ class Reassembler:
         self.buffered += len(fragment.piece)
         self._bytes_of[sender] += len(fragment.piece)
         if partial.size > MAX_BODY:
-            self._discard(key, "fragment_too_long")
+            self._discard(key, Drop.FRAGMENT_TOO_LONG)
             return None
         if len(partial.pieces) == partial.count:
             return self._finish(key, sender)
@@ -256,12 +230,7 @@ class Reassembler:
     def handle_timer(self, now: float) -> None:
         for key, partial in list(self._partials.items()):
             if now - partial.last_heard >= self.timeout:
-                self._discard(key, "fragment_timeout")
-
-    def shift(self, delta: float) -> None:
-        """Move every stored time by ``delta`` (the wall clock jumped)."""
-        for partial in self._partials.values():
-            partial.last_heard += delta
+                self._discard(key, Drop.FRAGMENT_TIMEOUT)
 
     def _start(self, key: tuple[str, int], fragment: FragmentDatagram, now: float) -> _Partial:
         sender = key[0]
@@ -289,7 +258,7 @@ class Reassembler:
             key = next((k for k in self._partials if k[0] == victim), None)
             if key is None:
                 return
-            self._discard(key, "fragment_evicted")
+            self._discard(key, Drop.FRAGMENT_EVICTED)
 
     def _release(self, key: tuple[str, int]) -> _Partial:
         partial = self._partials.pop(key)
@@ -301,7 +270,7 @@ class Reassembler:
             del self._transfers_of[sender], self._bytes_of[sender]
         return partial
 
-    def _discard(self, key: tuple[str, int], reason: str) -> None:
+    def _discard(self, key: tuple[str, int], reason: Drop) -> None:
         self._release(key)
         self.dropped[reason] += 1
 
@@ -314,7 +283,8 @@ class Reassembler:
         inner = parse_body(
             partial.inner_kind, body, sender=sender, hops=partial.hops, counter=partial.counter
         )
-        assert not isinstance(inner, FragmentDatagram)  # INNER_KINDS excludes it
+        # INNER_KINDS admits only these
+        assert isinstance(inner, (RecordDatagram, BeaconDatagram, BatchDatagram))
         return inner
 
 

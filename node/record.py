@@ -46,7 +46,9 @@ class Record:
     room: int  # 1..N for messages, 0 for records that belong to no room
     body: Mapping[str, Any] = field(compare=False)
 
-    __hash__ = None  # type: ignore[assignment]  # body is a dict
+    # Records are compared, never hashed (their body is a dict); typeshed
+    # wants __hash__ to be a method, hence the ignore.
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def id(self) -> str:
@@ -129,13 +131,6 @@ class SeqSet:
         if start <= upto:
             yield (start, upto)
 
-    def advance_to(self, low_water: int) -> None:
-        """Treat every seq up to ``low_water`` as held."""
-        if low_water > self.contiguous:
-            self.contiguous = low_water
-            self.extra.discard_through(low_water)
-            self._absorb()
-
 
 class VersionVector:
     """Which record ids a node holds, per origin."""
@@ -175,12 +170,6 @@ class VersionVector:
         if seqs is None:
             seqs = self._origins[origin] = SeqSet()
         return seqs.add_range(first, last)
-
-    def advance_to(self, origin: str, low_water: int) -> None:
-        seqs = self._origins.get(origin)
-        if seqs is None:
-            seqs = self._origins[origin] = SeqSet()
-        seqs.advance_to(low_water)
 
     def origins(self) -> list[str]:
         return sorted(self._origins)
@@ -222,14 +211,6 @@ class RangeSet:
                 break
             total += max(0, min(hi, last) - max(lo, first) + 1)
         return total
-
-    def discard_through(self, seq: int) -> None:
-        """Remove every seq up to ``seq``."""
-        i = bisect.bisect_right(self.ranges, (seq, MAX_SEQ + 1))
-        keep = self.ranges[i:]
-        if i and self.ranges[i - 1][1] > seq:
-            keep.insert(0, (seq + 1, self.ranges[i - 1][1]))
-        self.ranges[:] = keep
 
     def run_end(self, seq: int) -> int:
         """The last seq of the range holding ``seq``; 0 if none does."""

@@ -47,27 +47,17 @@ output.  Five parts, each small and bounded:
   open is asked for them; ``recovery_time`` after the first, what nobody
   sent is declared gone by us, so no peer's vector for us stops at a hole.
 
-Records from BATCH go through the same path as live ones (dedupe by ``known``,
-clock, ``RecordReceived``) but are never relayed: catch-up stays between the
-two nodes.  Nothing received touches our own origin's seqs (the protocol
-refuses such records, catch-up never asks for them) but the lost window of
-``OwnRecovery``.  A GONE marks exactly its seqs as known
-(``VersionVector.add_range``), so they are never asked for again; it is
-taken only where we asked that peer (our live catch-up REQUEST to it, or our
-NACK aimed at it), never for our own origin, and never above what that
-peer's newest beacon claims for the origin: the rest is clipped off, or the
-range refused, counted by reason in ``dropped``.  Without this, one GONE
-for 1..2^32-1 from a key holder would end our own seqs.  Anything from a
-node that is not a direct peer is dropped and counted; progress is in
-``stats`` (for /status).
-
-Why ranges and not a low-water mark ("everything of ``origin`` up to ``low``
-is purged here").  Messages, accounts and moderation records share one seq
-space per origin, and retention expires only messages: an account at seq 1
-outlives messages 2..100, and a low water of 100 would make the asker skip the
-account (that person could not log in on its router).  Moderation removes
-single messages (delete) and whole rooms (clear), which are no prefix either.
-So the responder names what is gone, run by run, and never a seq it holds.
+Records from BATCH go through the same path as live ones (dedupe, clock,
+``RecordReceived``) but are never relayed: catch-up stays between the two
+nodes.  Nothing received touches our own origin's seqs but the lost window of
+``OwnRecovery``.  A GONE range is taken only where we asked that peer (our
+catch-up REQUEST or our NACK), never for our own origin and never above what
+that peer's newest beacon claims (else clipped or refused, counted in
+``dropped``); what is taken goes to the app as ``RecordsGone`` (the store
+keeps it: ``Store.note_gone``) and is seen meanwhile (node/seen.py), so it is
+never asked for again.  GONE names ranges, never a low-water mark: one seq
+space holds messages, accounts and moderation records, and only messages
+expire.  Progress is in ``stats`` (for /status).
 """
 
 from __future__ import annotations
@@ -79,7 +69,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node.fragment import Reassembler, SentCache
-from node.record import RangeSet, Record, VersionVector
+from node.reasons import Drop
+from node.record import RangeSet, Record
+from node.seen import Seen
 from node.wire import (
     BATCH_ENTRY,
     FRAGMENT_INDEX,
@@ -144,8 +136,9 @@ MAX_SCAN_PER_BATCH = 1024
 # when batches come out empty; a zero timer brings us back at once.
 MAX_BUILDS_PER_CALL = 64
 # A token-bucket wake-up lands this much after the exact instant, so floating
-# point (a wall clock near 1.7e9 s resolves ~0.24 us) never wakes us a hair
-# early and finds the bucket still short.
+# point (a clock reading near 1.7e9 s resolves ~0.24 us; a monotonic clock
+# after months of uptime, ~1e7 s, ~2 ns) never wakes us a hair early and
+# finds the bucket still short.
 PACING_EPSILON = 1e-6
 # NACK back-off: 20-60 ms.  Longer than a one-hop round trip on Wi-Fi (a few
 # ms) so the first NACK is heard by the others before theirs fire; short enough
@@ -196,7 +189,7 @@ def ranges_per_request(mtu: int) -> int:
     return max(1, min(MAX_RANGES_PER_REQUEST, fits))
 
 
-def _lacking(known: VersionVector, origin: str, first: int, last: int) -> list[tuple[int, int]]:
+def _lacking(known: Seen, origin: str, first: int, last: int) -> list[tuple[int, int]]:
     """The parts of ``first..last`` of ``origin`` that ``known`` lacks."""
     if known.contiguous(origin) >= last:
         return []
@@ -277,11 +270,11 @@ class Host:
     """The protocol's side: state we read and what we may do."""
 
     node_id: str
-    known: VersionVector
+    known: Seen  # the store's vector, and what the app has yet to settle
     peers: Mapping[str, PeerView]
     mtu: int
     rng: random.Random
-    dropped: Counter[str]
+    dropped: Counter[Drop]
     stats: Counter[str]
     send: Callable[[Any, Addr | None], None]  # queue a datagram (fragments if needed)
     encode: Callable[[Any], list[bytes]]  # serialize (fragments if needed), not queued
@@ -356,11 +349,6 @@ class CatchUp:
         out = self.outstanding
         if out is not None and now >= out.progress + self._wait():
             self.plan(now)
-
-    def shift(self, delta: float) -> None:
-        if self.outstanding is not None:
-            self.outstanding.progress += delta
-        self._avoid = {peer: until + delta for peer, until in self._avoid.items()}
 
     def lag(self) -> dict[str, dict[str, int]]:
         """Per peer: records it has that we lack (``behind``), and records we
@@ -464,10 +452,6 @@ class TokenBucket:
             return 0.0 if self.stamp is None else self.stamp
         return self.stamp + (size - self.tokens) / self.rate + PACING_EPSILON
 
-    def shift(self, delta: float) -> None:
-        if self.stamp is not None:
-            self.stamp += delta
-
     def _refill(self, now: float) -> None:
         if self.stamp is not None:
             self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
@@ -509,7 +493,7 @@ class Responder:
         queue = self._queues.get(key)
         if queue is None:
             if len(self._queues) >= MAX_SERVED_ASKERS:
-                self.host.dropped["request_askers_full"] += 1
+                self.host.dropped[Drop.REQUEST_ASKERS_FULL] += 1
                 return
             queue = self._queues[key] = _Asker(None, deque())
         queue.dest = None if request.multicast else addr
@@ -563,7 +547,7 @@ class Responder:
         if any(c.origin == origin and c.next <= first and last <= c.last for c in queue.cursors):
             return  # asked again while we are still on it (a retry, or another NACK)
         if len(queue.cursors) >= MAX_QUEUED_RANGES:
-            self.host.dropped["request_ranges_full"] += 1
+            self.host.dropped[Drop.REQUEST_RANGES_FULL] += 1
             return
         queue.cursors.append(_Cursor(origin, first, last))
 
@@ -730,10 +714,6 @@ class GapRepair:
         for origin in [o for o, n in self._nacks.items() if now >= n.due]:
             self._fire(origin, now)
 
-    def shift(self, delta: float) -> None:
-        for nack in self._nacks.values():
-            nack.due += delta
-
     def _fire(self, origin: str, now: float) -> None:
         nack = self._nacks[origin]
         lacking = self._lacking(origin, nack)
@@ -795,9 +775,6 @@ class FragmentRepair:
             if due is not None and now >= due:
                 self._ask(key, now)
 
-    def shift(self, delta: float) -> None:
-        self._asked = {k: (when + delta, n) for k, (when, n) in self._asked.items()}
-
     def _holds_record_of(self, key: tuple[str, int]) -> bool:
         """Piece 0 of a RECORD names its id: do we hold it already?"""
         first = self.reassembler.first_piece(*key)
@@ -818,8 +795,7 @@ class FragmentRepair:
     def _ask(self, key: tuple[str, int], now: float) -> None:
         sender, transfer_id = key
         missing = self.reassembler.missing(sender, transfer_id)
-        if not missing:
-            return
+        assert missing  # a pending transfer lacks a piece: the last one finishes it
         if self._holds_record_of(key):  # another relayer's copy of what we have
             self._asked[key] = (now, MAX_FRAGMENT_REPAIRS)
             self.host.stats["fragment_repair_not_needed"] += 1
@@ -846,7 +822,7 @@ class OwnRecovery:
     responder sends what it holds.  Records of our own origin are taken
     only here (``covers``).  ``wait`` after the first peer was heard, what
     nobody sent is declared gone by us: ``RecordsGone`` of our own origin
-    (the store keeps it in ``dead``, catch-up answers it as GONE), so no
+    (the store keeps it as gone, catch-up answers it as GONE), so no
     peer's vector for us stops at a hole.  Alone, we wait: nobody is there
     to disagree.  A peer that is off all that while and holds some of the
     window keeps it; the others hear it is gone (the limit of this scheme).
@@ -887,10 +863,6 @@ class OwnRecovery:
             host.emit(RecordsGone(host.node_id, first, last))
             host.stats["recovery_declared_gone"] += last - first + 1
         self.window = RangeSet()
-
-    def shift(self, delta: float) -> None:
-        if self.deadline is not None:
-            self.deadline += delta
 
     def _lacking(self) -> list[tuple[int, int]]:
         known, own = self.host.known, self.host.node_id
@@ -940,7 +912,7 @@ class Sync:
     def receive(self, datagram: Datagram, addr: Addr, now: float) -> None:
         """A REQUEST, BATCH, GONE or FRAGMENT_REQUEST from another node."""
         if datagram.sender not in self.host.peers:
-            self.host.dropped["not_peer"] += 1
+            self.host.dropped[Drop.NOT_PEER] += 1
             return
         if isinstance(datagram, RequestDatagram):
             self._receive_request(datagram, addr, now)
@@ -970,13 +942,6 @@ class Sync:
         self.gaps.handle_timer(now)
         self.fragments.handle_timer(now)
         self.recovery.handle_timer(now)
-
-    def shift(self, delta: float) -> None:
-        self.catchup.shift(delta)
-        self.responder.bucket.shift(delta)
-        self.gaps.shift(delta)
-        self.fragments.shift(delta)
-        self.recovery.shift(delta)
 
     def status(self) -> dict[str, Any]:
         """Counters and queue sizes for /status."""
@@ -1026,17 +991,17 @@ class Sync:
         it for, up to what its newest beacon claims; never our own origin."""
         dropped = self.host.dropped
         if origin == self.host.node_id:
-            dropped["gone_own_origin"] += 1
+            dropped[Drop.GONE_OWN_ORIGIN] += 1
             return []
         asked = self.catchup.asked(peer, origin) + self.gaps.asked(peer, origin)
         parts = _within(asked, first, last)
         if not parts:
-            dropped["gone_not_asked"] += 1
+            dropped[Drop.GONE_NOT_ASKED] += 1
             return []
         claim = self.host.peers[peer].vector.get(origin, 0)
         kept = _within(parts, 1, claim)
         if not kept:
-            dropped["gone_above_claim"] += 1
+            dropped[Drop.GONE_ABOVE_CLAIM] += 1
         elif kept != [(first, last)]:
             self.host.stats["gone_ranges_clipped"] += 1
         return kept

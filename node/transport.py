@@ -14,11 +14,15 @@ How this works: ``MeshTransport`` drives a sans-I/O ``MeshProtocol``.
   config, loopback on so routers on one host hear each other) and unicast
   replies to a peer.  Peers see its port as our source address, so unicast
   answers come back to it.
+- Time: the protocol runs on ``time.monotonic()`` (``monotonic``), as
+  aioquic's adapter passes ``loop.time()``: a router that sets its wall clock
+  from NTP after boot moves no timer.
 - Greenlets: one reader per socket, and one timer loop that sleeps until the
   protocol's next timer or until ``pump()`` wakes it.  After every input the
-  transport drains the protocol's events (handed to ``on_events``) and sends
-  what it has queued.  Send errors (an interface that went down, a full
-  buffer) are counted, never raised: the mesh repairs losses.
+  transport drains the protocol's events (handed to ``on_events``, which
+  settles them: ``records_settled``) and sends what it has queued.  Send
+  errors (an interface that went down, a full buffer) are counted, never
+  raised: the mesh repairs losses.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ SOCKET_BUFFER_BYTES = 1 << 20
 # a catch-up burst at 1 MB/s brings ~800 datagrams a second; 64 per round
 # keeps a round short (a few ms) while writing to the logs 64 times less often.
 MAX_DRAIN = 64
-# The timer loop re-reads the protocol's timer at least this often, whatever
-# the wall clock did meanwhile (routers set it from NTP after boot).
+# The timer loop re-reads the protocol's timer at least this often: a safety
+# net should a wake-up ever be missed, at the cost of one idle check a second.
 MAX_TIMER_SLEEP = 1.0
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux, not in every Python
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -93,7 +97,7 @@ class MeshTransport:
         ttl: int = DEFAULT_TTL,
         unicast_port: int = 0,
         on_events: Callable[[list[Event]], None],
-        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not interfaces:
             raise ValueError("name at least one mesh interface (the default is lo)")
@@ -103,7 +107,7 @@ class MeshTransport:
         self.ttl = ttl
         self.unicast_port = unicast_port
         self.on_events = on_events
-        self.wall = wall
+        self.monotonic = monotonic  # the protocol's time: timers, rates, durations
         self.ifindex = {name: interface_index(name) for name in interfaces}
         self.ifname = {i: n for n, i in self.ifindex.items()}
         self.errors: Counter[str] = Counter()
@@ -150,7 +154,8 @@ class MeshTransport:
 
     @property
     def unicast_address(self) -> tuple[str, int]:
-        return self.unicast_sock.getsockname()
+        host, port = self.unicast_sock.getsockname()[:2]
+        return str(host), int(port)
 
     # -- running ---------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class MeshTransport:
             s.close()
 
     def pump(self) -> None:
-        """Hand out events, send what the protocol queued, re-arm the timer.
+        """Hand out events, then ``flush``: the reader's and the timer's path.
 
         Events go out as one list per pump, so a burst of records (catch-up)
         is stored with one write per log.
@@ -182,7 +187,16 @@ class MeshTransport:
                 self.on_events(events)
             except Exception:
                 log.exception("handling %d mesh events failed", len(events))
-        for data, dest in self.protocol.datagrams_to_send(self.wall()):
+            # Settled (stored, refused or noted gone) or, after a failure,
+            # lacking again: catch-up brings those back.
+            self.protocol.records_settled()
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the protocol queued and re-arm the timer: the sender's
+        path (a record or presence made here).  Events stay queued for the
+        reader and timer greenlets, so a sender never re-enters ``on_events``."""
+        for data, dest in self.protocol.datagrams_to_send(self.monotonic()):
             self._send(data, dest)
         self._wakeup.set()
 
@@ -250,7 +264,7 @@ class MeshTransport:
 
     def _receive(self, data: bytes, addr: Any, iface: str | None) -> None:
         try:
-            self.protocol.receive_datagram(data, addr, self.wall(), iface)
+            self.protocol.receive_datagram(data, addr, self.monotonic(), iface)
         except Exception:  # a bug of ours must not end the reader: log, count, go on
             self.errors["protocol_bug"] += 1
             log.exception("receiving a datagram from %s failed", addr)
@@ -259,7 +273,7 @@ class MeshTransport:
         while True:
             self._wakeup.clear()
             timer = self.protocol.get_timer()
-            now = self.wall()
+            now = self.monotonic()
             if timer is not None and timer <= now:
                 try:
                     self.protocol.handle_timer(now)

@@ -27,12 +27,8 @@ length-prefixed, and is never relayed; a record too large for one datagram goes
 as a BATCH of one, in FRAGMENTs.  A GONE lists inclusive seq ranges, each
 ``1 <= first <= last``: "these records existed and are gone for good here
 (expired, or removed by moderation): stop asking me for them".  It never covers
-a record the sender holds.  (Kind 6 once carried a per-origin low-water mark,
-"everything up to ``low`` is purged".  That is false: messages, accounts and
-moderation records share one seq space per origin, retention expires only
-messages, so an account at seq 1 outlives messages 2..100; and moderation
-deletes single messages and clears rooms, which are no prefix at all.)  A
-FRAGMENT_REQUEST asks the sender of a stalled fragmented transfer for the
+a record the sender holds (node/sync.py says why ranges, not a low-water
+mark).  A FRAGMENT_REQUEST asks the sender of a stalled fragmented transfer for the
 listed pieces again.
 
 ``sender`` is the node that put this datagram on the wire (for a relayed record
@@ -46,7 +42,8 @@ parsed by ``parse_body`` with the fragments' header fields.
 
 ``parse`` checks the size, the version, then the MAC (any of several keys, so a
 mesh can rotate its key), then everything else, and raises only ``WireError``
-whose ``reason`` is one of ``REASONS``: callers count it and drop the datagram.
+whose ``reason`` is one of ``REASONS`` (node/reasons.py ``Drop``): callers
+count it and drop the datagram.
 Building a datagram from bad values is our own bug and raises ``ValueError``.
 
 Header flags: version 1 defines no flag bits.  A datagram with any flag bit set is
@@ -62,11 +59,12 @@ import hmac
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
 
+from node.reasons import WIRE_REASONS, Drop
 from node.record import MAX_SEQ, ORIGIN_RE, Record, RecordKind
 
 VERSION = 1
@@ -149,26 +147,14 @@ class DatagramKind(IntEnum):
 INNER_KINDS = frozenset({DatagramKind.RECORD, DatagramKind.BEACON, DatagramKind.BATCH})
 _RECORD_KINDS = frozenset(int(k) for k in RecordKind)
 
-REASONS = frozenset(
-    {
-        "too_short",  # shorter than header + MAC
-        "too_long",  # longer than MAX_DATAGRAM, or a length field above its bound
-        "bad_version",  # not VERSION
-        "bad_mac",  # no key gives this tag (wrong mesh, corrupted, forged)
-        "bad_kind",  # unknown datagram kind, or a fragment of an unknown kind
-        "bad_flags",  # a flag bit this version does not define
-        "malformed",  # a body cut short, trailing bytes, a field out of range
-        "bad_utf8",  # a name or JSON body that is not UTF-8
-        "bad_json",  # a record body that is not a JSON object we can re-send
-        "bad_record_kind",  # a record kind this version does not know
-    }
-)
+# What ``parse`` refuses a datagram for: node/reasons.py explains each.
+REASONS = WIRE_REASONS
 
 
 class WireError(Exception):
     """A datagram we refuse; ``reason`` is one of ``REASONS``."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Drop) -> None:
         assert reason in REASONS, reason
         super().__init__(reason)
         self.reason = reason
@@ -226,25 +212,25 @@ class _Reader:
     def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
         values = fmt.unpack_from(self.data, self.pos) if self.left() >= fmt.size else None
         if values is None:
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
         self.pos += fmt.size
         return values
 
     def take(self, n: int) -> bytes:
         if self.left() < n:
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
         self.pos += n
         return self.data[self.pos - n : self.pos]
 
     def text(self, n: int, limit: int) -> str:
         if n > limit:
-            raise WireError("too_long")
+            raise WireError(Drop.TOO_LONG)
         if n == 0:
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
         try:
             return self.take(n).decode("utf-8")
         except UnicodeDecodeError:
-            raise WireError("bad_utf8") from None
+            raise WireError(Drop.BAD_UTF8) from None
 
     def rest(self) -> bytes:
         return self.take(self.left())
@@ -254,7 +240,7 @@ class _Reader:
 
     def finish(self) -> None:
         if self.left():
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
 
 
 # -- RECORD ------------------------------------------------------------------------------
@@ -323,28 +309,29 @@ def _load_json(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise WireError("bad_utf8") from None
+        raise WireError(Drop.BAD_UTF8) from None
     try:
         body = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
         # It must serialize again (we relay it): lone surrogates from "\ud800"
         # escapes do not, and a re-encoding may be a little longer than the raw.
         again = dump_json(body) if isinstance(body, dict) else None
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
-        raise WireError("bad_json") from None
+        raise WireError(Drop.BAD_JSON) from None
     if again is None:
-        raise WireError("bad_json")
+        raise WireError(Drop.BAD_JSON)
     if len(again) > MAX_RECORD_JSON:
-        raise WireError("too_long")
-    return body
+        raise WireError(Drop.TOO_LONG)
+    checked: dict[str, Any] = body  # a dict: ``again`` was made from it
+    return checked
 
 
 def _read_record(body: bytes) -> Record:
     reader = _Reader(body)
     origin, seq, hlc, kind, room = reader.unpack(RECORD_HEAD)
     if seq == 0:
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     if kind not in _RECORD_KINDS:
-        raise WireError("bad_record_kind")
+        raise WireError(Drop.BAD_RECORD_KIND)
     payload = _load_json(reader.rest())
     return Record(origin.hex(), seq, hlc, RecordKind(kind), room, payload)
 
@@ -443,13 +430,13 @@ class BeaconDatagram:
 def _parse_vector(reader: _Reader) -> dict[str, int]:
     (count,) = reader.unpack(VECTOR_COUNT)
     if count > MAX_VECTOR_ENTRIES:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     vector: dict[str, int] = {}
     for _ in range(count):
         origin, seq = reader.unpack(VECTOR_ENTRY)
         vector[origin.hex()] = seq
     if len(vector) != count:  # an origin twice
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     return vector
 
 
@@ -459,14 +446,14 @@ def _parse_presence(reader: _Reader) -> dict[int, tuple[str, ...]]:
     for _ in range(rooms):
         room, count = reader.unpack(ROOM_HEAD)
         if count > MAX_USERS_PER_ROOM:
-            raise WireError("too_long")
+            raise WireError(Drop.TOO_LONG)
         if room in presence:
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
         presence[room] = tuple(
             reader.text(reader.unpack(NAME_LEN)[0], MAX_USERNAME_BYTES) for _ in range(count)
         )
     if _presence_size(presence) > MAX_PRESENCE_BYTES:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     return presence
 
 
@@ -520,12 +507,12 @@ def _parse_fragment(body: bytes, sender: str, hops: int, counter: int) -> Fragme
     reader = _Reader(body)
     inner, transfer_id, index, count = reader.unpack(FRAGMENT_HEAD)
     if inner not in INNER_KINDS:
-        raise WireError("bad_kind")
+        raise WireError(Drop.BAD_KIND)
     if count > MAX_FRAGMENTS:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     piece = reader.rest()
     if not count or index >= count or not piece:
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     return FragmentDatagram(
         sender, DatagramKind(inner), transfer_id, index, count, piece, hops, counter
     )
@@ -586,16 +573,16 @@ def _read_ranges(
     """``count`` (origin, first, last) ranges, then the end of the body: at
     least one, at most ``limit``, each 1 <= first <= last."""
     if count > limit:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     ranges = []
     for _ in range(count):
         origin, first, last = reader.unpack(fmt)
         if not 1 <= first <= last:
-            raise WireError("malformed")
+            raise WireError(Drop.MALFORMED)
         ranges.append((origin.hex(), first, last))
     reader.finish()
     if not ranges:
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     return ranges
 
 
@@ -603,7 +590,7 @@ def _parse_request(body: bytes, sender: str, hops: int, counter: int) -> Request
     reader = _Reader(body)
     target, flags, count = reader.unpack(REQUEST_HEAD)
     if flags & ~REQUEST_FLAGS_KNOWN:
-        raise WireError("bad_flags")
+        raise WireError(Drop.BAD_FLAGS)
     ranges = _read_ranges(reader, count, MAX_REQUEST_RANGES, REQUEST_RANGE)
     multicast = bool(flags & REQUEST_ANSWER_MULTICAST)
     return RequestDatagram(sender, target.hex(), ranges, multicast, hops, counter)
@@ -663,7 +650,7 @@ def _parse_batch(body: bytes, sender: str, hops: int, counter: int) -> BatchData
     records = [_read_record(reader.take(reader.unpack(BATCH_ENTRY)[0])) for _ in range(count)]
     reader.finish()
     if not records:
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     return BatchDatagram(sender, records, hops, counter)
 
 
@@ -746,11 +733,11 @@ def _parse_fragment_request(
     reader = _Reader(body)
     target, transfer_id, count = reader.unpack(FRAGMENT_REQUEST_HEAD)
     if count > MAX_FRAGMENTS:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     indexes = [reader.unpack(FRAGMENT_INDEX)[0] for _ in range(count)]
     reader.finish()
     if not indexes or max(indexes) >= MAX_FRAGMENTS:
-        raise WireError("malformed")
+        raise WireError(Drop.MALFORMED)
     return FragmentRequestDatagram(sender, target.hex(), transfer_id, indexes, hops, counter)
 
 
@@ -767,7 +754,8 @@ Datagram = (
     | FragmentRequestDatagram
 )
 
-_BODY_PARSERS = {
+_BodyParser = Callable[[bytes, str, int, int], Datagram]
+_BODY_PARSERS: dict[int, _BodyParser] = {
     DatagramKind.RECORD: _parse_record,
     DatagramKind.BEACON: _parse_beacon,
     DatagramKind.FRAGMENT: _parse_fragment,
@@ -782,34 +770,34 @@ def parse(data: bytes, keys: Sequence[bytes]) -> Datagram:
     """Parse and authenticate one datagram; raises only ``WireError``."""
     data = bytes(data)
     if len(data) > MAX_DATAGRAM:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     if len(data) < HEADER.size + MAC_LEN:
-        raise WireError("too_short")
+        raise WireError(Drop.TOO_SHORT)
     version, kind, flags, hops, sender, counter = HEADER.unpack_from(data)
     if version != VERSION:
-        raise WireError("bad_version")
+        raise WireError(Drop.BAD_VERSION)
     signed, tag = data[:-MAC_LEN], data[-MAC_LEN:]
     # Try every key (no early exit), each compare in constant time.
     if not sum(hmac.compare_digest(_mac(key, signed), tag) for key in keys):
-        raise WireError("bad_mac")
+        raise WireError(Drop.BAD_MAC)
     if flags & ~FLAGS_KNOWN:
-        raise WireError("bad_flags")
+        raise WireError(Drop.BAD_FLAGS)
     if kind not in _BODY_PARSERS:
-        raise WireError("bad_kind")
+        raise WireError(Drop.BAD_KIND)
     return parse_body(kind, signed[HEADER.size :], sender=sender.hex(), hops=hops, counter=counter)
 
 
 def parse_body(kind: int, body: bytes, *, sender: str, hops: int = 1, counter: int = 0) -> Datagram:
     """Parse a body of ``kind`` (e.g. a reassembled one) with the given header
     fields; raises only ``WireError``."""
-    parser = _BODY_PARSERS.get(kind)  # type: ignore[call-overload]
+    parser = _BODY_PARSERS.get(kind)
     if parser is None:
-        raise WireError("bad_kind")
+        raise WireError(Drop.BAD_KIND)
     if len(body) > MAX_BODY:
-        raise WireError("too_long")
+        raise WireError(Drop.TOO_LONG)
     try:
         return parser(body, sender, hops, counter)
     except WireError:
         raise
     except ValueError:  # a dataclass check that the parser did not make first
-        raise WireError("malformed") from None
+        raise WireError(Drop.MALFORMED) from None

@@ -25,11 +25,9 @@
   const onlineCount = $("online-count");
 
   const OLDER_PAGE = 50;
-  const HISTORY_PAGE = 100; // what the router sends on connect (app/chat.py HISTORY_LIMIT)
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 15000;
   const READ_EVERY_MS = 5000; // "read" frames: at most one per this long (and on leaving)
-  const MENTION = /@([A-Za-z0-9_.-]{1,32})/g;
   const TITLE = document.title;
 
   const shown = new Map(); // message id -> <li>
@@ -42,6 +40,13 @@
   let errorTimer = null;
   let admin = false; // the router says so in "hello"; it checks every action itself
   let readUpto = null; // the router's read marker for this room, from "hello"
+  // Also from "hello": my name's key (the router compares names by it), the
+  // rule for a name (and so for a mention), and how many messages a fresh
+  // history holds at most (fewer: the room's history begins there).
+  let myKey = null;
+  let nameRule = null;
+  let mention = null;
+  let historyPage = null;
   let firstHistory = true;
   let loadingOlder = false;
   let newest = 0n; // hlc of the newest message shown
@@ -98,13 +103,24 @@
     return h;
   }
 
+  function keyOf(name) {
+    // The router's key of a name: its casefold.  A name by the router's rule
+    // is ASCII, where that is A-Z lowered (toLowerCase does more: "\u0130").
+    if (!nameRule || !nameRule.test(name)) return null;
+    return name.replace(/[A-Z]/g, (c) => c.toLowerCase());
+  }
+
+  function isMe(name) {
+    return myKey !== null && keyOf(name) === myKey;
+  }
+
   function textOf(text, li) {
     // The text as text nodes; mentions of me are wrapped in <mark>.
     const p = el("p", "text");
     let at = 0;
-    for (const match of text.matchAll(MENTION)) {
+    for (const match of mention ? text.matchAll(mention) : []) {
       const name = match[1].replace(/\.+$/, ""); // "@ann." ends a sentence
-      if (name.toLowerCase() !== me.toLowerCase()) continue;
+      if (!isMe(name)) continue;
       p.append(text.slice(at, match.index), el("mark", "mention", "@" + name));
       at = match.index + 1 + name.length;
       li.classList.add("mentions-me");
@@ -119,7 +135,7 @@
     li.msg = m;
     const when = new Date(m.time);
     li.dataset.day = dayLabel(when);
-    const mine = m.author === me;
+    const mine = isMe(m.author);
     if (mine) li.classList.add("mine");
     li.append(head(m.author, m.node, when, mine ? statusText(m.id) : undefined), textOf(m.text, li));
     if (admin) li.append(adminTools(m));
@@ -205,7 +221,7 @@
     const added = messages.map(insert).filter(Boolean);
     if (!added.length) return;
     for (const li of added) {
-      if (!document.hidden || li.msg.author === me) continue;
+      if (!document.hidden || isMe(li.msg.author)) continue;
       if (hiddenNew === 0) markNew(li);
       hiddenNew++;
     }
@@ -277,6 +293,10 @@
       admin = Boolean(f.admin);
       $("clear").hidden = !admin;
       if (readUpto === null && f.read !== undefined) readUpto = BigInt(f.read);
+      myKey = f.key;
+      nameRule = new RegExp("^(?:" + f.name_rule + ")$");
+      mention = new RegExp("@(" + f.name_rule + ")", "g");
+      historyPage = f.history_page;
       retryMs = RETRY_MIN_MS;
       setState("connected", "ok");
       banner.hidden = true;
@@ -285,7 +305,7 @@
       if (f.reset) {
         list.replaceChildren();
         shown.clear();
-        olderButton.hidden = f.messages.length < HISTORY_PAGE;
+        olderButton.hidden = f.messages.length < historyPage;
         startNote.hidden = !olderButton.hidden || f.messages.length === 0;
       }
       if (f.last) lastArrived = f.last;
@@ -293,7 +313,7 @@
       firstHistory = false;
       f.messages.forEach(insert);
       const fresh = [...list.children].find((li) =>
-        li.msg.author !== me && readUpto !== null && BigInt(li.msg.hlc) > readUpto);
+        !isMe(li.msg.author) && readUpto !== null && BigInt(li.msg.hlc) > readUpto);
       if (fresh) markNew(fresh);
       relayout();
       if (fresh) fresh.scrollIntoView({ block: "center" }); else toBottom();

@@ -6,11 +6,11 @@
 % end
 <form method="post" action="/register" class="card">
   <input type="hidden" name="csrf" value="{{csrf}}">
-  <label>Username <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="32" aria-describedby="name-rule"></label>
+  <label>Username <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="{{username_max}}" aria-describedby="name-rule"></label>
   <small id="name-rule">{{USERNAME_RULE}}</small>
-  <label>Password <input name="password" type="password" autocomplete="new-password" required maxlength="256" aria-describedby="pw-rule"></label>
+  <label>Password <input name="password" type="password" autocomplete="new-password" required maxlength="{{password_max}}" aria-describedby="pw-rule"></label>
   <small id="pw-rule">{{PASSWORD_RULE}}</small>
-  <label>Password again <input name="confirm" type="password" autocomplete="new-password" required maxlength="256"></label>
+  <label>Password again <input name="confirm" type="password" autocomplete="new-password" required maxlength="{{password_max}}"></label>
   <button type="submit">Create account</button>
 </form>
 <p>Have an account? <a href="/login">Log in</a>.</p>

@@ -9,7 +9,7 @@ but it needs a new name. Your password stays the same.</p>
 % end
 <form method="post" action="/rename" class="card">
   <input type="hidden" name="csrf" value="{{csrf}}">
-  <label>New username <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="32" aria-describedby="name-rule"></label>
+  <label>New username <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="{{username_max}}" aria-describedby="name-rule"></label>
   <small id="name-rule">{{USERNAME_RULE}}</small>
   <button type="submit">Take this name</button>
 </form>

@@ -23,7 +23,7 @@
   </div>
   <form id="send" class="composer" autocomplete="off">
     <label for="text" class="visually-hidden">Message</label>
-    <textarea id="text" rows="1" maxlength="2000" placeholder="Message room {{room}}" enterkeyhint="send"></textarea>
+    <textarea id="text" rows="1" maxlength="{{text_max}}" placeholder="Message room {{room}}" enterkeyhint="send"></textarea>
     <button type="submit">Send</button>
   </form>
 </div>

@@ -8,7 +8,7 @@
     <div class="room-top">
       <a href="/room/{{r['n']}}">Room {{r['n']}}</a>
 %   if unread:
-      <span class="badge">{{'999+' if unread >= 1000 else unread}}<span class="visually-hidden"> unread</span></span>
+      <span class="badge">{{str(unread_max - 1) + '+' if unread >= unread_max else unread}}<span class="visually-hidden"> unread</span></span>
 %   end
     </div>
 %   if r['last']:

@@ -19,10 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import websocket
+
+if TYPE_CHECKING:
+    from app.chat import Chat
+    from node.record import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0  # a router starts in well under a second; CI machines are shared
@@ -38,6 +42,12 @@ class Response:
 
     def json(self) -> Any:
         return json.loads(self.text)
+
+
+def receive_one(chat: Chat, record: Record) -> bool:
+    """One record from a peer, as the mesh hands them over (in a list):
+    True if the chat stored it."""
+    return bool(chat.receive_records([record]))
 
 
 def free_port() -> int:

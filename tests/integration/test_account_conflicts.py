@@ -7,7 +7,7 @@ from pathlib import Path
 
 from app.accounts import Accounts, hash_password
 from node.record import Record, RecordKind
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, receive_one
 from tests.integration.test_web import Site
 
 OTHER = "0" * 16  # a router whose clock ran earlier
@@ -71,7 +71,7 @@ def test_displaced_session_must_rename_and_keeps_its_password(tmp_path: Path) ->
     c.login("ann")
     assert c.get("/").status == 200
     # The other router's earlier registration of the same name arrives.
-    assert site.chat.receive_record(registration(OTHER, 1, 1, "ann", "the-other-ann"))
+    assert receive_one(site.chat, registration(OTHER, 1, 1, "ann", "the-other-ann"))
     r = c.get("/")
     assert r.status == 303 and r.headers["location"].endswith("/rename")
     assert c.get("/room/1").headers["location"].endswith("/rename")
@@ -175,10 +175,10 @@ def test_records_from_peers_are_checked_before_storing(tmp_path: Path) -> None:
         ),
     ]
     for r in bad:
-        assert not site.chat.receive_record(r)
+        assert not receive_one(site.chat, r)
     assert site.store.count(1) == 0 and len(site.chat.accounts) == 0
     assert sum(site.chat.refused.values()) == len(bad)
     good = Record(
         OTHER, 7, 5, RecordKind.MESSAGE, 1, {"author": "x", "node": "n", "time": 1, "text": "fine"}
     )
-    assert site.chat.receive_record(good) and site.store.count(1) == 1
+    assert receive_one(site.chat, good) and site.store.count(1) == 1

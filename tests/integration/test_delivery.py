@@ -41,11 +41,11 @@ def test_counts_grow_and_go_to_the_senders_pages_only() -> None:
     hub.rooms[2].add(ann_other_room)
     now = [0.0]
     vectors: dict[str, dict[str, int]] = {}
-    tracker = DeliveryTracker(hub, lambda: None, clock=lambda: now[0])
+    tracker = DeliveryTracker(hub, dict, clock=lambda: now[0])  # a lone router's: {}
     tracker.track(message(1))
     tracker.track(message(2))
     assert tracker.check() == 0  # a lone router: no vectors, nothing said
-    tracker.vectors = lambda: lambda: vectors
+    tracker.vectors = lambda: vectors
     vectors.update({"b" * 16: {ME: 1}, "c" * 16: {}})
     assert tracker.check() == 1
     assert ann.frames == [{"type": "seen", "id": f"{ME}:1", "routers": 1}]

@@ -9,7 +9,9 @@ import json
 import re
 from pathlib import Path
 
+from app import reads
 from app.chat import READ_RECORD_INTERVAL, Chat, check_remote_record
+from app.moderation import ChatPolicy, Moderation
 from node.record import Record, RecordKind
 from node.store import READS_LOG, Store
 from tests.helpers import (
@@ -17,11 +19,13 @@ from tests.helpers import (
     Router,
     WsClient,
     loopback_mesh,
+    receive_one,
     routers,
     wait_for,
 )
 
 OTHER = "b" * 16
+POLICY = ChatPolicy(Moderation().authorizes)  # as app/server.py makes the store
 
 
 def unread(session: HttpSession) -> dict[int, int]:
@@ -102,7 +106,7 @@ def test_a_read_on_one_router_clears_the_count_on_the_other(tmp_path: Path) -> N
 
 
 def make_chat(path: Path, wall: list[float]) -> Chat:
-    return Chat(Store(path, 2), "here", wall=lambda: wall[0])
+    return Chat(Store(path, 2, policy=POLICY), "here", wall=lambda: wall[0])
 
 
 def message(seq: int, hlc: int, author: str = "bob", room: int = 1) -> Record:
@@ -128,53 +132,54 @@ def test_markers_are_rate_limited_and_the_latest_wins(tmp_path: Path) -> None:
     wall = [1000.0]
     chat = make_chat(tmp_path, wall)
     chat.receive_records([message(i, 100 * i) for i in range(1, 6)])
-    assert chat.store.unread(1, "ann") == 5
+    assert reads.unread(chat.store, 1, "ann") == 5
     assert chat.mark_read("ann", 1, 200)  # written at once
-    assert chat.store.read_marker("ann", 1) == 200
+    assert reads.read_marker(chat.store, "ann", 1) == 200
     assert chat.mark_read("Ann", 1, 300)  # too soon: pending, but counted already
-    assert chat.store.read_marker("ann", 1) == 200 and chat.read_marker("ANN", 1) == 300
-    assert chat.store.unread(1, "ann", chat.read_marker("ann", 1)) == 2
+    assert reads.read_marker(chat.store, "ann", 1) == 200 and chat.read_marker("ANN", 1) == 300
+    assert reads.unread(chat.store, 1, "ann", chat.read_marker("ann", 1)) == 2
     assert not chat.mark_read("ann", 1, 250)  # backwards: nothing
     assert chat.mark_read("ann", 1, 10**19)  # past the newest message: clamped
     assert chat.read_marker("ann", 1) == 500
     wall[0] += READ_RECORD_INTERVAL
-    first = chat.store.reads[("ann", 1)]
+    first = chat.store.latest_of(("ann", 1))
+    assert first is not None
     written = chat.write_read(("ann", 1))
     assert written is not None and written.body["upto"] == 500
     # The superseded marker is gone for good: answered as gone, not stored again.
     assert chat.store.get(first.origin, first.seq) is None
     assert chat.store.is_gone(first.origin, first.seq)
-    assert not chat.receive_record(first)
+    assert not receive_one(chat, first)
     # From a peer: an older marker changes nothing, a newer one wins.
-    assert not chat.receive_record(read(10, 600, "400"))
-    assert chat.store.read_marker("ann", 1) == 500
-    assert chat.receive_record(read(11, 650, "550"))
-    assert chat.store.read_marker("ann", 1) == 550
+    assert not receive_one(chat, read(10, 600, "400"))
+    assert reads.read_marker(chat.store, "ann", 1) == 500
+    assert receive_one(chat, read(11, 650, "550"))
+    assert reads.read_marker(chat.store, "ann", 1) == 550
     chat.store.close()
-    again = Store(tmp_path, 2)
-    assert again.read_marker("ann", 1) == 550
+    again = Store(tmp_path, 2, policy=POLICY)
+    assert reads.read_marker(again, "ann", 1) == 550
     assert again.skipped_lines == 0
     assert again.compact() == 1  # the superseded lines leave reads.log
     assert len((tmp_path / READS_LOG).read_text().splitlines()) == 1
     again.close()
-    third = Store(tmp_path, 2)
-    assert third.read_marker("ann", 1) == 550
+    third = Store(tmp_path, 2, policy=POLICY)
+    assert reads.read_marker(third, "ann", 1) == 550
     assert third.is_gone(first.origin, first.seq) and third.is_gone(OTHER, 10)
 
 
 def test_markers_expire_with_retention(tmp_path: Path) -> None:
     chat = make_chat(tmp_path, [1000.0])
     chat.receive_records([message(1, 100), read(2, 150, 100), message(3, 300)])
-    assert chat.store.unread(1, "ann") == 1
+    assert reads.unread(chat.store, 1, "ann") == 1
     chat.store.expire(200)
-    assert chat.store.reads == {} and chat.store.is_gone(OTHER, 2)
-    assert chat.store.unread(1, "ann") == 1  # what remains is after the marker anyway
-    assert not chat.receive_record(read(2, 150, 100))
-    assert not chat.receive_record(read(4, 160, 100))  # older than the horizon
+    assert chat.store.latest_by_key == {} and chat.store.is_gone(OTHER, 2)
+    assert reads.unread(chat.store, 1, "ann") == 1  # what remains is after the marker anyway
+    assert not receive_one(chat, read(2, 150, 100))
+    assert not receive_one(chat, read(4, 160, 100))  # older than the horizon
     assert chat.store.compact() == 2  # room-1.log and reads.log
     chat.store.close()
-    again = Store(tmp_path, 2)
-    assert again.reads == {} and again.is_gone(OTHER, 2)
+    again = Store(tmp_path, 2, policy=POLICY)
+    assert again.latest_by_key == {} and again.is_gone(OTHER, 2)
 
 
 def test_read_records_from_peers_are_checked(tmp_path: Path) -> None:

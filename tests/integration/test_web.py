@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.accounts import PASSWORD_MIN, USERNAME_MAX, verify_password
-from app.chat import Chat
+from app.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, verify_password
+from app.chat import MAX_TEXT_CHARS, UNREAD_MAX, Chat
 from app.sessions import Sessions
 from app.web import build_app
+from node.record import Record, RecordKind
 from node.store import ACCOUNTS_LOG, Store
 from tests.helpers import PASSWORD, HttpSession, WsgiTransport
 
@@ -224,3 +225,24 @@ def test_oversized_form_is_refused(site: Site) -> None:
         "/register", {"csrf": token, "username": "x" * 5000, "password": "p", "confirm": "p"}
     )
     assert r.status == 413
+
+
+def test_pages_take_their_limits_from_the_server(site: Site) -> None:
+    """The forms' maxlength and the room list's badge are the server's limits."""
+    c = site.client()
+    page = c.get("/register").text
+    assert f'maxlength="{USERNAME_MAX}"' in page and f'maxlength="{PASSWORD_MAX}"' in page
+    c.register("ann")
+    c.login("ann")
+    # Messages from a peer, after ann's account: all unread, over the cap.
+    joined = site.chat.joined("ann")
+    body = {"author": "bob", "node": "there", "time": 1, "text": "hi"}
+    site.chat.receive_records(
+        [
+            Record("0123456789abcdef", n, joined + n, RecordKind.MESSAGE, 1, body)
+            for n in range(1, UNREAD_MAX + 1)
+        ]
+    )
+    rooms = c.get("/").text
+    assert f">{UNREAD_MAX - 1}+<" in rooms, "the badge stops at the server's cap"
+    assert f'maxlength="{MAX_TEXT_CHARS}"' in c.get("/room/1").text

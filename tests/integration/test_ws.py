@@ -10,7 +10,8 @@ import time
 import pytest
 import websocket
 
-from app.chat import MAX_TEXT_CHARS, RATE_BURST
+from app.accounts import USERNAME_RE
+from app.chat import HISTORY_LIMIT, MAX_TEXT_CHARS, RATE_BURST
 from node.store import room_log_name
 from tests.helpers import Router
 
@@ -44,6 +45,11 @@ def test_hello_history_presence_then_chat_between_two_clients(router: Router) ->
         "node": "alpha",
         "node_id": router.status()["node_id"],
         "admin": False,
+        # What the page needs to agree with the server: the name key, the
+        # rule for a name (and a mention), the page size of a history.
+        "key": "ann",
+        "name_rule": USERNAME_RE.pattern,
+        "history_page": HISTORY_LIMIT,
     }
     assert a.recv()["type"] == "history"
     assert a.recv_type("presence")["users"] == [{"user": "ann", "node": "alpha"}]

@@ -11,7 +11,10 @@ reproducible.  Nothing sleeps.
 
 Unicast (a destination address) reaches only the node at that address among
 those that hear the sender.  Each node keeps what it made and received in a
-``DictSource`` (the store, for answering catch-up requests).  ``partition`` and
+``DictSource`` (the store, for answering catch-up requests) and its version
+vector, which its protocol reads as ``known``; like the app, the simulator
+settles every event it drains (``settle``).  Simulated time is both the
+protocol's monotonic ``now`` and each hybrid clock's wall clock.  ``partition`` and
 ``heal`` cut and restore links; ``restart`` brings a node back with its old
 state or wiped (a new node id, nothing known); ``preload`` gives a node a
 history without sending it.
@@ -24,17 +27,20 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from node import fragment
 from node.clock import HybridClock
 from node.fragment import DEFAULT_MTU
 from node.protocol import (
     BEACON_INTERVAL,
     DEFAULT_HOP_LIMIT,
     Event,
+    MeshConfig,
     MeshProtocol,
     RecordReceived,
 )
 from node.record import Record, RecordKind, VersionVector
-from node.wire import parse
+from node.sync import RecordsGone
+from node.wire import BatchDatagram, BeaconDatagram, Datagram, RecordDatagram, parse
 
 KEY = b"simulated mesh key, 32 bytes...."
 PORT = 8888
@@ -117,18 +123,58 @@ def node_id(index: int, generation: int = 0) -> str:
     return f"{0xA0 + index + 0x1000 * generation:016x}"
 
 
+def protocol(config: dict, **collaborators) -> MeshProtocol:
+    """A ``MeshProtocol`` from keyword settings: those of ``MeshConfig`` make
+    the config, the rest (clock, known, rng, source, recover_own) are passed."""
+    fields = set(MeshConfig.__dataclass_fields__)
+    settings = {k: v for k, v in config.items() if k in fields}
+    collaborators |= {k: v for k, v in config.items() if k not in fields}
+    return MeshProtocol(MeshConfig(**settings), **collaborators)
+
+
 def by_hand(**kwargs) -> MeshProtocol:
-    """One protocol to feed datagrams by hand: node 0, the simulator's key."""
+    """One protocol to feed datagrams by hand: node 0, the simulator's key,
+    a hybrid clock whose wall clock stands at ``START``."""
     settings = dict(
         node_id=node_id(0),
         node_name="me",
         keys=[KEY],
-        clock=HybridClock(),
+        clock=HybridClock(wall_ms=lambda: int(START * 1000)),
         known=VersionVector(),
         rng=random.Random(1),
     )
     settings.update(kwargs)
-    return MeshProtocol(**settings)
+    return protocol(settings)
+
+
+def settle(p: MeshProtocol, store: DictSource | None = None) -> list[Event]:
+    """Drain ``p``'s events and settle them as the app does (app/meshlink.py):
+    every record received is stored, every GONE range noted, in ``p.known``
+    (the store's vector); then tell ``p``.  The events, in order."""
+    out = []
+    for _ in range(1_000_000):
+        event = p.next_event()
+        if event is None:
+            break
+        out.append(event)
+        if isinstance(event, RecordReceived):
+            p.known.add(event.record.origin, event.record.seq)
+            if store is not None:
+                store.put(event.record)
+        elif isinstance(event, RecordsGone):
+            p.known.add_range(event.origin, event.first, event.last)
+    p.records_settled()
+    return out
+
+
+def encode(datagram: Datagram, key: bytes, *, transfer_id: int, mtu: int = DEFAULT_MTU):
+    """``datagram`` serialized whole if it fits ``mtu``, else as fragments."""
+    whole = datagram.serialize(key)
+    if len(whole) <= mtu:
+        return [whole]
+    assert isinstance(datagram, (RecordDatagram, BeaconDatagram, BatchDatagram))
+    pieces = fragment.split(datagram, mtu=mtu, transfer_id=transfer_id)
+    return [piece.serialize(key) for piece in pieces]
 
 
 class Mesh:
@@ -178,17 +224,16 @@ class Mesh:
     def _protocol(
         self, i: int, nid: str, known: VersionVector, source: DictSource, clock: HybridClock
     ) -> MeshProtocol:
-        return MeshProtocol(
-            node_id=nid,
-            node_name=f"node{i}",
-            keys=[self.keys.get(i, KEY)],
+        clock.wall_ms = lambda: int(self.now * 1000)  # simulated time is the wall clock too
+        config = dict(node_id=nid, node_name=f"node{i}", keys=[self.keys.get(i, KEY)])
+        return protocol(
+            config | self.settings,
             clock=clock,
             known=known,
             rng=random.Random(
                 self.seed * 1000 + i + 100 * self.generations[i] + 10_000 * self.boots[i]
             ),
             source=source,
-            **self.settings,
         )
 
     @classmethod
@@ -248,6 +293,11 @@ class Mesh:
         self.nodes[i] = node
         return node
 
+    def store(self, i: int, record: Record) -> None:
+        """Node i's app stores ``record`` (made there) before sending it."""
+        self.nodes[i].source.put(record)
+        self.nodes[i].protocol.known.add(record.origin, record.seq)
+
     def preload(self, i: int, records: Iterable[Record]) -> None:
         """Node i holds ``records`` already (as if stored before start-up)."""
         node = self.nodes[i]
@@ -267,8 +317,8 @@ class Mesh:
     def send(self, i: int, text: str, room: int = 1) -> Record:
         """Node i's user posts ``text``: make the record and send it now."""
         record = self.make_record(i, text, room)
+        self.store(i, record)
         self.nodes[i].protocol.send_record(record, self.now)
-        self.nodes[i].source.put(record)
         self._flush(self.nodes[i])
         return record
 
@@ -330,10 +380,7 @@ class Mesh:
                     node.sent_unicast.append(data)
             for dst in self._receivers(node.index, dest):
                 self._transmit(node.index, dst, data)
-        while (event := node.protocol.next_event()) is not None:
-            node.events.append(event)
-            if isinstance(event, RecordReceived):
-                node.source.put(event.record)
+        node.events += settle(node.protocol, node.source)
 
     def _receivers(self, src: int, dest: tuple[str, int] | None) -> list[int]:
         heard = sorted(self.hears[src] | ({src} if self.loopback else set()))

@@ -11,7 +11,7 @@ import pytest
 from app.accounts import AccountError
 from app.chat import Chat, ChatError
 from app.config import parse_args
-from app.moderation import Moderation, parse_admin
+from app.moderation import ChatPolicy, Moderation, parse_admin
 from app.throttle import (
     IN_FLIGHT_RETRY,
     LOGIN_FAILURES_PER_NAME,
@@ -136,7 +136,7 @@ def clear(account_id: str, seq: int, ms: int) -> Record:
 
 
 def router(path: Path, admins: list[str]) -> Chat:
-    store = Store(path, 2, authorized=Moderation(admins).authorizes)
+    store = Store(path, 2, policy=ChatPolicy(Moderation(admins).authorizes))
     return Chat(store, "b", admins=admins)
 
 
@@ -156,7 +156,7 @@ def test_a_squatters_clear_from_a_peer_is_refused_and_counted(tmp_path: Path) ->
 
 def test_a_squatters_clear_on_disk_takes_nothing_out(tmp_path: Path) -> None:
     # Written by a router that let the squatter act (an older version).
-    store = Store(tmp_path, 2)
+    store = Store(tmp_path, 2, policy=ChatPolicy(lambda record: True))
     for r in (
         account("c" * 16, 1, 10, "boss"),
         message(1, 20),

@@ -16,7 +16,6 @@ from node.fragment import (
     MIN_MTU,
     REASSEMBLY_TIMEOUT,
     Reassembler,
-    encode,
     piece_size,
     split,
 )
@@ -32,6 +31,7 @@ from node.wire import (
     WireError,
     parse,
 )
+from tests.unit.mesh_sim import encode
 
 KEY = b"fragment test key"
 SENDER = "00000000000000a1"
@@ -84,16 +84,11 @@ def test_emoji_message_of_2000_characters_needs_several_fragments():
 
 def test_encode_sends_small_datagrams_whole():
     small = big_record(10)
-    assert encode(small, KEY, rng=None) == [small.serialize(KEY)]
+    assert encode(small, KEY, transfer_id=0) == [small.serialize(KEY)]
 
 
-def test_transfer_id_from_rng_or_caller():
-    assert split(big_record(), rng=random.Random(5))[0].transfer_id == (
-        random.Random(5).getrandbits(32)
-    )
+def test_transfer_id_from_the_caller():
     assert split(big_record(), transfer_id=99)[0].transfer_id == 99
-    with pytest.raises(ValueError, match="transfer_id or an rng"):
-        split(big_record())
 
 
 @pytest.mark.parametrize("mtu", [MIN_MTU - 1, 0, MAX_DATAGRAM + 1])
@@ -190,13 +185,6 @@ def test_timeout_drops_a_stalled_transfer():
     assert reassembler.buffered == 0
     assert reassembler.dropped == Counter(fragment_timeout=1)
     assert reassembler.get_timer() is None
-
-
-def test_shift_moves_timeouts_with_a_clock_jump():
-    reassembler = Reassembler()
-    reassembler.receive(split(big_record(), transfer_id=1)[0], 100.0)
-    reassembler.shift(-50.0)
-    assert reassembler.get_timer() == 50.0 + REASSEMBLY_TIMEOUT
 
 
 def test_too_many_partial_transfers_evicts_the_oldest():

@@ -66,7 +66,7 @@ def test_the_issue_attack_cannot_touch_our_seqs_and_the_router_keeps_posting(
     p.receive_datagram(sealed(attack), PEER_ADDR, START)
     for event in gone_events(p):  # as app/meshlink.py does
         store.note_gone(event.origin, event.first, event.last)
-    assert p.known.highest(store.node_id) == 0 and p.known.highest(FAR) == 0
+    assert p.seen.highest(store.node_id) == 0 and p.seen.highest(FAR) == 0
     assert store.next_seq() == 1
     assert p.dropped["gone_own_origin"] == 1
     assert p.dropped["gone_not_asked"] == 2
@@ -76,7 +76,7 @@ def test_gone_for_our_own_origin_is_refused_even_when_the_beacon_claims_it() -> 
     p = by_hand()
     p.receive_datagram(beacon(PEER, {ME: 500}, 1), PEER_ADDR, START)
     p.receive_datagram(sealed(GoneDatagram(PEER, [(ME, 1, 500)])), PEER_ADDR, START)
-    assert p.known.highest(ME) == 0 and gone_events(p) == []
+    assert p.seen.highest(ME) == 0 and gone_events(p) == []
     assert p.dropped["gone_own_origin"] == 1
 
 
@@ -88,7 +88,7 @@ def test_gone_is_clipped_to_the_asked_ranges_and_the_peers_claim() -> None:
     assert [r.ranges for r in asked] == [((FAR, 1, 50),)]
     wide = GoneDatagram(PEER, [(FAR, 1, 1000), (FAR, 2000, 3000)])
     p.receive_datagram(sealed(wide), PEER_ADDR, START + 0.01)
-    assert p.known.contiguous(FAR) == 50 and p.known.highest(FAR) == 50
+    assert p.seen.contiguous(FAR) == 50 and p.seen.highest(FAR) == 50
     assert [(e.first, e.last) for e in gone_events(p)] == [(1, 50)]
     assert p.sync_stats["gone_ranges_clipped"] == 1
     assert p.dropped["gone_not_asked"] == 1
@@ -103,7 +103,7 @@ def test_gone_above_the_peers_claim_is_refused() -> None:
     [asked] = requests(p, START)
     assert asked.target == OTHER_PEER
     p.receive_datagram(sealed(GoneDatagram(PEER, [(FAR, 1, 40)])), PEER_ADDR, START + 0.01)
-    assert p.known.highest(FAR) == 0
+    assert p.seen.highest(FAR) == 0
     assert p.dropped["gone_not_asked"] == 1
 
 
@@ -125,8 +125,8 @@ def test_gone_answering_our_nack_is_taken_and_only_for_the_hole() -> None:
     gone = GoneDatagram(PEER, [(FAR, 5, 9), (FAR, 11, 20)])
     p.receive_datagram(sealed(gone), PEER_ADDR, now + 0.01)
     assert [(e.first, e.last) for e in gone_events(p)] == [(5, 9)]
-    assert p.known.contiguous(FAR) == 10 and 11 not in [
-        s for s in range(11, 21) if (FAR, s) in p.known
+    assert p.seen.contiguous(FAR) == 10 and 11 not in [
+        s for s in range(11, 21) if (FAR, s) in p.seen
     ]
     assert p.dropped["gone_not_asked"] == 1
 
@@ -137,6 +137,6 @@ def test_gone_after_the_request_ended_is_refused() -> None:
     p.datagrams_to_send(START)
     p.receive_datagram(beacon(PEER, {}, 1), PEER_ADDR, START)
     p.receive_datagram(sealed(GoneDatagram(PEER, [(FAR, 1, 5)])), PEER_ADDR, START)
-    assert p.known.highest(FAR) == 0
+    assert p.seen.highest(FAR) == 0
     assert p.dropped["gone_not_asked"] == 1
     assert p.sync_stats["gone_received"] == 1  # heard, counted, refused

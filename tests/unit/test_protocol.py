@@ -11,12 +11,11 @@ from itertools import combinations
 import pytest
 
 from node.clock import COUNTER_MASK, MAX_DRIFT_MS, HybridClock, pack, physical_ms
-from node.fragment import DEFAULT_MTU, encode
+from node.fragment import DEFAULT_MTU
+from node.nodes import BEACON_JITTER, MIN_BEACON_GAP
 from node.protocol import (
     BEACON_INTERVAL,
-    BEACON_JITTER,
     DEFAULT_HOP_LIMIT,
-    MIN_BEACON_GAP,
     PEER_TIMEOUT,
     MeshProtocol,
     PeerJoined,
@@ -33,7 +32,7 @@ from node.wire import (
     RecordDatagram,
     parse,
 )
-from tests.unit.mesh_sim import KEY, START, LinkConfig, Mesh, node_id
+from tests.unit.mesh_sim import KEY, START, LinkConfig, Mesh, encode, node_id, protocol
 
 ME = node_id(0)
 PEER = node_id(1)
@@ -45,12 +44,12 @@ def make_protocol(seed: int = 1, **kwargs) -> MeshProtocol:
         node_id=ME,
         node_name="me",
         keys=[KEY],
-        clock=HybridClock(),
+        clock=HybridClock(wall_ms=lambda: int(START * 1000)),
         known=VersionVector(),
         rng=random.Random(seed),
     )
     settings.update(kwargs)
-    return MeshProtocol(**settings)
+    return protocol(settings)
 
 
 def twin_rng(seed: int = 1) -> random.Random:
@@ -160,33 +159,30 @@ def test_peer_timer_is_exact_and_peer_is_lost_then():
     assert p.presence() == {}
 
 
-def test_wall_clock_stepping_back_keeps_the_beacon_within_an_interval():
-    p = make_protocol()
-    rng = twin_rng()
-    p.handle_timer(START)
-    first = START + BEACON_INTERVAL * (1.0 - BEACON_JITTER * rng.random())
-    p.receive_datagram(peer_beacon(), PEER_ADDR, START)
-    p.datagrams_to_send(START - 3600.0)  # NTP set the clock back an hour
-    assert p.clock_jumps == 1
-    assert p.get_timer() == first + (START - 3600.0 - START)
-    assert p.get_timer() <= START - 3600.0 + BEACON_INTERVAL
-    assert p.peers[PEER].last_heard == START - 3600.0
-
-
-def test_wall_clock_stepping_forward_loses_no_peer():
-    p = make_protocol()
-    p.handle_timer(START)
-    p.receive_datagram(peer_beacon(), PEER_ADDR, START + 1.0)
-    events(p)
-    later = START + 1.0 + 86_400.0  # router booted at its build date; NTP answered
-    p.handle_timer(later)
-    assert p.clock_jumps == 1
-    assert PEER in p.peers
-    assert events(p) == []
-    assert later < p.get_timer() <= later + BEACON_INTERVAL
-    # A small step is time passing, not a jump.
-    p.handle_timer(p.get_timer())
-    assert p.clock_jumps == 1
+def test_a_wall_clock_jump_changes_no_timer_and_loses_no_peer():
+    """Timers run on the monotonic ``now``; the wall clock feeds only the
+    hybrid clock.  A router booted at its build date whose clock NTP sets a
+    day ahead, and later an hour back, does all a steady twin does."""
+    wall = [int(START * 1000)]
+    jumpy = make_protocol(clock=HybridClock(wall_ms=lambda: wall[0]))
+    steady = make_protocol()
+    for p in (jumpy, steady):
+        p.handle_timer(START)
+    for second in range(1, 3 * int(PEER_TIMEOUT)):
+        now = START + second
+        wall[0] += {10: 86_400_000, 25: -3_600_000}.get(second, 0) + 1000
+        beacon = peer_beacon(seq=second, counter=second)
+        record = peer_record(seq=second, hlc=pack(wall[0], 0), hops=1).serialize(KEY)
+        for p in (jumpy, steady):
+            p.receive_datagram(beacon, PEER_ADDR, now)
+            p.receive_datagram(record, PEER_ADDR, now)
+            if p.get_timer() <= now:
+                p.handle_timer(now)
+        assert jumpy.get_timer() == steady.get_timer()
+        assert jumpy.datagrams_to_send(now) == steady.datagrams_to_send(now)
+        assert events(jumpy) == events(steady)
+    assert PEER in jumpy.peers and jumpy.dropped == steady.dropped
+    assert jumpy.clock.last != steady.clock.last  # the hybrid clock alone saw the jumps
 
 
 # -- one protocol by hand: records -------------------------------------------------------
@@ -198,7 +194,7 @@ def test_received_record_is_emitted_marked_seen_and_relayed():
     [event] = events(p)
     assert event == RecordReceived(peer_record().record, PEER, PEER_ADDR)
     assert event.record.body == {"text": "hi"}
-    assert (PEER, 1) in p.known
+    assert (PEER, 1) in p.seen and (PEER, 1) not in p.known  # the app settles it in the store
     [(data, dest)] = p.datagrams_to_send(START)
     relay = parse(data, [KEY])
     assert (relay.sender, relay.hops, dest) == (ME, 2, None)
@@ -229,9 +225,10 @@ def test_far_future_record_is_accepted_but_the_clock_clamps():
     assert p.clock.last == pack(now_ms + MAX_DRIFT_MS, COUNTER_MASK)
 
 
-def test_send_record_queues_it_and_marks_it_seen():
+def test_send_record_queues_a_stored_record():
     p = make_protocol(hop_limit=4)
     record = Record(ME, 1, 5, RecordKind.ACCOUNT, 0, {"username": "ana"})
+    p.known.add(ME, 1)  # the store holds it
     p.send_record(record, START)
     [(data, dest)] = p.datagrams_to_send(START)
     sent = parse(data, [KEY])
@@ -243,6 +240,7 @@ def test_send_record_queues_it_and_marks_it_seen():
 def test_large_record_goes_out_in_fragments_under_the_mtu():
     p = make_protocol(mtu=DEFAULT_MTU)
     record = Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"text": "😀" * 2000})
+    p.known.add(ME, 1)
     p.send_record(record, START)
     out = p.datagrams_to_send(START)
     assert len(out) == 7
@@ -260,6 +258,7 @@ def test_large_record_goes_out_in_fragments_under_the_mtu():
         (Record(ME, 0, 5, RecordKind.MESSAGE, 1, {}), "seq"),
         (Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"t": "x" * 70_000}), "exceeds"),
         (Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"t": {1, 2}}), "not JSON"),
+        (Record(ME, 1, 5, RecordKind.MESSAGE, 1, {"t": "x"}), "store record"),
     ],
 )
 def test_send_record_misuse_raises(record, match):
@@ -344,7 +343,7 @@ def test_fragmented_peer_record_is_reassembled_and_relayed_in_fragments():
     relayed = [parse(data, [KEY]) for data, _ in p.datagrams_to_send(START)]
     assert len(relayed) == 7
     assert all(f.kind == DatagramKind.FRAGMENT and f.hops == 1 for f in relayed)
-    assert p.missing_fragments(PEER, 5) is None
+    assert p.limits_status()["partial_transfers"] == 0
 
 
 # -- one protocol by hand: relayed beacons ------------------------------------------------
@@ -776,8 +775,8 @@ def test_a_peer_stamping_records_a_year_ahead_cannot_drag_the_mesh_clock():
         hlc = pack(wall_ms + year_ms, k)
         body = {"author": "lia", "node": "node2", "time": wall_ms + year_ms, "text": f"{k}"}
         record = Record(liar.node_id, k + 1, hlc, RecordKind.MESSAGE, 1, body)
+        mesh.store(2, record)
         liar.protocol.send_record(record, mesh.now)
-        liar.source.put(record)
         mesh._flush(liar)
         mesh.run_for(0.5)
     for node in mesh.nodes[:2]:

@@ -27,10 +27,11 @@ from app.chat import (
     iso_utc,
     message_frame,
 )
-from app.moderation import Moderation
+from app.moderation import ChatPolicy, Moderation
 from node.clock import pack, physical_ms
 from node.record import Record, RecordKind
 from node.store import Store
+from tests.helpers import receive_one
 
 PEER = "c" * 16
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -282,8 +283,8 @@ def test_post_that_the_store_refuses_is_an_error(tmp_path: Path) -> None:
     chat = Chat(store, "here", wall=Wall(NOW_MS))
     year_ahead = NOW_MS + 365 * DAY_MS
     for seq in (1, 2):
-        assert chat.receive_record(
-            message(good_body(time=year_ahead), hlc=pack(year_ahead, seq), seq=seq)
+        assert receive_one(
+            chat, message(good_body(time=year_ahead), hlc=pack(year_ahead, seq), seq=seq)
         )
     assert store.trim(1, 1) == 1  # keeps the newest, and nothing older from now on
     acks: list[Record] = []
@@ -298,7 +299,7 @@ def test_clear_from_a_clock_far_ahead_is_clamped(tmp_path: Path) -> None:
     """A clear stamped a year ahead takes out what is here, not what this
     router stamps next; the clamped horizon survives a restart."""
     admins = [f"boss={PEER}:1"]  # the admin's account, made on the router far ahead
-    store = Store(tmp_path, 4, authorized=Moderation(admins).authorizes)
+    store = Store(tmp_path, 4, policy=ChatPolicy(Moderation(admins).authorizes))
     chat = Chat(store, "here", wall=Wall(NOW_MS), admins=admins)
     before = chat.post("ann", 1, "before")
     clear = Record(
@@ -309,12 +310,12 @@ def test_clear_from_a_clock_far_ahead_is_clamped(tmp_path: Path) -> None:
         1,
         {"action": "clear", "by": "boss", "account": f"{PEER}:1"},
     )
-    assert chat.receive_record(clear)
+    assert receive_one(chat, clear)
     assert store.count(1) == 0
     after = chat.post("ann", 1, "after")
     assert [r.id for r in store.messages(1)] == [after.id]
     store.close()
-    again = Store(tmp_path, 4, authorized=Moderation(admins).authorizes)
+    again = Store(tmp_path, 4, policy=ChatPolicy(Moderation(admins).authorizes))
     assert [r.id for r in again.messages(1)] == [after.id]
     assert again.get(before.origin, before.seq) is None
     again.close()
@@ -329,7 +330,7 @@ def test_clock_restarts_after_our_records_not_at_a_peers_far_future(tmp_path: Pa
     chat = Chat(store, "here", wall=Wall(NOW_MS))
     ours = chat.post("ann", 1, "ours")
     year_ahead = NOW_MS + 365 * DAY_MS
-    assert chat.receive_record(message(good_body(time=year_ahead), hlc=pack(year_ahead, 0)))
+    assert receive_one(chat, message(good_body(time=year_ahead), hlc=pack(year_ahead, 0)))
     store.close()
     again = Store(tmp_path, 4)
     restarted = Chat(again, "here", wall=Wall(NOW_MS + 5000))

@@ -153,7 +153,7 @@ def test_a_record_of_our_own_origin_from_a_peer_is_refused() -> None:
     p.receive_datagram(sealed(BatchDatagram(PEER, [msg(ME, 8)])), PEER_ADDR, START)
     assert p.next_event() is not None  # PeerJoined
     assert p.next_event() is None
-    assert (ME, 7) not in p.known and (ME, 8) not in p.known
+    assert (ME, 7) not in p.seen and (ME, 8) not in p.seen
     assert p.dropped["own_origin"] == 2
 
 
@@ -172,7 +172,7 @@ def test_lost_window_is_asked_of_each_peer_and_its_records_taken() -> None:
     assert [(r.target, r.ranges) for r in asked] == [(PEER, ((ME, 4, 12),))]
     p.receive_datagram(sealed(BatchDatagram(PEER, [msg(ME, 4), msg(ME, 5)])), PEER_ADDR, START)
     p.receive_datagram(sealed(RecordDatagram(PEER, msg(ME, 13))), PEER_ADDR, START)
-    assert (ME, 4) in p.known and (ME, 5) in p.known and (ME, 13) not in p.known
+    assert (ME, 4) in p.seen and (ME, 5) in p.seen and (ME, 13) not in p.seen
     assert p.dropped["own_origin"] == 1
 
 

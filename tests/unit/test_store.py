@@ -6,11 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from app.moderation import ChatPolicy
 from node.record import Record, RecordKind
-from node.store import ACCOUNTS_LOG, Store, decode_line, encode_line, room_log_name
+from node.store import (
+    ACCOUNTS_LOG,
+    MODERATION_LOG,
+    Store,
+    decode_line,
+    encode_line,
+    room_log_name,
+)
 
 ORIGIN_A = "a" * 16
 ORIGIN_B = "b" * 16
+# Every moderation record acts, as the store did before the admin binding
+# (its moderation tests are about the store's guarantees, not who may act).
+ANYONE = ChatPolicy(lambda record: True)
 
 
 def msg(origin: str, seq: int, hlc: int, room: int = 1, text: str = "hi") -> Record:
@@ -204,14 +215,14 @@ def test_append_many_is_all_or_nothing_on_misuse(tmp_path: Path) -> None:
     assert s.count(1) == 0 and not (tmp_path / room_log_name(1)).exists()
 
 
-def test_expire_drops_old_messages_keeps_accounts_and_marks_them_dead(tmp_path: Path) -> None:
+def test_expire_drops_old_messages_keeps_accounts_and_marks_them_gone(tmp_path: Path) -> None:
     s = Store(tmp_path, rooms=2)
     s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
     for seq in range(2, 12):
         s.append(msg(ORIGIN_A, seq, seq * 100, room=1 + seq % 2))
     s.append(msg(ORIGIN_B, 1, 250))
     assert s.expire(600) == 5  # A:2..5 (hlc 200..500) and B:1 (250); 600 itself stays
-    assert s.dead[ORIGIN_A].ranges == [(2, 5)] and s.dead[ORIGIN_B].ranges == [(1, 1)]
+    assert s.gone.seqs[ORIGIN_A].ranges == [(2, 5)] and s.gone.seqs[ORIGIN_B].ranges == [(1, 1)]
     assert [r.seq for r in s.messages(1) if r.origin == ORIGIN_A] == [6, 8, 10]
     assert [r.seq for r in s.messages(2)] == [7, 9, 11]
     assert s.get(ORIGIN_A, 1) is not None, "accounts never expire"
@@ -271,7 +282,7 @@ def moderation(origin: str, seq: int, hlc: int, room: int, **body: str) -> Recor
 def test_delete_beats_its_message_in_any_arrival_order(
     tmp_path: Path, tombstone_first: bool
 ) -> None:
-    s = Store(tmp_path, rooms=1)
+    s = Store(tmp_path, rooms=1, policy=ANYONE)
     m = msg(ORIGIN_A, 1, 100)
     t = moderation(ORIGIN_B, 1, 200, 1, action="delete", target=m.id)
     for r in [t, m] if tombstone_first else [m, t]:
@@ -280,14 +291,14 @@ def test_delete_beats_its_message_in_any_arrival_order(
     assert s.is_gone(ORIGIN_A, 1) and (ORIGIN_A, 1) in s.vector
     assert not s.append(m), "never stored again"
     s.close()
-    again = Store(tmp_path, rooms=1)
+    again = Store(tmp_path, rooms=1, policy=ANYONE)
     assert again.count(1) == 0 and again.is_gone(ORIGIN_A, 1)
     assert len(again.moderation) == 1
 
 
 @pytest.mark.parametrize("order", ["before", "after", "mixed"])
 def test_clear_removes_older_messages_in_any_arrival_order(tmp_path: Path, order: str) -> None:
-    s = Store(tmp_path, rooms=2)
+    s = Store(tmp_path, rooms=2, policy=ANYONE)
     old = [msg(ORIGIN_A, i, i * 10) for i in range(1, 6)]
     newer = msg(ORIGIN_A, 6, 1000)
     other_room = msg(ORIGIN_B, 1, 20, room=2)
@@ -306,17 +317,17 @@ def test_clear_removes_older_messages_in_any_arrival_order(tmp_path: Path, order
     s.expire(1)  # any compaction-triggering path
     s.compact()
     s.close()
-    assert [r.seq for r in Store(tmp_path, rooms=2).messages(1)] == [6]
+    assert [r.seq for r in Store(tmp_path, rooms=2, policy=ANYONE).messages(1)] == [6]
 
 
 def test_gone_through_names_runs_of_gone_seqs_never_a_held_one(tmp_path: Path) -> None:
-    s = Store(tmp_path, rooms=1)
+    s = Store(tmp_path, rooms=1, policy=ANYONE)
     s.append(Record(ORIGIN_A, 1, 5, RecordKind.ACCOUNT, 0, {"name": "ann", "hash": "scrypt$x"}))
     for seq in range(2, 53):
         s.append(msg(ORIGIN_A, seq, seq * 100))
     s.append(moderation(ORIGIN_B, 1, 9000, 1, action="delete", target=f"{ORIGIN_A}:52"))
     assert s.expire(5100) == 49  # messages 2..50
-    assert s.dead[ORIGIN_A].ranges == [(2, 50)]
+    assert s.gone.seqs[ORIGIN_A].ranges == [(2, 50)]
     assert s.gone_through(ORIGIN_A, 1) == 0, "the account at seq 1 is held"
     assert s.gone_through(ORIGIN_A, 2) == 50
     assert s.gone_through(ORIGIN_A, 30) == 50
@@ -377,3 +388,51 @@ def test_trim_keeps_the_newest_and_refuses_older_arrivals(tmp_path: Path) -> Non
     again = Store(tmp_path, rooms=2)
     assert [r.seq for r in again.messages(1)] == [7, 8, 9, 10]
     assert again.size_horizon == {1: 700}
+
+
+def test_a_delete_naming_no_id_on_disk_takes_nothing_out_and_start_up_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A moderation.log line (tampered, or from an older version) whose
+    target is not an id: "²" is a digit to str.isdigit() but not to int(),
+    and int() of 5,000 digits raises.  It removes nothing; the router starts."""
+    (tmp_path / room_log_name(1)).write_bytes(encode_line(msg(ORIGIN_A, 1, 100)))
+    targets = [f"{ORIGIN_A}:\u00b2", f"{ORIGIN_A}:" + "9" * 5000]
+    (tmp_path / MODERATION_LOG).write_bytes(
+        b"".join(
+            encode_line(moderation(ORIGIN_B, seq, 200, 1, action="delete", target=target))
+            for seq, target in enumerate(targets, start=1)
+        )
+    )
+    s = Store(tmp_path, rooms=1, policy=ANYONE)
+    assert s.count(1) == 1 and len(s.moderation) == 2 and s.skipped_lines == 0
+
+
+def test_without_a_policy_no_record_acts_on_another(tmp_path: Path) -> None:
+    """node/policy.py INERT: what a moderation record means is the app's."""
+    s = Store(tmp_path, rooms=1)
+    m = msg(ORIGIN_A, 1, 100)
+    s.append(m)
+    assert s.append(moderation(ORIGIN_B, 1, 200, 1, action="delete", target=m.id))
+    assert s.append(moderation(ORIGIN_B, 2, 300, 1, action="clear"))
+    assert s.count(1) == 1 and not s.is_gone(ORIGIN_A, 1)
+    read = Record(ORIGIN_B, 3, 400, RecordKind.READ, 1, {"user": "ann", "room": 1, "upto": 100})
+    assert not s.append(read), "a READ record without a key is held by nobody"
+
+
+def test_gone_is_counted_by_reason(tmp_path: Path) -> None:
+    """One word for what is not held here, with the reason: /status shows these."""
+    s = Store(tmp_path, rooms=1, policy=ANYONE)
+    for seq in range(1, 5):
+        s.append(msg(ORIGIN_A, seq, seq * 100))
+    s.append(moderation(ORIGIN_B, 1, 900, 1, action="delete", target=f"{ORIGIN_A}:4"))
+    s.expire(300)  # A:1, A:2
+    s.note_gone(ORIGIN_B, 5, 7)
+    reads = [
+        Record(ORIGIN_B, seq, 950 + seq, RecordKind.READ, 1, {"user": "Ann", "room": 1, "upto": up})
+        for seq, up in ((2, 300), (3, 400))
+    ]
+    for r in reads:
+        assert s.append(r)
+    assert s.gone_counts() == {"expired": 2, "removed": 1, "reported": 3, "superseded": 1}
+    assert [r.seq for r in s.messages(1)] == [3]

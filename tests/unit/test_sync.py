@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from app.moderation import ChatPolicy
 from node.fragment import MIN_MTU
 from node.protocol import MeshProtocol, RecordReceived
 from node.record import Record, RecordKind
@@ -52,6 +53,7 @@ from tests.unit.mesh_sim import (
     by_hand,
     kinds,
     node_id,
+    settle,
 )
 
 ME, PEER = node_id(0), node_id(1)
@@ -215,8 +217,8 @@ def test_nack_suppression_one_request_repairs_three_nodes():
     mesh.run_for(1.0)
     mesh.send(0, "one")
     lost = mesh.make_record(0, "two")  # never reaches anyone live
+    mesh.store(0, lost)
     mesh.nodes[0].protocol.send_record(lost, mesh.now)
-    mesh.nodes[0].source.put(lost)
     mesh.nodes[0].protocol.datagrams_to_send(mesh.now)  # dropped on the floor
     mesh.run_for(0.1)
     mesh.send(0, "three")
@@ -243,9 +245,9 @@ def test_nack_waits_a_random_backoff_and_is_cancelled_by_the_repair():
     mesh.run_for(1.0)
     mesh.send(0, "one")
     lost = mesh.make_record(0, "two")
+    mesh.store(0, lost)
     mesh.nodes[0].protocol.send_record(lost, mesh.now)
     mesh.nodes[0].protocol.datagrams_to_send(mesh.now)
-    mesh.nodes[0].source.put(lost)
     mesh.send(0, "three")
     mesh.run_for(0.005)
     receiver = mesh.nodes[1]
@@ -263,7 +265,8 @@ def test_nack_retries_are_bounded_when_nobody_can_answer():
     mesh = Mesh.full(2)
     mesh.run_for(1.0)
     mesh.send(0, "one")
-    lost = mesh.make_record(0, "two")  # not even its origin stores it
+    lost = mesh.make_record(0, "two")  # not even its origin stores it (its log lost it)
+    mesh.nodes[0].protocol.known.add(lost.origin, lost.seq)
     mesh.nodes[0].protocol.send_record(lost, mesh.now)
     mesh.nodes[0].protocol.datagrams_to_send(mesh.now)
     mesh.send(0, "three")
@@ -443,6 +446,8 @@ def test_gone_ranges_far_above_a_hole_are_taken_at_once():
     assert asked == [((origin, 1, 1_000_000),)]
     wide = GoneDatagram(peer, [(origin, 10, 1_000_000), (origin, 3, 5)])
     p.receive_datagram(sealed(wide), addr, START)
+    assert p.seen.missing(origin, 1_000_010) == [(1, 2), (6, 9), (1_000_001, 1_000_010)]
+    settle(p)  # the store notes them gone
     assert p.known.missing(origin, 1_000_010) == [(1, 2), (6, 9), (1_000_001, 1_000_010)]
     p.known.add_range(origin, 1, 9)  # the holes below are filled
     assert p.known.contiguous(origin) == 1_000_000
@@ -695,7 +700,7 @@ def test_catch_up_of_100000_records_costs_little_more_than_the_records():
 
 
 def test_the_store_as_source_answers_held_records_and_gone_runs(tmp_path):
-    store = Store(tmp_path, rooms=1)
+    store = Store(tmp_path, rooms=1, policy=ChatPolicy(lambda record: True))  # the delete acts
     origin = OTHERS[0]
     store.append(account(origin, 1))
     for record in history(origin, range(2, 53)):

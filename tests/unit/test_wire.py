@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.clock import pack
+from node.reasons import Drop
 from node.record import MAX_SEQ, Record, RecordKind
 from node.wire import (
     BATCH_COUNT,
@@ -576,3 +580,14 @@ def test_any_gone_body_parses_to_valid_ranges_or_is_refused(body):
         return
     assert 1 <= len(gone.ranges) == struct.unpack_from("!H", body)[0]
     assert all(1 <= first <= last <= MAX_SEQ for _, first, last in gone.ranges)
+
+
+def test_every_drop_reason_is_a_member_of_one_enum():
+    """node/ counts drops only by ``Drop`` member (node/reasons.py), never by
+    a bare string; /status still shows plain strings."""
+    node = Path(__file__).resolve().parents[2] / "node"
+    bare = re.compile(r"""(dropped\[\s*["']|WireError\(\s*["']|_discard\([^)]*["'])""")
+    for path in sorted(node.glob("*.py")):
+        assert not bare.search(path.read_text()), path.name
+    assert json.dumps({Drop.BAD_MAC: 1}) == '{"bad_mac": 1}'
+    assert set(Drop) > REASONS

@@ -1,0 +1,275 @@
+"""The room list, the room page and its WebSocket.
+
+A WebSocket upgrade is decided *before* the handshake: gevent-websocket
+answers 101 before calling the app, so the server (app/server.py) is given
+``upgrade_check`` and its handler (app/web.py ``ChatHandler``) routes a
+refused upgrade (no session, or an ``Origin`` that is not this host:
+cross-site WebSocket hijacking) to the plain WSGI app, which answers 403.
+
+A socket's frames are bounded: a size per frame (app/hub.py), a rate per
+socket (``FRAMES_PER_SECOND``, on the monotonic clock), and ids and client
+ids of bounded length.  The first frame a page gets is ``hello``: who it is
+(and the user's name key, so the page tells "mine" and mentions as the
+server does), the page size of the history and the rule for a name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import bottle
+import gevent
+from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
+
+from app.accounts import USERNAME_RE, name_key
+from app.chat import HISTORY_LIMIT, Chat, ChatError, is_utf8, message_frame
+from app.hub import BoundedWebSocket, Client, FrameFlood
+from app.moderation import ACTIONS
+from app.sessions import Sessions
+from app.site import SESSION_COOKIE, Site, cookie
+from node.record import parse_id
+from node.store import parse_hlc
+from node.sync import TokenBucket
+
+log = logging.getLogger(__name__)
+
+WS_PATH_PREFIX = "/ws/"
+# A message id "<16 hex digits>:<seq up to 2^32-1>": 27 characters.
+MAX_ID_CHARS = 16 + 1 + 10
+CLIENT_ID_MAX = 64  # the page's own id for a message it sends, echoed in the ack
+# Frames per page: the page sends one per message typed, scroll-back asked or
+# room read (the message rate limit, 2/s, applies on top); the browser itself
+# sends no pings, only a close at the end.  Every frame counts: control
+# frames, continuations, empty ones.  A socket that sends more is not a page:
+# it is closed (1008) rather than served ahead of everyone else.
+FRAMES_PER_SECOND = 20.0
+FRAME_BURST = 60
+OLDER_DEFAULT = 50  # messages a scroll-back frame without a limit gets
+
+
+class RoomRoutes:
+    def __init__(self, site: Site) -> None:
+        self.site, self.chat = site, site.chat
+
+    def install(self, app: bottle.Bottle) -> None:
+        app.get("/", callback=self.index)
+        app.get("/room/<n>", callback=self.room)
+        app.get(WS_PATH_PREFIX + "<n>", callback=self.websocket)
+
+    def require_room(self, n: str) -> int:
+        # isascii: "²".isdigit() is true, and int("²") raises.
+        if not (n.isascii() and n.isdigit() and len(n) <= 3) or not 1 <= int(n) <= self.chat.rooms:
+            bottle.abort(404, "There is no such room.")
+        return int(n)
+
+    def index(self) -> str:
+        s = self.site.logged_in()
+        rooms = self.chat.room_list(s.user)
+        return self.site.render("rooms", user=s.user, rooms=rooms, csrf=s.csrf)
+
+    def room(self, n: str) -> str:
+        room = self.require_room(n)
+        s = self.site.logged_in()
+        return self.site.render("room", user=s.user, room=room, rooms=self.chat.rooms, csrf=s.csrf)
+
+    def websocket(self, n: str) -> str:
+        room = self.require_room(n)
+        env = bottle.request.environ
+        ws = env.get("wsgi.websocket")
+        if ws is None:
+            if env.get("cc.upgrade_refused"):
+                bottle.abort(403, "Log in first, from this router's own page.")
+            bottle.abort(400, "This address takes WebSocket connections only.")
+        s = self.site.session()
+        if s is None:  # the session ended between the check and the upgrade
+            ws.close(1008)
+            return ""
+        serve_socket(self.chat, ws, s.user, room, bottle.request.query.get("after"))
+        return ""
+
+
+def origin_matches_host(environ: dict[str, Any]) -> bool:
+    """True if the Origin header names this very host (and port)."""
+    origin, host = environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST")
+    if not origin or not host:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+def upgrade_check(chat: Chat, sessions: Sessions) -> Callable[[dict[str, Any]], bool]:
+    """Whether a request may become a WebSocket: from this router's own
+    page, by a session whose account owns its name and is not banned."""
+
+    def allow_upgrade(environ: dict[str, Any]) -> bool:
+        if not origin_matches_host(environ):
+            return False
+        s = sessions.get(cookie(environ, SESSION_COOKIE), chat.wall())
+        return (
+            s is not None
+            and chat.accounts.is_owner(s.account, s.user)
+            and not chat.moderation.is_banned(s.user)
+        )
+
+    return allow_upgrade
+
+
+def parse_message_id(text: Any) -> tuple[str, int] | None:
+    """A message id from a page; None for anything else, never an exception."""
+    if not isinstance(text, str) or len(text) > MAX_ID_CHARS or not text.isascii():
+        return None  # node.record.parse_id would meet int("²") or 5,000 digits
+    return parse_id(text)
+
+
+def hello(chat: Chat, user: str, room: int) -> dict[str, Any]:
+    """The first frame a page gets."""
+    return {
+        "type": "hello",
+        "user": user,
+        "key": name_key(user),  # the page compares names by this, as the server does
+        "name_rule": USERNAME_RE.pattern,  # what a name (and a mention's) may be
+        "history_page": HISTORY_LIMIT,  # fewer in a reset history: it is all there is
+        "room": room,
+        "node": chat.node_name,
+        "node_id": chat.node_id,
+        "admin": chat.moderation.is_admin(user),
+        "read": str(max(chat.joined(user), chat.read_marker(user, room))),
+    }
+
+
+def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int, after: str | None) -> None:
+    """One page's WebSocket: hello, history, then frames until it closes."""
+    client = Client(ws, user, room)
+    client.send(hello(chat, user, room))
+    records, reset = chat.history(room, parse_message_id(after))
+    # No greenlet switch from here to join(): nothing can slip between the
+    # history and the live frames.
+    client.send(
+        {
+            "type": "history",
+            "messages": [message_frame(r) for r in records],
+            "last": chat.store.last_arrival(room),
+            "reset": reset,
+        }
+    )
+    chat.delivery.replay(client)
+    if not chat.hub.join(client):  # a change is broadcast to the room, this client too
+        client.send({"type": "presence", "users": chat.presence(room)})
+    try:
+        read_frames(chat, client, ws)
+    finally:
+        chat.hub.leave(client)
+        client.flush()
+
+
+# What ends a socket's reading, and the close code each gets.
+_CLOSE_CODES: tuple[tuple[type[BaseException], int | None], ...] = (
+    (FrameFlood, 1008),
+    (FrameTooLargeException, 1009),  # or TooManyFragments
+    (UnicodeError, 1007),
+    (ProtocolError, 1002),
+    (WebSocketError, None),  # gone: nothing to say
+    (OSError, None),
+)
+
+
+def read_frames(chat: Chat, client: Client, ws: BoundedWebSocket) -> None:
+    """Frames until the page closes the socket or breaks a bound."""
+    frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST)
+
+    def take_frame() -> bool:
+        return frames.take(1, chat.monotonic())
+
+    while not client.closed:
+        try:
+            text = ws.read_message(take_frame)  # yields after every frame
+        except tuple(kind for kind, _ in _CLOSE_CODES) as e:
+            _close_for(client, e)
+            return
+        if text is None:  # the page closed the socket
+            return
+        handle_frame(chat, client, text)
+        gevent.sleep(0)  # a page with frames queued up takes turns with the others
+
+
+def _close_for(client: Client, error: BaseException) -> None:
+    code = next(code for kind, code in _CLOSE_CODES if isinstance(error, kind))
+    if isinstance(error, FrameFlood):
+        log.info("closing %s's socket in room %d: frame flood", client.user, client.room)
+    if code is not None:
+        client.close(code)
+
+
+def handle_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
+    """One frame from a page; problems go back as error frames."""
+    frame: Any = None
+    try:
+        if not isinstance(text, str):
+            raise ChatError("bad_request", "frames are JSON text, not binary")
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deep
+            raise ChatError("bad_request", "frames are JSON objects") from None
+        if not isinstance(frame, dict):
+            raise ChatError("bad_request", "frames are JSON objects")
+        kind = frame.get("type")
+        if kind == "send":
+            receive_send(chat, client, frame)
+        elif kind == "older":
+            receive_older(chat, client, frame)
+        elif kind == "read":
+            receive_read(chat, client, frame)
+        elif kind in ACTIONS:  # the server checks the rights, whatever the page shows
+            chat.moderate(client.user, client.room, kind, frame.get("id", frame.get("user")))
+        else:
+            raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
+    except ChatError as e:
+        client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
+
+
+def _valid_client_id(value: Any) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= CLIENT_ID_MAX and is_utf8(value)
+
+
+def _echo_client_id(frame: Any) -> dict[str, str]:
+    if isinstance(frame, dict) and _valid_client_id(frame.get("client_id")):
+        return {"client_id": frame["client_id"]}
+    return {}
+
+
+def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    client_id = frame.get("client_id")
+    if not _valid_client_id(client_id):
+        raise ChatError(
+            "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
+        )
+    # The ack goes first into this client's outbox, so the page learns the id
+    # before (or with) the message's own fan-out frame.
+    chat.post(
+        client.user,
+        client.room,
+        frame.get("text"),
+        on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+    )
+
+
+def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    before, limit = frame.get("before"), frame.get("limit", OLDER_DEFAULT)
+    rid = parse_message_id(before)
+    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ChatError("bad_request", "older needs before=<id> and an integer limit")
+    records = chat.older(client.room, rid, limit)
+    client.send(
+        {"type": "older", "before": before, "messages": [message_frame(r) for r in records]}
+    )
+
+
+def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    upto = parse_hlc(frame.get("upto"))
+    if upto is None:
+        raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
+    chat.mark_read(client.user, client.room, upto)

@@ -1,0 +1,205 @@
+"""The records held in memory, and the queries over them.
+
+How this works: ``records`` maps every held id to its record; each room's
+messages are kept twice (``RoomLog``): sorted by ``(hlc, origin, seq)`` for
+display and scroll-back, and in arrival order so a reconnecting page gets
+exactly what this router stored since the last record it saw.  Accounts and
+moderation records are lists in arrival order; READ records are kept only
+the latest per key (``latest_by_key``, the store says which).  Loading is
+linear in the logs' size plus one O(n log n) sort per room.
+
+The index holds; it does not decide.  What is gone (expired, removed,
+superseded) is node/horizons.py's, and node/store.py takes records out of
+the index through ``remove``, ``expire`` and ``drop``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from node.record import Record, RecordKind
+
+MAX_HLC = (1 << 64) - 1
+
+
+def parse_hlc(value: object) -> int | None:
+    """An HLC given as an int or its decimal string (as pages send it); None
+    for anything else, never an exception."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_HLC:
+        return value
+    return None
+
+
+def _order_key(record: Record) -> tuple[int, str, int]:
+    return record.order_key
+
+
+def _hlc(record: Record) -> int:
+    return record.hlc
+
+
+@dataclass
+class RoomLog:
+    """One room: its records in arrival order, and sorted for display.
+
+    Records arriving in order (the usual case) are appended; one arriving out
+    of order marks the sorted list dirty, and the next read sorts it once.
+    Timsort merges the already-sorted run with the newcomers, so merging a
+    catch-up batch of k records into n costs O(n + k log k), never k inserts
+    of O(n) each.
+    """
+
+    arrivals: list[Record] = field(default_factory=list)
+    position: dict[tuple[str, int], int] = field(default_factory=dict)  # arrival index
+    _sorted: list[Record] = field(default_factory=list)
+    _dirty: bool = False
+
+    def expire(self, horizon: int) -> list[Record]:
+        """Drop the records stamped before ``horizon``; returns them."""
+        records = self.sorted
+        cut = bisect.bisect_left(records, horizon, key=_hlc)
+        if cut == 0:
+            return []
+        gone, self._sorted = records[:cut], records[cut:]
+        self.arrivals = [r for r in self.arrivals if r.hlc >= horizon]
+        self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
+        return gone
+
+    def remove(self, rids: set[tuple[str, int]]) -> None:
+        """Take records out (removed); O(n), and rare."""
+        if not any(rid in self.position for rid in rids):
+            return
+        self.arrivals = [r for r in self.arrivals if (r.origin, r.seq) not in rids]
+        self._sorted = [r for r in self._sorted if (r.origin, r.seq) not in rids]
+        self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
+
+    def add(self, record: Record) -> None:
+        self.position[(record.origin, record.seq)] = len(self.arrivals)
+        self.arrivals.append(record)
+        if self._sorted and self._sorted[-1].order_key > record.order_key:
+            self._dirty = True
+        self._sorted.append(record)
+
+    def before(self, hlc: int) -> list[Record]:
+        """The records stamped before ``hlc``, sorted."""
+        records = self.sorted
+        return records[: bisect.bisect_left(records, hlc, key=_hlc)]
+
+    @property
+    def sorted(self) -> list[Record]:
+        if self._dirty:
+            self._sorted.sort(key=_order_key)
+            self._dirty = False
+        return self._sorted
+
+
+class Index:
+    """Every record held, by id, by room, by kind."""
+
+    def __init__(self, rooms: int) -> None:
+        self.records: dict[tuple[str, int], Record] = {}
+        self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
+        self.accounts: list[Record] = []
+        self.moderation: list[Record] = []
+        self.latest_by_key: dict[Hashable, Record] = {}  # READ records: key -> latest
+        self.max_hlc = 0
+
+    # -- holding -------------------------------------------------------------
+
+    def add(self, record: Record) -> bool:
+        """Hold a record where its kind belongs (a READ record: the caller
+        has made it the latest of its key); False if it belongs nowhere."""
+        kind = record.kind
+        if kind == RecordKind.MESSAGE:
+            room_log = self.room_logs.get(record.room)
+            if room_log is None:
+                return False
+            room_log.add(record)
+        elif kind == RecordKind.ACCOUNT:
+            self.accounts.append(record)
+        elif kind == RecordKind.MODERATION:
+            self.moderation.append(record)
+        elif kind != RecordKind.READ:
+            return False
+        self.records[(record.origin, record.seq)] = record
+        self.max_hlc = max(self.max_hlc, record.hlc)
+        return True
+
+    def remove(self, rids: set[tuple[str, int]]) -> None:
+        """Take messages out of the index and their rooms."""
+        held = {rid for rid in rids if rid in self.records}
+        if not held:
+            return
+        for rid in held:
+            del self.records[rid]
+        for room_log in self.room_logs.values():
+            room_log.remove(held)
+
+    def expire(self, horizon: int, rooms: Iterable[int] | None = None) -> list[Record]:
+        """Drop the messages stamped before ``horizon`` (in ``rooms``,
+        default all): they are expired; returns them."""
+        gone: list[Record] = []
+        for n in self.room_logs if rooms is None else rooms:
+            gone += self.room_logs[n].expire(horizon)
+        for record in gone:
+            del self.records[(record.origin, record.seq)]
+        return gone
+
+    def drop(self, record: Record) -> None:
+        """Take a READ record out (superseded or expired)."""
+        del self.records[(record.origin, record.seq)]
+
+    # -- queries -------------------------------------------------------------
+
+    def get(self, origin: str, seq: int) -> Record | None:
+        return self.records.get((origin, seq))
+
+    def latest(self, room: int, limit: int) -> list[Record]:
+        records = self.room_logs[room].sorted
+        return records[-limit:] if limit > 0 else []
+
+    def since(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+        """Records stored in ``room`` after ``rid`` arrived, sorted.
+
+        None if ``rid`` is not in this room (unknown or gone) or more than
+        ``limit`` records came since: the caller then starts afresh with the
+        latest history.
+        """
+        room_log = self.room_logs[room]
+        pos = room_log.position.get(rid)
+        if pos is None or len(room_log.arrivals) - pos - 1 > limit:
+            return None
+        return sorted(room_log.arrivals[pos + 1 :], key=_order_key)
+
+    def last_arrival(self, room: int) -> str | None:
+        """Id of the record this room received last (for ``?after=``)."""
+        arrivals = self.room_logs[room].arrivals
+        return arrivals[-1].id if arrivals else None
+
+    def before(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+        """Up to ``limit`` records sorted just before ``rid`` (scroll-back)."""
+        record = self.records.get(rid)
+        if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
+            return None
+        records = self.room_logs[room].sorted
+        end = bisect.bisect_left(records, record.order_key, key=_order_key)
+        return records[max(0, end - limit) : end]
+
+    def after(self, room: int, hlc: int) -> list[Record]:
+        """The messages of ``room`` stamped after ``hlc``, sorted."""
+        records = self.room_logs[room].sorted
+        return records[bisect.bisect_right(records, hlc, key=_hlc) :]
+
+    def count(self, room: int) -> int:
+        return len(self.room_logs[room].sorted)
+
+    def last_message(self, room: int) -> Record | None:
+        records = self.room_logs[room].sorted
+        return records[-1] if records else None
+
+    def messages(self, room: int) -> Iterator[Record]:
+        return iter(self.room_logs[room].sorted)

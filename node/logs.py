@@ -1,0 +1,227 @@
+"""The data folder's log files: one JSON record per line.
+
+How this works: the data folder holds one log per room (``room-1.log`` ...),
+``accounts.log``, ``moderation.log`` and ``reads.log``, one JSON object per
+line (readable with ``less``; JSON escapes every character a user can type,
+so no text can forge a line).  A record is appended and flushed before anyone
+is told it is stored; fsyncs are batched (``sync()``, called by the app every
+``SYNC_INTERVAL``) because routers write to flash.  Lines are never edited in
+place: a rewrite (``rewrite_without``, for compaction) goes to a temp file
+that is fsynced and renamed over the log (``write_atomically``).
+
+A crash can only tear the last line of a log.  ``records()`` cuts a torn tail
+off (keeping the bytes in ``<log>.torn`` so nothing is silently lost) and
+yields None for any line it cannot parse: the caller skips and counts it, and
+the line stays in the file for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from node.record import MAX_SEQ, ORIGIN_RE, Record, RecordKind
+
+log = logging.getLogger(__name__)
+
+NODE_ID_FILE = "node_id"
+ACCOUNTS_LOG = "accounts.log"
+MODERATION_LOG = "moderation.log"
+READS_LOG = "reads.log"
+TORN_SUFFIX = ".torn"
+# A line longer than this is corrupt: the largest record we accept (a
+# 2,000-character message of 4-byte characters, JSON-escaped) is well below.
+MAX_LINE_BYTES = 64 * 1024
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+KIND_NAMES = {
+    RecordKind.MESSAGE: "message",
+    RecordKind.ACCOUNT: "account",
+    RecordKind.MODERATION: "moderation",
+    RecordKind.READ: "read",
+}
+KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
+
+
+def room_log_name(room: int) -> str:
+    return f"room-{room}.log"
+
+
+def log_name(record: Record) -> str:
+    """The log a record is written to."""
+    if record.kind == RecordKind.MESSAGE:
+        return room_log_name(record.room)
+    if record.kind == RecordKind.READ:
+        return READS_LOG
+    return MODERATION_LOG if record.kind == RecordKind.MODERATION else ACCOUNTS_LOG
+
+
+def encode_line(record: Record) -> bytes:
+    """One log line for a record, newline included."""
+    obj = {
+        "id": record.id,
+        "hlc": record.hlc,
+        "kind": KIND_NAMES[record.kind],
+        "room": record.room,
+        "body": record.body,
+    }
+    return (_ENCODER.encode(obj) + "\n").encode()
+
+
+def decode_line(line: bytes) -> Record:
+    """A log line back to a record; raises ValueError if it is not one."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    origin, _, seq = str(obj["id"]).partition(":")
+    hlc, room, body = obj["hlc"], obj["room"], obj["body"]
+    kind = KINDS_BY_NAME[obj["kind"]]
+    if not ORIGIN_RE.fullmatch(origin) or not seq.isascii() or not seq.isdigit():
+        raise ValueError("bad id")
+    if not 1 <= int(seq) <= MAX_SEQ:  # nothing beyond the wire's limit is held
+        raise ValueError("seq out of range")
+    if not isinstance(hlc, int) or not isinstance(room, int) or not isinstance(body, dict):
+        raise ValueError("bad field types")
+    return Record(origin=origin, seq=int(seq), hlc=hlc, kind=kind, room=room, body=body)
+
+
+def _decode(line: bytes) -> Record | None:
+    try:
+        return decode_line(line) if len(line) <= MAX_LINE_BYTES else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _line_id(line: bytes) -> tuple[str, int] | None:
+    try:
+        record = decode_line(line)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (record.origin, record.seq)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync dir."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_make_node_id(data_dir: Path) -> str:
+    """This router's node id: random on first start, then kept."""
+    path = data_dir / NODE_ID_FILE
+    try:
+        node_id = path.read_text().strip()
+    except FileNotFoundError:
+        node_id = ""
+    if ORIGIN_RE.fullmatch(node_id):
+        return node_id
+    if node_id:
+        raise ValueError(f"{path} does not hold a node id (16 hex digits): {node_id!r}")
+    node_id = secrets.token_hex(8)
+    write_atomically(path, (node_id + "\n").encode())
+    return node_id
+
+
+@dataclass
+class LogFile:
+    path: Path
+    handle: BinaryIO
+    dirty: bool = False  # written since the last fsync
+
+
+class Logs:
+    """The open log files of one data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.torn_bytes = 0  # bytes of torn tails moved aside
+        self._files: dict[str, LogFile] = {}
+
+    def records(self, name: str) -> Iterator[tuple[int, Record | None]]:
+        """``(line number, record)`` for each line of a log, None for a line
+        that is not a record; a torn last line is moved aside first."""
+        path = self.data_dir / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self._move_torn_tail(path, data[end:], end)
+        for number, line in enumerate(data[:end].splitlines(), start=1):
+            if line.strip():
+                yield number, _decode(line)
+
+    def _move_torn_tail(self, path: Path, tail: bytes, keep: int) -> None:
+        """Cut an unterminated last line (a crash mid-write) off the log."""
+        log.warning(
+            "%s: moved a torn last line (%d bytes) to %s%s", path, len(tail), path.name, TORN_SUFFIX
+        )
+        with open(path.with_name(path.name + TORN_SUFFIX), "ab") as f:
+            f.write(tail + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            os.fsync(f.fileno())
+        self.torn_bytes += len(tail)
+
+    def open(self, name: str) -> LogFile:
+        """The log ``name``, opened for appending (OSError: EMFILE)."""
+        lf = self._files.get(name)
+        if lf is None:
+            path = self.data_dir / name
+            lf = self._files[name] = LogFile(path, open(path, "ab"))
+        return lf
+
+    def write(self, lf: LogFile, data: bytes) -> None:
+        """Append and flush: in the kernel's hands, fsynced by ``sync()``."""
+        lf.handle.write(data)
+        lf.handle.flush()
+        lf.dirty = True
+
+    def rewrite_without(self, name: str, keep: set[tuple[str, int]]) -> bool:
+        """Rewrite one log with only the records of ``keep`` (lines that are
+        not records stay); True if it changed."""
+        path = self.data_dir / name
+        if not path.exists():
+            return False
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [ln for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
+        if len(kept) == len(lines):
+            return False
+        lf = self._files.pop(name, None)
+        if lf is not None:
+            lf.handle.close()
+        write_atomically(path, b"".join(kept))
+        return True
+
+    def sync(self) -> int:
+        """fsync every log written since the last sync; returns how many."""
+        synced = 0
+        for lf in self._files.values():
+            if lf.dirty:
+                os.fsync(lf.handle.fileno())
+                lf.dirty = False
+                synced += 1
+        return synced
+
+    def close(self) -> None:
+        for lf in self._files.values():
+            lf.handle.close()
+        self._files.clear()
