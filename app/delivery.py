@@ -1,11 +1,14 @@
 """Delivery state of the messages people post here: seen by N other routers.
 
 A message is "sent" once it is in this router's log (the page's ``ack``).
-After that, every router's beacon carries its version vector
-``{origin: highest contiguous seq}``: a router whose vector holds our seq for
-our origin has the message.  Once a second the tracker counts, for each
-message posted here in the last few minutes, the routers that have it, and
-tells the sender's pages in that room when the count grows:
+After that, the beacons of the routers in range say what they hold (their
+version vector ``{origin: highest contiguous seq}``, or a digest equal to
+ours): a router whose vector holds our seq for our origin has the message.
+Since wire version 2 (issue #12) beacons are not relayed, so the count is of
+neighbouring routers, and it grows as their beacons come (Trickle: soon after
+a change, at most ``BEACON_INTERVAL`` when the mesh is quiet).  Once a
+second the tracker counts, for each message posted here in the last few
+minutes, the routers that have it, and tells the sender's pages in that room when the count grows:
 ``{"type":"seen","id","routers":n}``.  A page that connects (a reload) gets
 the counts of its user's tracked messages after its history.
 

@@ -106,6 +106,9 @@ class MeshLink:
         return self.protocol.presence().get(room, [])
 
     def peer_vectors(self) -> Vectors:
+        """Our neighbours' vectors (and those far routers with users online
+        that sent one): since wire version 2 beacons are not relayed, so
+        "seen by N routers" counts the routers in range that hold it."""
         return {n: node.vector for n, node in self.protocol.nodes.items()}
 
     # -- events up, from the transport's greenlets -----------------------------------
@@ -193,6 +196,9 @@ class MeshLink:
                 "dropped": dict(p.dropped),
                 "send_errors": dict(self.transport.errors),
             },
+            # Routers still speaking the old wire version: upgrade them (README).
+            "old_version": p.old_version,
+            "beacons": p.beacon_status(),
             "clock": {"clamped": p.clock.clamped},
             "limits": p.limits_status(),
             "sync": p.sync_status(),

@@ -17,9 +17,13 @@ from node.record import ORIGIN_RE
 from node.sync import CATCHUP_RATE
 from node.wire import HOPS_MAX
 
-# Hops-left on a new record: it reaches nodes up to 7 links away, more than a
-# neighbourhood chain of routers is long, while a loop dies out quickly.
-DEFAULT_HOP_LIMIT = 7
+# Hops-left on a new record.  Each router relays a record at most once (it
+# drops what it holds) and suppression cancels most relays (node/relay.py), so
+# the limit bounds no cost; it only stops a flood somewhere, and past it the
+# beacons' digests carry the record on hop by hop (node/trickle.py).  16 is
+# more links than a neighbourhood mesh is across (200 routers on a unit-disk
+# graph of mean degree 8: about 15), so the repair path is for loss.
+DEFAULT_HOP_LIMIT = 16
 
 __all__ = ["BEACON_INTERVAL", "CATCHUP_RATE", "DEFAULT_HOP_LIMIT", "DEFAULT_MTU", "MeshConfig"]
 

@@ -1,8 +1,15 @@
-"""The node table: who is out there, from their beacons; and when ours go.
+"""The node table: who is out there, from their beacons.
 
 How this works: ``NodeTable.receive_beacon`` takes a beacon (after admission,
 node/admission.py) into ``nodes`` if it is its origin's newest, and says so:
-only the newest is relayed, so each beacon crosses each node at most once.
+only the newest may be relayed, so each beacon crosses each node at most once.
+Since wire version 2 a beacon goes to the neighbours only (node/trickle.py
+paces them), but for the few that carry users online to the far end
+(node/protocol.py); so ``peers`` are the routers in range, and the other
+``nodes`` are far routers whose users are online (soft state: gone
+``peer_timeout`` after their last such beacon).  A node's ``vector`` is the
+newest whole vector it sent (``BeaconDatagram.has_vector``), or ours when its
+digest says it equals ours; ``digest`` is its newest digest.
 
 - Same boot id: newer iff its ``seq`` is higher; an equal or lower one is a
   relayed copy or late: "duplicate_beacon".
@@ -20,15 +27,10 @@ node without a beacon for ``peer_timeout``, or a peer not heard directly for
 that long, is gone (``PeerLost``); a node that goes takes its peer with it.
 At most ``MAX_NODES`` nodes ("nodes_full").  All times are the monotonic
 ``now`` the caller passes.
-
-``BeaconTimer`` says when our own beacons go: at start (due at once), then
-every ``beacon_interval`` less up to ``BEACON_JITTER`` of it, and early (at
-most every ``MIN_BEACON_GAP``) when our presence changes.
 """
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,17 +39,17 @@ from node.admission import ReplayGuard
 from node.reasons import Drop
 from node.wire import BeaconDatagram
 
-# Seconds between beacons: peers and presence stay fresh within a few seconds;
-# a ~100-byte datagram every 5 s per router is nothing even on a busy channel.
-BEACON_INTERVAL = 5.0
-# Each interval is shortened by up to this fraction, at random, so routers that
-# powered up together (after an outage) do not beacon in lockstep.
-BEACON_JITTER = 0.2
+# Trickle's longest interval (node/trickle.py), and so the longest a live
+# router stays silent: an idle router sends one ~70-byte beacon per interval
+# whatever the number of routers in range (16 in a cell: ~1 datagram/s on the
+# cell; one router: 4 a minute), and a router that died is noticed within
+# PEER_TIMEOUT (45 s).  Disagreement shortens it to TRICKLE_IMIN at once.
+BEACON_INTERVAL = 15.0
 # A presence change sends a beacon early, but no more often than this, so users
 # hopping between rooms cannot turn beacons into a flood.
 MIN_BEACON_GAP = 1.0
 # A peer missing this many beacons in a row is lost: at 10% loss three losses in
-# a row happen once in a thousand intervals, and users vanish within ~15 s.
+# a row happen once in a thousand intervals.
 PEER_TIMEOUT_INTERVALS = 3
 PEER_TIMEOUT = PEER_TIMEOUT_INTERVALS * BEACON_INTERVAL
 # Nodes known from beacons at once: a neighbourhood has tens of routers; a key
@@ -87,6 +89,7 @@ class Node:
     via: str  # the neighbour that copy came from (the node itself when hops is 1)
     vector: dict[str, int] = field(default_factory=dict)
     presence: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    digest: bytes = b""
 
 
 @dataclass(slots=True)
@@ -172,11 +175,13 @@ class NodeTable:
 
     def expire(self, now: float) -> None:
         """Forget nodes without a beacon, and peers not heard directly, for
-        ``peer_timeout``; a node that goes takes its peer with it."""
-        timeout = self.peer_timeout
-        gone = {nid for nid, n in self.nodes.items() if now - n.last_heard >= timeout}
+        ``peer_timeout``; a node that goes takes its peer with it.  Judged by
+        the same sum ``get_timer`` returns (``now - last_heard`` can round
+        below the timeout at that very instant), so a timer that comes due
+        always expires something."""
+        gone = {nid for nid, n in self.nodes.items() if self._due(n.last_heard, now)}
         for node_id, peer in list(self.peers.items()):
-            if node_id in gone or now - peer.last_heard >= timeout:
+            if node_id in gone or self._due(peer.last_heard, now):
                 del self.peers[node_id]
                 self.emit(PeerLost(node_id, peer.name))
         had_presence = False
@@ -184,6 +189,9 @@ class NodeTable:
             had_presence = bool(self.nodes.pop(node_id).presence) or had_presence
         if had_presence:
             self.emit(PresenceChanged())
+
+    def _due(self, last_heard: float, now: float) -> bool:
+        return now >= last_heard + self.peer_timeout
 
     def presence(self) -> dict[int, list[tuple[str, str]]]:
         """Room -> sorted ``(username, node name)`` over live nodes (not us)."""
@@ -234,36 +242,7 @@ class NodeTable:
     def _take(self, node: Node, beacon: BeaconDatagram, now: float) -> None:
         node.name, node.boot_id, node.seq = beacon.name, beacon.boot_id, beacon.seq
         node.last_heard, node.hops, node.via = now, self._hops(beacon), beacon.sender
-        node.vector = dict(beacon.vector)
+        if beacon.has_vector:
+            node.vector = dict(beacon.vector)
+        node.digest = beacon.digest
         node.presence = {room: tuple(users) for room, users in beacon.presence.items()}
-
-
-class BeaconTimer:
-    """When our own beacons go (see the opening comment)."""
-
-    def __init__(self, interval: float, rng: random.Random) -> None:
-        self.interval = interval
-        self.rng = rng
-        self.next: float | None = None  # None: due at once (start-up)
-        self.last: float | None = None
-
-    def get_timer(self) -> float:
-        return 0.0 if self.next is None else self.next
-
-    def due(self, now: float) -> bool:
-        return self.next is None or now >= self.next
-
-    def sent(self, now: float) -> None:
-        self.last = now
-        self.next = now + self.interval * (1.0 - BEACON_JITTER * self.rng.random())
-
-    def presence_changed(self, now: float) -> bool:
-        """True: beacon now; else the next one is moved early enough (or
-        the start-up beacon, still due, will carry the change)."""
-        if self.next is None:
-            return False
-        earliest = now if self.last is None else self.last + MIN_BEACON_GAP
-        if now >= earliest:
-            return True
-        self.next = min(self.next, earliest)
-        return False

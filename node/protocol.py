@@ -13,10 +13,28 @@ clock, sleeps or opens a socket.  Each datagram goes through, in order:
 2. admission (node/admission.py): nothing new, or beyond the sender's
    allowance, is dropped before any work;
 3. by kind: a RECORD not seen is emitted as ``RecordReceived``, folded into
-   the hybrid clock and, with hops-left > 1, relayed to the group with our id
-   as sender; a beacon goes to the node table (node/nodes.py), and only an
-   origin's newest is relayed; catch-up and repair kinds go to node/sync.py;
-   fragments are reassembled first (node/fragment.py).
+   the hybrid clock and, with hops-left > 1, offered for relay with our id as
+   sender (node/relay.py: held a random moment, cancelled when enough copies
+   are heard); a beacon goes to the node table (node/nodes.py); catch-up and
+   repair kinds go to node/sync.py; fragments are reassembled first
+   (node/fragment.py).
+
+Beacons (wire version 2) are paced by Trickle (node/trickle.py) and go to the
+neighbours only: they carry the digest of our vector, and the whole vector
+for ``FULL_VECTOR_HOLD`` after a disagreement.  A neighbour's beacon whose
+digest equals ours counts as consistent; one that differs, a new neighbour,
+or any record new to us (live or by catch-up: a neighbour may lack it, MPL's
+rule) is an inconsistency: Trickle drops to its shortest interval and our
+next beacons carry the whole vector, so the neighbour behind asks at once
+(node/sync.py).  A live record (``LIVE_RELAY_AGE_MS``) taken by catch-up
+that another neighbour lacks floods on from here with a fresh hop limit:
+that is how a record reaches past the hop limit, or past a lost relay,
+within a repair round trip rather than a beacon interval per hop.  Only a beacon that carries our
+users online (or that they just left) floods, with suppression, so the far
+end sees who is online: presence is soft state, refreshed while someone is
+online and gone ``peer_timeout`` after the last refresh; a quiet mesh sends
+none.  A datagram of the old wire version is dropped and its sender named
+in ``old_version`` (at most ``MAX_OLD_VERSION_ROUTERS``).
 
 Seen means: in the store's version vector (``known``, never written here), or
 handed to the app and not yet settled (node/seen.py).  A record of our own
@@ -39,13 +57,13 @@ from typing import Any
 
 from node import fragment
 from node.admission import ORIGIN_RECORDS_PER_S, Admission
-from node.clock import HybridClock
+from node.clock import HybridClock, physical_ms
 from node.config import DEFAULT_HOP_LIMIT, MeshConfig
 from node.fragment import Reassembler
 from node.nodes import (
     BEACON_INTERVAL,
+    MIN_BEACON_GAP,
     PEER_TIMEOUT,
-    BeaconTimer,
     NodeTable,
     PeerJoined,
     PeerLost,
@@ -53,9 +71,12 @@ from node.nodes import (
 )
 from node.reasons import Drop
 from node.record import Record, VersionVector
+from node.relay import RelaySuppressor
 from node.seen import Seen
 from node.sync import CatchUpFinished, Host, NoRecords, RecordsGone, RecordSource, Sync
+from node.trickle import TRICKLE_IMIN, TRICKLE_K, Trickle
 from node.wire import (
+    HEADER,
     MAX_VECTOR_ENTRIES,
     U32_MAX,
     BatchDatagram,
@@ -66,6 +87,7 @@ from node.wire import (
     RecordDatagram,
     WireError,
     parse,
+    vector_digest,
 )
 
 # The protocol's public face: its events, and the settings tests and the app name.
@@ -87,6 +109,19 @@ __all__ = [
 # hours at the catch-up rate, ahead; checked at every beacon) we start a new
 # boot id, as RFC 4303 starts a new SA, so no counter is used twice in a boot.
 COUNTER_ROLLOVER = U32_MAX - (1 << 24)
+# After an inconsistency our beacons carry the whole vector this long: a few
+# TRICKLE_IMIN intervals, so each side sees the other's vector even if a beacon
+# is lost, then digests only again.
+FULL_VECTOR_HOLD = 2.0
+# A record taken by catch-up floods on if it is at most this much older than
+# the newest stamp we know (hybrid clock): one a lost relay or the hop limit
+# left to repair comes within a second or two; a few seconds more for stamps
+# of routers whose clocks differ.  Older history (a router joining, a long
+# partition) stays between the two routers, as catch-up always did.
+LIVE_RELAY_AGE_MS = 10_000
+# Routers of the old wire version named in /status: a neighbourhood has tens;
+# the least recently heard is forgotten beyond this.
+MAX_OLD_VERSION_ROUTERS = 64
 
 Addr = tuple[str, int]
 
@@ -128,15 +163,24 @@ class MeshProtocol:
         self.beacon_seq = 0  # of our last beacon
         self.sent = 0  # datagrams handed out by datagrams_to_send
         self.received = 0  # datagrams handed to receive_datagram, good or bad
-        self.relayed = 0  # records we passed on
-        self.relayed_beacons = 0  # other nodes' beacons we passed on
+        self.relayed = 0  # records we offered to pass on (live, with hops left)
+        self.record_relays_sent = 0  # of those, and of records caught up, sent
+        self.relayed_beacons = 0  # other nodes' (presence) beacons we passed on
         self.looped = 0  # our own datagrams heard back (multicast loopback)
         self.dropped: Counter[Drop] = Counter()
         self._presence: dict[int, tuple[str, ...]] = {}
-        self._beacon()  # checks node_name now rather than at the first timer
         self._counter = 0
         self._transfer_id = rng.getrandbits(32)
-        self._beacons = BeaconTimer(config.beacon_interval, rng)
+        interval = config.beacon_interval
+        self._trickle = Trickle(min(TRICKLE_IMIN, interval), interval, TRICKLE_K, rng)
+        self._relays = RelaySuppressor(rng)
+        self._full_until: float | None = None  # None: until the start-up beacon
+        self._last_beacon: float | None = None
+        self._presence_due: float | None = None  # a change waiting for MIN_BEACON_GAP
+        self._flood_next = False  # the next beacon carries a presence change far
+        self._last_flood: float | None = None
+        self.old_version: dict[str, dict[str, Any]] = {}  # addr -> who, how often
+        self._beacon()  # checks node_name now rather than at the first timer
         self._outbox: list[tuple[bytes, Addr | None]] = []
         self._events: deque[Event] = deque()
         self._reassembler = Reassembler(dropped=self.dropped)
@@ -172,7 +216,7 @@ class MeshProtocol:
             send=self._queue,
             encode=self._encode,
             send_raw=self._queue_raw,
-            accept=self._accept_record,
+            accept=self._accept_caught_up,
             emit=self._events.append,
         )
         # Every live neighbour beacons within an interval: after the first is
@@ -200,12 +244,18 @@ class MeshProtocol:
 
     def set_presence(self, presence: Mapping[int, Sequence[str]], now: float) -> None:
         """Local users online per room; a change is beaconed early."""
-        normalized = self._beacon(presence).presence  # validates: ValueError
+        normalized = self._beacon(now, presence).presence  # validates: ValueError
         if normalized == self._presence:
             return
         self._presence = {room: tuple(users) for room, users in normalized.items()}
-        if self._beacons.presence_changed(now):
+        self._flood_next = True
+        if self._last_beacon is None:
+            return  # the start-up beacon, still due, carries it
+        earliest = self._last_beacon + MIN_BEACON_GAP
+        if now >= earliest:
             self._send_beacon(now)
+        else:
+            self._presence_due = earliest
 
     def receive_datagram(
         self, data: bytes, addr: Addr, now: float, iface: str | None = None
@@ -215,10 +265,14 @@ class MeshProtocol:
             datagram = parse(data, self.keys)
         except WireError as exc:
             self.dropped[exc.reason] += 1
+            if exc.reason is Drop.OLD_VERSION:
+                self._note_old_version(data, addr, now)
             return
         if datagram.sender == self.node_id:
             self.looped += 1
             return
+        if isinstance(datagram, RecordDatagram):  # a copy counts even if we hold it
+            self._relays.heard(("r", datagram.record.origin, datagram.record.seq))
         if not self.admission.admit(datagram, len(data), now):
             return
         self.table.heard(datagram.sender, addr, now, iface)
@@ -237,7 +291,9 @@ class MeshProtocol:
 
     def get_timer(self) -> float | None:
         timers = [
-            self._beacons.get_timer(),
+            self._trickle.get_timer(),
+            self._presence_due,
+            self._relays.get_timer(),
             self.table.get_timer(),
             self._reassembler.get_timer(),
             self.sync.get_timer(),
@@ -245,8 +301,11 @@ class MeshProtocol:
         return min(t for t in timers if t is not None)
 
     def handle_timer(self, now: float) -> None:
-        if self._beacons.due(now):
+        beacon = self._trickle.handle_timer(now)
+        if beacon or (self._presence_due is not None and now >= self._presence_due):
             self._send_beacon(now)
+        for datagram in self._relays.due(now):
+            self._queue_relay(datagram)
         self.table.expire(now)
         self.sync.handle_timer(now)
         self._reassembler.handle_timer(now)
@@ -267,6 +326,15 @@ class MeshProtocol:
     def sync_status(self) -> dict[str, Any]:
         """Catch-up and repair progress: counters, outstanding ranges, queues."""
         return self.sync.status()
+
+    def beacon_status(self) -> dict[str, Any]:
+        """Trickle's state and the relays held or left out, for /status."""
+        return {
+            **self._trickle.status(),
+            "relays_pending": self._relays.pending(),
+            "relays_suppressed": self._relays.cancelled,
+            "record_relays_sent": self.record_relays_sent,
+        }
 
     def limits_status(self) -> dict[str, int]:
         """How full the bounded tables are, and the per-sender allowance."""
@@ -311,8 +379,36 @@ class MeshProtocol:
             return
         if datagram.hops > 1:
             self.relayed += 1
-            self._queue(RecordDatagram(self.node_id, record, hops=datagram.hops - 1))
+            relay = RecordDatagram(self.node_id, record, hops=datagram.hops - 1)
+            for now_out in self._relays.offer(("r", record.origin, record.seq), relay, now):
+                self._queue_relay(now_out)
+        self._inconsistent(now)  # a new record: neighbours may lack it (MPL)
         self.sync.live_record(record, datagram.sender, now)
+
+    def _accept_caught_up(self, record: Record, sender: str, addr: Addr, now: float) -> bool:
+        """A record from a BATCH: our neighbours may lack it too.  A live one
+        that another neighbour lacks (a relay was lost, or the hop limit
+        stopped its flood) floods on from here; history stays between us."""
+        live = physical_ms(record.hlc) + LIVE_RELAY_AGE_MS >= physical_ms(self.clock.last)
+        if not self._accept_record(record, sender, addr, now):
+            return False
+        self._inconsistent(now)
+        if live and self._lacked_by_another(record, sender):
+            relay = RecordDatagram(self.node_id, record, hops=self.config.hop_limit)
+            key = ("r", record.origin, record.seq)
+            for now_out in self._relays.offer(key, relay, now):
+                self._queue_relay(now_out)
+        return True
+
+    def _lacked_by_another(self, record: Record, sender: str) -> bool:
+        """Does a peer other than ``sender`` lack ``record``, by the newest
+        vector we know of it (its last whole vector, or ours when its digest
+        last equalled ours)?"""
+        return any(
+            peer.vector.get(record.origin, 0) < record.seq
+            for peer_id, peer in self.peers.items()
+            if peer_id != sender
+        )
 
     def _accept_record(self, record: Record, sender: str, addr: Addr, now: float) -> bool:
         """Hand a record new to us (live or from a BATCH) to the app; False if
@@ -332,29 +428,88 @@ class MeshProtocol:
     def _receive_beacon(
         self, beacon: BeaconDatagram, addr: Addr, now: float, iface: str | None
     ) -> None:
-        if not self.table.receive_beacon(beacon, addr, now, iface):
+        key = ("b", beacon.origin, beacon.boot_id, beacon.seq)
+        new_peer = beacon.origin == beacon.sender and beacon.origin not in self.peers
+        taken = self.table.receive_beacon(beacon, addr, now, iface)
+        if new_peer and beacon.origin in self.peers:
+            self._inconsistent(now)  # a router joined, or came back: compare at once
+        if not taken:
+            self._relays.heard(key)
+            if beacon.origin == beacon.sender and beacon.digest != self._digest():
+                # Not taken (a reboot within an interval waits, node/nodes.py),
+                # yet a neighbour that disagrees: our vectors go out now.
+                self._inconsistent(now)
             return
         if beacon.hops > 1:
             self.relayed_beacons += 1
-            self._queue(replace(beacon, sender=self.node_id, hops=beacon.hops - 1))
+            relay = replace(beacon, sender=self.node_id, hops=beacon.hops - 1)
+            for now_out in self._relays.offer(key, relay, now):
+                self._queue(now_out)
         if beacon.origin == beacon.sender:
-            self.sync.peer_vector(beacon.origin, now)
+            self._compare(beacon, now)
+
+    def _compare(self, beacon: BeaconDatagram, now: float) -> None:
+        """A neighbour's beacon against our vector: Trickle's consistency."""
+        node = self.nodes[beacon.origin]
+        ours = self.known.as_dict()
+        if beacon.digest == self._digest(ours):
+            self._trickle.heard_consistent()
+            node.vector = ours
+        else:
+            self._inconsistent(now)
+        self.sync.peer_vector(beacon.origin, now)  # a vector it had before, if left out
+
+    def _digest(self, vector: dict[str, int] | None = None) -> bytes:
+        return vector_digest(self.known.as_dict() if vector is None else vector)
+
+    def _inconsistent(self, now: float) -> None:
+        self._trickle.inconsistent(now)
+        if self._full_until is not None:
+            self._full_until = max(self._full_until, now + FULL_VECTOR_HOLD)
+
+    def _note_old_version(self, data: bytes, addr: Addr, now: float) -> None:
+        """Name an authentic datagram of the old wire version (see the opening)."""
+        version, _, _, _, sender, _ = HEADER.unpack_from(data)
+        where = f"{addr[0]}:{addr[1]}"
+        seen = self.old_version.pop(where, {"count": 0})
+        seen.update(sender=sender.hex(), version=version, last_heard=now)
+        seen["count"] += 1
+        self.old_version[where] = seen  # the newest last
+        while len(self.old_version) > MAX_OLD_VERSION_ROUTERS:
+            del self.old_version[next(iter(self.old_version))]
 
     # -- sending -------------------------------------------------------------------------
 
-    def _beacon(self, presence: Mapping[int, Sequence[str]] | None = None) -> BeaconDatagram:
+    def _beacon(
+        self, now: float | None = None, presence: Mapping[int, Sequence[str]] | None = None
+    ) -> BeaconDatagram:
+        """Our beacon: the whole vector while neighbours disagree (or at
+        start-up), else its digest only; flooded when it carries users online
+        far (see the opening comment)."""
         vector = self.known.as_dict()
         if len(vector) > MAX_VECTOR_ENTRIES:  # thousands of origins: send what fits
             vector = dict(islice(vector.items(), MAX_VECTOR_ENTRIES))
+        full = self._full_until is None or (now is not None and now < self._full_until)
         return BeaconDatagram(
             self.node_id,
             self.config.node_name,
             self.boot_id,
-            vector,
+            vector if full else {},
             self._presence if presence is None else presence,
-            hops=self.config.hop_limit,
+            hops=self.config.hop_limit if self._floods(now) else 1,
             seq=self.beacon_seq,
+            digest=vector_digest(vector),
         )
+
+    def _floods(self, now: float | None) -> bool:
+        """Does our next beacon go to the far end: a presence change, or a
+        refresh of users online before the far routers forget them."""
+        if self._flood_next:
+            return True
+        if not self._presence or now is None:
+            return False
+        refresh = self.config.beacon_interval  # well within peer_timeout, loss and all
+        return self._last_flood is None or now - self._last_flood >= refresh
 
     def _send_beacon(self, now: float) -> None:
         if self._counter >= COUNTER_ROLLOVER:  # a new boot rather than a reused counter
@@ -362,12 +517,22 @@ class MeshProtocol:
             self.beacon_seq = 0
             self._counter = 0
         self.beacon_seq += 1  # a u32: at most one a MIN_BEACON_GAP lasts 136 years
-        self._queue(self._beacon())
-        self._beacons.sent(now)
+        beacon = self._beacon(now)
+        self._queue(beacon)
+        if beacon.hops > 1:
+            self._flood_next, self._last_flood = False, now
+        if self._full_until is None:  # the start-up beacon went
+            self._full_until = now
+        self._last_beacon, self._presence_due = now, None
+        self._trickle.sent(now)
 
     def _queue(self, datagram: Datagram, dest: Addr | None = None) -> None:
         """Queue for ``dest`` (None: the group), in fragments if above the MTU."""
         self._outbox.extend((data, dest) for data in self._encode(datagram))
+
+    def _queue_relay(self, datagram: Datagram) -> None:
+        self.record_relays_sent += isinstance(datagram, RecordDatagram)
+        self._queue(datagram)
 
     def _queue_raw(self, data: bytes, dest: Addr | None) -> None:
         self._outbox.append((data, dest))

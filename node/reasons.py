@@ -16,6 +16,7 @@ class Drop(StrEnum):
     TOO_SHORT = "too_short"  # shorter than header + MAC
     TOO_LONG = "too_long"  # longer than MAX_DATAGRAM, or a length field above its bound
     BAD_VERSION = "bad_version"  # not wire.VERSION
+    OLD_VERSION = "old_version"  # a version we spoke once: a router not upgraded yet
     BAD_MAC = "bad_mac"  # no key gives this tag (wrong mesh, corrupted, forged)
     BAD_KIND = "bad_kind"  # unknown datagram kind, or a fragment of an unknown kind
     BAD_FLAGS = "bad_flags"  # a flag bit this version does not define
@@ -53,6 +54,7 @@ WIRE_REASONS = frozenset(
         Drop.TOO_SHORT,
         Drop.TOO_LONG,
         Drop.BAD_VERSION,
+        Drop.OLD_VERSION,
         Drop.BAD_MAC,
         Drop.BAD_KIND,
         Drop.BAD_FLAGS,

@@ -1,4 +1,4 @@
-"""Wire format: every datagram the mesh sends, as bytes (version 1).
+"""Wire format: every datagram the mesh sends, as bytes (version 2).
 
 How this works: a datagram is a fixed header, a body that depends on the kind,
 and a 16-byte tag, HMAC-SHA256 truncated, over header and body under the mesh
@@ -10,7 +10,7 @@ key.  All integers are big-endian.
 
     RECORD    origin 8 B | seq u32 | hlc u64 | record kind u8 | room u16 | JSON object (rest)
     BEACON    origin 8 B | beacon seq u32 | boot id u64 | name len u8 | name
-              | n u16 | n * (origin 8 B | contiguous u32)
+              | digest 8 B | n u16 | n * (origin 8 B | contiguous u32)
               | rooms u8 | rooms * (room u16 | users u16 | users * (len u8 | username))
     FRAGMENT  inner kind u8 | transfer id u32 | index u16 | count u16 | piece (rest)
     REQUEST   target 8 B | request flags u8 | n u16 | n * (origin 8 B | first u32 | last u32)
@@ -40,6 +40,18 @@ newer beacon: ``(origin, boot id, seq)`` names one beacon.  A
 FRAGMENT carries a piece of a RECORD, BEACON or BATCH *body*; joined, the pieces are
 parsed by ``parse_body`` with the fragments' header fields.
 
+Version 2 (issue #12): a BEACON carries ``digest``, the first 8 bytes of
+SHA-256 over its origin's whole version vector (sorted ``origin | contiguous``
+pairs, ``vector_digest``), and the vector itself only when the sender wants its
+neighbours to compare (after a disagreement): ``n`` is 0 otherwise.  A digest
+is 8 bytes however many origins the mesh ever had; a full vector is 12 bytes
+per origin, dead ones included (a wiped router comes back under a new id and
+adds one), so 200 origins make a 2.4 kB beacon, sent in fragments and only
+while neighbours disagree.  A datagram of version 1 is refused as
+"old_version" (``OLD_VERSIONS``; its MAC is checked first, the header and tag
+are the same in both versions) so /status can name the routers not yet
+upgraded; any other version is "bad_version".
+
 ``parse`` checks the size, the version, then the MAC (any of several keys, so a
 mesh can rotate its key), then everything else, and raises only ``WireError``
 whose ``reason`` is one of ``REASONS`` (node/reasons.py ``Drop``): callers
@@ -67,7 +79,10 @@ from typing import Any, ClassVar
 from node.reasons import WIRE_REASONS, Drop
 from node.record import MAX_SEQ, ORIGIN_RE, Record, RecordKind
 
-VERSION = 1
+VERSION = 2
+# Versions that were ours once: a router still speaking one is not upgraded
+# yet ("old_version"), not garbage ("bad_version").
+OLD_VERSIONS = frozenset({1})
 # Largest UDP payload over IPv4 (65,535 - 20 IP - 8 UDP): nothing longer exists.
 MAX_DATAGRAM = 65_507
 # 128-bit tag: RFC 4868's HMAC-SHA-256-128, ample against forgery per datagram.
@@ -77,6 +92,7 @@ FLAGS_KNOWN = 0x00  # version 1 defines no flag bits; see the opening comment
 HEADER = struct.Struct("!BBBB8sI")  # version, kind, flags, hops, sender, counter
 RECORD_HEAD = struct.Struct("!8sIQBH")  # origin, seq, hlc, record kind, room
 BEACON_HEAD = struct.Struct("!8sIQB")  # origin, beacon seq, boot id, node name length
+DIGEST = struct.Struct("!8s")  # vector digest (vector_digest)
 VECTOR_COUNT = struct.Struct("!H")  # number of (origin, contiguous) pairs
 VECTOR_ENTRY = struct.Struct("!8sI")  # origin, highest contiguous seq
 ROOM_COUNT = struct.Struct("!B")  # number of rooms with users online
@@ -115,6 +131,7 @@ MAX_PRESENCE_BYTES = (
     MAX_BODY
     - BEACON_HEAD.size
     - MAX_NODE_NAME_BYTES
+    - DIGEST.size
     - VECTOR_COUNT.size
     - MAX_VECTOR_ENTRIES * VECTOR_ENTRY.size
     - ROOM_COUNT.size
@@ -133,7 +150,7 @@ HOPS_MAX = 255  # hops-left is a u8
 
 class DatagramKind(IntEnum):
     RECORD = 1  # one whole record: live delivery of a new record, and relays
-    BEACON = 2  # who a node is: name, boot id, version vector, users online; relayed
+    BEACON = 2  # who a node is: name, boot id, vector digest (or vector), users online
     FRAGMENT = 3  # a numbered piece of a RECORD, BEACON or BATCH body above the MTU
     REQUEST = 4  # asks one node for seq ranges (catch-up, or a NACK for a gap)
     BATCH = 5  # whole records back to back: the answer to a REQUEST; never relayed
@@ -366,6 +383,9 @@ class BeaconDatagram:
     counter: int = 0
     origin: str = ""  # "": the sender itself; a node id once built
     seq: int = 0
+    # The digest of the origin's whole vector; b"": that of ``vector``, which
+    # is then the whole vector.  Given with an empty ``vector``: digest only.
+    digest: bytes = b""
     kind: ClassVar[DatagramKind] = DatagramKind.BEACON
 
     def __post_init__(self) -> None:
@@ -380,6 +400,12 @@ class BeaconDatagram:
         if not 0 <= self.boot_id <= U64_MAX:
             raise ValueError(f"boot id out of range: {self.boot_id}")
         self._check_vector()
+        if not self.digest:
+            object.__setattr__(self, "digest", vector_digest(self.vector))
+        if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST.size:
+            raise ValueError(f"digest must be {DIGEST.size} bytes: {self.digest!r}")
+        if self.vector and self.digest != vector_digest(self.vector):
+            raise ValueError("digest does not match the vector")
         presence = {
             room: tuple(sorted(set(users)))
             for room, users in sorted(self.presence.items())
@@ -412,7 +438,7 @@ class BeaconDatagram:
     def body(self) -> bytes:
         name = self.name.encode("utf-8")
         head = BEACON_HEAD.pack(bytes.fromhex(self.origin), self.seq, self.boot_id, len(name))
-        parts = [head, name]
+        parts = [head, name, DIGEST.pack(self.digest)]
         parts.append(VECTOR_COUNT.pack(len(self.vector)))
         parts += [VECTOR_ENTRY.pack(bytes.fromhex(o), s) for o, s in self.vector.items()]
         parts.append(ROOM_COUNT.pack(len(self.presence)))
@@ -423,8 +449,27 @@ class BeaconDatagram:
                 parts += [NAME_LEN.pack(len(raw)), raw]
         return b"".join(parts)
 
+    @property
+    def has_vector(self) -> bool:
+        """True if ``vector`` is the origin's whole vector, not left out."""
+        return bool(self.vector) or self.digest == EMPTY_DIGEST
+
     def serialize(self, key: bytes) -> bytes:
         return _seal(self, key)
+
+
+def vector_digest(vector: Mapping[str, int]) -> bytes:
+    """8 bytes naming a whole version vector: equal vectors, equal digests
+    (entries at 0 say nothing and are left out); 64 bits make a chance
+    collision between two routers' differing vectors negligible."""
+    h = hashlib.sha256()
+    for origin, seq in sorted(vector.items()):
+        if seq:
+            h.update(VECTOR_ENTRY.pack(bytes.fromhex(origin), seq))
+    return h.digest()[: DIGEST.size]
+
+
+EMPTY_DIGEST = vector_digest({})
 
 
 def _parse_vector(reader: _Reader) -> dict[str, int]:
@@ -461,10 +506,15 @@ def _parse_beacon(body: bytes, sender: str, hops: int, counter: int) -> BeaconDa
     reader = _Reader(body)
     origin, seq, boot_id, name_len = reader.unpack(BEACON_HEAD)
     name = reader.text(name_len, MAX_NODE_NAME_BYTES)
+    (digest,) = reader.unpack(DIGEST)
     vector = _parse_vector(reader)
     presence = _parse_presence(reader)
     reader.finish()
-    return BeaconDatagram(sender, name, boot_id, vector, presence, hops, counter, origin.hex(), seq)
+    if vector and vector_digest(vector) != digest:
+        raise WireError(Drop.MALFORMED)
+    return BeaconDatagram(
+        sender, name, boot_id, vector, presence, hops, counter, origin.hex(), seq, digest
+    )
 
 
 # -- FRAGMENT ----------------------------------------------------------------------------
@@ -774,12 +824,14 @@ def parse(data: bytes, keys: Sequence[bytes]) -> Datagram:
     if len(data) < HEADER.size + MAC_LEN:
         raise WireError(Drop.TOO_SHORT)
     version, kind, flags, hops, sender, counter = HEADER.unpack_from(data)
-    if version != VERSION:
+    if version != VERSION and version not in OLD_VERSIONS:
         raise WireError(Drop.BAD_VERSION)
     signed, tag = data[:-MAC_LEN], data[-MAC_LEN:]
     # Try every key (no early exit), each compare in constant time.
     if not sum(hmac.compare_digest(_mac(key, signed), tag) for key in keys):
         raise WireError(Drop.BAD_MAC)
+    if version != VERSION:  # one of our mesh, authentic, not upgraded yet
+        raise WireError(Drop.OLD_VERSION)
     if flags & ~FLAGS_KNOWN:
         raise WireError(Drop.BAD_FLAGS)
     if kind not in _BODY_PARSERS:

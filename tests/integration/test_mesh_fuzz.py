@@ -37,7 +37,14 @@ from node.fragment import MAX_PARTIAL_PER_SENDER, split
 from node.protocol import ORIGIN_RECORDS_PER_S
 from node.record import Record, RecordKind
 from node.transport import DEFAULT_GROUP
-from node.wire import HEADER, MAC_LEN, BeaconDatagram, RecordDatagram, RequestDatagram
+from node.wire import (
+    HEADER,
+    MAC_LEN,
+    VERSION,
+    BeaconDatagram,
+    RecordDatagram,
+    RequestDatagram,
+)
 from tests.helpers import Router, free_udp_port, routers, wait_for
 
 TOTAL = 100_000
@@ -168,7 +175,7 @@ class Mesh:
         """A signed header of any kind and flags over a random body."""
         kind = self.rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 200])
         flags = self.rng.choice([0, 0, 0, 1, 0x80])
-        head = HEADER.pack(1, kind, flags, 1, bytes.fromhex(FLOODER), self.counter(FLOODER))
+        head = HEADER.pack(VERSION, kind, flags, 1, bytes.fromhex(FLOODER), self.counter(FLOODER))
         data = head + self.rng.randbytes(self.rng.randrange(0, 80))
         return data + sign(self.key, data)
 
@@ -190,7 +197,7 @@ class Mesh:
             return base + rng.randbytes(rng.randrange(1, 64))
         if choice == 4:  # another key
             return base[:-MAC_LEN] + sign(secrets.token_bytes(32), base[:-MAC_LEN])
-        return bytes([rng.choice([0, 2, 255])]) + base[1:]  # another version
+        return bytes([rng.choice([0, VERSION + 1, 255])]) + base[1:]  # another version
 
 
 def rss(router: Router) -> int:

@@ -23,7 +23,7 @@ from node.admission import (
     SenderLimits,
 )
 from node.fragment import MAX_PARTIAL_PER_SENDER, MAX_PARTIAL_TRANSFERS, Reassembler, split
-from node.nodes import MAX_NODES, PEER_TIMEOUT, PeerLost
+from node.nodes import BEACON_INTERVAL, MAX_NODES, PEER_TIMEOUT, PeerLost
 from node.protocol import COUNTER_ROLLOVER, MeshProtocol
 from node.record import Record, RecordKind
 from node.sync import MAX_NACKS_PER_PEER
@@ -226,7 +226,7 @@ def test_restarted_peer_is_taken_and_its_old_boot_cannot_be_played_back():
     assert len(p.datagrams_to_send(START)) == 1
     # It restarts: a new boot id, counters and beacon seqs from 1 again; it
     # still holds OTHER 1..10 (stored), and says so in its beacon.
-    back = START + 6
+    back = START + BEACON_INTERVAL + 1
     new = beacon(1, 1, boot=8, presence={1: ["new"]}, vector={OTHER: 10})
     p.receive_datagram(new, PEER_ADDR, back)
     assert p.nodes[PEER].boot_id == 8 and p.presence() == {1: [("new", "peer")]}
@@ -259,11 +259,11 @@ def test_restart_within_an_interval_is_taken_once_the_old_boot_is_silent():
     p.receive_datagram(beacon(1, 1, boot=7), PEER_ADDR, START)
     p.receive_datagram(beacon(1, 1, boot=8), PEER_ADDR, START + 0.5)  # quick reboot
     assert p.nodes[PEER].boot_id == 7 and p.dropped["stale_beacon"] == 1
-    p.receive_datagram(beacon(9, 2, boot=8), PEER_ADDR, START + 5.5)
+    p.receive_datagram(beacon(9, 2, boot=8), PEER_ADDR, START + 0.5 + BEACON_INTERVAL)
     assert p.nodes[PEER].boot_id == 8
     # Its control datagrams count from then on.
     gone = GoneDatagram(PEER, [(FAR, 1, 1)], counter=10).serialize(KEY)
-    p.receive_datagram(gone, PEER_ADDR, START + 6)
+    p.receive_datagram(gone, PEER_ADDR, START + 1 + BEACON_INTERVAL)
     assert p.sync_stats["gone_received"] == 1
 
 

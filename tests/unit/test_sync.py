@@ -509,8 +509,11 @@ def test_fragment_repair_gives_up_after_bounded_retries():
     mesh.send(0, "long " * 800)
     mesh.run_for(3.0)
     asks = unicast_of(mesh.nodes[1], FragmentRequestDatagram)
-    assert len(asks) == MAX_FRAGMENT_REPAIRS
-    assert mesh.nodes[0].protocol.sync_stats["fragments_resent"] == MAX_FRAGMENT_REPAIRS
+    # Issue #12: the digests disagree, so catch-up tries too (new transfers,
+    # each with its own bounded repairs); the live transfer's are bounded.
+    first = [a for a in asks if a.transfer_id == asks[0].transfer_id]
+    assert len(first) == MAX_FRAGMENT_REPAIRS
+    assert mesh.nodes[0].protocol.sync_stats["fragments_resent"] >= MAX_FRAGMENT_REPAIRS
     assert mesh.nodes[1].records() == []  # left to NACK / catch-up
 
 

@@ -20,6 +20,7 @@ from node.wire import (
     BATCH_COUNT,
     BATCH_ENTRY,
     BEACON_HEAD,
+    EMPTY_DIGEST,
     FRAGMENT_HEAD,
     FRAGMENT_REQUEST_HEAD,
     HEADER,
@@ -38,6 +39,7 @@ from node.wire import (
     REASONS,
     RECORD_HEAD,
     REQUEST_HEAD,
+    VERSION,
     BatchDatagram,
     BeaconDatagram,
     DatagramKind,
@@ -92,49 +94,50 @@ FRAGMENT_REQUEST = FragmentRequestDatagram(SENDER, ORIGIN, 0xDEADBEEF, [0, 255],
 
 # One line per part, fields separated by spaces (bytes.fromhex skips them).
 RECORD_HEX = (
-    "01 01 00 07 0123456789abcdef 00000005 "  # version kind flags hops sender counter
+    "02 01 00 07 0123456789abcdef 00000005 "  # version kind flags hops sender counter
     "fedcba9876543210 0000002a 018bcfe568000007 01 0002 "  # origin seq hlc kind room
     # {"author":"ana","text":"hé 😀"}
     "7b22617574686f72223a22616e61222c2274657874223a2268c3a920f09f9880227d "
-    "4c394dc9fde476c1234ac7899b693a95"  # mac
+    "2a9c19bf9ffcde8c109694ccee440208"  # mac
 )
 BEACON_HEX = (
-    "01 02 00 06 0123456789abcdef 00000006 "
+    "02 02 00 06 0123456789abcdef 00000006 "
     "fedcba9876543210 00000009 "  # origin, beacon seq
     "1122334455667788 05 636166c3a9 "  # boot id, name length, "café"
+    "5c33bde797a35b80 "  # vector digest (wire.vector_digest)
     "0002 0123456789abcdef 00000003 fedcba9876543210 0000002a "  # vector: 2 entries
     "02 0001 0002 03 616e61 02 626f "  # 2 rooms; room 1: "ana", "bo"
     "0003 0001 04 7a6fc3ab "  # room 3: "zoë"
-    "b16def0df6b715c377dd441071e18204"
+    "2934eff97baf5cb3d8c28fae52223f4e"
 )
 FRAGMENT_HEX = (
-    "01 03 00 07 0123456789abcdef 00000009 "
+    "02 03 00 07 0123456789abcdef 00000009 "
     "01 deadbeef 0001 0003 00017069656365 "  # inner kind, transfer id, index, count, piece
-    "ee2eb537fb5fa70126d5789c05734104"
+    "0db2761159523c8bc16a0c4b17a1cd04"
 )
 REQUEST_HEX = (
-    "01 04 00 01 0123456789abcdef 0000000a "
+    "02 04 00 01 0123456789abcdef 0000000a "
     "fedcba9876543210 01 0002 "  # target, flags (answer by multicast), 2 ranges
     "fedcba9876543210 00000001 00000029 "  # origin, first, last
     "0123456789abcdef 00000007 00000007 "
     "MAC"
 )
 BATCH_HEX = (
-    "01 05 00 01 0123456789abcdef 0000000b "
+    "02 05 00 01 0123456789abcdef 0000000b "
     "0002 "  # 2 records
     "0020 fedcba9876543210 00000001 018bcfe568000007 01 0002 7b2274223a2261227d "  # {"t":"a"}
     "0019 fedcba9876543210 00000002 018bcfe568000007 01 0000 7b7d "  # {}
     "MAC"
 )
 GONE_HEX = (
-    "01 06 00 01 0123456789abcdef 0000000c "
+    "02 06 00 01 0123456789abcdef 0000000c "
     "0002 "  # 2 ranges, in the order given
     "fedcba9876543210 00000002 00000064 "  # origin, first, last
     "0123456789abcdef 00000007 01020304 "
     "MAC"
 )
 FRAGMENT_REQUEST_HEX = (
-    "01 07 00 01 0123456789abcdef 0000000d "
+    "02 07 00 01 0123456789abcdef 0000000d "
     "fedcba9876543210 deadbeef 0002 0000 00ff "  # target, transfer id, 2 indexes
     "MAC"
 )
@@ -151,7 +154,7 @@ def seal(
     kind: int = DatagramKind.RECORD,
     *,
     flags: int = 0,
-    version: int = 1,
+    version: int = VERSION,
     hops: int = 1,
     key: bytes = KEY,
 ) -> bytes:
@@ -310,10 +313,13 @@ def record_body(json_bytes: bytes, kind: int = 1, seq: int = 1) -> bytes:
 
 
 def beacon_body(
-    name: bytes = b"n", vector: bytes = b"\x00\x00", presence: bytes = b"\x00"
+    name: bytes = b"n",
+    vector: bytes = b"\x00\x00",
+    presence: bytes = b"\x00",
+    digest: bytes = EMPTY_DIGEST,
 ) -> bytes:
     head = struct.pack("!8sIQB", bytes.fromhex(ORIGIN), 1, 1, len(name))
-    return head + name + vector + presence
+    return head + name + digest + vector + presence
 
 
 def request_body(flags: int = 0, count: int = 1, ranges: bytes | None = None) -> bytes:
@@ -349,7 +355,12 @@ REFUSALS = {
         seal(gone_body(count=MAX_GONE_RANGES + 1), DatagramKind.GONE),
         seal(fragment_request_body(count=MAX_FRAGMENTS + 1), DatagramKind.FRAGMENT_REQUEST),
     ],
-    "bad_version": [b"\x02" + RECORD_BYTES[1:], seal(RECORD_BODY, version=0)],
+    "bad_version": [b"\x03" + RECORD_BYTES[1:], seal(RECORD_BODY, version=0)],
+    # Version 1, authentic: a router of our mesh not upgraded yet.
+    "old_version": [
+        seal(RECORD_BODY, version=1),
+        seal(beacon_body(), DatagramKind.BEACON, version=1),
+    ],
     "bad_mac": [
         RECORD.serialize(OLD_KEY),
         RECORD_BYTES[:-1] + b"\x00",
@@ -376,6 +387,8 @@ REFUSALS = {
         seal(beacon_body()[:-1], DatagramKind.BEACON),
         seal(beacon_body(vector=b"\x00\x02" + bytes(12) * 2), DatagramKind.BEACON),  # origin twice
         seal(beacon_body(vector=b"\x00\x02" + bytes(12)), DatagramKind.BEACON),
+        # a vector whose digest is not the one it came with
+        seal(beacon_body(vector=b"\x00\x01" + bytes(11) + b"\x01"), DatagramKind.BEACON),
         seal(beacon_body(presence=b"\x02\x00\x01\x00\x00\x00\x01\x00\x00"), DatagramKind.BEACON),
         seal(beacon_body(presence=b"\x01\x00\x01\x00\x01\x00"), DatagramKind.BEACON),
         seal(beacon_body(presence=b"\x01\x00\x01\x00\x01\x05ab"), DatagramKind.BEACON),
