@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.run-deps
 TEST_STAMP := $(VENV)/.test-deps
-DEBIAN_PACKAGES := chromium nftables iproute2 busybox
+DEBIAN_PACKAGES := chromium nftables iproute2 busybox mosquitto
 
 .PHONY: run test lint bench bench-router bench-readme clean debian-packages mesh
 
@@ -19,11 +19,13 @@ $(TEST_STAMP): requirements.txt requirements-test.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
 	touch $@ $(RUN_STAMP)
 
-# Debian packages the tests drive (a real browser, network namespaces, nft).
+# Debian packages the tests drive (a real browser, network namespaces, nft, an
+# MQTT broker the bridge tests start themselves: never the system service).
 # Installed only when running as root; tests that need them fail in CI.
 debian-packages:
 	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/chromium ] && command -v nft >/dev/null \
-	    && command -v ip >/dev/null && command -v busybox >/dev/null; }; then \
+	    && command -v ip >/dev/null && command -v busybox >/dev/null \
+	    && [ -x /usr/sbin/mosquitto ]; }; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

@@ -18,6 +18,12 @@ marker moves forward in memory at once, and a READ record (replicated, so the
 count follows the person to any router) is written at most every
 ``READ_RECORD_INTERVAL`` per user and room.  A person's own messages never
 count, nor messages from before their account existed.
+
+Also here: resends (a ``client_id`` already stored for the user and room is
+answered with the first ack, app/resend.py), room names (an admin's
+MODERATION record, app/moderation.py ``ROOM_NAME``), search and the way to a
+result (app/search.py), and the live room list (app/roomlist.py), told of
+every change that may move it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import gevent
 
-from app import reads
+from app import reads, search
 from app.accounts import (
     USERNAME_RE,
     Account,
@@ -50,7 +56,9 @@ from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
 from app.hub import Hub
 from app.mesh import Mesh, NoMesh
-from app.moderation import ACTIONS, Moderation
+from app.moderation import RECORD_ACTIONS, ROOM_NAME, Moderation
+from app.resend import SentIds
+from app.roomlist import RoomListFeed
 from node.clock import COUNTER_MASK, MAX_DRIFT_MS, PHYSICAL_MAX, HybridClock, pack, physical_ms
 from node.record import Record, RecordKind, parse_id
 from node.store import Store
@@ -91,6 +99,13 @@ MAX_BODY_BYTES = {
     # Two names, an action and two ids.
     RecordKind.MODERATION: 512,
 }
+ROOM_NAME_MAX = 40  # characters: a room's name fits a phone's header and tab title
+ROOM_TOPIC_MAX = 200  # characters: a sentence or two under the name
+# A room-name record: the moderation record's fields plus a name and a
+# topic of at most 4 UTF-8 bytes (or a 2-byte JSON escape) per character.
+MAX_NAME_BODY_BYTES = MAX_BODY_BYTES[RecordKind.MODERATION] + (ROOM_NAME_MAX + ROOM_TOPIC_MAX) * 4
+SEARCH_PER_SECOND = 1.0  # searches per user: each reads a room's whole history
+SEARCH_BURST = 5  # a few refinements in a row
 # The body fields of each kind of ACCOUNT record the chat writes: a
 # registration, a password change, a rename after a name conflict.
 _ACCOUNT_FIELDS = ({"name", "hash"}, {"name", "hash", "account"}, {"name", "hash", "renamed_from"})
@@ -139,6 +154,17 @@ def clean_text(text: Any) -> str:
     return text
 
 
+def clean_label(value: Any, limit: int, what: str) -> str:
+    """A room's name or topic: one line, no control characters, at most
+    ``limit`` characters; raises ChatError."""
+    if not isinstance(value, str) or not is_utf8(value):
+        raise ChatError("bad_request", f"The {what} must be text.")
+    value = " ".join(value.translate(dict.fromkeys(_FORBIDDEN)).split())
+    if len(value) > limit:
+        raise ChatError("too_long", f"A room's {what} holds at most {limit} characters.")
+    return value
+
+
 def is_utf8(text: str) -> bool:
     """False for a string with lone surrogates (JSON's "\\ud800"): no UTF-8
     holds them, so they could be neither stored nor sent to a page."""
@@ -165,12 +191,16 @@ def check_remote_record(record: Record, rooms: int) -> str | None:
 
 
 def _check_size(record: Record) -> str | None:
-    """ "too_big" for a body over its kind's ``MAX_BODY_BYTES``."""
+    """ "too_big" for a body over its kind's ``MAX_BODY_BYTES`` (a room's
+    name: ``MAX_NAME_BODY_BYTES``)."""
     try:
         size = len(dump_json(record.body))
     except (ValueError, TypeError, RecursionError):
         return "too_big"
-    return None if size <= MAX_BODY_BYTES[record.kind] else "too_big"
+    limit = MAX_BODY_BYTES[record.kind]
+    if record.kind == RecordKind.MODERATION and record.body.get("action") == ROOM_NAME:
+        limit = MAX_NAME_BODY_BYTES
+    return None if size <= limit else "too_big"
 
 
 def _check_read(record: Record, rooms: int) -> str | None:
@@ -225,6 +255,7 @@ _MODERATION_FIELDS = {
     "clear": {"action", "by", "account"},
     "ban": {"action", "by", "account", "user"},
     "unban": {"action", "by", "account", "user"},
+    ROOM_NAME: {"action", "by", "account", "name", "topic"},
 }
 
 
@@ -234,7 +265,7 @@ def _check_moderation(record: Record, rooms: int) -> str | None:
     body, action = record.body, record.body.get("action")
     by, account = body.get("by"), body.get("account")
     if (
-        action not in ACTIONS
+        action not in RECORD_ACTIONS
         or set(body) != _MODERATION_FIELDS[action]
         or not (isinstance(by, str) and USERNAME_RE.fullmatch(by))
         or not (isinstance(account, str) and parse_id(account))
@@ -246,9 +277,20 @@ def _check_moderation(record: Record, rooms: int) -> str | None:
     elif action == "delete":
         target = body.get("target")
         ok = 1 <= record.room <= rooms and isinstance(target, str) and bool(parse_id(target))
+    elif action == ROOM_NAME:
+        ok = 1 <= record.room <= rooms and _is_label(body.get("name"), ROOM_NAME_MAX)
+        ok = ok and _is_label(body.get("topic"), ROOM_TOPIC_MAX)
     else:
         ok = 1 <= record.room <= rooms
     return None if ok else "bad_moderation"
+
+
+def _is_label(value: Any, limit: int) -> bool:
+    """True for a name or topic exactly as ``clean_label`` leaves it."""
+    try:
+        return clean_label(value, limit, "name") == value
+    except ChatError:
+        return False
 
 
 def _check_account(record: Record) -> str | None:
@@ -362,6 +404,9 @@ class Chat:
             self.moderation.add(record)
         self.moderation.log_bindings()
         self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
+        self.room_lists = RoomListFeed(self.room_list)  # the rooms pages (app/roomlist.py)
+        self.sent_ids = SentIds()  # client ids already stored: resends (app/resend.py)
+        self._searches: dict[str, TokenBucket] = {}
         self.delivery = DeliveryTracker(self.hub, self.mesh.peer_vectors, monotonic)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
@@ -419,6 +464,8 @@ class Chat:
                 by_room.setdefault(record.room, []).append(record)
             elif record.kind == RecordKind.MODERATION:
                 self._show_moderation(record)
+        if new:
+            self.room_lists.changed()
         for room, fresh in by_room.items():
             if len(fresh) > HISTORY_LIMIT:
                 latest = self.store.latest(room, HISTORY_LIMIT)
@@ -492,13 +539,24 @@ class Chat:
 
     # -- messages ------------------------------------------------------------
 
+    def first_ack(self, user: str, room: int, client_id: str) -> str | None:
+        """The id of the message ``user`` already stored in ``room`` with
+        ``client_id`` (a resend after a lost ack), if this router remembers it."""
+        return self.sent_ids.first((name_key(user), room), client_id, self.monotonic())
+
     def post(
-        self, user: str, room: int, text: Any, on_stored: Callable[[Record], None] | None = None
+        self,
+        user: str,
+        room: int,
+        text: Any,
+        on_stored: Callable[[Record], None] | None = None,
+        client_id: str | None = None,
     ) -> Record:
         """Store and fan out a message; raises ChatError.
 
         ``on_stored`` runs after the record is flushed to the log and before
         the room's fan-out (the sender's ack goes ahead of the message).
+        ``client_id``: the page's own id, remembered for ``first_ack``.
         """
         text = clean_text(text)
         if self.moderation.is_banned(user):
@@ -514,11 +572,44 @@ class Chat:
             room,
             {"author": user, "node": self.node_name, "time": shown, "text": text},
         )
+        if client_id is not None:
+            self.sent_ids.remember((name_key(user), room), client_id, record.id, self.monotonic())
         if on_stored is not None:
             on_stored(record)
         self.hub.broadcast(room, message_frame(record))
         self.delivery.track(record)
+        self.room_lists.changed()
         return record
+
+    # -- search and the way to a result --------------------------------------------
+
+    def search(self, user: str, room: int, query: Any) -> list[dict[str, Any]]:
+        """The newest messages of ``room`` holding ``query`` (app/search.py);
+        raises ChatError for a query that is not one, or too many searches."""
+        if not isinstance(query, str) or not is_utf8(query) or not query.strip():
+            raise ChatError("bad_request", "A search needs some text.")
+        if len(query) > search.QUERY_MAX_CHARS:
+            raise ChatError("too_long", f"Search for at most {search.QUERY_MAX_CHARS} characters.")
+        bucket = self._searches.get(name_key(user))
+        if bucket is None:
+            bucket = self._searches[name_key(user)] = TokenBucket(SEARCH_PER_SECOND, SEARCH_BURST)
+        if not bucket.take(1, self.monotonic()):
+            raise ChatError("rate_limited", "Too many searches; wait a moment.")
+        return search.frames(search.search(self.store, room, query.strip()), message_frame)
+
+    def around(self, room: int, rid: tuple[str, int]) -> tuple[list[Record], bool]:
+        """A message with its neighbours, and whether newer ones follow."""
+        found = search.around(self.store, room, rid)
+        if found is None:
+            raise ChatError("not_found", "That message is no longer in this room.")
+        return found
+
+    def newer(self, room: int, rid: tuple[str, int], limit: int) -> tuple[list[Record], bool]:
+        """Messages after ``rid`` (towards the latest), and whether more follow."""
+        found = search.after(self.store, room, rid, min(max(limit, 1), search.NEWER_MAX))
+        if found is None:
+            raise ChatError("bad_request", "unknown message id")
+        return found
 
     # -- moderation ------------------------------------------------------------
 
@@ -551,6 +642,28 @@ class Chat:
         self._show_moderation(record)
         return record
 
+    def name_room(self, admin: str, room: int, name: Any, topic: Any) -> Record:
+        """An admin names ``room`` (and gives it a topic); raises ChatError.
+        Rights as for ``moderate``: the name's owner, bound as admin."""
+        owner = self.accounts.owner(admin)
+        if owner is None or not self.moderation.may_act(owner.name, owner.id):
+            raise ChatError("forbidden", "Only an admin may do that.")
+        body = {
+            "action": ROOM_NAME,
+            "by": owner.name,
+            "account": owner.id,
+            "name": clean_label(name, ROOM_NAME_MAX, "name"),
+            "topic": clean_label(topic, ROOM_TOPIC_MAX, "topic"),
+        }
+        record = self._make_record(RecordKind.MODERATION, room, body)
+        self._show_moderation(record)
+        return record
+
+    def room_name_frame(self, room: int) -> dict[str, Any]:
+        """A room's name and topic as its pages get them."""
+        name, topic = self.moderation.room_name(room)
+        return {"type": "room_name", "room": room, "name": name, "topic": topic}
+
     def _show_moderation(self, record: Record) -> None:
         """Apply a moderation record's effects beyond the store: bans, pages.
         Only for a record whose author is a bound admin (``receive_records``
@@ -558,8 +671,11 @@ class Chat:
         if not self.moderation.authorizes(record):
             return
         self.moderation.add(record)
+        self.room_lists.changed()
         body, room = record.body, record.room
-        if body["action"] == "delete":
+        if body["action"] == ROOM_NAME:
+            self.hub.broadcast(room, self.room_name_frame(room))
+        elif body["action"] == "delete":
             self.hub.broadcast(room, {"type": "deleted", "id": body["target"], "by": body["by"]})
         elif body["action"] == "clear":
             # The store's cut, which a clear from a clock far ahead does not pass.
@@ -614,6 +730,7 @@ class Chat:
         key = (name_key(user), room)
         waiting = key in self._reads_pending
         self._reads_pending[key] = (user, upto)
+        self.room_lists.changed()
         since = self.monotonic() - self._reads_written.get(key, float("-inf"))
         if since >= READ_RECORD_INTERVAL:
             self.write_read(key)
@@ -653,9 +770,12 @@ class Chat:
             last = self.store.last_message(n)
             since_n = max(since, self.read_marker(user, n))
             unread = reads.unread(self.store, n, user, since_n, UNREAD_MAX)
+            name, topic = self.moderation.room_name(n)
             rooms.append(
                 {
                     "n": n,
+                    "name": name,
+                    "topic": topic,
                     "unread": unread,
                     "online": len(self.presence(n)),
                     "last": None
@@ -680,6 +800,12 @@ class Chat:
     def presence_changed(self, room: int) -> None:
         """Tell a room's pages who is online (here or on other routers)."""
         self.hub.broadcast(room, {"type": "presence", "users": self.presence(room)})
+        self.room_lists.changed()
+
+    def online(self) -> int:
+        """How many people are online in any room, here or on other routers."""
+        users = {name_key(u["user"]) for n in range(1, self.rooms + 1) for u in self.presence(n)}
+        return len(users)
 
     def local_presence_changed(self, room: int) -> None:
         self.presence_changed(room)

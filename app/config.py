@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from app.moderation import parse_admin
 from app.retention import (
@@ -37,6 +39,61 @@ IDLE_TIMEOUT = 15.0
 # opens about 6 per host plus a WebSocket per open room (4 rooms); 32 leaves
 # room for a second tab.  One phone cannot take every connection.
 MAX_CONNECTIONS_PER_ADDRESS = 32
+# The bridge (app/bridge.py).  A topic prefix: MQTT topic levels of letters,
+# digits, "-", "_" and "."; no wildcards ("+", "#") nor "$" (the broker's
+# own topics), and short: every topic of every message carries it.
+BRIDGE_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}(/[A-Za-z0-9._-]{1,64}){0,3}")
+BRIDGE_PORTS = {"mqtt": 1883, "mqtts": 8883}  # IANA's ports for MQTT and MQTT over TLS
+# MQTT keep-alive, seconds: the bridge notices a silent uplink within about
+# twice this, the broker a silent bridge within 1.5 times.  30 s costs a
+# router two tiny packets a minute; tests shorten it to see a cut sooner.
+BRIDGE_KEEPALIVE = 30
+BRIDGE_KEEPALIVE_MIN = 2  # below this the pings themselves are the traffic
+
+
+@dataclass(frozen=True)
+class BridgeUrl:
+    """``mqtt://[user@]host[:port]/prefix`` or ``mqtts://...``: never a password."""
+
+    tls: bool
+    host: str
+    port: int
+    prefix: str
+    user: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL as the log and /status show it."""
+        user = f"{self.user}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}/{self.prefix}"
+
+
+def parse_bridge_url(text: str) -> BridgeUrl:
+    """A ``--bridge`` URL; ValueError saying what is wrong."""
+    parts = urlsplit(text)
+    if parts.scheme not in BRIDGE_PORTS:
+        raise ValueError("must start with mqtt:// or mqtts://")
+    if parts.password is not None:
+        raise ValueError(
+            "put the broker password in a file given with --bridge-password-file, "
+            "not on the command line (every user of the router can read it there)"
+        )
+    try:
+        port = BRIDGE_PORTS[parts.scheme] if parts.port is None else parts.port
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be 1 to 65535")
+    if not parts.hostname:
+        raise ValueError("no broker host")
+    prefix = parts.path.strip("/")
+    if not BRIDGE_PREFIX_RE.fullmatch(prefix) or "?" in text or "#" in text:
+        raise ValueError(
+            "give a topic prefix after the host, e.g. mqtt://broker.example/valley-chat "
+            "(letters, digits, - _ . and up to 4 levels)"
+        )
+    return BridgeUrl(parts.scheme == "mqtts", parts.hostname, port, prefix, parts.username)
 
 
 def default_node_name() -> str:
@@ -71,6 +128,11 @@ class Config:
     idle_timeout: float = IDLE_TIMEOUT
     max_connections: int = 0  # 0: as many as the descriptor limit allows (app/server.py)
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
+    bridge: BridgeUrl | None = None  # None: no broker
+    bridge_ca_file: Path | None = None  # mqtts: the CA that signed the broker's certificate
+    bridge_password_file: Path | None = None
+    bridge_key_file: Path | None = None  # None: the mesh key
+    bridge_keepalive: int = BRIDGE_KEEPALIVE
 
     @property
     def interfaces(self) -> list[str]:
@@ -132,6 +194,13 @@ def _admin(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return name if account is None else f"{name}={account}"
+
+
+def _bridge_url(text: str) -> BridgeUrl:
+    try:
+        return parse_bridge_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--bridge {e}") from None
 
 
 def _positive_float(text: str) -> float:
@@ -255,6 +324,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.beacon_interval,
         help="seconds between beacons (version vector, presence)",
     )
+    bridge = p.add_argument_group("bridge (app/bridge.py, docs/BRIDGE.md)")
+    bridge.add_argument(
+        "--bridge",
+        type=_bridge_url,
+        default=None,
+        metavar="mqtt://[USER@]HOST[:PORT]/PREFIX",
+        help="join other meshes through this MQTT broker (mqtts:// for TLS); "
+        "every mesh on the same PREFIX is one chat",
+    )
+    bridge.add_argument(
+        "--bridge-ca-file",
+        type=Path,
+        default=None,
+        help="mqtts: the CA certificate(s) the broker's certificate must chain to "
+        "(default: the system's)",
+    )
+    bridge.add_argument(
+        "--bridge-password-file",
+        type=Path,
+        default=None,
+        help="a file whose first line is the broker password for USER",
+    )
+    bridge.add_argument(
+        "--bridge-key-file",
+        type=Path,
+        default=None,
+        help="key (hex) that signs what crosses the broker; every bridge on the "
+        "prefix needs it (default: the mesh key)",
+    )
+    bridge.add_argument(
+        "--bridge-keepalive",
+        type=_bounded_int(BRIDGE_KEEPALIVE_MIN, 3600),
+        default=d.bridge_keepalive,
+        metavar="SECONDS",
+        help="MQTT keep-alive: a silent uplink is noticed within about twice this",
+    )
     history = p.add_argument_group("history")
     history.add_argument(
         "--retention",
@@ -294,5 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    ns = build_parser().parse_args(argv)
-    return Config(**vars(ns))
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    config = Config(**vars(ns))
+    if config.bridge is None and (config.bridge_password_file or config.bridge_ca_file):
+        parser.error("--bridge-password-file and --bridge-ca-file need --bridge")
+    if config.bridge is not None and config.bridge_ca_file and not config.bridge.tls:
+        parser.error("--bridge-ca-file is for mqtts:// (TLS)")
+    if config.bridge is not None and config.bridge_password_file and not config.bridge.user:
+        parser.error("--bridge-password-file needs a user: mqtt://USER@host/prefix")
+    return config

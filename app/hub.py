@@ -195,6 +195,8 @@ class BoundedWebSocket(WebSocket):
 class Client:
     """One page connected to one room."""
 
+    __slots__ = ("_pending", "_pending_bytes", "_writer", "closed", "room", "user", "ws")
+
     def __init__(self, ws: WebSocket, user: str, room: int) -> None:
         self.ws = ws
         self.user = user

@@ -42,7 +42,9 @@ wins on every router; a banned user cannot post or log in anywhere.
 Deletes and clears: ``ChatPolicy`` tells the store what they remove (a
 delete its target, a clear its room's messages stamped before it); the store
 makes those messages gone and refuses them if they arrive later
-(node/store.py, node/policy.py).  Moderation records are small and never expire,
+(node/store.py, node/policy.py).  Room names: the latest authorized ``name`` record of a room
+(``ROOM_NAME``) gives its name and topic on every router; ``--rooms`` still
+says how many rooms there are.  Moderation records are small and never expire,
 so a purge cannot bring a deleted message back.  A holder of the mesh key can
 still forge a record from a bound account: the mesh key is trusted to send
 records (DESIGN.md), phones are not.
@@ -51,15 +53,22 @@ records (DESIGN.md), phones are not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import TypeVar
 
 from app.accounts import USERNAME_RE, Account, Accounts, name_key
 from app.reads import marker_key, marker_rank
 from node.record import Record, RecordKind, parse_id
 
 log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
 
 ACTIONS = ("delete", "clear", "ban", "unban")
+# A room's name and topic, set by an admin: a MODERATION record in its room
+# with ``name`` and ``topic``; the latest authorized one by (hlc, origin,
+# seq) wins, as bans do.  node/ holds it like any moderation record.
+ROOM_NAME = "name"
+RECORD_ACTIONS = (*ACTIONS, ROOM_NAME)  # every action a moderation record may carry
 
 
 def parse_admin(text: str) -> tuple[str, str | None]:
@@ -115,6 +124,7 @@ class Moderation:
         self.unbound = {name_key(n): n for n, a in parsed if a is None}
         self.accounts = accounts if accounts is not None else Accounts()
         self._bans: dict[str, Record] = {}  # name key -> latest ban/unban
+        self._names: dict[int, Record] = {}  # room -> latest name record
 
     def may_act(self, name: str, account_id: str) -> bool:
         """True if the operator bound admin rights for ``name`` to ``account_id``."""
@@ -149,11 +159,19 @@ class Moderation:
         user = record.body.get("user")
         if not self.authorizes(record):
             return
-        if record.body.get("action") in ("ban", "unban") and isinstance(user, str):
-            key = name_key(user)
-            latest = self._bans.get(key)
-            if latest is None or latest.order_key < record.order_key:
-                self._bans[key] = record
+        action = record.body.get("action")
+        if action in ("ban", "unban") and isinstance(user, str):
+            _keep_latest(self._bans, name_key(user), record)
+        elif action == ROOM_NAME:
+            _keep_latest(self._names, record.room, record)
+
+    def room_name(self, room: int) -> tuple[str, str]:
+        """A room's name and topic ("" for none: the page says "Room N")."""
+        record = self._names.get(room)
+        if record is None:
+            return "", ""
+        name, topic = record.body.get("name"), record.body.get("topic")
+        return (name if isinstance(name, str) else ""), (topic if isinstance(topic, str) else "")
 
     def is_banned(self, name: str) -> bool:
         latest = self._bans.get(name_key(name))
@@ -203,3 +221,10 @@ class Moderation:
                 account.name,
                 account.id,
             )
+
+
+def _keep_latest(latest: dict[K, Record], key: K, record: Record) -> None:
+    """``latest[key]`` becomes ``record`` if it is later by (hlc, origin, seq)."""
+    current = latest.get(key)
+    if current is None or current.order_key < record.order_key:
+        latest[key] = record

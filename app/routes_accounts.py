@@ -42,6 +42,12 @@ class AccountRoutes:
         bottle.response.status = error.status
         return self.site.render(view, error=str(error), **kw)
 
+    def _login_page(self, **kw: Any) -> str:
+        """The login page, with what this is for a first visit."""
+        return self.site.render(
+            "login", online=self.chat.online(), kept_for=self.site.kept_for(), **kw
+        )
+
     def _too_many(self, view: str, reason: str, verdict: Verdict, **kw: Any) -> str:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(verdict.wait))
@@ -64,12 +70,12 @@ class AccountRoutes:
                 why = "Too many new accounts from this device"
                 return self._too_many("register", why, verdict, name=name, csrf=site.csrf_token())
             try:
-                self.chat.register(name, field(form, "password"), field(form, "confirm"))
+                account = self.chat.register(name, field(form, "password"), field(form, "confirm"))
             except (AccountError, ChatError) as e:  # a rule, a taken name, or the store
                 self.registrations.refund(address, now)
                 return self._refused("register", e, name=name, csrf=site.csrf_token())
-        notice = "Account created: you can log in now."
-        return site.render("login", error=None, notice=notice, name=name, csrf=site.csrf_token())
+        site.start_session(account.name, account.id)  # registering logs in
+        see_other("/")
 
     # -- log in and out ------------------------------------------------------------------
 
@@ -77,28 +83,29 @@ class AccountRoutes:
         if self.site.session() is not None:
             see_other("/")
         csrf = self.site.csrf_token()
-        return self.site.render("login", error=None, notice=None, name="", csrf=csrf)
+        return self._login_page(error=None, notice=None, name="", csrf=csrf)
 
     def login(self) -> str:
         site = self.site
         form = site.check_form()
         name = field(form, "username").strip()
-        page = {"notice": None, "name": name}
+        page: dict[str, Any] = {"notice": None, "name": name}
         address, now = site.client(), self.chat.monotonic()
         with self.logins.attempt(address, name, now) as verdict:  # a failure until it succeeds
             if verdict.wait:
                 why = "Too many failed logins"
+                page.update(online=self.chat.online(), kept_for=site.kept_for())
                 return self._too_many("login", why, verdict, csrf=site.csrf_token(), **page)
             login = self.chat.login(name, field(form, "password"))
         if login is None:
             bottle.response.status = 401
             error = "Username or password is invalid."
-            return site.render("login", error=error, csrf=site.csrf_token(), **page)
+            return self._login_page(error=error, csrf=site.csrf_token(), **page)
         self.logins.succeeded(address, name, now)
         if self.chat.moderation.is_banned(login.account.name):
             bottle.response.status = 403
             error = "This account is banned from the chat."
-            return site.render("login", error=error, csrf=site.csrf_token(), **page)
+            return self._login_page(error=error, csrf=site.csrf_token(), **page)
         site.start_session(login.account.name, login.account.id)
         see_other("/rename" if login.displaced else "/")
 

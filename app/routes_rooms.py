@@ -11,6 +11,11 @@ socket (``FRAMES_PER_SECOND``, on the monotonic clock), and ids and client
 ids of bounded length.  The first frame a page gets is ``hello``: who it is
 (and the user's name key, so the page tells "mine" and mentions as the
 server does), the page size of the history and the rule for a name.
+
+The rooms page has its own socket, ``/ws/rooms`` (same Origin and session
+checks): it sends nothing and gets ``rooms`` frames, coalesced
+(app/roomlist.py).  A ``send`` whose ``client_id`` this user already stored
+is answered with the first ack (app/resend.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import bottle
@@ -26,18 +31,27 @@ import gevent
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 
 from app.accounts import USERNAME_RE, name_key
-from app.chat import HISTORY_LIMIT, Chat, ChatError, is_utf8, message_frame
+from app.chat import (
+    HISTORY_LIMIT,
+    ROOM_NAME_MAX,
+    ROOM_TOPIC_MAX,
+    Chat,
+    ChatError,
+    is_utf8,
+    message_frame,
+)
 from app.hub import BoundedWebSocket, Client, FrameFlood
 from app.moderation import ACTIONS
 from app.sessions import Sessions
 from app.site import SESSION_COOKIE, Site, cookie
-from node.record import parse_id
+from node.record import Record, parse_id
 from node.store import parse_hlc
 from node.sync import TokenBucket
 
 log = logging.getLogger(__name__)
 
 WS_PATH_PREFIX = "/ws/"
+ROOM_LIST_WS = WS_PATH_PREFIX + "rooms"
 # A message id "<16 hex digits>:<seq up to 2^32-1>": 27 characters.
 MAX_ID_CHARS = 16 + 1 + 10
 CLIENT_ID_MAX = 64  # the page's own id for a message it sends, echoed in the ack
@@ -58,6 +72,7 @@ class RoomRoutes:
     def install(self, app: bottle.Bottle) -> None:
         app.get("/", callback=self.index)
         app.get("/room/<n>", callback=self.room)
+        app.get(ROOM_LIST_WS, callback=self.room_list_socket)  # a static route: matched first
         app.get(WS_PATH_PREFIX + "<n>", callback=self.websocket)
 
     def require_room(self, n: str) -> int:
@@ -74,10 +89,22 @@ class RoomRoutes:
     def room(self, n: str) -> str:
         room = self.require_room(n)
         s = self.site.logged_in()
-        return self.site.render("room", user=s.user, room=room, rooms=self.chat.rooms, csrf=s.csrf)
+        name, topic = self.chat.moderation.room_name(room)
+        return self.site.render(
+            "room",
+            user=s.user,
+            room=room,
+            rooms=self.chat.rooms,
+            csrf=s.csrf,
+            room_name=name,
+            topic=topic,
+            room_name_max=ROOM_NAME_MAX,
+            room_topic_max=ROOM_TOPIC_MAX,
+        )
 
-    def websocket(self, n: str) -> str:
-        room = self.require_room(n)
+    def _upgraded(self) -> tuple[BoundedWebSocket, str] | None:
+        """The request's WebSocket and its user; a 4xx for a plain request,
+        None (closed) if the session ended between the check and the upgrade."""
         env = bottle.request.environ
         ws = env.get("wsgi.websocket")
         if ws is None:
@@ -85,10 +112,22 @@ class RoomRoutes:
                 bottle.abort(403, "Log in first, from this router's own page.")
             bottle.abort(400, "This address takes WebSocket connections only.")
         s = self.site.session()
-        if s is None:  # the session ended between the check and the upgrade
+        if s is None:
             ws.close(1008)
-            return ""
-        serve_socket(self.chat, ws, s.user, room, bottle.request.query.get("after"))
+            return None
+        return ws, s.user
+
+    def websocket(self, n: str) -> str:
+        room = self.require_room(n)
+        upgraded = self._upgraded()
+        if upgraded is not None:
+            serve_socket(self.chat, *upgraded, room, bottle.request.query.get("after"))
+        return ""
+
+    def room_list_socket(self) -> str:
+        upgraded = self._upgraded()
+        if upgraded is not None:
+            serve_room_list(self.chat, *upgraded)
         return ""
 
 
@@ -148,15 +187,10 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int, after: 
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
     # history and the live frames.
-    client.send(
-        {
-            "type": "history",
-            "messages": [message_frame(r) for r in records],
-            "last": chat.store.last_arrival(room),
-            "reset": reset,
-        }
-    )
+    send_history(chat, client, records, reset)
     chat.delivery.replay(client)
+    if any(chat.moderation.room_name(room)):  # renamed since the page was served, perhaps
+        client.send(chat.room_name_frame(room))
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
     try:
@@ -177,8 +211,43 @@ _CLOSE_CODES: tuple[tuple[type[BaseException], int | None], ...] = (
 )
 
 
-def read_frames(chat: Chat, client: Client, ws: BoundedWebSocket) -> None:
-    """Frames until the page closes the socket or breaks a bound."""
+def send_history(chat: Chat, client: Client, records: list[Record], reset: bool) -> None:
+    client.send(
+        {
+            "type": "history",
+            "messages": [message_frame(r) for r in records],
+            "last": chat.store.last_arrival(client.room),
+            "reset": reset,
+        }
+    )
+
+
+def serve_room_list(chat: Chat, ws: BoundedWebSocket, user: str) -> None:
+    """The rooms page's WebSocket: ``rooms`` frames until it closes."""
+    client = Client(ws, user, 0)
+    if not chat.room_lists.join(client):
+        client.flush()
+        return
+    try:
+        read_frames(chat, client, ws, _listen_only)
+    finally:
+        chat.room_lists.leave(client)
+        client.flush()
+
+
+def _listen_only(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
+    client.send({"type": "error", "code": "bad_request", "message": "This socket only listens."})
+
+
+def read_frames(
+    chat: Chat,
+    client: Client,
+    ws: BoundedWebSocket,
+    handle: Callable[[Chat, Client, str | bytes | bytearray], None] | None = None,
+) -> None:
+    """Frames until the page closes the socket or breaks a bound; each
+    goes to ``handle`` (default ``handle_frame``)."""
+    handle = handle_frame if handle is None else handle
     frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST)
 
     def take_frame() -> bool:
@@ -192,7 +261,7 @@ def read_frames(chat: Chat, client: Client, ws: BoundedWebSocket) -> None:
             return
         if text is None:  # the page closed the socket
             return
-        handle_frame(chat, client, text)
+        handle(chat, client, text)
         gevent.sleep(0)  # a page with frames queued up takes turns with the others
 
 
@@ -223,6 +292,8 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> N
             receive_older(chat, client, frame)
         elif kind == "read":
             receive_read(chat, client, frame)
+        elif isinstance(kind, str) and kind in _RECEIVERS:  # a list is no key
+            _RECEIVERS[kind](chat, client, frame)
         elif kind in ACTIONS:  # the server checks the rights, whatever the page shows
             chat.moderate(client.user, client.room, kind, frame.get("id", frame.get("user")))
         else:
@@ -231,7 +302,7 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> N
         client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
 
 
-def _valid_client_id(value: Any) -> bool:
+def _valid_client_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and 1 <= len(value) <= CLIENT_ID_MAX and is_utf8(value)
 
 
@@ -247,6 +318,10 @@ def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
         raise ChatError(
             "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
         )
+    first = chat.first_ack(client.user, client.room, client_id)
+    if first is not None:  # a resend after a lost ack: stored already
+        client.send({"type": "ack", "client_id": client_id, "id": first})
+        return
     # The ack goes first into this client's outbox, so the page learns the id
     # before (or with) the message's own fan-out frame.
     chat.post(
@@ -254,6 +329,7 @@ def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
         client.room,
         frame.get("text"),
         on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+        client_id=client_id,
     )
 
 
@@ -273,3 +349,58 @@ def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     if upto is None:
         raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
     chat.mark_read(client.user, client.room, upto)
+
+
+def receive_search(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    query = frame.get("q")
+    results = chat.search(client.user, client.room, query)
+    client.send({"type": "results", "q": query, "results": results})
+
+
+def receive_around(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    rid = parse_message_id(frame.get("id"))
+    if rid is None:
+        raise ChatError("bad_request", "around needs id=<message id>")
+    records, more = chat.around(client.room, rid)
+    client.send(
+        {
+            "type": "around",
+            "id": frame["id"],
+            "messages": [message_frame(r) for r in records],
+            "more": more,
+        }
+    )
+
+
+def receive_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    after, limit = frame.get("after"), frame.get("limit", OLDER_DEFAULT)
+    rid = parse_message_id(after)
+    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
+    records, more = chat.newer(client.room, rid, limit)
+    client.send(
+        {
+            "type": "newer",
+            "after": after,
+            "messages": [message_frame(r) for r in records],
+            "more": more,
+        }
+    )
+
+
+def receive_latest(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    send_history(chat, client, chat.store.latest(client.room, HISTORY_LIMIT), reset=True)
+
+
+def receive_name_room(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    chat.name_room(client.user, client.room, frame.get("name"), frame.get("topic", ""))
+
+
+# Frames beyond sending, reading and moderating: what each is answered with.
+_RECEIVERS: dict[str, Callable[[Chat, Client, dict[str, Any]], None]] = {
+    "search": receive_search,  # -> results
+    "around": receive_around,  # -> around: the page jumps to a message
+    "newer": receive_newer,  # -> newer: onwards from there to the latest
+    "latest": receive_latest,  # -> history (reset): back from there to the latest
+    "name_room": receive_name_room,  # -> room_name, to every page of the room
+}

@@ -1,13 +1,16 @@
 """Wiring: config -> store and clock -> mesh link -> chat -> web server.
 
 The mesh link is made before the chat and given to it (app/mesh.py); the
-link hands what it hears to the chat from ``start(chat)`` on.  Every interval
+link hands what it hears to the chat from ``start(chat)`` on.  With
+``--bridge`` the chat's mesh is the radio link and the bridge to the broker
+side by side (app/mesh.py ``Meshes``, app/bridge.py).  Every interval
 here runs on the monotonic clock: the router setting its wall clock (NTP
 after a boot at its build date) moves no purge, sync or log timer.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
@@ -19,8 +22,10 @@ from typing import Any
 import gevent
 from gevent.pywsgi import WSGIServer
 
+from app.bridge import Bridge
 from app.chat import Chat, iso_utc, make_clock
 from app.config import Config, parse_args
+from app.mesh import Link, Meshes
 from app.meshlink import MeshLink
 from app.moderation import ChatPolicy, Moderation
 from app.retention import horizon_ms
@@ -28,7 +33,7 @@ from app.routes_rooms import upgrade_check
 from app.sessions import Sessions
 from app.throttle import client_key
 from app.web import ChatHandler, build_app
-from node.clock import pack, physical_ms
+from node.clock import HybridClock, pack, physical_ms
 from node.store import Store
 
 log = logging.getLogger("app")
@@ -46,6 +51,30 @@ PURGE_CHECK_INTERVAL = 30.0
 # Expired lines leave the files (a rewrite: flash wear) at most this often, or
 # sooner when retention itself is shorter.
 COMPACT_INTERVAL = 3600.0
+# glibc's malloc: a freed block mapped on its own raises the mmap threshold to
+# its size (up to 32 MiB), so the next scrypt buffer (16 MiB, app/accounts.py)
+# comes from the hashing thread's heap and stays there for good: 16 MB of a
+# router's RAM after the second login.  malloc_trim(0) does not give it back
+# (it never trims the top of a thread's arena: measured).  A threshold set
+# explicitly stays put, so every block this large or larger is its own
+# mapping, returned at free.  128 KiB is glibc's own default threshold.
+MMAP_THRESHOLD_BYTES = 128 * 1024
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number, glibc's <malloc.h>
+
+
+def fix_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold (``MMAP_THRESHOLD_BYTES``); True if done.
+
+    False where there is no glibc: OpenWrt's musl maps large blocks on their
+    own and unmaps them at free anyway.  (ctypes is python3-ctypes on
+    OpenWrt, which gevent's cffi depends on.)
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - AttributeError unless glibc
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def _sync_forever(store: Store) -> None:
@@ -213,17 +242,35 @@ class ChatServer(WSGIServer):
             )
 
 
-def make_server(config: Config) -> tuple[WSGIServer, Chat, MeshLink | None]:
+def make_mesh(config: Config, store: Store, clock: HybridClock) -> Link | None:
+    """The radio mesh, the bridge, both (side by side) or neither."""
+    links: list[tuple[str, Link]] = []
+    if config.mesh:
+        links.append(("radio", MeshLink(config, store, clock)))
+    if config.bridge is not None:
+        links.append(("bridge", Bridge(config, store, clock)))
+    if len(links) == 1 and links[0][0] == "radio":
+        return links[0][1]
+    return Meshes(links) if links else None
+
+
+def make_server(config: Config) -> tuple[WSGIServer, Chat, Link | None]:
     max_connections = connection_limit(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     # Deletes and clears take effect only by a bound admin (app/moderation.py).
     policy = ChatPolicy(Moderation(config.admin).authorizes)
     store = Store(config.data_dir, config.rooms, policy=policy)
     clock = make_clock(store)  # one hybrid clock for the chat and its mesh
-    mesh = MeshLink(config, store, clock) if config.mesh else None
+    mesh = make_mesh(config, store, clock)
     chat = Chat(store, config.node_name, mesh=mesh, clock=clock, admins=config.admin)
     sessions = Sessions(config.data_dir)
     refused: Counter[str] = Counter()  # connections and requests refused, for /status
-    app = build_app(chat, sessions, captive_portal=config.captive_portal, http_refused=refused)
+    app = build_app(
+        chat,
+        sessions,
+        captive_portal=config.captive_portal,
+        http_refused=refused,
+        retention=config.retention,
+    )
     server = ChatServer(
         (config.host, config.port),
         app,
@@ -244,6 +291,7 @@ def run(argv: list[str]) -> int:
     # password hashes, session digests and maybe the mesh key, and a router
     # may run other services' users.  Set before anything is created.
     os.umask(PRIVATE_UMASK)
+    fix_mmap_threshold()  # before the store loads: its blocks follow the rule too
     config = parse_args(argv)
     logging.getLogger().setLevel(config.log_level.upper())
     try:

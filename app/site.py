@@ -23,6 +23,7 @@ import bottle
 
 from app.accounts import PASSWORD_MAX, USERNAME_MAX
 from app.chat import MAX_TEXT_CHARS, UNREAD_MAX, Chat
+from app.retention import DEFAULT_RETENTION
 from app.sessions import Session, Sessions
 from app.throttle import client_key
 
@@ -84,10 +85,25 @@ def field(form: bottle.FormsDict, name: str) -> str:
     return form.getunicode(name) or ""
 
 
+def duration(seconds: float) -> str:
+    """A retention for people: "24 hours", "7 days", "1 hour", "90 minutes"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size or (seconds == size and unit != "day"):
+            return plural(round(seconds / size), unit)
+    return plural(round(seconds), "second")
+
+
 class Site:
-    def __init__(self, chat: Chat, sessions: Sessions) -> None:
-        self.chat, self.sessions = chat, sessions
+    def __init__(
+        self, chat: Chat, sessions: Sessions, retention: float = DEFAULT_RETENTION
+    ) -> None:
+        """``retention``: how long messages are kept (``--retention``), said
+        on the login page."""
+        self.chat, self.sessions, self.retention = chat, sessions, retention
         self._lookup = [str(TEMPLATES)]
+
+    def kept_for(self) -> str:
+        return duration(self.retention)
 
     def render(self, view: str, /, **kw: Any) -> str:
         return bottle.template(

@@ -29,6 +29,7 @@ from geventwebsocket.handler import WebSocketHandler
 from app.chat import Chat
 from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
 from app.hub import BoundedWebSocket
+from app.retention import DEFAULT_RETENTION
 from app.routes_accounts import AccountRoutes
 from app.routes_rooms import (
     CLIENT_ID_MAX,
@@ -87,6 +88,12 @@ MANIFEST_TYPE = "application/manifest+json"
 # Accept-Language lists, and is all a request can hold before it is read in
 # full: a request over it is answered 431 and its connection closed.
 MAX_HEADER_BYTES = 16 * 1024
+# A connection's read buffer (gevent's default is 8 KiB).  A browser's request
+# line and headers with our cookies are under 2 KiB, so one recv still reads a
+# request; a page's frames are smaller, and a longer read (a form, a 24 KB
+# message) goes straight into its result.  An open page holds its buffer for
+# as long as it is open: 6 KB less per page (tests/bench/bench_footprint.py).
+READ_BUFFER_BYTES = 2 * 1024
 
 
 def _plain_response(status: str, text: str) -> bytes:
@@ -136,6 +143,9 @@ def read_headers(rfile: BinaryIO, *_: Any) -> pywsgi.OldMessage:
         raise HeadersTooLarge(str(e)) from None
 
 
+NO_HEADERS = pywsgi.OldMessage()  # what an upgraded socket keeps of its request's headers
+
+
 class ChatHandler(WebSocketHandler):
     """Upgrades only WebSockets the app allows; the rest get plain HTTP.
 
@@ -149,7 +159,14 @@ class ChatHandler(WebSocketHandler):
 
     MessageClass = staticmethod(read_headers)
     server: ChatServer  # which decides upgrades (``allow_upgrade``), given when made
-    _deadline: gevent.Timeout | None = None
+    # Our own per-connection state in slots (app/hub.py keeps the page's
+    # client and its message size here): pywsgi's attribute dict is full,
+    # and one more name in it doubled it, 1.5 KB for every open page.
+    __slots__ = ("_deadline", "cc_client", "cc_message_bytes")
+
+    def __init__(self, sock: Any, address: Any, server: Any) -> None:
+        super().__init__(sock, address, server, rfile=sock.makefile("rb", READ_BUFFER_BYTES))
+        self._deadline: gevent.Timeout | None = None
 
     def handle_one_request(self) -> Any:
         try:
@@ -216,6 +233,9 @@ class ChatHandler(WebSocketHandler):
         # One writer per socket and a bounded frame size (app/hub.py).
         self.websocket.__class__ = BoundedWebSocket
         self.socket.settimeout(None)  # a page's socket may be quiet for hours
+        # The handshake is answered and the environ made: the parsed header
+        # block is not read again, and would be held as long as the page.
+        self.headers = NO_HEADERS  # type: ignore[misc]  # pywsgi's, in its __dict__
         super().run_websocket()
 
 
@@ -225,9 +245,10 @@ def build_app(
     *,
     captive_portal: bool = False,
     http_refused: Mapping[str, int] | None = None,
+    retention: float = DEFAULT_RETENTION,
 ) -> bottle.Bottle:
     app = bottle.Bottle()
-    site = Site(chat, sessions)
+    site = Site(chat, sessions, retention)
     app.add_hook("after_request", _security_headers)
     AccountRoutes(site).install(app)
     RoomRoutes(site).install(app)

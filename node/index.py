@@ -77,11 +77,18 @@ class RoomLog:
         self._sorted = [r for r in self._sorted if (r.origin, r.seq) not in rids]
         self.position = {(r.origin, r.seq): i for i, r in enumerate(self.arrivals)}
 
-    def add(self, record: Record) -> None:
-        self.position[(record.origin, record.seq)] = len(self.arrivals)
+    def add(self, record: Record, rid: tuple[str, int] | None = None) -> None:
+        """Hold a record; ``rid`` is its id tuple if the caller has one made
+        (one tuple for both indexes: 10,000 records, 0.6 MB less)."""
+        self.position[(record.origin, record.seq) if rid is None else rid] = len(self.arrivals)
         self.arrivals.append(record)
-        if self._sorted and self._sorted[-1].order_key > record.order_key:
-            self._dirty = True
+        if self._sorted and not self._dirty:
+            last = self._sorted[-1]
+            # hlc first: order_key makes two tuples, and hlcs seldom tie
+            if last.hlc > record.hlc or (
+                last.hlc == record.hlc and last.order_key > record.order_key
+            ):
+                self._dirty = True
         self._sorted.append(record)
 
     def before(self, hlc: int) -> list[Record]:
@@ -114,18 +121,19 @@ class Index:
         """Hold a record where its kind belongs (a READ record: the caller
         has made it the latest of its key); False if it belongs nowhere."""
         kind = record.kind
+        rid = (record.origin, record.seq)
         if kind == RecordKind.MESSAGE:
             room_log = self.room_logs.get(record.room)
             if room_log is None:
                 return False
-            room_log.add(record)
+            room_log.add(record, rid)
         elif kind == RecordKind.ACCOUNT:
             self.accounts.append(record)
         elif kind == RecordKind.MODERATION:
             self.moderation.append(record)
         elif kind != RecordKind.READ:
             return False
-        self.records[(record.origin, record.seq)] = record
+        self.records[rid] = record
         self.max_hlc = max(self.max_hlc, record.hlc)
         return True
 

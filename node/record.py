@@ -163,6 +163,19 @@ class VersionVector:
             return [(1, upto)] if upto >= 1 else []
         return list(seqs.missing(upto))
 
+    def add_many(self, origin: str, seqs: list[int]) -> None:
+        """Record that we hold all of ``seqs`` (a log's load): sorted once and
+        added a run of consecutive seqs at a time, not a seq at a time."""
+        seqs.sort()
+        first = prev = seqs[0] if seqs else 0
+        for seq in seqs[1:]:
+            if seq > prev + 1:
+                self.add_range(origin, first, prev)
+                first = seq
+            prev = seq
+        if seqs:
+            self.add_range(origin, first, prev)
+
     def add_range(self, origin: str, first: int, last: int) -> int | None:
         """Record that we hold (or need never ask for) ``first..last`` of
         ``origin``: ``SeqSet.add_range``."""

@@ -89,6 +89,11 @@ class Store:
         self.seqs = SeqReservation(self.data_dir, self.node_id, self.vector)
         self.skipped_lines = 0  # lines that are not valid records, kept in place
         self.gone_lines = 0  # READ lines gone since the last compact(), still in reads.log
+        # While loading: the seqs held, per origin, for the vector at the end
+        # (``VersionVector.add_many``): a room's log holds an origin's seqs
+        # with gaps (its other rooms'), and adding them one by one cost a
+        # search each.  None once loaded.
+        self._loaded_seqs: dict[str, list[int]] | None = {}
         self.gone.load()
         self._load()
         self.seqs.load()
@@ -142,6 +147,9 @@ class Store:
         names += [room_log_name(room) for room in range(1, self.rooms + 1)]
         for name in [*names, ACCOUNTS_LOG, READS_LOG]:
             self._load_log(name)
+        loaded, self._loaded_seqs = self._loaded_seqs or {}, None
+        for origin, seqs in loaded.items():
+            self.vector.add_many(origin, seqs)
         self.gone.loaded()
 
     def _load_log(self, name: str) -> None:
@@ -229,7 +237,10 @@ class Store:
             self._act(record)
         if not self.held.add(record):
             return False
-        self.vector.add(record.origin, record.seq)
+        if self._loaded_seqs is None:
+            self.vector.add(record.origin, record.seq)
+        else:  # loading: the vector is made at the end (``_load``)
+            self._loaded_seqs.setdefault(record.origin, []).append(record.seq)
         return True
 
     # -- what records do to others (node/policy.py) ------------------------------

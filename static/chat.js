@@ -1,7 +1,12 @@
 // The room page: one WebSocket to this router, messages rendered as text.
 // Own messages show how far they got (sending, sent, seen by N routers); a
 // lost connection shows a banner, reconnects with back-off and fetches
-// exactly what it missed; scrolling up loads older messages.
+// exactly what it missed; scrolling up loads older messages.  A message
+// given back after a lost ack is resent with its own client_id, which the
+// router answers with the first ack (never stored twice).  Search finds
+// messages in the room's history and jumps to one: the page then shows the
+// messages around it ("detached" from the live end) until it loads newer
+// ones or goes back to the latest.  Day labels roll over at midnight.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -23,12 +28,25 @@
   const startNote = $("start");
   const online = $("online");
   const onlineCount = $("online-count");
+  const roomName = $("room-name");
+  const topicLine = $("topic");
+  const nameForm = $("name-form");
+  const searchForm = $("search");
+  const searchInput = $("search-input");
+  const searchBox = $("search-results");
+  const searchNote = $("search-note");
+  const results = $("results");
+  const newerButton = $("newer");
+  const latestLink = $("latest");
 
   const OLDER_PAGE = 50;
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 15000;
   const READ_EVERY_MS = 5000; // "read" frames: at most one per this long (and on leaving)
-  const TITLE = document.title;
+  const NEWER_PAGE = 50;
+  const DAY_MS = 86400000;
+  const SUFFIX = " · Community Chat";
+  let TITLE = document.title;
 
   const shown = new Map(); // message id -> <li>
   const unacked = new Map(); // client_id -> {text, li}: sent, not yet stored
@@ -55,6 +73,11 @@
   let readAt = 0;
   let readTimer = null;
   let hiddenNew = 0; // messages from others that came while the tab was hidden
+  let givenBack = null; // {text, items: [{clientId, text}]}: what a lost ack put back
+  let detached = false; // showing a search result's place, not the live end
+  let target = null; // id of the message jumped to
+  let toLatest = false; // a "latest" history is on its way: scroll to the end
+  let today = new Date().toDateString();
 
   function orderKey(m) {
     const [origin, seq] = m.id.split(":");
@@ -274,17 +297,22 @@
   }
 
   function giveBack(clientIds, why) {
-    const texts = [];
+    // Back into the box; Retry with the text unchanged resends each message
+    // with its own client_id, so one the router did store is not stored twice.
+    const items = [];
     for (const id of clientIds) {
       const item = unacked.get(id);
       if (!item) continue;
       item.li.remove();
       unacked.delete(id);
-      texts.push(item.text);
+      items.push({ clientId: id, text: item.text });
     }
-    if (!texts.length) return;
-    if (input.value.trim()) texts.push(input.value);
-    input.value = texts.join("\n");
+    if (!items.length) return;
+    const again = givenBack && input.value === givenBack.text;
+    const all = again ? [...givenBack.items, ...items] : items;
+    const extra = again ? givenBack.extra : input.value.trim() ? input.value : "";
+    input.value = [...all.map((i) => i.text), ...(extra ? [extra] : [])].join("\n");
+    givenBack = { text: input.value, items: all, extra: extra };
     offerRetry(why);
   }
 
@@ -292,6 +320,7 @@
     hello(f) {
       admin = Boolean(f.admin);
       $("clear").hidden = !admin;
+      $("name-open").hidden = !admin;
       if (readUpto === null && f.read !== undefined) readUpto = BigInt(f.read);
       myKey = f.key;
       nameRule = new RegExp("^(?:" + f.name_rule + ")$");
@@ -307,10 +336,13 @@
         shown.clear();
         olderButton.hidden = f.messages.length < historyPage;
         startNote.hidden = !olderButton.hidden || f.messages.length === 0;
+        attach();
       }
       if (f.last) lastArrived = f.last;
+      if (toLatest) { toLatest = false; f.messages.forEach(insert); relayout(); toBottom(); noteSeen(); return; }
       if (!firstHistory) { showLive(f.messages); return; }
       firstHistory = false;
+      if (jumpFromHash()) return;
       f.messages.forEach(insert);
       const fresh = [...list.children].find((li) =>
         !isMe(li.msg.author) && readUpto !== null && BigInt(li.msg.hlc) > readUpto);
@@ -320,7 +352,7 @@
       noteSeen();
     },
     message(f) {
-      showLive([f]);
+      if (!detached) showLive([f]); // detached: "newer" brings it in order
       lastArrived = f.id;
     },
     ack(f) {
@@ -349,6 +381,30 @@
       }
     },
     presence(f) { showPresence(f.users); },
+    room_name(f) { showName(f.name, f.topic); },
+    results(f) { showResults(f); },
+    around(f) {
+      list.replaceChildren();
+      shown.clear();
+      f.messages.forEach(insert);
+      olderButton.hidden = false;
+      startNote.hidden = true;
+      detach(f.more);
+      relayout();
+      const li = shown.get(f.id);
+      for (const old of list.querySelectorAll(".target")) old.classList.remove("target");
+      if (li) {
+        li.classList.add("target");
+        li.scrollIntoView({ block: "center" });
+      }
+    },
+    newer(f) {
+      f.messages.forEach(insert);
+      relayout();
+      newerButton.disabled = false;
+      if (!f.more) attach();
+      noteSeen();
+    },
     deleted(f) {
       const li = shown.get(f.id);
       if (li) { takeOut(li, "Message deleted by " + f.by + "."); relayout(); }
@@ -366,15 +422,111 @@
     error(f) {
       if (f.client_id && unacked.has(f.client_id)) giveBack([f.client_id], "Not sent: " + f.message);
       else showError(f.message);
+      newerButton.disabled = false;
     },
   };
+
+  // -- named rooms -------------------------------------------------------------
+
+  function showName(name, topic) {
+    const title = name || "Room " + room;
+    roomName.textContent = title;
+    topicLine.textContent = topic;
+    topicLine.hidden = !topic;
+    TITLE = title + SUFFIX;
+    document.title = hiddenNew ? "(" + hiddenNew + ") " + TITLE : TITLE;
+    input.placeholder = "Message " + title;
+    $("name-input").value = name;
+    $("topic-input").value = topic;
+  }
+
+  // -- search and the jump to a message ------------------------------------------
+
+  function showResults(f) {
+    results.replaceChildren();
+    searchBox.hidden = false;
+    const n = f.results.length;
+    searchNote.textContent = n ? n + (n === 1 ? " message" : " messages") + " found, newest first."
+      : "Nothing found for \u201c" + f.q + "\u201d.";
+    const needle = String(f.q).trim().toLowerCase();
+    for (const m of f.results) {
+      const li = el("li", "result");
+      const a = el("a");
+      a.href = "#m=" + m.id;
+      a.addEventListener("click", () => { if (location.hash === a.hash) jumpTo(m.id); });
+      const when = new Date(m.time);
+      a.append(head(m.author, m.node, when));
+      const p = el("p", "text");
+      const at = m.text.toLowerCase().indexOf(needle, Math.max(0, m.match - 2));
+      const start = at >= 0 ? at : m.match;
+      p.append(m.text.slice(0, start), el("mark", null, m.text.slice(start, start + needle.length)),
+        m.text.slice(start + needle.length));
+      a.append(p);
+      li.append(a);
+      results.append(li);
+    }
+  }
+
+  function jumpTo(id) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) { showError("Not connected."); return; }
+    ws.send(JSON.stringify({ type: "around", id: id }));
+  }
+
+  function jumpFromHash() {
+    const m = /^#m=([0-9a-f]{16}:[0-9]{1,10})$/.exec(location.hash);
+    if (!m) return false;
+    jumpTo(m[1]);
+    return true;
+  }
+
+  function detach(more) {
+    detached = more;
+    newerButton.hidden = !more;
+    latestLink.hidden = !more;
+  }
+
+  function attach() {
+    detach(false);
+  }
+
+  function loadNewer() {
+    const last = list.lastElementChild;
+    if (!last || !ws || ws.readyState !== WebSocket.OPEN) return;
+    newerButton.disabled = true;
+    ws.send(JSON.stringify({ type: "newer", after: last.dataset.id, limit: NEWER_PAGE }));
+  }
+
+  function backToLatest() {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    toLatest = true;
+    window.history.replaceState(null, "", location.pathname);
+    ws.send(JSON.stringify({ type: "latest" }));
+    return true;
+  }
+
+  // -- day labels: "Today" becomes "Yesterday" at midnight, without a reload -----
+
+  function refreshDays() {
+    today = new Date().toDateString();
+    for (const li of list.children) li.dataset.day = dayLabel(new Date(li.msg.time));
+    relayout();
+  }
+
+  function scheduleMidnight() {
+    const now = new Date();
+    const next = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1);
+    // A second past midnight; never longer than a day (clock changes, DST).
+    const wait = Math.min(next - now + 1000, DAY_MS);
+    setTimeout(() => { refreshDays(); scheduleMidnight(); }, wait);
+  }
 
   function connect() {
     clearTimeout(retryTimer);
     setState("connecting…", "wait");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     let url = scheme + "//" + location.host + "/ws/" + room;
-    if (lastArrived) url += "?after=" + encodeURIComponent(lastArrived);
+    // Detached (at a search result): start again from the latest.
+    if (lastArrived && !detached) url += "?after=" + encodeURIComponent(lastArrived);
     const sock = ws = new WebSocket(url);
     sock.onmessage = (ev) => {
       let f;
@@ -399,6 +551,18 @@
     };
   }
 
+  function sendOne(text, clientId) {
+    const li = el("li", "message mine pending");
+    li.append(head(me, "", null, "Sending…"), textOf(text, li));
+    outbox.append(li);
+    unacked.set(clientId, { text: text, li: li });
+    ws.send(JSON.stringify({ type: "send", text: text, client_id: clientId }));
+  }
+
+  function newClientId() {
+    return Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+  }
+
   function send() {
     const text = input.value;
     if (!text.trim()) return;
@@ -406,12 +570,15 @@
       offerRetry("Not connected: your message stays here until the router is back.");
       return;
     }
-    const clientId = Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
-    const li = el("li", "message mine pending");
-    li.append(head(me, "", null, "Sending…"), textOf(text, li));
-    outbox.append(li);
-    unacked.set(clientId, { text: text, li: li });
-    ws.send(JSON.stringify({ type: "send", text: text, client_id: clientId }));
+    if (detached) backToLatest();
+    if (givenBack && text === givenBack.text) {
+      // A retry: the same client_ids, so what the router stored is acked, not stored again.
+      for (const item of givenBack.items) sendOne(item.text, item.clientId);
+      if (givenBack.extra) sendOne(givenBack.extra, newClientId());
+    } else {
+      sendOne(text, newClientId());
+    }
+    givenBack = null;
     input.value = "";
     unsent.hidden = true;
     for (const old of list.querySelectorAll(".first-new")) old.classList.remove("first-new");
@@ -430,6 +597,7 @@
 
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) { sendRead(); return; }
+    if (new Date().toDateString() !== today) refreshDays(); // timers sleep in hidden tabs
     hiddenNew = 0;
     document.title = TITLE;
     noteSeen();
@@ -451,12 +619,33 @@
     if (confirm("Remove every message of this room on every router?")) act({ type: "clear" });
   });
   olderButton.addEventListener("click", loadOlder);
+  newerButton.addEventListener("click", loadNewer);
+  latestLink.addEventListener("click", (ev) => { if (backToLatest()) ev.preventDefault(); });
+  window.addEventListener("hashchange", jumpFromHash);
+  $("search-open").addEventListener("click", () => {
+    searchForm.hidden = !searchForm.hidden;
+    $("search-open").setAttribute("aria-expanded", String(!searchForm.hidden));
+    if (!searchForm.hidden) searchInput.focus(); else searchBox.hidden = true;
+  });
+  searchForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = searchInput.value.trim();
+    if (q) act({ type: "search", q: q });
+  });
+  $("name-open").addEventListener("click", () => { nameForm.hidden = !nameForm.hidden; });
+  nameForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act({ type: "name_room", name: $("name-input").value, topic: $("topic-input").value });
+    nameForm.hidden = true;
+  });
   if ("IntersectionObserver" in window) {
     // Scrolling near the top loads the page of messages before the first.
     new IntersectionObserver((entries) => {
-      if (entries.some((e) => e.isIntersecting)) loadOlder();
+      // Checked again now: an entry can describe the layout before the history drew.
+      if (entries.some((e) => e.isIntersecting) && olderButton.getBoundingClientRect().bottom > -300) loadOlder();
     }, { rootMargin: "300px 0px 0px 0px" }).observe(olderButton);
   }
 
+  scheduleMidnight();
   connect();
 })();

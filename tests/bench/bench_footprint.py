@@ -296,10 +296,10 @@ def main() -> None:
     )
     print(
         f"  (the login before the clients: {before - rss_hist:+.1f} MB.  scrypt takes 16 MiB;"
-        " glibc raises its mmap\n   threshold when a freed mmap goes back, so the next"
-        " scrypt buffer comes from the heap\n   and stays; MALLOC_MMAP_THRESHOLD_="
-        f"{GLIBC_FIXED_MMAP['MALLOC_MMAP_THRESHOLD_']} keeps it off the heap.  OpenWrt's musl"
-        " unmaps it anyway.)"
+        " left alone, glibc raises\n   its mmap threshold when a freed mmap goes back and"
+        " keeps the next buffer on the heap;\n   app/server.py pins the threshold (mallopt),"
+        " as MALLOC_MMAP_THRESHOLD_="
+        f"{GLIBC_FIXED_MMAP['MALLOC_MMAP_THRESHOLD_']} does.\n   OpenWrt's musl unmaps it anyway.)"
     )
     cost = during_fixed - before_fixed  # as is, the clients reuse the kept scrypt heap
     print(

@@ -40,9 +40,11 @@ def post(router: Router, session: HttpSession, texts: dict[int, list[str]]) -> N
         ws = router.ws(session, room)
         try:
             ws.recv_type("history")
-            for i, text in enumerate(items):
-                ws.send({"type": "send", "text": text, "client_id": f"c{i}"})
-                ws.recv_until(lambda f, i=i: f.get("type") == "ack" and f["client_id"] == f"c{i}")
+            for text in items:
+                # Each message its own client id: a repeated one is a resend (app/resend.py).
+                cid = f"c{time.monotonic_ns()}"
+                ws.send({"type": "send", "text": text, "client_id": cid})
+                ws.recv_until(lambda f, cid=cid: f.get("type") == "ack" and f["client_id"] == cid)
         finally:
             ws.close()
 
@@ -71,7 +73,7 @@ def record_sent_frames(page: Page) -> list[dict]:
 def logged_in_tab(open_tab: OpenTab, router: Router, name: str, viewport: dict[str, int]) -> Tab:
     """A tab of a new user on the room list."""
     r = router.http().register(name)
-    assert r.status == 200, r.text
+    assert r.status == 303, r.text
     tab = open_tab(viewport)
     ui_login(tab.page, router, name)
     expect_rooms_page(tab.page, router, name)

@@ -317,7 +317,7 @@ def poster(router: Router, n: int) -> HttpSession:
     """The n-th poster, registered from its own loopback address."""
     source = f"127.0.1.{2 + n // REGISTRATIONS_PER_ADDRESS}"
     s = HttpSession(SourceTransport(router.port, source))
-    assert s.register(f"poster{n}").status == 200
+    assert s.register(f"poster{n}").status == 303
     assert s.login(f"poster{n}").status == 303
     return s
 

@@ -27,7 +27,7 @@ def account_id(router: Router, name: str) -> str:
 def bind_admin(router: Router, name: str, *others: Router) -> str:
     """Register ``name`` on ``router``; restart it (and ``others``) with
     ``--admin NAME=ID``.  Returns the id."""
-    assert router.http().register(name).status == 200
+    assert router.http().register(name).status == 303
     account = account_id(router, name)
     for r in (router, *others):
         r.stop()

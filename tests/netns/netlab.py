@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,14 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
+
+
+def exec_argv(ns: str) -> list[str]:
+    """The argv prefix that runs a long-lived process inside ``ns``.  If the
+    test process dies without tearing down, the process dies with it
+    (setpriv is util-linux); the next run's sweep removes the namespaces."""
+    reaper = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+    return ["ip", "netns", "exec", ns, *reaper]
 
 
 def ns_run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -183,10 +192,7 @@ class NetnsRouter(Router):
     sockets: list[WsClient] = field(default_factory=list)
 
     def argv(self) -> list[str]:
-        # If the test process dies without tearing down, the router dies with it
-        # (setpriv is util-linux); the next run's sweep removes the namespaces.
-        reaper = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
-        return ["ip", "netns", "exec", self.ns, *reaper, *super().argv(), "--host", "127.0.0.1"]
+        return [*exec_argv(self.ns), *super().argv(), "--host", "127.0.0.1"]
 
     def _executor(self) -> ThreadPoolExecutor:
         assert self.executor is not None, "NetnsRouter needs its namespace's executor"
@@ -381,10 +387,20 @@ class Lab:
 
     # -- routers ----------------------------------------------------------------
 
-    def start_router(self, host: str, data_dir: Path, extra: list[str]) -> NetnsRouter:
+    def start_router(
+        self,
+        host: str,
+        data_dir: Path,
+        extra: list[str],
+        *,
+        mesh_bridges: Sequence[int] | None = None,
+    ) -> NetnsRouter:
+        """A router on ``host``; its mesh runs on every bridge the host is on,
+        or only on ``mesh_bridges`` (the others are, say, an uplink)."""
         h = self.hosts[host]
         data_dir.mkdir(parents=True, exist_ok=True)
-        ifaces = [arg for i in sorted(h.ifaces) for arg in ("--mesh-iface", h.ifaces[i])]
+        on = sorted(h.ifaces) if mesh_bridges is None else sorted(mesh_bridges)
+        ifaces = [arg for i in on for arg in ("--mesh-iface", h.ifaces[i])]
         r = NetnsRouter(data_dir, WEB_PORT, h.name, [*ifaces, *extra], ns=h.ns, executor=h.executor)
         self.routers.append(r)
         return r.start()  # type: ignore[return-value]

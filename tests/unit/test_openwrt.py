@@ -120,6 +120,7 @@ THIRD_PARTY = {
     "gevent": "python3-gevent",
     "geventwebsocket": "python3-gevent-websocket",
     "bottle": "python3-bottle-light",
+    "paho": "python3-paho-mqtt",
 }
 # Declared although nothing of ours imports it: gevent needs zope.event and
 # the feed's python3-gevent does not depend on it.
@@ -140,6 +141,8 @@ FEED_DEPENDS = {
     "python3-urllib": {"python3-light", "python3-email"},  # 24.10; master holds email
     "python3-cgi": {"python3-light", "python3-email"},
     "python3-xml": {"python3-light", "python3-urllib"},
+    # 24.10 (master adds python3-logging and python3-urllib, which we declare)
+    "python3-paho-mqtt": {"python3-light", "python3-uuid"},
 }
 # The PyPI distributions each OpenWrt package installs (for the test's
 # virtual environment).  python3-cffi: gevent needs cffi only on Windows.
@@ -150,6 +153,7 @@ DISTRIBUTIONS = {
     "python3-zope-event": ["zope.event"],
     "python3-gevent-websocket": ["gevent-websocket"],
     "python3-bottle-light": ["bottle"],
+    "python3-paho-mqtt": ["paho-mqtt"],
 }
 NOT_ON_PYPI_HERE = {"python3-cffi"}
 # Imported at run time only if present (shutil: `try: import lzma`).
@@ -339,7 +343,7 @@ def test_staged_tree_serves_a_page_and_a_websocket_message(
 ) -> None:
     port, log = staged_router
     ann = HttpSession(HttpTransport("127.0.0.1", port))
-    assert ann.register("ann").status == 200
+    assert ann.register("ann").status == 303
     assert ann.login("ann").status == 303
     page = ann.get("/")
     assert page.status == 200
@@ -622,6 +626,32 @@ TWO_IFACES_ARGV = [
     "wlan1",
 ]
 
+# A lone router with a bridge to a broker over TLS; the key left empty (the
+# mesh key signs).
+BRIDGE_OPTIONS: dict[str, str | list[str]] = {
+    "enabled": "1",
+    "mesh": "0",
+    "bridge": "mqtts://valley@broker.example:8883/valley-chat",
+    "bridge_password_file": "/etc/community-chat/broker.password",
+    "bridge_ca_file": "/etc/ssl/certs/broker-ca.pem",
+    "bridge_key_file": "",
+}
+BRIDGE_ARGV = [
+    "/usr/bin/python3",
+    "-P",
+    "-m",
+    "app",
+    "--data-dir",
+    "/etc/community-chat",
+    "--no-mesh",
+    "--bridge",
+    "mqtts://valley@broker.example:8883/valley-chat",
+    "--bridge-password-file",
+    "/etc/community-chat/broker.password",
+    "--bridge-ca-file",
+    "/etc/ssl/certs/broker-ca.pem",
+]
+
 
 def shipped_options() -> dict[str, str | list[str]]:
     return parse_uci(UCI_CONFIG.read_text())["main"]
@@ -634,8 +664,9 @@ def shipped_options() -> dict[str, str | list[str]]:
         (None, SHIPPED_ARGV),
         (LONE_OPTIONS, LONE_ARGV),
         (TWO_IFACES, TWO_IFACES_ARGV),
+        (BRIDGE_OPTIONS, BRIDGE_ARGV),
     ],
-    ids=["shipped-config", "lone-router", "two-interfaces"],
+    ids=["shipped-config", "lone-router", "two-interfaces", "bridge"],
 )
 def test_init_script_gives_procd_the_command_line(
     shell: str, options: dict[str, str | list[str]] | None, argv: list[str], tmp_path: Path
