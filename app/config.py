@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--beacon-interval",
         type=_positive_float,
         default=d.beacon_interval,
-        help="seconds between beacons (version vector, presence)",
+        help="the longest Trickle interval between beacons while neighbours agree "
+        "(they go every 0.25 s while they do not); a router not heard for three "
+        "of these is gone",
     )
     bridge = p.add_argument_group("bridge (app/bridge.py, docs/BRIDGE.md)")
     bridge.add_argument(
