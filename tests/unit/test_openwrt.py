@@ -572,7 +572,7 @@ SHIPPED_ARGV = [
     "--mesh-key-file",
     "/etc/community-chat/mesh.key",
     "--beacon-interval",
-    "5",
+    "15",
 ]
 # A lone router with its data on USB, a name with spaces and quotes, and
 # options left empty or unset (the app's defaults apply).
