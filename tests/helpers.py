@@ -138,8 +138,11 @@ class WsgiTransport:
 
 
 class HttpTransport:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    """HTTP to ``host:port``; from the loopback address ``source`` if given
+    (the throttles count per client address)."""
+
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
+        self.host, self.port, self.source = host, port, source
 
     def __call__(
         self,
@@ -148,7 +151,8 @@ class HttpTransport:
         headers: dict[str, str],
         body: bytes,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        bind = (self.source, 0) if self.source else None
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10, source_address=bind)
         try:
             conn.request(method, path, body=body or None, headers=headers)
             r = conn.getresponse()

@@ -37,7 +37,7 @@ from app.chat import MAX_TEXT_CHARS, RATE_BURST
 from app.hub import OUTBOX_MAX_BYTES, BoundedWebSocket, Client, Hub
 from app.throttle import REGISTRATIONS_PER_ADDRESS
 from app.web import FRAME_BURST
-from tests.helpers import HttpSession, Router, WsClient, wait_for
+from tests.helpers import HttpSession, HttpTransport, Router, WsClient, wait_for
 
 # Far more frames than the per-socket burst: a budget that counts every frame
 # has closed the socket long before the last one.  6 bytes each (header and
@@ -288,35 +288,10 @@ def test_a_flood_does_not_freeze_the_router(router: Router, prefix: bytes, frame
 # -- item 2: a page that stops reading --------------------------------------------
 
 
-class SourceTransport:
-    """HTTP from a given loopback source address (the registration throttle
-    counts per address)."""
-
-    def __init__(self, port: int, source: str) -> None:
-        self.port, self.source = port, source
-
-    def __call__(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=10, source_address=(self.source, 0)
-        )
-        try:
-            conn.request(method, path, body=body or None, headers=headers)
-            r = conn.getresponse()
-            return r.status, r.getheaders(), r.read()
-        finally:
-            conn.close()
-
-
 def poster(router: Router, n: int) -> HttpSession:
     """The n-th poster, registered from its own loopback address."""
     source = f"127.0.1.{2 + n // REGISTRATIONS_PER_ADDRESS}"
-    s = HttpSession(SourceTransport(router.port, source))
+    s = HttpSession(HttpTransport("127.0.0.1", router.port, source))
     assert s.register(f"poster{n}").status == 303
     assert s.login(f"poster{n}").status == 303
     return s
