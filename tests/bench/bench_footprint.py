@@ -19,7 +19,6 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import select
 import statistics
 import subprocess
@@ -31,9 +30,8 @@ from pathlib import Path
 
 from bench_fanout import login_all, seed_accounts, stop
 from common import ROOT, record_results, table, verdict
+from history import write_history
 
-from node.record import Record, RecordKind
-from node.store import Store
 from tests.helpers import Router, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -131,36 +129,6 @@ def ours_argv(data_dir: Path, port: int) -> list[str]:
         "--log-level",
         "warning",
     ]
-
-
-def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
-    """``n`` messages from five routers and fifty users, spread over the rooms."""
-    rng = random.Random(seed)
-    origins = [f"{k:016x}" for k in range(1, 6)]
-    now_ms = int(time.time() * 1000) - n  # recent: inside any retention window
-    records = []
-    for i in range(1, n + 1):
-        text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
-        records.append(
-            Record(
-                origins[i % 5],
-                i // 5 + 1,
-                (now_ms + i) << 16,
-                RecordKind.MESSAGE,
-                1 + i % ROOMS,
-                {
-                    "author": f"user{i % 50}",
-                    "node": f"router-{i % 5}",
-                    "time": now_ms + i,
-                    "text": text,
-                },
-            )
-        )
-    store = Store(data_dir, rooms=ROOMS)
-    try:
-        store.append_many(records)
-    finally:
-        store.close()
 
 
 def floor_rss() -> float:

@@ -35,7 +35,6 @@ import json
 import math
 import os
 import pstats
-import random
 import select
 import subprocess
 import sys
@@ -47,10 +46,9 @@ from pathlib import Path
 
 from bench_fanout import seed_accounts
 from common import HERE, ROOT, percentile, record_results, table
+from history import write_history
 from router_lab import Profile, box, sweep
 
-from node.record import Record, RecordKind
-from node.store import Store
 from tests.helpers import HttpSession, HttpTransport, Router, free_port, loopback_mesh
 
 # Profiles: docs/ROUTER-BUDGET.md gives the published figures behind them.
@@ -83,7 +81,6 @@ START_TIMEOUT = 240.0  # 100,000 records on 5 % of a core take about a minute
 PROBE_RUN_TIMEOUT = 600.0  # wsload bounds each probe (30 s) and the connects (60 s)
 CATCHUP_TIMEOUT = 240.0
 POLL = 0.25  # /status polls while catching up: a slow router must not spend itself on them
-ORIGINS = [f"{k:016x}" for k in range(1, 6)]  # five routers that are not running
 MB = 1024 * 1024
 PROFILED = (
     "import cProfile, runpy, sys\n"
@@ -93,35 +90,6 @@ PROFILED = (
     " out)\n"
 )
 PROFILE_TOP = 15  # functions printed per profile
-
-
-def write_history(data_dir: Path, n: int, seed: int = 1) -> None:
-    """``n`` recent messages from five routers (seqs 1, 2, 3 ... per origin)."""
-    rng = random.Random(seed)
-    now_ms = int(time.time() * 1000) - n  # inside any retention window
-    records = []
-    for i in range(1, n + 1):
-        text = "".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(10, 120)))
-        records.append(
-            Record(
-                ORIGINS[i % 5],
-                (i - 1) // 5 + 1,
-                (now_ms + i) << 16,
-                RecordKind.MESSAGE,
-                1 + i % ROOMS,
-                {
-                    "author": f"user{i % 50}",
-                    "node": f"router-{i % 5}",
-                    "time": now_ms + i,
-                    "text": text,
-                },
-            )
-        )
-    store = Store(data_dir, rooms=ROOMS)
-    try:
-        store.append_many(records)
-    finally:
-        store.close()
 
 
 @dataclass
