@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.run-deps
 TEST_STAMP := $(VENV)/.test-deps
 DEBIAN_PACKAGES := chromium nftables iproute2 busybox mosquitto
 
-.PHONY: run test lint bench bench-router bench-readme clean debian-packages mesh
+.PHONY: run test lint bench bench-router bench-readme clean debian-packages mesh catalogues
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-router: $(TEST_STAMP)
 	rm -f tests/bench/router-results.json
 	$(PY) tests/bench/router_bench.py
 	$(PY) tests/bench/report.py
+
+## catalogues: the translation catalogues made again from the sources: msgids
+## into locale/chat.pot, merged into each locale/<lang>/LC_MESSAGES/chat.po,
+## compiled to chat.mo (tests/catalogues.py, Babel); commit all three
+catalogues: $(TEST_STAMP)
+	$(PY) tests/catalogues.py
 
 ## bench-readme: README's benchmark tables rewritten from the two results files
 bench-readme:

@@ -5,7 +5,8 @@ accounts per client address (app/throttle.py, on the monotonic clock): HTTP
 429 with the wait.  An attempt is counted before its password is hashed and
 corrected after, and attempts in flight are bounded, so parallel requests
 cannot slip past.  A refused form says why with the status its error
-carries (``AccountError.status``, ``ChatError.status``).
+carries (``AccountError.status``, ``ChatError.status``), in the page's
+language (app/i18n.py ``message``: the English text is the msgid).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import bottle
 
 from app.accounts import AccountError, WrongPassword
 from app.chat import ChatError
+from app.i18n import message
 from app.sessions import Session
-from app.site import Site, field, plural, see_other
+from app.site import Site, field, seconds, see_other
 from app.throttle import LoginThrottle, RegistrationThrottle, Verdict
 
 
@@ -40,7 +42,7 @@ class AccountRoutes:
 
     def _refused(self, view: str, error: AccountError | ChatError, **kw: Any) -> str:
         bottle.response.status = error.status
-        return self.site.render(view, error=str(error), **kw)
+        return self.site.render(view, error=message(self.site.language(), str(error)), **kw)
 
     def _login_page(self, **kw: Any) -> str:
         """The login page, with what this is for a first visit."""
@@ -51,9 +53,11 @@ class AccountRoutes:
     def _too_many(self, view: str, reason: str, verdict: Verdict, **kw: Any) -> str:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(verdict.wait))
-        why = "Too many attempts at once" if verdict.busy else reason
-        wait = plural(verdict.wait, "second")
-        return self.site.render(view, error=f"{why}; try again in {wait}.", **kw)
+        _ = self.site.language().gettext
+        why = _("Too many attempts at once") if verdict.busy else reason
+        wait = seconds(self.site.language(), verdict.wait)
+        error = _("%(why)s; try again in %(wait)s.") % {"why": why, "wait": wait}
+        return self.site.render(view, error=error, **kw)
 
     # -- register --------------------------------------------------------------------
 
@@ -67,7 +71,7 @@ class AccountRoutes:
         address, now = site.client(), self.chat.monotonic()
         with self.registrations.attempt(address, name, now) as verdict:  # before the hash
             if verdict.wait:
-                why = "Too many new accounts from this device"
+                why = site.language().gettext("Too many new accounts from this device")
                 return self._too_many("register", why, verdict, name=name, csrf=site.csrf_token())
             try:
                 account = self.chat.register(name, field(form, "password"), field(form, "confirm"))
@@ -93,18 +97,19 @@ class AccountRoutes:
         address, now = site.client(), self.chat.monotonic()
         with self.logins.attempt(address, name, now) as verdict:  # a failure until it succeeds
             if verdict.wait:
-                why = "Too many failed logins"
+                why = site.language().gettext("Too many failed logins")
                 page.update(online=self.chat.online(), kept_for=site.kept_for())
                 return self._too_many("login", why, verdict, csrf=site.csrf_token(), **page)
             login = self.chat.login(name, field(form, "password"))
+        _ = site.language().gettext
         if login is None:
             bottle.response.status = 401
-            error = "Username or password is invalid."
+            error = _("Username or password is invalid.")
             return self._login_page(error=error, csrf=site.csrf_token(), **page)
         self.logins.succeeded(address, name, now)
         if self.chat.moderation.is_banned(login.account.name):
             bottle.response.status = 403
-            error = "This account is banned from the chat."
+            error = _("This account is banned from the chat.")
             return self._login_page(error=error, csrf=site.csrf_token(), **page)
         site.start_session(login.account.name, login.account.id)
         see_other("/rename" if login.displaced else "/")
@@ -155,7 +160,7 @@ class AccountRoutes:
         # become a password guesser.
         with self.logins.attempt(address, s.user, now) as verdict:
             if verdict.wait:
-                why = "Too many wrong passwords"
+                why = self.site.language().gettext("Too many wrong passwords")
                 return self._too_many("password", why, verdict, notice=None, csrf=s.csrf)
             try:
                 self.chat.change_password(
@@ -171,5 +176,5 @@ class AccountRoutes:
                 self.logins.succeeded(address, s.user, now)
                 return self._refused("password", e, notice=None, csrf=s.csrf)
         self.logins.succeeded(address, s.user, now)
-        notice = "Password changed on every router."
+        notice = self.site.language().gettext("Password changed on every router.")
         return self.site.render("password", error=None, notice=notice, csrf=s.csrf)

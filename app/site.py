@@ -9,6 +9,11 @@ once logged in, a double-submit cookie before.  Redirects carry a relative
 
 Sessions expire by the wall clock: they are kept in sessions.json across
 restarts, and a monotonic clock starts again at every boot.
+
+Pages speak the request's language (app/i18n.py): ``Site.language()``
+chooses it from Accept-Language, ``render`` hands the templates ``_``,
+``ngettext``, ``lang`` and ``strings_block`` and says ``Content-Language``
+and ``Vary: Accept-Language``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import bottle
 
 from app.accounts import PASSWORD_MAX, USERNAME_MAX
 from app.chat import MAX_TEXT_CHARS, UNREAD_MAX, Chat
+from app.i18n import N_, Language, language, password_rule, strings_block, username_rule
 from app.retention import DEFAULT_RETENTION
 from app.sessions import Session, Sessions
 from app.throttle import client_key
@@ -77,20 +83,26 @@ def cookie(environ: dict[str, Any], name: str) -> str | None:
     return morsel.value if morsel else None
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def field(form: bottle.FormsDict, name: str) -> str:
     return form.getunicode(name) or ""
 
 
-def duration(seconds: float) -> str:
+def seconds(lang: Language, n: int) -> str:
+    return lang.ngettext("%(num)d second", "%(num)d seconds", n) % {"num": n}
+
+
+def duration(seconds_: float, lang: Language) -> str:
     """A retention for people: "24 hours", "7 days", "1 hour", "90 minutes"."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= 2 * size or (seconds == size and unit != "day"):
-            return plural(round(seconds / size), unit)
-    return plural(round(seconds), "second")
+    units = (
+        (86400, lambda n: lang.ngettext("%(num)d day", "%(num)d days", n)),
+        (3600, lambda n: lang.ngettext("%(num)d hour", "%(num)d hours", n)),
+        (60, lambda n: lang.ngettext("%(num)d minute", "%(num)d minutes", n)),
+    )
+    for size, words in units:
+        if seconds_ >= 2 * size or (seconds_ == size and size != 86400):
+            n = round(seconds_ / size)
+            return words(n) % {"num": n}
+    return seconds(lang, round(seconds_))
 
 
 class Site:
@@ -103,14 +115,31 @@ class Site:
         self._lookup = [str(TEMPLATES)]
 
     def kept_for(self) -> str:
-        return duration(self.retention)
+        return duration(self.retention, self.language())
+
+    def language(self) -> Language:
+        """The request's language (Accept-Language), chosen once per request."""
+        env = bottle.request.environ
+        lang: Language | None = env.get("cc.language")
+        if lang is None:
+            lang = env["cc.language"] = language(env.get("HTTP_ACCEPT_LANGUAGE"))
+        return lang
 
     def render(self, view: str, /, **kw: Any) -> str:
+        lang = self.language()
+        bottle.response.set_header("Content-Language", lang.code)
+        bottle.response.set_header("Vary", "Accept-Language")
         return bottle.template(
             view,
             template_lookup=self._lookup,
             template_adapter=bottle.SimpleTemplate,
             node_name=self.chat.node_name,
+            lang=lang.code,
+            _=lang.gettext,
+            ngettext=lang.ngettext,
+            strings_block=lambda: strings_block(lang),
+            username_rule=username_rule(lang),
+            password_rule=password_rule(lang),
             **PAGE_LIMITS,
             **kw,
         )
@@ -173,17 +202,19 @@ class Site:
         # Refused before bottle reads the body: a chunked body has no length
         # to check and bottle would spool all of it to a temporary file.
         if request.chunked or request.content_length < 0:
-            bottle.abort(411, "A form needs a Content-Length.")
+            bottle.abort(411, N_("A form needs a Content-Length."))
         if request.content_length > MAX_FORM_BYTES:
-            bottle.abort(413, "The form is too large.")
+            bottle.abort(413, N_("The form is too large."))
         if request.content_type.split(";")[0].strip() != FORM_TYPE:
-            bottle.abort(415, "Forms are sent as " + FORM_TYPE + ".")
+            bottle.abort(415, N_("Forms are sent as application/x-www-form-urlencoded."))
         form = request.forms
         s = self.any_session()
         expected = s.csrf if s else request.get_cookie(CSRF_COOKIE)
         given = form.getunicode("csrf") or ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            bottle.abort(403, "The form expired or came from another site: reload and try again.")
+            bottle.abort(
+                403, N_("The form expired or came from another site: reload and try again.")
+            )
         return form
 
     def client(self) -> str:

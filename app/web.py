@@ -29,6 +29,7 @@ from geventwebsocket.handler import WebSocketHandler
 from app.chat import Chat
 from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
 from app.hub import BoundedWebSocket
+from app.i18n import message, status_line
 from app.retention import DEFAULT_RETENTION
 from app.routes_accounts import AccountRoutes
 from app.routes_rooms import (
@@ -259,7 +260,10 @@ def build_app(
 
     def error_page(err: bottle.HTTPError) -> str:
         bottle.response.content_type = "text/html; charset=utf-8"
-        return site.render("error", status=err.status_line, message=err.body)
+        lang = site.language()
+        return site.render(
+            "error", status=status_line(lang, err.status_line), message=message(lang, err.body)
+        )
 
     app.get("/status", callback=status)
     app.get("/static/<path:path>", callback=_static)

@@ -19,8 +19,8 @@ files=$src/openwrt/net/community-chat/files
 lib=$dest/usr/lib/community-chat
 
 # Python modules (sources: the router compiles them on first start), the
-# page templates and the page's own JS/CSS/icons, nothing else: no tests,
-# no caches.
+# page templates, the page's own JS/CSS/icons and the compiled translation
+# catalogues (locale/*/LC_MESSAGES/*.mo), nothing else: no tests, no caches.
 copy_tree() { # <folder> <find name pattern>
 	(cd "$src" && find "$1" -type f -name "$2" ! -path '*/__pycache__/*') |
 		sort | while IFS= read -r f; do
@@ -34,6 +34,7 @@ copy_tree app '*.py'
 copy_tree node '*.py'
 copy_tree templates '*.tpl'
 copy_tree static '*'
+copy_tree locale '*.mo'
 
 install -d -m 0755 "$dest/etc/init.d" "$dest/etc/config" "$dest/etc/uci-defaults"
 install -m 0755 "$files/community-chat.init" "$dest/etc/init.d/community-chat"

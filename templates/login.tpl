@@ -1,11 +1,11 @@
-% rebase('base', title='Log in')
-<section class="intro" aria-label="About this chat">
-  <p>This is the chat of this neighbourhood's Wi-Fi routers, served by <strong>{{node_name}}</strong>.
-  It needs no internet: messages go from router to router, and are kept for {{get('kept_for', '24 hours')}}.</p>
+% rebase('base', title=_('Log in'))
+<section class="intro" aria-label="{{_('About this chat')}}">
+  <p>{{!_("This is the chat of this neighbourhood's Wi-Fi routers, served by %(router)s.") % {'router': '<strong>' + _escape(node_name) + '</strong>'} }}
+  {{_('It needs no internet: messages go from router to router, and are kept for %(time)s.') % {'time': get('kept_for', '24 hours')} }}</p>
 %   n = get('online', 0)
-  <p class="meta" id="online-now">{{n}} {{'person' if n == 1 else 'people'}} online now.</p>
+  <p class="meta" id="online-now">{{ngettext('%(num)d person online now.', '%(num)d people online now.', n) % {'num': n} }}</p>
 </section>
-<h1>Log in</h1>
+<h1>{{_('Log in')}}</h1>
 % if notice:
 <p class="notice" role="status">{{notice}}</p>
 % end
@@ -14,8 +14,8 @@
 % end
 <form method="post" action="/login" class="card">
   <input type="hidden" name="csrf" value="{{csrf}}">
-  <label>Username <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="{{username_max}}"></label>
-  <label>Password <input name="password" type="password" autocomplete="current-password" required maxlength="{{password_max}}"></label>
-  <button type="submit">Log in</button>
+  <label>{{_('Username')}} <input name="username" value="{{name}}" autocomplete="username" autocapitalize="none" required maxlength="{{username_max}}"></label>
+  <label>{{_('Password')}} <input name="password" type="password" autocomplete="current-password" required maxlength="{{password_max}}"></label>
+  <button type="submit">{{_('Log in')}}</button>
 </form>
-<p>New here? <a href="/register">Create an account</a>: it works on every router of the neighbourhood.</p>
+<p>{{!_('New here? %(link)s: it works on every router of the neighbourhood.') % {'link': '<a href="/register">' + _escape(_('Create an account')) + '</a>'} }}</p>

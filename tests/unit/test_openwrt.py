@@ -231,6 +231,8 @@ def test_stage_lays_out_exactly_the_package_tree(staged: Path) -> None:
         for folder in ("app", "node", "templates", "static")
         for f in repo_files(folder)
     }
+    # The compiled translation catalogues, not their sources (app/i18n.py).
+    expected |= {f"{LIB}/{f}": 0o644 for f in repo_files("locale") if f.endswith(".mo")}
     expected |= {
         "etc/init.d/community-chat": 0o755,
         "etc/config/community-chat": 0o644,
