@@ -32,6 +32,12 @@ bridges in one mesh may both publish a record of a third router: the copy
 is a duplicate everywhere and dropped; a loop of meshes ends the same way,
 and a bridge never takes a record of its own origin from the broker.
 
+Private records.  Direct messages and personal settings (DIRECT and
+SETTING records, app/direct.py) never go to the broker: whoever runs it
+would read them, and they are meant for the radio mesh of the two people.
+A catch-up answer names them as gone (so the asker does not ask again), and
+such records heard on the broker are dropped (``private``).
+
 Catch-up.  Each bridge keeps its vector (contiguous seqs per origin, as in
 a beacon) retained on the broker, republished at most every
 ``VECTOR_INTERVAL`` while it changes.  Every ``ASK_INTERVAL`` a bridge
@@ -82,7 +88,7 @@ from app.config import BridgeUrl, Config
 from app.mesh import Vectors
 from node.clock import HybridClock
 from node.keys import load_or_make_keys, warn_if_shared
-from node.record import MAX_SEQ, ORIGIN_RE, RangeSet, Record, VersionVector
+from node.record import MAX_SEQ, ORIGIN_RE, RangeSet, Record, RecordKind, VersionVector
 from node.store import Store
 from node.sync import TokenBucket
 from node.wire import (
@@ -150,6 +156,16 @@ KEEPALIVE = 30
 RECONNECT_MIN = 1
 RECONNECT_MAX = 60
 QOS = 1  # see the opening comment
+
+
+GONE_ENTRY_BYTES = 16  # a GONE range on the wire (origin, first, last): bounds an answer
+
+# Records that never cross the broker (see "Private records" above).
+PRIVATE_KINDS = frozenset({RecordKind.DIRECT, RecordKind.SETTING})
+
+
+def is_private(record: Record) -> bool:
+    return record.kind in PRIVATE_KINDS
 
 
 @dataclass
@@ -394,6 +410,8 @@ class Bridge:
             self.marks[origin] = high
             for seq in range(max(mark + 1, high - LIVE_SCAN_MAX + 1), high + 1):
                 record = self.store.get(origin, seq)
+                if record is not None and is_private(record):
+                    continue  # never on the broker (see above)
                 if record is not None and (origin, seq) not in self.from_broker:
                     fresh.append((record, record_body(record)))
         for chunk in _chunks(fresh, LIVE_BATCH_BYTES):
@@ -487,6 +505,8 @@ class Bridge:
             self.from_broker.add(*rid)
             if record.origin == self.node_id:
                 self.dropped["own_origin"] += 1
+            elif is_private(record):
+                self.dropped["private"] += 1
             elif rid in self.store.vector:
                 self.counters["duplicates"] += 1
             else:
@@ -601,7 +621,11 @@ class Bridge:
             cursor = queue.ranges[0]
             origin, seq, last = cursor
             record = self.store.get(origin, seq)
-            if record is not None:
+            if record is not None and is_private(record):
+                gone.append((origin, seq, seq))  # never on the broker: gone, for the asker
+                size += GONE_ENTRY_BYTES
+                cursor[1] = seq + 1
+            elif record is not None:
                 body = record_body(record)
                 if records and size + len(body) > ANSWER_BATCH_BYTES:
                     break

@@ -31,13 +31,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gevent
 
-from app import reads, search
+from app import direct, reads, search
 from app.accounts import (
     USERNAME_RE,
     Account,
@@ -61,7 +61,7 @@ from app.resend import SentIds
 from app.roomlist import RoomListFeed
 from node.clock import COUNTER_MASK, MAX_DRIFT_MS, PHYSICAL_MAX, HybridClock, pack, physical_ms
 from node.record import Record, RecordKind, parse_id
-from node.store import Store
+from node.store import Store, parse_hlc
 from node.sync import TokenBucket
 from node.wire import dump_json
 
@@ -98,12 +98,20 @@ MAX_BODY_BYTES = {
     RecordKind.READ: 256,
     # Two names, an action and two ids.
     RecordKind.MODERATION: 512,
+    # As a room message, with two names instead of one.
+    RecordKind.DIRECT: MAX_TEXT_CHARS * 4 + 512,
+    # Two names, a setting's name and a 20-digit HLC or two booleans.
+    RecordKind.SETTING: 256,
 }
 ROOM_NAME_MAX = 40  # characters: a room's name fits a phone's header and tab title
 ROOM_TOPIC_MAX = 200  # characters: a sentence or two under the name
 # A room-name record: the moderation record's fields plus a name and a
 # topic of at most 4 UTF-8 bytes (or a 2-byte JSON escape) per character.
 MAX_NAME_BODY_BYTES = MAX_BODY_BYTES[RecordKind.MODERATION] + (ROOM_NAME_MAX + ROOM_TOPIC_MAX) * 4
+# Settings (a block, the attention switches) per user: each is a record on
+# flash and a datagram to every router; a person flips a switch now and then.
+SETTINGS_PER_SECOND = 0.2
+SETTINGS_BURST = 5
 SEARCH_PER_SECOND = 1.0  # searches per user: each reads a room's whole history
 SEARCH_BURST = 5  # a few refinements in a row
 # The body fields of each kind of ACCOUNT record the chat writes: a
@@ -185,6 +193,10 @@ def check_remote_record(record: Record, rooms: int) -> str | None:
         reason = _check_moderation(record, rooms)
     elif record.kind == RecordKind.READ:
         reason = _check_read(record, rooms)
+    elif record.kind == RecordKind.DIRECT:
+        reason = _check_direct(record)
+    elif record.kind == RecordKind.SETTING:
+        reason = None if direct.check_setting(record) else "bad_setting"
     else:
         return "unknown_kind"
     return reason or _check_size(record)
@@ -246,6 +258,25 @@ def _check_message(record: Record, rooms: int) -> str | None:
         return None if well_formed and clean_text(text) == text else "bad_message"
     except ChatError:
         return "bad_message"
+
+
+def _check_direct(record: Record) -> str | None:
+    """A direct message as ``Chat.send_direct`` writes it: two names, a
+    router's name, a time and a text, each bounded as a room message's."""
+    node, when, text = (record.body.get(k) for k in ("node", "time", "text"))
+    well_formed = (
+        direct.check_direct(record)
+        and isinstance(node, str)
+        and 0 < len(node) <= NODE_NAME_MAX
+        and isinstance(when, int)
+        and not isinstance(when, bool)
+        and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
+        and isinstance(text, str)
+    )
+    try:
+        return None if well_formed and clean_text(text) == text else "bad_direct"
+    except ChatError:
+        return "bad_direct"
 
 
 # The exact fields of a moderation record per action, as ``Chat.moderate``
@@ -340,6 +371,11 @@ def _text_field(body: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def parse_hlc_or_zero(value: Any) -> int:
+    """An HLC from a stored body, 0 if it holds anything else."""
+    return parse_hlc(value) or 0
+
+
 def clock_start(store: Store, wall_ms: int) -> int:
     """Where the clock starts: after every record of ours (time never goes
     back across a restart, even to a wall clock at 1970), and after peers'
@@ -359,7 +395,7 @@ def make_clock(store: Store, wall: Callable[[], float] = time.time) -> HybridClo
 def message_frame(record: Record) -> dict[str, Any]:
     """A stored message for a page; whatever the line holds, never raises."""
     body = record.body
-    return {
+    frame = {
         "type": "message",
         "id": record.id,
         "room": record.room,
@@ -369,6 +405,9 @@ def message_frame(record: Record) -> dict[str, Any]:
         "hlc": str(record.hlc),  # 64 bits: more than a JavaScript number holds
         "text": _text_field(body, "text"),
     }
+    if record.kind == RecordKind.DIRECT:  # a direct message: "from" is its author
+        frame["author"], frame["to"] = _text_field(body, "from"), _text_field(body, "to")
+    return frame
 
 
 class Chat:
@@ -404,9 +443,12 @@ class Chat:
             self.moderation.add(record)
         self.moderation.log_bindings()
         self.hub = Hub(store.rooms, on_presence=self.local_presence_changed)
-        self.room_lists = RoomListFeed(self.room_list)  # the rooms pages (app/roomlist.py)
+        self.room_lists = RoomListFeed(
+            self.room_list, self.conversations
+        )  # the rooms pages (app/roomlist.py)
         self.sent_ids = SentIds()  # client ids already stored: resends (app/resend.py)
         self._searches: dict[str, TokenBucket] = {}
+        self._settings: dict[str, TokenBucket] = {}  # per name key: blocks, attention
         self.delivery = DeliveryTracker(self.hub, self.mesh.peer_vectors, monotonic)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
@@ -414,6 +456,14 @@ class Chat:
         # record, and when each was last written.
         self._reads_pending: dict[tuple[str, int], tuple[str, int]] = {}
         self._reads_written: dict[tuple[str, int], float] = {}
+        # The same for direct conversations: (name key, peer key) -> (user, peer, upto).
+        self._dm_reads_pending: dict[tuple[str, str], tuple[str, str, int]] = {}
+        self._dm_reads_written: dict[tuple[str, str], float] = {}
+        # Name key -> keys of the conversations that person is in: the room
+        # list looks at a person's own, not at every conversation held.
+        self._conversations_of: dict[str, set[Hashable]] = {}
+        for key in store.conversations():
+            self._note_conversation(key)
 
     @property
     def node_id(self) -> str:
@@ -458,12 +508,10 @@ class Chat:
         new = self.store.append_many(accepted)
         by_room: dict[int, list[Record]] = {}
         for record in new:
-            if record.kind == RecordKind.ACCOUNT:
-                self.accounts.add(record)
-            elif record.kind == RecordKind.MESSAGE:
+            if record.kind == RecordKind.MESSAGE:
                 by_room.setdefault(record.room, []).append(record)
-            elif record.kind == RecordKind.MODERATION:
-                self._show_moderation(record)
+            else:
+                self._show_received(record)
         if new:
             self.room_lists.changed()
         for room, fresh in by_room.items():
@@ -482,6 +530,17 @@ class Chat:
                 for record in fresh:
                     self.hub.broadcast(room, message_frame(record))
         return new
+
+    def _show_received(self, record: Record) -> None:
+        """Apply a new record from a peer that is not a room message."""
+        if record.kind == RecordKind.ACCOUNT:
+            self.accounts.add(record)
+        elif record.kind == RecordKind.DIRECT:
+            self._show_direct(record)
+        elif record.kind == RecordKind.SETTING:
+            self._show_setting(record)
+        elif record.kind == RecordKind.MODERATION:
+            self._show_moderation(record)
 
     def _limit_clears(self, records: list[Record]) -> None:
         """Clears among ``records`` cut no later than our clock, moved only as
@@ -561,11 +620,7 @@ class Chat:
         text = clean_text(text)
         if self.moderation.is_banned(user):
             raise ChatError("banned", "You are banned from this chat.")
-        bucket = self._buckets.get(user)
-        if bucket is None:
-            bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST)
-        if not bucket.take(1, self.monotonic()):
-            raise ChatError("rate_limited", "Too many messages; wait a moment.")
+        self._take_send_token(user)
         shown = int(self.wall() * 1000)  # the sender's time, as people read it
         record = self._make_record(
             RecordKind.MESSAGE,
@@ -581,9 +636,17 @@ class Chat:
         self.room_lists.changed()
         return record
 
+    def _take_send_token(self, user: str) -> None:
+        """One message's worth of ``user``'s rate (rooms and direct alike)."""
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        if not bucket.take(1, self.monotonic()):
+            raise ChatError("rate_limited", "Too many messages; wait a moment.")
+
     # -- search and the way to a result --------------------------------------------
 
-    def search(self, user: str, room: int, query: Any) -> list[dict[str, Any]]:
+    def search(self, user: str, room: Hashable, query: Any) -> list[dict[str, Any]]:
         """The newest messages of ``room`` holding ``query`` (app/search.py);
         raises ChatError for a query that is not one, or too many searches."""
         if not isinstance(query, str) or not is_utf8(query) or not query.strip():
@@ -597,14 +660,14 @@ class Chat:
             raise ChatError("rate_limited", "Too many searches; wait a moment.")
         return search.frames(search.search(self.store, room, query.strip()), message_frame)
 
-    def around(self, room: int, rid: tuple[str, int]) -> tuple[list[Record], bool]:
+    def around(self, room: Hashable, rid: tuple[str, int]) -> tuple[list[Record], bool]:
         """A message with its neighbours, and whether newer ones follow."""
         found = search.around(self.store, room, rid)
         if found is None:
             raise ChatError("not_found", "That message is no longer in this room.")
         return found
 
-    def newer(self, room: int, rid: tuple[str, int], limit: int) -> tuple[list[Record], bool]:
+    def newer(self, room: Hashable, rid: tuple[str, int], limit: int) -> tuple[list[Record], bool]:
         """Messages after ``rid`` (towards the latest), and whether more follow."""
         found = search.after(self.store, room, rid, min(max(limit, 1), search.NEWER_MAX))
         if found is None:
@@ -788,6 +851,226 @@ class Chat:
                 }
             )
         return rooms
+
+    # -- direct messages (app/direct.py) ------------------------------------------
+
+    def direct_peer(self, user: str, peer: Any) -> str:
+        """The name of the account ``user`` may write to as ``peer``;
+        raises ChatError ``not_found`` for no such person (or oneself)."""
+        owner = self.accounts.owner(peer) if isinstance(peer, str) else None
+        if owner is None or name_key(owner.name) == name_key(user):
+            raise ChatError("not_found", "There is no such person to write to.")
+        return owner.name
+
+    def is_blocked(self, sender: str, by: str) -> bool:
+        """True if ``by`` blocks direct messages from ``sender`` (the latest
+        block record of the two, from any router)."""
+        record = self.store.latest_of((direct.BLOCK, name_key(by), name_key(sender)))
+        return record is not None and record.body.get("on") is True
+
+    def send_direct(
+        self,
+        user: str,
+        peer: str,
+        text: Any,
+        on_stored: Callable[[Record], None] | None = None,
+        client_id: str | None = None,
+    ) -> Record:
+        """Store and show a direct message from ``user`` to ``peer``; raises
+        ChatError (``blocked`` if either blocks the other)."""
+        text = clean_text(text)
+        peer = self.direct_peer(user, peer)
+        if self.moderation.is_banned(user):
+            raise ChatError("banned", "You are banned from this chat.")
+        if self.is_blocked(user, by=peer):
+            raise ChatError("blocked", f"{peer} does not take direct messages from you.")
+        if self.is_blocked(peer, by=user):
+            raise ChatError("blocked", f"You blocked {peer}; unblock them to write.")
+        self._take_send_token(user)
+        shown = int(self.wall() * 1000)
+        body = {"from": user, "to": peer, "node": self.node_name, "time": shown, "text": text}
+        record = self._make_record(RecordKind.DIRECT, 0, body)
+        if client_id is not None:
+            key = (name_key(user), direct.conversation_key(user, peer))
+            self.sent_ids.remember(key, client_id, record.id, self.monotonic())
+        if on_stored is not None:
+            on_stored(record)
+        self._show_direct(record)
+        return record
+
+    def first_direct_ack(self, user: str, peer: str, client_id: str) -> str | None:
+        """``first_ack`` for a direct conversation."""
+        key = (name_key(user), direct.conversation_key(user, peer))
+        return self.sent_ids.first(key, client_id, self.monotonic())
+
+    def _note_conversation(self, key: Hashable) -> None:
+        if isinstance(key, tuple) and len(key) == 3:
+            for person in key[1:]:
+                self._conversations_of.setdefault(person, set()).add(key)
+
+    def _show_direct(self, record: Record) -> None:
+        """A direct message stored (here or from a peer): to the pages of
+        its conversation, a notice to the recipient's other pages (for the
+        sound, the count), and the room lists."""
+        key = direct.direct_conversation(record)
+        if key is None:
+            return
+        self._note_conversation(key)
+        self.hub.broadcast_topic(key, message_frame(record))
+        to, sender = _text_field(record.body, "to"), _text_field(record.body, "from")
+        if not self.is_blocked(sender, by=to):
+            notice = {"type": "direct", "from": sender, "id": record.id}
+            self.hub.send_user(to, notice, name_key, skip_topic=key)
+        self.room_lists.changed()
+
+    def _show_setting(self, record: Record) -> None:
+        """A setting stored: the person's pages follow it."""
+        user = _text_field(record.body, "user")
+        if record.body.get("setting") == direct.ATTENTION:
+            self.hub.send_user(user, self.attention_frame(user), name_key)
+        self.room_lists.changed()
+
+    def direct_history(
+        self, user: str, peer: str, after: tuple[str, int] | None = None
+    ) -> tuple[list[Record], bool]:
+        """``history`` for the conversation of ``user`` and ``peer``."""
+        key = direct.conversation_key(user, peer)
+        if after is not None:
+            missed = self.store.since(key, after, HISTORY_LIMIT)
+            if missed is not None:
+                return missed, False
+        return self.store.latest(key, HISTORY_LIMIT), True
+
+    def direct_older(
+        self, user: str, peer: str, before: tuple[str, int], limit: int
+    ) -> list[Record]:
+        """Scroll-back in one's own conversation; an id of any other is unknown."""
+        key = direct.conversation_key(user, peer)
+        records = self.store.before(key, before, min(max(limit, 1), OLDER_LIMIT_MAX))
+        if records is None:
+            raise ChatError("bad_request", "unknown message id")
+        return records
+
+    def direct_search(self, user: str, peer: str, query: Any) -> list[dict[str, Any]]:
+        """``search`` in one's own conversation with ``peer``."""
+        return self.search(user, direct.conversation_key(user, peer), query)
+
+    def direct_around(
+        self, user: str, peer: str, rid: tuple[str, int]
+    ) -> tuple[list[Record], bool]:
+        return self.around(direct.conversation_key(user, peer), rid)
+
+    def set_block(self, user: str, peer: Any, on: Any) -> Record:
+        """``user`` blocks (or unblocks) direct messages from ``peer``."""
+        if not isinstance(on, bool):
+            raise ChatError("bad_request", "block needs on=true or on=false")
+        peer = self.direct_peer(user, peer)
+        body = {"user": user, "setting": direct.BLOCK, "peer": peer, "on": on}
+        return self._make_setting((direct.BLOCK, name_key(user), name_key(peer)), body)
+
+    def _make_setting(self, key: tuple[str, ...], body: dict[str, Any]) -> Record:
+        """A person's setting, stamped after the one it replaces (from a
+        router whose clock ran ahead, perhaps): the latest wins, and what
+        the person just chose must be the latest."""
+        bucket = self._settings.get(key[1])
+        if bucket is None:
+            bucket = self._settings[key[1]] = TokenBucket(SETTINGS_PER_SECOND, SETTINGS_BURST)
+        if not bucket.take(1, self.monotonic()):
+            raise ChatError("rate_limited", "Too many changes; wait a moment.")
+        current = self.store.latest_of(key)
+        if current is not None:
+            self.clock.observe(current.hlc, int(self.wall() * 1000))
+        record = self._make_record(RecordKind.SETTING, 0, body)
+        self._show_setting(record)
+        return record
+
+    def attention(self, user: str) -> dict[str, bool]:
+        """Whether ``user``'s pages beep and buzz (off until they say so)."""
+        record = self.store.latest_of((direct.ATTENTION, name_key(user)))
+        body: Mapping[str, Any] = record.body if record is not None else {}
+        return {"sound": body.get("sound") is True, "vibrate": body.get("vibrate") is True}
+
+    def attention_frame(self, user: str) -> dict[str, Any]:
+        return {"type": "attention", **self.attention(user)}
+
+    def set_attention(self, user: str, sound: Any, vibrate: Any) -> Record:
+        """Remember on every router whether ``user``'s pages beep and buzz."""
+        if not isinstance(sound, bool) or not isinstance(vibrate, bool):
+            raise ChatError("bad_request", "attention needs sound and vibrate, true or false")
+        body = {"user": user, "setting": direct.ATTENTION, "sound": sound, "vibrate": vibrate}
+        return self._make_setting((direct.ATTENTION, name_key(user)), body)
+
+    def direct_read_marker(self, user: str, peer: str) -> int:
+        pending = self._dm_reads_pending.get((name_key(user), name_key(peer)))
+        record = self.store.latest_of((direct.DM_READ, name_key(user), name_key(peer)))
+        stored = parse_hlc_or_zero(record.body.get("upto")) if record is not None else 0
+        return max(stored, pending[2] if pending else 0)
+
+    def mark_direct_read(self, user: str, peer: str, upto: int) -> bool:
+        """As ``mark_read``, for a conversation: a SETTING record at most
+        every ``READ_RECORD_INTERVAL``."""
+        last = self.store.last_message(direct.conversation_key(user, peer))
+        if last is None:
+            return False
+        upto = min(upto, last.hlc)
+        if upto <= self.direct_read_marker(user, peer):
+            return False
+        key = (name_key(user), name_key(peer))
+        waiting = key in self._dm_reads_pending
+        self._dm_reads_pending[key] = (user, peer, upto)
+        self.room_lists.changed()
+        since = self.monotonic() - self._dm_reads_written.get(key, float("-inf"))
+        if since >= READ_RECORD_INTERVAL:
+            self.write_direct_read(key)
+        elif not waiting:
+            gevent.spawn_later(READ_RECORD_INTERVAL - since, self.write_direct_read, key)
+        return True
+
+    def write_direct_read(self, key: tuple[str, str]) -> Record | None:
+        pending = self._dm_reads_pending.pop(key, None)
+        if pending is None:
+            return None
+        user, peer, upto = pending
+        if upto <= self.direct_read_marker(user, peer):
+            return None
+        self._dm_reads_written[key] = self.monotonic()
+        body = {"user": user, "setting": direct.DM_READ, "peer": peer, "upto": upto}
+        return self._make_record(RecordKind.SETTING, 0, body)
+
+    def conversations(self, user: str) -> list[dict[str, Any]]:
+        """``user``'s direct conversations, newest first: the other person,
+        unread messages, the last message's preview."""
+        since = max(self.joined(user), 0)
+        me, shown = name_key(user), []
+        mine = self._conversations_of.get(me, set())
+        for key in list(mine):
+            last = self.store.last_message(key)
+            if last is None:  # expired: forgotten until a new message
+                mine.discard(key)
+                continue
+            peer = direct.shown_peer(last, user)
+            mark = max(since, self.direct_read_marker(user, peer))
+            unread = 0
+            for record in self.store.after(key, mark):
+                if name_key(_text_field(record.body, "from")) != me:
+                    unread += 1
+                    if unread >= UNREAD_MAX:
+                        break
+            shown.append((last.order_key, peer, unread, last))
+        shown.sort(key=lambda t: t[0], reverse=True)
+        return [
+            {
+                "peer": peer,
+                "unread": unread,
+                "blocked": self.is_blocked(peer, by=user),
+                "last": {
+                    "author": _text_field(last.body, "from"),
+                    "text": preview(_text_field(last.body, "text")),
+                    "time": iso_utc(shown_time_ms(last)),
+                },
+            }
+            for _, peer, unread, last in shown[: direct.CONVERSATIONS_SHOWN]
+        ]
 
     # -- presence ------------------------------------------------------------
 

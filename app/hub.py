@@ -36,7 +36,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import gevent
@@ -193,14 +193,16 @@ class BoundedWebSocket(WebSocket):
 
 
 class Client:
-    """One page connected to one room."""
+    """One page connected to one room (or, ``room`` 0 and ``peer`` set, to
+    one direct conversation)."""
 
-    __slots__ = ("_pending", "_pending_bytes", "_writer", "closed", "room", "user", "ws")
+    __slots__ = ("_pending", "_pending_bytes", "_writer", "closed", "peer", "room", "user", "ws")
 
     def __init__(self, ws: WebSocket, user: str, room: int) -> None:
         self.ws = ws
         self.user = user
         self.room = room
+        self.peer: str | None = None
         self.closed = False
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -311,6 +313,9 @@ class Hub:
 
     def __init__(self, rooms: int, on_presence: Callable[[int], None] | None = None) -> None:
         self.rooms: dict[int, set[Client]] = {n: set() for n in range(1, rooms + 1)}
+        # Direct conversations' pages, by conversation key (app/direct.py):
+        # no presence, and only their two people ever join.
+        self.topics: dict[Hashable, set[Client]] = {}
         self.on_presence = on_presence
         self._unwritten: dict[Client, None] = {}  # clients with frames for the flush
         self._flush: gevent.Greenlet | None = None
@@ -334,13 +339,49 @@ class Hub:
     def users(self, room: int) -> list[str]:
         return sorted({c.user for c in self.rooms[room]})
 
+    def join_topic(self, key: Hashable, client: Client) -> None:
+        self.topics.setdefault(key, set()).add(client)
+
+    def leave_topic(self, key: Hashable, client: Client) -> None:
+        clients = self.topics.get(key)
+        if clients is not None:
+            clients.discard(client)
+            if not clients:
+                del self.topics[key]
+
+    def broadcast_topic(self, key: Hashable, obj: dict[str, Any]) -> int:
+        """``broadcast`` to the pages of one direct conversation."""
+        return self._queue(list(self.topics.get(key, ())), obj)
+
+    def send_user(
+        self,
+        user: str,
+        obj: dict[str, Any],
+        key: Callable[[str], str] = str,
+        skip_topic: Hashable | None = None,
+    ) -> int:
+        """One frame to every page of one person (rooms and conversations,
+        but those of ``skip_topic``); returns how many."""
+        clients = [c for c in self._all_clients() if key(c.user) == key(user)]
+        if skip_topic is not None:
+            clients = [c for c in clients if c not in self.topics.get(skip_topic, ())]
+        return self._queue(clients, obj)
+
+    def _all_clients(self) -> list[Client]:
+        every = [c for clients in self.rooms.values() for c in clients]
+        return every + [c for clients in self.topics.values() for c in clients]
+
     def broadcast(self, room: int, obj: dict[str, Any]) -> int:
         """Send one frame to every client in the room; returns how many.
 
         The frame is queued; the flush writes it once this greenlet yields.
         """
+        return self._queue(list(self.rooms[room]), obj)
+
+    def _queue(self, clients: list[Client], obj: dict[str, Any]) -> int:
+        if not clients:
+            return 0
         data = encode_frame(obj)
-        clients = list(self.rooms[room])
         unwritten = self._unwritten
         for client in clients:
             if client.queue(data):
@@ -361,9 +402,7 @@ class Hub:
 
     def disconnect_user(self, user: str, key: Callable[[str], str] = str) -> int:
         """Close every socket of a user (banned); returns how many."""
-        closing = [
-            c for clients in self.rooms.values() for c in clients if key(c.user) == key(user)
-        ]
+        closing = [c for c in self._all_clients() if key(c.user) == key(user)]
         for client in closing:
             client.send(
                 {"type": "error", "code": "banned", "message": "You are banned from this chat."}
@@ -372,4 +411,4 @@ class Hub:
         return len(closing)
 
     def clients(self) -> int:
-        return sum(len(c) for c in self.rooms.values())
+        return len(self._all_clients())

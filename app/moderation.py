@@ -57,6 +57,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import TypeVar
 
 from app.accounts import USERNAME_RE, Account, Accounts, name_key
+from app.direct import direct_conversation, setting_key, setting_rank
 from app.reads import marker_key, marker_rank
 from node.record import Record, RecordKind, parse_id
 
@@ -90,9 +91,10 @@ class ChatPolicy:
     """What chat records do to each other, for the store (node/policy.py):
     an authorized delete removes its target, an authorized clear cuts its
     room at its HLC, a read marker is the latest of its user and room
-    (app/reads.py).  ``authorizes`` is the admin binding
-    (``Moderation.authorizes``): given when the store is made, so loading
-    applies the same rule."""
+    (app/reads.py), a setting the latest of its key and a direct message
+    belongs to the conversation of its two people (app/direct.py).
+    ``authorizes`` is the admin binding (``Moderation.authorizes``): given
+    when the store is made, so loading applies the same rule."""
 
     def __init__(self, authorizes: Callable[[Record], bool]) -> None:
         self.authorizes = authorizes
@@ -109,8 +111,21 @@ class ChatPolicy:
             return record.hlc
         return None
 
-    supersedes_key = staticmethod(marker_key)
-    rank = staticmethod(marker_rank)
+    @staticmethod
+    def supersedes_key(record: Record) -> Hashable | None:
+        if record.kind == RecordKind.SETTING:
+            return setting_key(record)  # (setting, user key, ...): never a READ key
+        return marker_key(record)
+
+    @staticmethod
+    def rank(record: Record) -> tuple[int, int, str, int]:
+        if record.kind == RecordKind.SETTING:
+            return setting_rank(record)
+        return marker_rank(record)
+
+    @staticmethod
+    def conversation(record: Record) -> Hashable | None:
+        return direct_conversation(record)  # app/direct.py
 
 
 class Moderation:

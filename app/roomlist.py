@@ -1,4 +1,5 @@
 """The live room list: unread counts, previews, names and who is online,
+and one's direct conversations (unread counts and previews),
 pushed to the rooms page over its own WebSocket (``/ws/rooms``).
 
 How this works: the chat calls ``changed()`` whenever something the list
@@ -41,15 +42,24 @@ CLOSE_TRY_LATER = 1013  # RFC 6455 section 7.4.1: the server is overloaded
 class RoomListFeed:
     """The sockets watching the room list, and the coalesced updates."""
 
-    def __init__(self, rooms_for: Callable[[str], list[dict[str, Any]]]) -> None:
-        """``rooms_for(user)``: the list one person sees (``Chat.room_list``)."""
+    def __init__(
+        self,
+        rooms_for: Callable[[str], list[dict[str, Any]]],
+        direct_for: Callable[[str], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``rooms_for(user)``: the list one person sees (``Chat.room_list``);
+        ``direct_for(user)``: their direct conversations (``Chat.conversations``)."""
         self.rooms_for = rooms_for
+        self.direct_for = direct_for
         self.watchers: dict[Client, bytes] = {}  # socket -> the frame it got last
         self._timer: gevent.Greenlet | None = None
         self.updates = 0  # lists computed and sent, since start (for /status)
 
     def frame(self, user: str) -> bytes:
-        return encode_frame({"type": "rooms", "rooms": self.rooms_for(user)})
+        frame: dict[str, Any] = {"type": "rooms", "rooms": self.rooms_for(user)}
+        if self.direct_for is not None:
+            frame["direct"] = self.direct_for(user)
+        return encode_frame(frame)
 
     def join(self, client: Client) -> bool:
         """Start sending ``client`` the list; False (and closed) if full."""

@@ -13,9 +13,18 @@ ids of bounded length.  The first frame a page gets is ``hello``: who it is
 server does), the page size of the history and the rule for a name.
 
 The rooms page has its own socket, ``/ws/rooms`` (same Origin and session
-checks): it sends nothing and gets ``rooms`` frames, coalesced
-(app/roomlist.py).  A ``send`` whose ``client_id`` this user already stored
-is answered with the first ack (app/resend.py).
+checks): it sends only ``attention`` settings and gets ``rooms`` frames,
+coalesced (app/roomlist.py).
+
+Direct messages (app/direct.py): ``/dm/<peer>`` is the page of the
+logged-in user's conversation with ``peer`` and ``/ws/dm/<peer>`` its
+socket.  The conversation is always the logged-in user's and the peer's:
+no address names anyone else's, and an id of someone else's direct
+message is unknown on every socket (``not_found``); ``/message/<id>``
+leads to a message's place, and answers 404 to anyone but its two people.
+
+A ``send`` whose ``client_id`` this user already stored is answered with
+the first ack (app/resend.py).
 """
 
 from __future__ import annotations
@@ -40,11 +49,12 @@ from app.chat import (
     is_utf8,
     message_frame,
 )
+from app.direct import conversation_key, shown_peer
 from app.hub import BoundedWebSocket, Client, FrameFlood
 from app.moderation import ACTIONS
 from app.sessions import Sessions
 from app.site import SESSION_COOKIE, Site, cookie
-from node.record import Record, parse_id
+from node.record import Record, RecordKind, parse_id
 from node.store import parse_hlc
 from node.sync import TokenBucket
 
@@ -74,6 +84,10 @@ class RoomRoutes:
         app.get("/room/<n>", callback=self.room)
         app.get(ROOM_LIST_WS, callback=self.room_list_socket)  # a static route: matched first
         app.get(WS_PATH_PREFIX + "<n>", callback=self.websocket)
+        app.get("/dm", callback=self.direct_to)
+        app.get("/dm/<peer>", callback=self.direct_page)
+        app.get(WS_PATH_PREFIX + "dm/<peer>", callback=self.direct_socket)
+        app.get("/message/<mid>", callback=self.message_link)
 
     def require_room(self, n: str) -> int:
         # isascii: "²".isdigit() is true, and int("²") raises.
@@ -84,7 +98,67 @@ class RoomRoutes:
     def index(self) -> str:
         s = self.site.logged_in()
         rooms = self.chat.room_list(s.user)
-        return self.site.render("rooms", user=s.user, rooms=rooms, csrf=s.csrf)
+        return self.site.render(
+            "rooms",
+            user=s.user,
+            rooms=rooms,
+            direct=self.chat.conversations(s.user),
+            attention=self.chat.attention(s.user),
+            csrf=s.csrf,
+        )
+
+    def direct_to(self) -> None:
+        """The rooms page's "Write to" form: to that person's conversation."""
+        self.site.logged_in()
+        to = bottle.request.query.getunicode("to") or ""
+        if not USERNAME_RE.fullmatch(to.strip()):
+            bottle.abort(404, "There is no such person to write to.")
+        bottle.redirect(f"/dm/{to.strip()}", 303)
+
+    def direct_page(self, peer: str) -> str:
+        s = self.site.logged_in()
+        try:
+            name = self.chat.direct_peer(s.user, peer)
+        except ChatError:
+            bottle.abort(404, "There is no such person to write to.")
+        return self.site.render(
+            "dm",
+            user=s.user,
+            peer=name,
+            csrf=s.csrf,
+            blocked=self.chat.is_blocked(name, by=s.user),
+            attention=self.chat.attention(s.user),
+        )
+
+    def direct_socket(self, peer: str) -> str:
+        upgraded = self._upgraded()
+        if upgraded is None:
+            return ""
+        ws, user = upgraded
+        try:
+            name = self.chat.direct_peer(user, peer)
+        except ChatError as e:  # the socket is open already: say why, and close
+            client = Client(ws, user, 0)
+            client.send({"type": "error", "code": e.code, "message": str(e)})
+            client.close(1008)
+            client.flush()
+            return ""
+        serve_direct_socket(self.chat, ws, user, name, bottle.request.query.get("after"))
+        return ""
+
+    def message_link(self, mid: str) -> None:
+        """A message's place: its room, or one's own conversation; 404 for
+        an id that is not held, or someone else's direct message."""
+        s = self.site.logged_in()
+        rid = parse_message_id(mid)
+        record = self.chat.store.get(*rid) if rid else None
+        if record is not None and record.kind == RecordKind.MESSAGE:
+            bottle.redirect(f"/room/{record.room}#m={record.id}", 303)
+        if record is not None and record.kind == RecordKind.DIRECT and rid is not None:
+            other = shown_peer(record, s.user)
+            if other and self.chat.store.conversation_of(*rid) == conversation_key(s.user, other):
+                bottle.redirect(f"/dm/{other}#m={record.id}", 303)
+        bottle.abort(404, "There is no such message.")
 
     def room(self, n: str) -> str:
         room = self.require_room(n)
@@ -177,6 +251,7 @@ def hello(chat: Chat, user: str, room: int) -> dict[str, Any]:
         "node_id": chat.node_id,
         "admin": chat.moderation.is_admin(user),
         "read": str(max(chat.joined(user), chat.read_marker(user, room))),
+        "attention": chat.attention(user),
     }
 
 
@@ -236,6 +311,18 @@ def serve_room_list(chat: Chat, ws: BoundedWebSocket, user: str) -> None:
 
 
 def _listen_only(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
+    """The rooms page's socket takes one kind of frame: ``attention``."""
+    try:
+        frame = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        frame = None
+    if isinstance(frame, dict) and frame.get("type") == "attention":
+        try:
+            receive_attention(chat, client, frame)
+            client.send(chat.attention_frame(client.user))  # the list's socket is no hub page
+        except ChatError as e:
+            client.send({"type": "error", "code": e.code, "message": str(e)})
+        return
     client.send({"type": "error", "code": "bad_request", "message": "This socket only listens."})
 
 
@@ -403,4 +490,192 @@ _RECEIVERS: dict[str, Callable[[Chat, Client, dict[str, Any]], None]] = {
     "newer": receive_newer,  # -> newer: onwards from there to the latest
     "latest": receive_latest,  # -> history (reset): back from there to the latest
     "name_room": receive_name_room,  # -> room_name, to every page of the room
+    "attention": lambda chat, client, frame: receive_attention(chat, client, frame),  # noqa: PLW0108
+}
+
+
+def receive_attention(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    chat.set_attention(client.user, frame.get("sound"), frame.get("vibrate"))
+
+
+# -- direct messages (app/direct.py) ------------------------------------------------
+
+
+def direct_hello(chat: Chat, user: str, peer: str) -> dict[str, Any]:
+    """The first frame a conversation's page gets."""
+    return {
+        "type": "hello",
+        "user": user,
+        "key": name_key(user),
+        "peer": peer,
+        "name_rule": USERNAME_RE.pattern,
+        "admin": False,  # nobody moderates a direct conversation
+        "history_page": HISTORY_LIMIT,
+        "node": chat.node_name,
+        "node_id": chat.node_id,
+        "read": str(max(chat.joined(user), chat.direct_read_marker(user, peer))),
+        "blocked": chat.is_blocked(peer, by=user),  # I block them
+        "blocks_me": chat.is_blocked(user, by=peer),
+        "attention": chat.attention(user),
+    }
+
+
+def serve_direct_socket(
+    chat: Chat, ws: BoundedWebSocket, user: str, peer: str, after: str | None
+) -> None:
+    """A conversation's WebSocket: hello, history, then frames until it closes."""
+    client = Client(ws, user, 0)
+    client.peer = peer
+    key = conversation_key(user, peer)
+    client.send(direct_hello(chat, user, peer))
+    records, reset = chat.direct_history(user, peer, parse_message_id(after))
+    client.send(
+        {
+            "type": "history",
+            "messages": [message_frame(r) for r in records],
+            "last": chat.store.last_arrival(key),
+            "reset": reset,
+        }
+    )
+    chat.hub.join_topic(key, client)  # no switch since the history: nothing slips between
+    try:
+        read_frames(chat, client, ws, handle_direct_frame)
+    finally:
+        chat.hub.leave_topic(key, client)
+        client.flush()
+
+
+def handle_direct_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
+    """One frame from a conversation's page; problems go back as error frames."""
+    frame: Any = None
+    try:
+        if not isinstance(text, str):
+            raise ChatError("bad_request", "frames are JSON text, not binary")
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ChatError("bad_request", "frames are JSON objects") from None
+        if not isinstance(frame, dict):
+            raise ChatError("bad_request", "frames are JSON objects")
+        kind = frame.get("type")
+        receiver = _DIRECT_RECEIVERS.get(kind) if isinstance(kind, str) else None
+        if receiver is None:
+            raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
+        receiver(chat, client, frame)
+    except ChatError as e:
+        client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
+
+
+def _peer(client: Client) -> str:
+    peer = client.peer
+    if peer is None:  # our own misuse: only a conversation's socket gets here
+        raise RuntimeError("not a conversation's socket")
+    return peer
+
+
+def receive_direct_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    client_id = frame.get("client_id")
+    if not _valid_client_id(client_id):
+        raise ChatError(
+            "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
+        )
+    peer = _peer(client)
+    first = chat.first_direct_ack(client.user, peer, client_id)
+    if first is not None:  # a resend after a lost ack: stored already
+        client.send({"type": "ack", "client_id": client_id, "id": first})
+        return
+    chat.send_direct(
+        client.user,
+        peer,
+        frame.get("text"),
+        on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+        client_id=client_id,
+    )
+
+
+def receive_direct_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    before, limit = frame.get("before"), frame.get("limit", OLDER_DEFAULT)
+    rid = parse_message_id(before)
+    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ChatError("bad_request", "older needs before=<id> and an integer limit")
+    records = chat.direct_older(client.user, _peer(client), rid, limit)
+    client.send(
+        {"type": "older", "before": before, "messages": [message_frame(r) for r in records]}
+    )
+
+
+def receive_direct_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    upto = parse_hlc(frame.get("upto"))
+    if upto is None:
+        raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
+    chat.mark_direct_read(client.user, _peer(client), upto)
+
+
+def receive_direct_search(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    query = frame.get("q")
+    results = chat.direct_search(client.user, _peer(client), query)
+    client.send({"type": "results", "q": query, "results": results})
+
+
+def receive_direct_around(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    rid = parse_message_id(frame.get("id"))
+    if rid is None:
+        raise ChatError("bad_request", "around needs id=<message id>")
+    records, more = chat.direct_around(client.user, _peer(client), rid)
+    client.send(
+        {
+            "type": "around",
+            "id": frame["id"],
+            "messages": [message_frame(r) for r in records],
+            "more": more,
+        }
+    )
+
+
+def receive_direct_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    after, limit = frame.get("after"), frame.get("limit", OLDER_DEFAULT)
+    rid = parse_message_id(after)
+    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
+    key = conversation_key(client.user, _peer(client))
+    records, more = chat.newer(key, rid, limit)
+    client.send(
+        {
+            "type": "newer",
+            "after": after,
+            "messages": [message_frame(r) for r in records],
+            "more": more,
+        }
+    )
+
+
+def receive_direct_latest(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    key = conversation_key(client.user, _peer(client))
+    client.send(
+        {
+            "type": "history",
+            "messages": [message_frame(r) for r in chat.store.latest(key, HISTORY_LIMIT)],
+            "last": chat.store.last_arrival(key),
+            "reset": True,
+        }
+    )
+
+
+def receive_block(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    peer = _peer(client)
+    chat.set_block(client.user, peer, frame.get("on"))
+    client.send({"type": "blocked", "peer": peer, "on": chat.is_blocked(peer, by=client.user)})
+
+
+# What a conversation's page may send, and what each is answered with.
+_DIRECT_RECEIVERS: dict[str, Callable[[Chat, Client, dict[str, Any]], None]] = {
+    "send": receive_direct_send,  # -> ack, then message to both people's pages
+    "older": receive_direct_older,  # -> older
+    "read": receive_direct_read,  # -> nothing; the room list's counts move
+    "search": receive_direct_search,  # -> results
+    "around": receive_direct_around,  # -> around
+    "block": receive_block,  # -> blocked
+    "attention": receive_attention,  # -> attention, to every page of the person
+    "newer": receive_direct_newer,  # -> newer
+    "latest": receive_direct_latest,  # -> history (reset)
 }

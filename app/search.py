@@ -1,4 +1,5 @@
-"""Search in a room's retained history, and the way back to a result.
+"""Search in a room's (or one's own direct conversation's) retained
+history, and the way back to a result.
 
 How this works: ``search`` walks a room's messages newest first (the
 store's sorted list, in memory) and keeps those whose text holds the query,
@@ -16,6 +17,7 @@ the messages just before and after it, then onwards to the latest.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from node.record import Record, RecordKind
@@ -59,7 +61,7 @@ def find(text: str, folded_query: str) -> int:
 
 
 def search(
-    store: Store, room: int, query: str, limit: int = RESULTS_MAX
+    store: Store, room: Hashable, query: str, limit: int = RESULTS_MAX
 ) -> list[tuple[Record, str, int]]:
     """The newest ``limit`` messages of ``room`` holding ``query``: each with
     its snippet and the match's index in it."""
@@ -77,15 +79,21 @@ def search(
     return found
 
 
-def _message_in(store: Store, room: int, rid: tuple[str, int]) -> Record | None:
+def _message_in(store: Store, room: Hashable, rid: tuple[str, int]) -> Record | None:
+    """The message ``rid`` if it is in ``room`` (a room's number, or a
+    direct conversation's key: a direct message is found only there)."""
     record = store.get(*rid)
-    if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
+    if record is None:
         return None
-    return record
+    if isinstance(room, int):
+        ok = record.kind == RecordKind.MESSAGE and record.room == room
+    else:
+        ok = store.conversation_of(*rid) == room
+    return record if ok else None
 
 
 def after(
-    store: Store, room: int, rid: tuple[str, int], limit: int
+    store: Store, room: Hashable, rid: tuple[str, int], limit: int
 ) -> tuple[list[Record], bool] | None:
     """Up to ``limit`` messages sorted just after ``rid``, and whether more
     follow; None if ``rid`` is not a message of ``room`` held here."""
@@ -96,7 +104,7 @@ def after(
     return later[:limit], len(later) > limit
 
 
-def around(store: Store, room: int, rid: tuple[str, int]) -> tuple[list[Record], bool] | None:
+def around(store: Store, room: Hashable, rid: tuple[str, int]) -> tuple[list[Record], bool] | None:
     """The message ``rid`` with up to ``AROUND_HALF`` messages either side,
     and whether more follow; None if it is not a message of ``room``."""
     record = _message_in(store, room, rid)

@@ -7,11 +7,11 @@ off.  Gone seqs count as held in the version vector.  The reasons:
 
 - *expired*: a message stamped before the retention horizon (``horizon``,
   an HLC) or before its room's size horizon (``size_horizon``, the size
-  guard); a READ record stamped before the retention horizon;
+  guard); a READ or DIRECT record stamped before the retention horizon;
 - *removed*: a message a MODERATION record removes (node/policy.py), by
   id (``removed``) or because it is stamped before its room's cut
   (``room_horizon``), in any arrival order;
-- *superseded*: a READ record that is not the latest of its key;
+- *superseded*: a READ or SETTING record that is not the latest of its key;
 - *reported*: a peer answered the seqs as gone;
 - *refused*: the app would not store a record a peer sent (node/seen.py):
   never asked for again.
@@ -122,7 +122,7 @@ class Gone:
     # -- asking ------------------------------------------------------------------
 
     def is_expired(self, record: Record) -> bool:
-        if record.kind == RecordKind.READ:
+        if record.kind in (RecordKind.READ, RecordKind.DIRECT):
             return record.hlc < self.horizon
         return record.kind == RecordKind.MESSAGE and (
             record.hlc < self.horizon or record.hlc < self.size_horizon.get(record.room, 0)

@@ -4,8 +4,12 @@ How this works: ``records`` maps every held id to its record; each room's
 messages are kept twice (``RoomLog``): sorted by ``(hlc, origin, seq)`` for
 display and scroll-back, and in arrival order so a reconnecting page gets
 exactly what this router stored since the last record it saw.  Accounts and
-moderation records are lists in arrival order; READ records are kept only
-the latest per key (``latest_by_key``, the store says which).  Loading is
+moderation records are lists in arrival order; READ and SETTING records
+are kept only the latest per key (``latest_by_key``, the store says which).
+DIRECT records are kept per conversation (``conversations``, keyed by what
+the store's policy says, never an int) in a ``RoomLog`` each, so every
+query over a room (``latest``, ``since``, ``before``, ``after``...) takes a
+conversation's key as well.  Loading is
 linear in the logs' size plus one O(n log n) sort per room.
 
 The index holds; it does not decide.  What is gone (expired, removed,
@@ -112,17 +116,28 @@ class Index:
         self.room_logs = {n: RoomLog() for n in range(1, rooms + 1)}
         self.accounts: list[Record] = []
         self.moderation: list[Record] = []
-        self.latest_by_key: dict[Hashable, Record] = {}  # READ records: key -> latest
+        self.latest_by_key: dict[Hashable, Record] = {}  # READ, SETTING: key -> latest
+        self.conversations: dict[Hashable, RoomLog] = {}  # DIRECT records by conversation
+        self.direct_at: dict[tuple[str, int], Hashable] = {}  # DIRECT id -> conversation
         self.max_hlc = 0
 
     # -- holding -------------------------------------------------------------
 
-    def add(self, record: Record) -> bool:
-        """Hold a record where its kind belongs (a READ record: the caller
-        has made it the latest of its key); False if it belongs nowhere."""
+    def add(self, record: Record, conversation: Hashable | None = None) -> bool:
+        """Hold a record where its kind belongs (a READ or SETTING record:
+        the caller has made it the latest of its key; a DIRECT record: in
+        ``conversation``); False if it belongs nowhere."""
         kind = record.kind
         rid = (record.origin, record.seq)
-        if kind == RecordKind.MESSAGE:
+        if kind == RecordKind.DIRECT:
+            if conversation is None or isinstance(conversation, int):
+                return False
+            log = self.conversations.get(conversation)
+            if log is None:
+                log = self.conversations[conversation] = RoomLog()
+            log.add(record, rid)
+            self.direct_at[rid] = conversation
+        elif kind == RecordKind.MESSAGE:
             room_log = self.room_logs.get(record.room)
             if room_log is None:
                 return False
@@ -131,7 +146,7 @@ class Index:
             self.accounts.append(record)
         elif kind == RecordKind.MODERATION:
             self.moderation.append(record)
-        elif kind != RecordKind.READ:
+        elif kind not in (RecordKind.READ, RecordKind.SETTING):
             return False
         self.records[rid] = record
         self.max_hlc = max(self.max_hlc, record.hlc)
@@ -146,6 +161,8 @@ class Index:
             del self.records[rid]
         for room_log in self.room_logs.values():
             room_log.remove(held)
+        for key in {self.direct_at.pop(rid) for rid in held if rid in self.direct_at}:
+            self.conversations[key].remove(held)
 
     def expire(self, horizon: int, rooms: Iterable[int] | None = None) -> list[Record]:
         """Drop the messages stamped before ``horizon`` (in ``rooms``,
@@ -153,61 +170,76 @@ class Index:
         gone: list[Record] = []
         for n in self.room_logs if rooms is None else rooms:
             gone += self.room_logs[n].expire(horizon)
+        if rooms is None:  # retention: direct messages too
+            for key, log in list(self.conversations.items()):
+                gone += log.expire(horizon)
+                if not log.arrivals:
+                    del self.conversations[key]
         for record in gone:
-            del self.records[(record.origin, record.seq)]
+            rid = (record.origin, record.seq)
+            del self.records[rid]
+            self.direct_at.pop(rid, None)
         return gone
 
     def drop(self, record: Record) -> None:
-        """Take a READ record out (superseded or expired)."""
+        """Take a READ or SETTING record out (superseded or expired)."""
         del self.records[(record.origin, record.seq)]
 
     # -- queries -------------------------------------------------------------
+    # ``room``: a room's number, or a conversation's key (an unknown
+    # conversation is an empty one).
+
+    def log_of(self, room: Hashable) -> RoomLog:
+        if isinstance(room, int):
+            return self.room_logs[room]
+        return self.conversations.get(room) or RoomLog()
 
     def get(self, origin: str, seq: int) -> Record | None:
         return self.records.get((origin, seq))
 
-    def latest(self, room: int, limit: int) -> list[Record]:
-        records = self.room_logs[room].sorted
+    def latest(self, room: Hashable, limit: int) -> list[Record]:
+        records = self.log_of(room).sorted
         return records[-limit:] if limit > 0 else []
 
-    def since(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+    def since(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         """Records stored in ``room`` after ``rid`` arrived, sorted.
 
         None if ``rid`` is not in this room (unknown or gone) or more than
         ``limit`` records came since: the caller then starts afresh with the
         latest history.
         """
-        room_log = self.room_logs[room]
+        room_log = self.log_of(room)
         pos = room_log.position.get(rid)
         if pos is None or len(room_log.arrivals) - pos - 1 > limit:
             return None
         return sorted(room_log.arrivals[pos + 1 :], key=_order_key)
 
-    def last_arrival(self, room: int) -> str | None:
+    def last_arrival(self, room: Hashable) -> str | None:
         """Id of the record this room received last (for ``?after=``)."""
-        arrivals = self.room_logs[room].arrivals
+        arrivals = self.log_of(room).arrivals
         return arrivals[-1].id if arrivals else None
 
-    def before(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+    def before(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         """Up to ``limit`` records sorted just before ``rid`` (scroll-back)."""
         record = self.records.get(rid)
-        if record is None or record.kind != RecordKind.MESSAGE or record.room != room:
+        room_log = self.log_of(room)
+        if record is None or rid not in room_log.position:
             return None
-        records = self.room_logs[room].sorted
+        records = room_log.sorted
         end = bisect.bisect_left(records, record.order_key, key=_order_key)
         return records[max(0, end - limit) : end]
 
-    def after(self, room: int, hlc: int) -> list[Record]:
+    def after(self, room: Hashable, hlc: int) -> list[Record]:
         """The messages of ``room`` stamped after ``hlc``, sorted."""
-        records = self.room_logs[room].sorted
+        records = self.log_of(room).sorted
         return records[bisect.bisect_right(records, hlc, key=_hlc) :]
 
-    def count(self, room: int) -> int:
-        return len(self.room_logs[room].sorted)
+    def count(self, room: Hashable) -> int:
+        return len(self.log_of(room).sorted)
 
-    def last_message(self, room: int) -> Record | None:
-        records = self.room_logs[room].sorted
+    def last_message(self, room: Hashable) -> Record | None:
+        records = self.log_of(room).sorted
         return records[-1] if records else None
 
-    def messages(self, room: int) -> Iterator[Record]:
-        return iter(self.room_logs[room].sorted)
+    def messages(self, room: Hashable) -> Iterator[Record]:
+        return iter(self.log_of(room).sorted)

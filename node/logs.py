@@ -1,7 +1,8 @@
 """The data folder's log files: one JSON record per line.
 
 How this works: the data folder holds one log per room (``room-1.log`` ...),
-``accounts.log``, ``moderation.log`` and ``reads.log``, one JSON object per
+``accounts.log``, ``moderation.log``, ``reads.log``, ``direct.log`` and
+``settings.log``, one JSON object per
 line (readable with ``less``; JSON escapes every character a user can type,
 so no text can forge a line).  A record is appended and flushed before anyone
 is told it is stored; fsyncs are batched (``sync()``, called by the app every
@@ -34,6 +35,8 @@ NODE_ID_FILE = "node_id"
 ACCOUNTS_LOG = "accounts.log"
 MODERATION_LOG = "moderation.log"
 READS_LOG = "reads.log"
+DIRECT_LOG = "direct.log"  # every conversation's direct messages, in arrival order
+SETTINGS_LOG = "settings.log"  # SETTING records: the latest per key counts
 TORN_SUFFIX = ".torn"
 # A line longer than this is corrupt: the largest record we accept (a
 # 2,000-character message of 4-byte characters, JSON-escaped) is well below.
@@ -46,6 +49,8 @@ KIND_NAMES = {
     RecordKind.ACCOUNT: "account",
     RecordKind.MODERATION: "moderation",
     RecordKind.READ: "read",
+    RecordKind.DIRECT: "direct",
+    RecordKind.SETTING: "setting",
 }
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 
@@ -60,6 +65,10 @@ def log_name(record: Record) -> str:
         return room_log_name(record.room)
     if record.kind == RecordKind.READ:
         return READS_LOG
+    if record.kind == RecordKind.DIRECT:
+        return DIRECT_LOG
+    if record.kind == RecordKind.SETTING:
+        return SETTINGS_LOG
     return MODERATION_LOG if record.kind == RecordKind.MODERATION else ACCOUNTS_LOG
 
 

@@ -7,12 +7,16 @@ when the store is made, so loading already knows) what they do:
 - a MODERATION record may *remove* records by id (``removes``) or *cut* its
   room: every message stamped before an HLC (``cuts``).  The store makes
   those messages gone, in any arrival order and at load;
-- READ records are kept only the latest per key (``supersedes_key``,
-  ordered by ``rank``); every other one is gone, superseded.
+- READ and SETTING records are kept only the latest per key
+  (``supersedes_key``, ordered by ``rank``); every other one is gone,
+  superseded;
+- a DIRECT record belongs to one conversation (``conversation``): the
+  store keeps each conversation's records as it keeps a room's.
 
 app/moderation.py ``ChatPolicy`` is the chat's policy.  ``INERT`` (the
 default) says no record acts on another and no READ record has a key (so
-none is held): enough for tools and benchmarks that hold messages.
+none is held) and no DIRECT record has a conversation: enough for tools
+and benchmarks that hold messages.
 """
 
 from __future__ import annotations
@@ -34,12 +38,18 @@ class RecordPolicy(Protocol):
         ...
 
     def supersedes_key(self, record: Record) -> Hashable | None:
-        """The key a READ record is the latest of; None if it is malformed."""
+        """The key a READ or SETTING record is the latest of; None if it is
+        malformed.  Keys of the two kinds never compare equal."""
         ...
 
     def rank(self, record: Record) -> Any:
-        """Orders the READ records of one key: the highest is kept (the same
+        """Orders the records of one key: the highest is kept (the same
         on every router, so ties must be broken by the record's id)."""
+        ...
+
+    def conversation(self, record: Record) -> Hashable | None:
+        """The conversation a DIRECT record belongs to (None: malformed,
+        not held).  Never an int: ints name rooms."""
         ...
 
 
@@ -57,6 +67,9 @@ class InertPolicy:
 
     def rank(self, record: Record) -> Any:
         return record.order_key
+
+    def conversation(self, record: Record) -> Hashable | None:
+        return None
 
 
 INERT = InertPolicy()

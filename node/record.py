@@ -1,11 +1,11 @@
 """Records: everything the mesh replicates, and the version vector over them.
 
 How this works: a record is a chat message, an account, a moderation
-action or a read marker.  ``(origin, seq)`` is its id: ``origin`` is the router's node id (16 hex
-digits, random, kept in the data folder) and ``seq`` counts 1, 2, 3... per
-origin across every kind, never reused.  ``hlc`` is the hybrid-logical-clock
-timestamp (node/clock.py); logs sort by ``Record.order_key`` =
-``(hlc, origin, seq)``.
+action, a read marker, a direct message or a setting.  ``(origin, seq)``
+is its id: ``origin`` is the router's node id (16 hex digits, random,
+kept in the data folder) and ``seq`` counts 1, 2, 3... per origin across
+every kind, never reused.  ``hlc`` is the hybrid-logical-clock timestamp
+(node/clock.py); logs sort by ``Record.order_key`` = ``(hlc, origin, seq)``.
 
 ``VersionVector`` remembers which ids a node holds: per origin the highest seq
 up to which it has everything (``contiguous``) plus the few seqs above it that
@@ -35,6 +35,8 @@ class RecordKind(IntEnum):
     ACCOUNT = 2  # an account: username, password hash (register or change)
     MODERATION = 3  # an admin's action: delete a message, clear a room, (un)ban a user
     READ = 4  # how far a user has read a room: user, room, upto (an HLC); latest wins
+    DIRECT = 5  # a direct message between two accounts: from, to, node, wall time, text
+    SETTING = 6  # one account's setting (a block, attention, a read marker); latest wins
 
 
 @dataclass(frozen=True, slots=True, eq=True)

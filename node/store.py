@@ -14,8 +14,11 @@ written is not held, and nobody is told of a record before it is flushed.
 What a record does to others is the app's to say (node/policy.py, passed in
 when the store is made): the store applies it the same in any arrival order
 and at load, where moderation.log is read first so a removed message is
-never even loaded.  ``compact()`` takes the lines of gone records out of
-the files; until then a restart finds them gone again from ``state.json``.
+never even loaded.  DIRECT records (direct.log) are held per conversation,
+the key the policy gives, and expire with the messages; SETTING records
+(settings.log) are the latest per key, as READ records, but never expire.
+``compact()`` takes the lines of gone records out of the files; until then
+a restart finds them gone again from ``state.json``.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from node.horizons import MAX_GONE_RUN, REFUSED, STATE_FILE, Gone
 from node.index import MAX_HLC, Index, RoomLog, parse_hlc
 from node.logs import (
     ACCOUNTS_LOG,
+    DIRECT_LOG,
     KIND_NAMES,
     MAX_LINE_BYTES,
     MODERATION_LOG,
     NODE_ID_FILE,
     READS_LOG,
+    SETTINGS_LOG,
     TORN_SUFFIX,
     Logs,
     decode_line,
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ACCOUNTS_LOG",
+    "DIRECT_LOG",
     "MAX_GONE_RUN",
     "MAX_HLC",
     "MAX_LINE_BYTES",
@@ -58,6 +64,7 @@ __all__ = [
     "READS_LOG",
     "SEQ_BLOCK",
     "SEQ_FILE",
+    "SETTINGS_LOG",
     "STATE_FILE",
     "TORN_SUFFIX",
     "RoomLog",
@@ -145,7 +152,7 @@ class Store:
     def _load(self) -> None:
         names = [MODERATION_LOG]  # first: a removed message must not even be loaded
         names += [room_log_name(room) for room in range(1, self.rooms + 1)]
-        for name in [*names, ACCOUNTS_LOG, READS_LOG]:
+        for name in [*names, ACCOUNTS_LOG, READS_LOG, DIRECT_LOG, SETTINGS_LOG]:
             self._load_log(name)
         loaded, self._loaded_seqs = self._loaded_seqs or {}, None
         for origin, seqs in loaded.items():
@@ -157,7 +164,7 @@ class Store:
         for number, record in self.logs.records(name):
             if record is not None and gone.is_expired(record):
                 gone.expired(record)  # still in the file until compact()
-                if record.kind == RecordKind.READ:
+                if record.kind in (RecordKind.READ, RecordKind.DIRECT):
                     self.gone_lines += 1
             elif record is not None and gone.is_removed(record):
                 gone.remove({(record.origin, record.seq)})
@@ -230,12 +237,15 @@ class Store:
     def _hold(self, record: Record) -> bool:
         """Hold a record that is neither held nor gone; False if it belongs
         nowhere or is superseded on arrival."""
-        if record.kind == RecordKind.READ:
+        conversation = None
+        if record.kind in (RecordKind.READ, RecordKind.SETTING):
             if not self._take_latest(record):
                 return False
         elif record.kind == RecordKind.MODERATION:
             self._act(record)
-        if not self.held.add(record):
+        elif record.kind == RecordKind.DIRECT:
+            conversation = self.policy.conversation(record)
+        if not self.held.add(record, conversation):
             return False
         if self._loaded_seqs is None:
             self.vector.add(record.origin, record.seq)
@@ -246,10 +256,12 @@ class Store:
     # -- what records do to others (node/policy.py) ------------------------------
 
     def _take_latest(self, record: Record) -> bool:
-        """Make a READ record the latest of its key if it is; the other of
-        the two is gone, superseded.  False if ``record`` is not held."""
+        """Make a READ or SETTING record the latest of its key if it is; the
+        other of the two is gone, superseded.  False if ``record`` is not held."""
         key = self.policy.supersedes_key(record)
-        if key is None or record.room not in self.held.room_logs:
+        if key is None or (
+            record.kind == RecordKind.READ and record.room not in self.held.room_logs
+        ):
             return False
         latest = self.held.latest_by_key
         current = latest.get(key)
@@ -267,9 +279,11 @@ class Store:
         self.gone_lines += 1
 
     def _superseded(self, record: Record) -> bool:
-        """A READ record that is gone, superseded: its line still in the file."""
+        """A READ or SETTING record that is gone, superseded: its line still
+        in the file."""
         rid = (record.origin, record.seq)
-        return record.kind == RecordKind.READ and rid not in self.index and rid in self.vector
+        kinds = (RecordKind.READ, RecordKind.SETTING)
+        return record.kind in kinds and rid not in self.index and rid in self.vector
 
     def _act(self, record: Record) -> None:
         """Remove what a MODERATION record removes; cut its room if it cuts."""
@@ -318,17 +332,19 @@ class Store:
     # -- retention -------------------------------------------------------------
 
     def expire(self, horizon: int) -> int:
-        """Messages and READ records stamped before ``horizon`` (an HLC) are
-        gone; returns how many messages.  Memory only: ``compact()`` takes
-        them out of the files."""
+        """Messages, DIRECT and READ records stamped before ``horizon`` (an
+        HLC) are gone; returns how many messages (direct ones included).
+        Memory only: ``compact()`` takes them out of the files."""
         if not self.gone.move_horizon(horizon):
             return 0
         expired = self.held.expire(horizon)
         for record in expired:
             self.gone.expired(record)
+            if record.kind == RecordKind.DIRECT:
+                self.gone_lines += 1  # still in direct.log until compact()
         latest = self.held.latest_by_key
         for key, record in list(latest.items()):
-            if record.hlc < horizon:  # READ records expire too
+            if record.hlc < horizon and record.kind == RecordKind.READ:  # settings stay
                 del latest[key]
                 self.held.drop(record)
                 self.gone.expired(record)
@@ -353,16 +369,19 @@ class Store:
         return len(expired)
 
     def compact(self) -> int:
-        """Rewrite every room log and reads.log with only the records still
-        held (temp file, fsync, rename: a crash at any point leaves the old
-        or the new log, both valid).  Rare on purpose: routers write to
+        """Rewrite every room log, reads.log, direct.log and settings.log
+        with only the records still held (temp file, fsync, rename: a crash
+        at any point leaves the old or the new log, both valid).  Rare on purpose: routers write to
         flash.  Returns the number of logs rewritten."""
         self.gone.save_if_changed()  # what leaves the files stays gone
         held = {
             room_log_name(n): {(r.origin, r.seq) for r in room_log.arrivals}
             for n, room_log in self.held.room_logs.items()
         }
-        held[READS_LOG] = {(r.origin, r.seq) for r in self.held.latest_by_key.values()}
+        latest = self.held.latest_by_key.values()
+        held[READS_LOG] = {(r.origin, r.seq) for r in latest if r.kind == RecordKind.READ}
+        held[SETTINGS_LOG] = {(r.origin, r.seq) for r in latest if r.kind == RecordKind.SETTING}
+        held[DIRECT_LOG] = set(self.held.direct_at)
         rewritten = sum(self.logs.rewrite_without(name, keep) for name, keep in held.items())
         self.gone_lines = 0
         return rewritten
@@ -387,33 +406,41 @@ class Store:
     def get(self, origin: str, seq: int) -> Record | None:
         return self.held.get(origin, seq)
 
-    def latest(self, room: int, limit: int) -> list[Record]:
+    def latest(self, room: Hashable, limit: int) -> list[Record]:
         return self.held.latest(room, limit)
 
-    def since(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+    def since(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         return self.held.since(room, rid, limit)
 
-    def last_arrival(self, room: int) -> str | None:
+    def last_arrival(self, room: Hashable) -> str | None:
         return self.held.last_arrival(room)
 
-    def before(self, room: int, rid: tuple[str, int], limit: int) -> list[Record] | None:
+    def before(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         return self.held.before(room, rid, limit)
 
-    def after(self, room: int, hlc: int) -> list[Record]:
+    def after(self, room: Hashable, hlc: int) -> list[Record]:
         return self.held.after(room, hlc)
 
     def latest_of(self, key: Hashable) -> Record | None:
         """The READ record kept for ``key`` (node/policy.py), if any."""
         return self.held.latest_by_key.get(key)
 
-    def count(self, room: int) -> int:
+    def count(self, room: Hashable) -> int:
         return self.held.count(room)
 
-    def last_message(self, room: int) -> Record | None:
+    def last_message(self, room: Hashable) -> Record | None:
         return self.held.last_message(room)
 
-    def messages(self, room: int) -> Iterator[Record]:
+    def messages(self, room: Hashable) -> Iterator[Record]:
         return self.held.messages(room)
+
+    def conversations(self) -> list[Hashable]:
+        """The keys of the conversations held (DIRECT records)."""
+        return list(self.held.conversations)
+
+    def conversation_of(self, origin: str, seq: int) -> Hashable | None:
+        """The conversation a held DIRECT record belongs to, if it is one."""
+        return self.held.direct_at.get((origin, seq))
 
     def gone_counts(self) -> dict[str, int]:
         """How many records went since start, by reason (node/horizons.py)."""

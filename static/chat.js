@@ -7,6 +7,10 @@
 // messages in the room's history and jumps to one: the page then shows the
 // messages around it ("detached" from the live end) until it loads newer
 // ones or goes back to the latest.  Day labels roll over at midnight.
+// The same page serves a direct conversation (templates/dm.tpl: its socket
+// in data-ws, a Block button); a name in a room or the people list opens
+// one.  Attention (static/attention.js): the count of unseen messages in
+// the title and the icon, a sound or buzz on a mention or a direct message.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -14,6 +18,18 @@
   if (!root) return;
   const room = root.dataset.room;
   const me = root.dataset.user;
+  const wsPath = root.dataset.ws || "/ws/" + room; // a conversation's page names its own
+  const peer = root.dataset.peer || null; // the other person, on a conversation's page
+  const attention = window.ccAttention || null;
+  // Strings of this file that are not in the template (one place, for the catalogue).
+  const S = {
+    block: "Block", unblock: "Unblock",
+    blockAsk: (who) => "Block " + who + "? They will not be able to send you direct messages, on any router.",
+    blockedNote: (who) => "You blocked " + who + ". Unblock to write to them.",
+    blocksMe: (who) => who + " does not take direct messages from you.",
+    directFrom: (who) => "New direct message from " + who + ".",
+    writeTo: (who) => "Write to " + who,
+  };
   const list = $("messages");
   const outbox = $("outbox");
   const state = $("state");
@@ -113,9 +129,9 @@
     return n ? "Seen by " + n + (n === 1 ? " router" : " routers") : "Sent";
   }
 
-  function head(author, node, when, status) {
+  function head(author, node, when, status, plain) {
     const h = el("div", "head");
-    h.append(el("span", "author", author), el("span", "node", node));
+    h.append(plain ? el("span", "author", author) : personLink(author, "author"), el("span", "node", node));
     if (when) {
       const time = el("time", "time", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
       time.dateTime = when.toISOString();
@@ -135,6 +151,16 @@
 
   function isMe(name) {
     return myKey !== null && keyOf(name) === myKey;
+  }
+
+  function personLink(name, cls) {
+    // A name opens a direct conversation with that person (not with oneself,
+    // nor on the page of that very conversation).
+    if (!name || isMe(name) || name === me || (peer && keyOf(name) === keyOf(peer))) return el("span", cls, name);
+    const a = el("a", cls, name);
+    a.href = "/dm/" + encodeURIComponent(name);
+    a.title = S.writeTo(name);
+    return a;
   }
 
   function textOf(text, li) {
@@ -249,9 +275,19 @@
       hiddenNew++;
     }
     relayout();
-    document.title = hiddenNew ? "(" + hiddenNew + ") " + TITLE : TITLE;
+    showCount();
     if (stick) toBottom();
     noteSeen();
+    // A sound or a buzz (if the person asked for it) for a message to me:
+    // any from the other person here, a mention of me in a room.
+    if (attention && added.some((li) => !isMe(li.msg.author) && (peer || li.classList.contains("mentions-me")))) {
+      attention.alert();
+    }
+  }
+
+  function showCount() {
+    document.title = hiddenNew ? "(" + hiddenNew + ") " + TITLE : TITLE;
+    if (attention) attention.badge(hiddenNew);
   }
 
   // Read markers: the router keeps how far this user has read the room (the
@@ -285,7 +321,11 @@
   }
 
   function showPresence(users) {
-    online.replaceChildren(...users.map((u) => el("li", null, u.user + " · " + u.node)));
+    online.replaceChildren(...users.map((u) => {
+      const li = el("li");
+      li.append(personLink(u.user, "who"), " · " + u.node);
+      return li;
+    }));
     onlineCount.textContent = String(users.length);
   }
 
@@ -319,8 +359,10 @@
   const handlers = {
     hello(f) {
       admin = Boolean(f.admin);
-      $("clear").hidden = !admin;
-      $("name-open").hidden = !admin;
+      if ($("clear")) $("clear").hidden = !admin;
+      if ($("name-open")) $("name-open").hidden = !admin;
+      if (attention && f.attention) attention.set(f.attention);
+      if (peer) showBlocked(Boolean(f.blocked), Boolean(f.blocks_me));
       if (readUpto === null && f.read !== undefined) readUpto = BigInt(f.read);
       myKey = f.key;
       nameRule = new RegExp("^(?:" + f.name_rule + ")$");
@@ -381,6 +423,14 @@
       }
     },
     presence(f) { showPresence(f.users); },
+    attention(f) { if (attention) attention.set(f); },
+    blocked(f) { showBlocked(f.on, false); },
+    direct(f) {
+      // A direct message to me arrived while I am on another page.
+      showError(S.directFrom(f.from));
+      if (document.hidden) { hiddenNew++; showCount(); }
+      if (attention) attention.alert();
+    },
     room_name(f) { showName(f.name, f.topic); },
     results(f) { showResults(f); },
     around(f) {
@@ -426,6 +476,18 @@
     },
   };
 
+  // -- direct conversations: blocking ------------------------------------------
+
+  function showBlocked(blocked, blocksMe) {
+    const button = $("block");
+    if (!button) return;
+    button.textContent = blocked ? S.unblock : S.block;
+    button.setAttribute("aria-pressed", String(blocked));
+    const note = $("blocked-note");
+    note.textContent = blocked ? S.blockedNote(peer) : blocksMe ? S.blocksMe(peer) : "";
+    note.hidden = !blocked && !blocksMe;
+  }
+
   // -- named rooms -------------------------------------------------------------
 
   function showName(name, topic) {
@@ -455,7 +517,7 @@
       a.href = "#m=" + m.id;
       a.addEventListener("click", () => { if (location.hash === a.hash) jumpTo(m.id); });
       const when = new Date(m.time);
-      a.append(head(m.author, m.node, when));
+      a.append(head(m.author, m.node, when, undefined, true)); // no link inside a link
       const p = el("p", "text");
       const at = m.text.toLowerCase().indexOf(needle, Math.max(0, m.match - 2));
       const start = at >= 0 ? at : m.match;
@@ -524,7 +586,7 @@
     clearTimeout(retryTimer);
     setState("connecting…", "wait");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    let url = scheme + "//" + location.host + "/ws/" + room;
+    let url = scheme + "//" + location.host + wsPath;
     // Detached (at a search result): start again from the latest.
     if (lastArrived && !detached) url += "?after=" + encodeURIComponent(lastArrived);
     const sock = ws = new WebSocket(url);
@@ -599,7 +661,7 @@
     if (document.hidden) { sendRead(); return; }
     if (new Date().toDateString() !== today) refreshDays(); // timers sleep in hidden tabs
     hiddenNew = 0;
-    document.title = TITLE;
+    showCount();
     noteSeen();
   });
   window.addEventListener("pagehide", sendRead);
@@ -615,9 +677,14 @@
   $("reconnect").addEventListener("click", () => {
     if (!ws) { retryMs = RETRY_MIN_MS; connect(); }
   });
-  $("clear").addEventListener("click", () => {
+  if ($("clear")) $("clear").addEventListener("click", () => {
     if (confirm("Remove every message of this room on every router?")) act({ type: "clear" });
   });
+  if ($("block")) $("block").addEventListener("click", () => {
+    const on = $("block").getAttribute("aria-pressed") !== "true";
+    if (!on || confirm(S.blockAsk(peer))) act({ type: "block", on: on });
+  });
+  if (attention) attention.bind(act);
   olderButton.addEventListener("click", loadOlder);
   newerButton.addEventListener("click", loadNewer);
   latestLink.addEventListener("click", (ev) => { if (backToLatest()) ev.preventDefault(); });
@@ -632,12 +699,14 @@
     const q = searchInput.value.trim();
     if (q) act({ type: "search", q: q });
   });
-  $("name-open").addEventListener("click", () => { nameForm.hidden = !nameForm.hidden; });
-  nameForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    act({ type: "name_room", name: $("name-input").value, topic: $("topic-input").value });
-    nameForm.hidden = true;
-  });
+  if (nameForm) {
+    $("name-open").addEventListener("click", () => { nameForm.hidden = !nameForm.hidden; });
+    nameForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      act({ type: "name_room", name: $("name-input").value, topic: $("topic-input").value });
+      nameForm.hidden = true;
+    });
+  }
   if ("IntersectionObserver" in window) {
     // Scrolling near the top loads the page of messages before the first.
     new IntersectionObserver((entries) => {

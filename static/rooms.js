@@ -2,12 +2,23 @@
 // whenever it changes (the router coalesces: at most about one a second).
 // Unread counts, previews, names, topics and who is online are redrawn
 // as text; a lost socket is retried with back-off, and the page keeps the
-// list it has meanwhile.
+// list it has meanwhile.  Direct conversations are listed the same way; the
+// total unread goes into the title and the icon (static/attention.js), and
+// a direct message arriving makes the sound or buzz the person chose.  The
+// attention switches are saved on the routers through this socket.
 "use strict";
 (function () {
   const list = document.getElementById("rooms");
   const live = document.getElementById("live");
+  const directList = document.getElementById("direct");
+  const directEmpty = document.getElementById("direct-empty");
   if (!list) return;
+  const attention = window.ccAttention || null;
+  const TITLE = document.title;
+  // Strings of this file (one place, for the catalogue).
+  const S = { noMessages: "No messages yet.", online: " online", unread: " unread", blocked: "Blocked" };
+  let ws = null;
+  let directUnread = null; // unread direct messages in the last list: a rise alerts
   const unreadMax = Number(list.dataset.unreadMax);
   const RETRY_MIN_MS = 1000;
   const RETRY_MAX_MS = 30000;
@@ -41,10 +52,49 @@
       p.append(el("span", "who", r.last.author + ":"), " " + r.last.text);
       li.append(p);
     } else {
-      li.append(el("p", "preview empty", "No messages yet."));
+      li.append(el("p", "preview empty", S.noMessages));
     }
-    li.append(el("span", "meta", r.online + " online"));
+    li.append(el("span", "meta", r.online + S.online));
     return li;
+  }
+
+  function badge(n) {
+    const b = el("span", "badge", n >= unreadMax ? (unreadMax - 1) + "+" : String(n));
+    b.append(el("span", "visually-hidden", S.unread));
+    return b;
+  }
+
+  function directCard(d) {
+    const li = el("li", "room" + (d.unread ? " has-unread" : ""));
+    li.dataset.peer = d.peer;
+    li.dataset.unread = d.unread;
+    const top = el("div", "room-top");
+    const a = el("a", null, d.peer);
+    a.href = "/dm/" + encodeURIComponent(d.peer);
+    top.append(a);
+    if (d.unread) top.append(badge(d.unread));
+    li.append(top);
+    const p = el("p", "preview");
+    p.append(el("span", "who", d.last.author + ":"), " " + d.last.text);
+    li.append(p);
+    if (d.blocked) li.append(el("span", "meta", S.blocked));
+    return li;
+  }
+
+  function showDirect(direct) {
+    if (!directList || !direct) return;
+    directList.replaceChildren(...direct.map(directCard));
+    directEmpty.hidden = direct.length > 0;
+    const n = direct.reduce((sum, d) => sum + d.unread, 0);
+    if (directUnread !== null && n > directUnread && attention) attention.alert();
+    directUnread = n;
+  }
+
+  function showCount(rooms, direct) {
+    // Everything unread, rooms and direct messages: in the title and the icon.
+    const n = rooms.reduce((sum, r) => sum + r.unread, 0) + (direct || []).reduce((sum, d) => sum + d.unread, 0);
+    document.title = n ? "(" + n + ") " + TITLE : TITLE;
+    if (attention) attention.badge(n);
   }
 
   function show(rooms) {
@@ -59,13 +109,21 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(scheme + "//" + location.host + "/ws/rooms");
-    ws.onmessage = (ev) => {
+    const sock = ws = new WebSocket(scheme + "//" + location.host + "/ws/rooms");
+    sock.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
-      if (f.type === "rooms") { show(f.rooms); retryMs = RETRY_MIN_MS; live.textContent = "Live."; }
+      if (f.type === "rooms") {
+        show(f.rooms);
+        showDirect(f.direct);
+        showCount(f.rooms, f.direct);
+        retryMs = RETRY_MIN_MS;
+        live.textContent = "Live.";
+      }
+      if (f.type === "attention" && attention) attention.set(f);
     };
-    ws.onclose = (ev) => {
+    sock.onclose = (ev) => {
+      if (ws === sock) ws = null;
       live.textContent = "";
       if (ev.code === CLOSE_TRY_LATER) return;
       setTimeout(connect, retryMs * (0.75 + Math.random() / 2));
@@ -73,5 +131,10 @@
     };
   }
 
+  if (attention) {
+    attention.bind((frame) => {
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+    });
+  }
   connect();
 })();

@@ -47,4 +47,5 @@
     <button type="submit">Send</button>
   </form>
 </div>
+<script src="/static/attention.js"></script>
 <script src="/static/chat.js"></script>

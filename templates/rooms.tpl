@@ -23,9 +23,41 @@
   </li>
 % end
 </ul>
+<h2 id="direct-title">Direct messages</h2>
+<ul class="rooms direct" id="direct" aria-labelledby="direct-title">
+% for d in direct:
+%   unread = d['unread']
+  <li class="room{{' has-unread' if unread else ''}}" data-peer="{{d['peer']}}" data-unread="{{unread}}">
+    <div class="room-top">
+      <a href="/dm/{{d['peer']}}">{{d['peer']}}</a>
+%   if unread:
+      <span class="badge">{{str(unread_max - 1) + '+' if unread >= unread_max else unread}}<span class="visually-hidden"> unread</span></span>
+%   end
+    </div>
+    <p class="preview"><span class="who">{{d['last']['author']}}:</span> {{d['last']['text']}}</p>
+%   if d['blocked']:
+    <span class="meta">Blocked</span>
+%   end
+  </li>
+% end
+</ul>
+<p id="direct-empty" class="meta"{{!' hidden' if direct else ''}}>No direct messages yet. Open one from a name in a room, or here:</p>
+<form id="write-to" class="write-to" method="get" action="/dm">
+  <label for="write-to-name">Write to</label>
+  <input id="write-to-name" name="to" maxlength="32" autocomplete="off" placeholder="a username" required>
+  <button type="submit">Open</button>
+</form>
+<p class="meta privacy">Direct messages are hidden from other users, not from whoever runs a router or holds the mesh key (no end-to-end encryption on plain HTTP).</p>
+<fieldset id="attention" class="attention" data-sound="{{'1' if attention['sound'] else '0'}}" data-vibrate="{{'1' if attention['vibrate'] else '0'}}">
+  <legend>On a mention of my name or a direct message</legend>
+  <label class="check"><input type="checkbox" id="attention-sound"{{!' checked' if attention['sound'] else ''}}> Play a sound</label>
+  <label class="check"><input type="checkbox" id="attention-vibrate"{{!' checked' if attention['vibrate'] else ''}}> Vibrate</label>
+  <p class="meta">Kept on the routers: the same on every router you use.  The page must be open (there are no push notifications without the internet).</p>
+</fieldset>
 <p><a href="/password">Change password</a></p>
 <form method="post" action="/logout">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <button type="submit" class="link">Log out</button>
 </form>
+<script src="/static/attention.js"></script>
 <script src="/static/rooms.js"></script>

@@ -50,6 +50,8 @@ def test_hello_history_presence_then_chat_between_two_clients(router: Router) ->
         "key": "ann",
         "name_rule": USERNAME_RE.pattern,
         "history_page": HISTORY_LIMIT,
+        # Whether the page beeps or buzzs on a mention (issue 16): off by default.
+        "attention": {"sound": False, "vibrate": False},
     }
     assert a.recv()["type"] == "history"
     assert a.recv_type("presence")["users"] == [{"user": "ann", "node": "alpha"}]

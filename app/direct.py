@@ -1,0 +1,127 @@
+"""Direct messages, blocks and per-person settings: what the records mean.
+
+How this works: a direct message is a DIRECT record (room 0) with body
+``{"from", "to", "node", "time", "text"}``; its conversation is the pair of
+the two names' keys, sorted (``conversation_key``), so both people's
+routers file it in the same place (node/store.py keeps each conversation as
+it keeps a room, node/index.py).  It replicates over the radio mesh like a
+room message, expires with the room messages (retention), and is shown only
+to its two people: every read path takes the conversation from the
+logged-in user and the peer, never from the page (``Chat.direct_*``).
+The MQTT bridge never publishes a DIRECT or SETTING record (app/bridge.py).
+
+Private means hidden from other *users*.  Records travel in the clear in
+the mesh's datagrams and sit in the logs: whoever runs a router or holds
+the mesh key can read them.  There is no end-to-end encryption: browsers
+give no WebCrypto on plain HTTP (not a secure context).
+
+A SETTING record is one person's setting, the latest per key on every
+router (node/policy.py ``supersedes_key``, ``rank``); it never expires:
+
+- ``block``: ``{"user", "setting": "block", "peer", "on"}``: while on,
+  ``peer`` cannot send ``user`` a direct message (the sender is told);
+- ``attention``: ``{"user", "setting": "attention", "sound", "vibrate"}``:
+  whether the user's pages beep or buzz on a mention or a direct message;
+- ``dm_read``: ``{"user", "setting": "dm_read", "peer", "upto"}``: how far
+  ``user`` has read the conversation with ``peer`` (an HLC): its unread
+  count follows the person to any router, as a room's READ marker does.
+
+Names compare by key (app/accounts.py ``name_key``), as everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.accounts import USERNAME_RE, name_key
+from node.index import parse_hlc
+from node.record import Record, RecordKind
+
+DIRECT_FIELDS = {"from", "to", "node", "time", "text"}
+BLOCK, ATTENTION, DM_READ = "block", "attention", "dm_read"
+SETTING_FIELDS = {
+    BLOCK: {"user", "setting", "peer", "on"},
+    ATTENTION: {"user", "setting", "sound", "vibrate"},
+    DM_READ: {"user", "setting", "peer", "upto"},
+}
+# Conversations one person's room list shows at most (newest first): a
+# phone screen or three; older ones stay reachable from a name.
+CONVERSATIONS_SHOWN = 50
+
+
+def conversation_key(a: str, b: str) -> tuple[str, str, str]:
+    """The conversation of two names: the same whoever writes first."""
+    ka, kb = name_key(a), name_key(b)
+    return ("dm", *sorted((ka, kb)))  # type: ignore[return-value]
+
+
+def _name(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) and USERNAME_RE.fullmatch(value) else None
+
+
+def direct_conversation(record: Record) -> tuple[str, str, str] | None:
+    """A DIRECT record's conversation; None if it names no two people."""
+    sender, to = _name(record.body, "from"), _name(record.body, "to")
+    if sender is None or to is None or name_key(sender) == name_key(to):
+        return None
+    return conversation_key(sender, to)
+
+
+def setting_key(record: Record) -> tuple[str, ...] | None:
+    """The key a SETTING record is the latest of; None if malformed.  Keys
+    start with the setting's name: never equal to a READ key (name, room)."""
+    body = record.body
+    setting, user = body.get("setting"), _name(body, "user")
+    if user is None or setting not in SETTING_FIELDS:
+        return None
+    if setting == ATTENTION:
+        return (ATTENTION, name_key(user))
+    peer = _name(body, "peer")
+    if peer is None:
+        return None
+    if setting == DM_READ and parse_hlc(body.get("upto")) is None:
+        return None
+    return (str(setting), name_key(user), name_key(peer))
+
+
+def setting_rank(record: Record) -> tuple[int, int, str, int]:
+    """A read marker's furthest ``upto`` wins; otherwise the latest record."""
+    upto = parse_hlc(record.body.get("upto")) if record.body.get("setting") == DM_READ else 0
+    return (upto or 0, *record.order_key)
+
+
+def check_direct(record: Record) -> bool:
+    """The exact fields ``Chat.send_direct`` writes (the text and time are
+    checked by app/chat.py as a room message's are)."""
+    return (
+        record.kind == RecordKind.DIRECT
+        and record.room == 0
+        and set(record.body) == DIRECT_FIELDS
+        and direct_conversation(record) is not None
+    )
+
+
+def check_setting(record: Record) -> bool:
+    """The exact fields of a SETTING record, each of its type and bounds."""
+    body = record.body
+    setting = body.get("setting")
+    if record.room != 0 or setting not in SETTING_FIELDS or set(body) != SETTING_FIELDS[setting]:
+        return False
+    if setting_key(record) is None:
+        return False
+    if setting == BLOCK:
+        return isinstance(body.get("on"), bool) and name_key(body["user"]) != name_key(body["peer"])
+    if setting == ATTENTION:
+        return isinstance(body.get("sound"), bool) and isinstance(body.get("vibrate"), bool)
+    upto = parse_hlc(body.get("upto"))
+    # Nobody reads the future: a marker is written after what it covers.
+    return upto is not None and upto <= record.hlc
+
+
+def shown_peer(record: Record, user: str) -> str:
+    """The other person's name as written in a DIRECT record."""
+    sender, to = record.body.get("from"), record.body.get("to")
+    other = to if isinstance(sender, str) and name_key(sender) == name_key(user) else sender
+    return other if isinstance(other, str) else ""

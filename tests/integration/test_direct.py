@@ -1,0 +1,199 @@
+"""Issue 16, direct messages and attention, over real sockets against real
+router processes: a direct message between two routers, seen by its two
+people and refused to anyone else on every read path; blocking; resend
+dedupe; the room list's conversations; the attention setting on every
+router."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import websocket
+
+from tests.helpers import HttpSession, Router, WsClient, loopback_mesh, routers, wait_for
+
+
+def dm(router: Router, session: HttpSession, peer: str, query: str = "") -> WsClient:
+    return router.ws(session, f"dm/{peer}", query)  # type: ignore[arg-type]
+
+
+def test_a_direct_message_between_two_routers_is_seen_only_by_its_two(tmp_path: Path) -> None:
+    with routers(tmp_path, "na", "nc", extra=loopback_mesh(tmp_path)) as (a, c):
+        ann, carol = a.user("ann"), a.user("carol")
+        bob = c.user("bob")
+        wait_for(lambda: ann.get("/dm/bob").status == 200, what="bob's account on A")
+        page = ann.get("/dm/bob").text
+        assert "not from whoever runs a router" in page, "the page says what private means"
+        to_bob = dm(a, ann, "bob")
+        hello = to_bob.recv_type("hello")
+        assert hello["peer"] == "bob" and hello["blocked"] is False
+        assert to_bob.recv_type("history")["messages"] == []
+        to_bob.send({"type": "send", "text": "psst, bob", "client_id": "d-1"})
+        ack = to_bob.recv_type("ack")
+        mine = to_bob.recv_type("message")
+        assert mine["id"] == ack["id"] and mine["author"] == "ann" and mine["to"] == "bob"
+
+        # Bob, on router C, gets it in the history, then answers live.
+        wait_for(lambda: c.status()["vector"] == a.status()["vector"], what="C caught up")
+        to_ann = dm(c, bob, "ann")
+        history = to_ann.recv_type("history")
+        assert [m["text"] for m in history["messages"]] == ["psst, bob"]
+        to_ann.send({"type": "send", "text": "hi ann", "client_id": "d-1"})
+        assert to_bob.recv_until(lambda f: f.get("text") == "hi ann", timeout=10)["node"] == "nc"
+
+        # Carol, a third person on A, gets it nowhere.
+        with_ann = dm(a, carol, "ann")
+        assert with_ann.recv_type("history")["messages"] == []
+        with_ann.send({"type": "around", "id": ack["id"]})
+        assert with_ann.recv_type("error")["code"] == "not_found"
+        with_ann.send({"type": "older", "before": ack["id"], "limit": 50})
+        assert with_ann.recv_type("error")["code"] == "bad_request"
+        with_ann.send({"type": "search", "q": "psst"})
+        assert with_ann.recv_type("results")["results"] == []
+        room = a.ws(carol, 1)
+        room.recv_type("history")
+        room.send({"type": "around", "id": ack["id"]})
+        assert room.recv_type("error")["code"] == "not_found"
+        room.send({"type": "search", "q": "psst"})
+        assert room.recv_type("results")["results"] == []
+        assert carol.get(f"/message/{ack['id']}").status == 404
+        assert ann.get(f"/message/{ack['id']}").status == 303
+        assert carol.get("/dm/carol").status == 404  # no conversation with oneself
+        assert carol.get("/dm/nobody").status == 404
+        nobody = dm(a, carol, "nobody")
+        assert nobody.recv_type("error")["code"] == "not_found"
+        # /status, the rooms page and its live frame say nothing of it to her.
+        for text in (json.dumps(a.status()), carol.get("/").text):
+            assert "psst" not in text and "hi ann" not in text
+        assert "psst" not in a.http().get("/status").text
+        for ws in (to_bob, to_ann, with_ann, room, nobody):
+            ws.close()
+
+
+def test_a_third_person_cannot_open_anothers_socket_without_a_session(router: Router) -> None:
+    ann = router.user("ann")
+    router.user("bob")
+    anon = router.http()
+    assert anon.get("/dm/bob").status in (302, 303)  # to the login page
+    try:
+        websocket.create_connection(
+            f"ws://127.0.0.1:{router.port}/ws/dm/bob", timeout=5, origin=router.base
+        )
+        raise AssertionError("a socket without a session")
+    except websocket.WebSocketBadStatusException as e:
+        assert e.status_code == 403
+    try:  # another site's page, with ann's cookie: refused too
+        router.ws(ann, "dm/bob", origin="http://evil.example")  # type: ignore[arg-type]
+        raise AssertionError("a socket from another origin")
+    except websocket.WebSocketBadStatusException as e:
+        assert e.status_code == 403
+
+
+def test_a_block_holds_on_every_router_and_the_sender_is_told(tmp_path: Path) -> None:
+    with routers(tmp_path, "na", "nc", extra=loopback_mesh(tmp_path)) as (a, c):
+        ann = a.user("ann")
+        bob = c.user("bob")
+        wait_for(lambda: bob.get("/dm/ann").status == 200, what="ann's account on C")
+        to_bob_page = dm(c, bob, "ann")
+        to_bob_page.recv_type("history")
+        to_bob_page.send({"type": "block", "on": True})
+        assert to_bob_page.recv_type("blocked") == {"type": "blocked", "peer": "ann", "on": True}
+        wait_for(lambda: c.status()["vector"] == a.status()["vector"], what="A has the block")
+        to_bob = dm(a, ann, "bob")
+        assert to_bob.recv_type("hello")["blocks_me"] is True
+        to_bob.send({"type": "send", "text": "let me in", "client_id": "x"})
+        error = to_bob.recv_type("error")
+        assert error["code"] == "blocked" and error["client_id"] == "x"
+        assert "does not take direct messages from you" in error["message"]
+        # Bob sees the block on his rooms page, and lifts it: ann may write.
+        to_bob_page.send({"type": "block", "on": False})
+        assert to_bob_page.recv_type("blocked")["on"] is False
+        wait_for(lambda: c.status()["vector"] == a.status()["vector"], what="A has the unblock")
+        to_bob.send({"type": "send", "text": "thanks", "client_id": "y"})
+        assert to_bob.recv_type("ack")["client_id"] == "y"
+        assert to_bob_page.recv_until(lambda f: f.get("text") == "thanks", timeout=10)
+        to_bob.close()
+        to_bob_page.close()
+
+
+def test_a_resent_direct_message_is_stored_once(router: Router) -> None:
+    ann = router.user("ann")
+    router.user("bob")
+    first = dm(router, ann, "bob")
+    first.recv_type("history")
+    first.send({"type": "send", "text": "once", "client_id": "c-1"})
+    first.conn.sock.close()  # the ack is lost with the socket
+    again = dm(router, ann, "bob")
+    history = again.recv_type("history")
+    wait_for(lambda: history["messages"], what="the first send stored")
+    again.send({"type": "send", "text": "once", "client_id": "c-1"})
+    ack = again.recv_type("ack")
+    assert ack["id"] == history["messages"][-1]["id"], "the first ack, not a new message"
+    again.close()
+    check = dm(router, ann, "bob")
+    assert [m["text"] for m in check.recv_type("history")["messages"]] == ["once"]
+    check.close()
+
+
+def test_the_room_list_shows_conversations_live(router: Router) -> None:
+    ann, bob = router.user("ann"), router.user("bob")
+    conn = websocket.create_connection(
+        f"ws://127.0.0.1:{router.port}/ws/rooms",
+        timeout=5,
+        origin=router.base,
+        header=[f"Cookie: {ann.cookie_header()}"],
+    )
+    assert json.loads(conn.recv())["direct"] == []
+    to_ann = dm(router, bob, "ann")
+    to_ann.recv_type("history")
+    to_ann.send({"type": "send", "text": "lunch at one?", "client_id": "l"})
+    frame = json.loads(conn.recv())
+    (conv,) = frame["direct"]
+    assert conv["peer"] == "bob" and conv["unread"] == 1
+    assert conv["last"] == {**conv["last"], "author": "bob", "text": "lunch at one?"}
+    assert "lunch at one?" in ann.get("/").text
+    # Ann reads it: the count goes to 0, live.
+    to_bob = dm(router, ann, "bob")
+    message = to_bob.recv_type("history")["messages"][-1]
+    to_bob.send({"type": "read", "upto": message["hlc"]})
+    assert json.loads(conn.recv())["direct"][0]["unread"] == 0
+    # Bob's rooms page never shows it as unread: he wrote it.
+    assert 'data-unread="0"' in bob.get("/").text or "badge" not in bob.get("/").text
+    conn.close()
+    to_ann.close()
+    to_bob.close()
+
+
+def test_the_attention_setting_follows_the_person_to_another_router(tmp_path: Path) -> None:
+    with routers(tmp_path, "na", "nc", extra=loopback_mesh(tmp_path)) as (a, c):
+        ann = a.user("ann")
+        room = a.ws(ann, 1)
+        assert room.recv_type("hello")["attention"] == {"sound": False, "vibrate": False}
+        room.send({"type": "attention", "sound": True, "vibrate": False})
+        assert room.recv_type("attention") == {
+            "type": "attention",
+            "sound": True,
+            "vibrate": False,
+        }
+        room.send({"type": "attention", "sound": "loud", "vibrate": False})
+        assert room.recv_type("error")["code"] == "bad_request"
+        wait_for(lambda: c.status()["vector"] == a.status()["vector"], what="C has it")
+        on_c = c.user("ann", register=False)
+        there = c.ws(on_c, 2)
+        assert there.recv_type("hello")["attention"] == {"sound": True, "vibrate": False}
+        room.close()
+        there.close()
+
+
+def test_a_direct_message_tells_the_recipients_other_pages(router: Router) -> None:
+    ann, bob = router.user("ann"), router.user("bob")
+    in_room = router.ws(ann, 1)
+    in_room.recv_type("history")
+    to_ann = dm(router, bob, "ann")
+    to_ann.recv_type("history")
+    to_ann.send({"type": "send", "text": "are you there?", "client_id": "n"})
+    notice = in_room.recv_type("direct")
+    assert notice["from"] == "bob" and "text" not in notice
+    in_room.close()
+    to_ann.close()

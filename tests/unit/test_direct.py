@@ -1,0 +1,226 @@
+"""Direct messages and settings in the store and the chat, in process
+(issue 16): where they are kept, how long, and what a peer may send.
+
+Real stores on disk and real chats; the records from "peers" go through
+``Chat.receive_records`` as the mesh hands them over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.bridge import is_private
+from app.chat import MAX_TEXT_CHARS, Chat, ChatError, check_remote_record
+from app.direct import conversation_key
+from app.moderation import ChatPolicy, Moderation
+from node.clock import pack
+from node.record import Record, RecordKind
+from node.store import DIRECT_LOG, SETTINGS_LOG, Store
+from tests.helpers import receive_one
+
+POLICY = ChatPolicy(Moderation().authorizes)  # as app/server.py makes the store
+PEER = "0f0f0f0f0f0f0f09"
+NOW_MS = 1_800_000_000_000
+
+
+def make_chat(path: Path, wall: list[float]) -> Chat:
+    return Chat(Store(path, 2, policy=POLICY), "here", wall=lambda: wall[0])
+
+
+def register(chat: Chat, *names: str) -> None:
+    for name in names:
+        chat.register(name, "correct horse", "correct horse")
+
+
+def direct(seq: int, body: dict[str, Any], hlc_ms: int = NOW_MS, room: int = 0) -> Record:
+    return Record(PEER, seq, pack(hlc_ms, 0), RecordKind.DIRECT, room, body)
+
+
+def setting(seq: int, body: dict[str, Any], hlc_ms: int = NOW_MS) -> Record:
+    return Record(PEER, seq, pack(hlc_ms, 0), RecordKind.SETTING, 0, body)
+
+
+GOOD_DM = {"from": "bob", "to": "ann", "node": "far", "time": NOW_MS, "text": "hi ann"}
+
+
+@pytest.fixture
+def chat(tmp_path: Path) -> Chat:
+    c = make_chat(tmp_path, [NOW_MS / 1000])
+    register(c, "ann", "bob", "cat")
+    return c
+
+
+def test_a_direct_message_is_kept_per_conversation_and_reloaded(tmp_path: Path) -> None:
+    wall = [NOW_MS / 1000]
+    chat = make_chat(tmp_path, wall)
+    register(chat, "ann", "bob", "cat")
+    sent = chat.send_direct("ann", "Bob", "hello bob")  # names compare by key
+    chat.send_direct("bob", "ann", "hello ann")
+    chat.send_direct("cat", "ann", "cat here")
+    key = conversation_key("bob", "ann")
+    assert [r.body["text"] for r in chat.direct_history("ann", "bob")[0]] == [
+        "hello bob",
+        "hello ann",
+    ]
+    assert [r.body["text"] for r in chat.direct_history("ann", "cat")[0]] == ["cat here"]
+    assert chat.direct_history("bob", "cat")[0] == []
+    assert sent.room == 0 and chat.store.conversation_of(sent.origin, sent.seq) == key
+    assert (tmp_path / DIRECT_LOG).exists()
+    chat.store.close()
+    again = Store(tmp_path, 2, policy=POLICY)
+    assert [r.body["text"] for r in again.latest(key, 10)] == ["hello bob", "hello ann"]
+    assert again.count(1) == 0, "no room holds a direct message"
+
+
+def test_retention_takes_direct_messages_and_keeps_settings(tmp_path: Path) -> None:
+    wall = [NOW_MS / 1000]
+    chat = make_chat(tmp_path, wall)
+    register(chat, "ann", "bob")
+    chat.send_direct("ann", "bob", "old news")
+    chat.set_block("ann", "bob", True)
+    chat.set_attention("ann", True, False)
+    assert chat.store.expire(pack(NOW_MS + 60_000, 0)) == 1
+    assert chat.direct_history("ann", "bob")[0] == []
+    assert chat.is_blocked("bob", by="ann") and chat.attention("ann")["sound"]
+    assert chat.store.compact() >= 1
+    assert "old news" not in (tmp_path / DIRECT_LOG).read_text()
+    chat.store.close()
+    again = Store(tmp_path, 2, policy=POLICY)
+    key = conversation_key("ann", "bob")
+    assert again.latest(key, 10) == []
+    # A copy from a router that was away is refused: it is gone here.
+    late = direct(1, {**GOOD_DM, "text": "old news"}, hlc_ms=NOW_MS)
+    assert not again.append(late)
+
+
+def test_the_latest_setting_wins_in_any_order(chat: Chat) -> None:
+    on = setting(1, {"user": "ann", "setting": "block", "peer": "bob", "on": True}, NOW_MS + 2)
+    off = setting(2, {"user": "ann", "setting": "block", "peer": "bob", "on": False}, NOW_MS + 1)
+    assert receive_one(chat, on) and not receive_one(chat, off), "the older one is superseded"
+    assert chat.is_blocked("bob", by="ann")
+    with pytest.raises(ChatError) as e:
+        chat.send_direct("bob", "ann", "let me in")
+    assert e.value.code == "blocked" and "does not take" in str(e.value)
+    with pytest.raises(ChatError) as e:
+        chat.send_direct("ann", "bob", "but I may?")
+    assert e.value.code == "blocked" and "You blocked" in str(e.value)
+    chat.set_block("ann", "bob", False)
+    chat.send_direct("bob", "ann", "thanks")
+
+
+def test_no_one_writes_to_oneself_or_to_nobody(chat: Chat) -> None:
+    for peer in ("ann", "ANN", "nobody", 7):
+        with pytest.raises(ChatError) as e:
+            chat.send_direct("ann", peer, "hello")
+        assert e.value.code == "not_found"
+
+
+def test_a_peers_direct_message_is_checked_field_by_field(chat: Chat) -> None:
+    assert check_remote_record(direct(1, GOOD_DM), 2) is None
+    bad: list[Record] = [
+        direct(2, {**GOOD_DM, "extra": 1}),
+        direct(3, {k: v for k, v in GOOD_DM.items() if k != "node"}),
+        direct(4, {**GOOD_DM, "to": "bob"}),  # to oneself
+        direct(5, {**GOOD_DM, "to": "BOB"}),  # the same person by key
+        direct(6, {**GOOD_DM, "from": "no spaces allowed"}),
+        direct(7, {**GOOD_DM, "to": ["ann"]}),
+        direct(8, {**GOOD_DM, "text": "x" * (MAX_TEXT_CHARS + 1)}),
+        direct(9, {**GOOD_DM, "text": "bell\x07"}),
+        direct(10, {**GOOD_DM, "text": "   "}),
+        direct(11, {**GOOD_DM, "time": True}),
+        direct(12, {**GOOD_DM, "time": NOW_MS + 2 * 24 * 3600 * 1000}),  # far ahead of its HLC
+        direct(13, {**GOOD_DM, "node": "n" * 200}),
+        direct(14, GOOD_DM, room=1),  # a direct message is in no room
+    ]
+    for record in bad:
+        assert check_remote_record(record, 2) == "bad_direct", record.body
+        assert not receive_one(chat, record)
+    assert chat.refused["bad_direct"] == len(bad)
+    assert receive_one(chat, direct(1, GOOD_DM))
+    assert [r.body["text"] for r in chat.direct_history("ann", "bob")[0]] == ["hi ann"]
+
+
+def test_a_peers_setting_is_checked_field_by_field(chat: Chat) -> None:
+    good = {"user": "ann", "setting": "attention", "sound": True, "vibrate": False}
+    assert check_remote_record(setting(1, good), 2) is None
+    hlc = pack(NOW_MS, 0)
+    bad = [
+        {**good, "sound": 1},
+        {**good, "extra": True},
+        {"user": "ann", "setting": "volume", "level": 11},
+        {"user": "ann", "setting": "block", "peer": "ann", "on": True},  # oneself
+        {"user": "ann", "setting": "block", "peer": "bob", "on": "yes"},
+        {"user": "ann", "setting": "dm_read", "peer": "bob", "upto": str(hlc + 1)},  # future
+        {"user": "ann", "setting": "dm_read", "peer": "bob", "upto": "x"},
+        {"user": "a b", "setting": "attention", "sound": True, "vibrate": True},
+    ]
+    for n, body in enumerate(bad, start=2):
+        assert check_remote_record(setting(n, body), 2) == "bad_setting", body
+        assert not receive_one(chat, setting(n, body))
+    padded = setting(20, {**good, "user": "a" * 32})
+    assert check_remote_record(padded, 2) is None  # a long name is fine
+    assert receive_one(chat, setting(1, good))
+    assert chat.attention("ann") == {"sound": True, "vibrate": False}
+    assert chat.attention("bob") == {"sound": False, "vibrate": False}
+
+
+def test_settings_survive_a_restart_and_compaction(tmp_path: Path) -> None:
+    wall = [NOW_MS / 1000]
+    chat = make_chat(tmp_path, wall)
+    register(chat, "ann", "bob")
+    chat.set_attention("ann", True, True)
+    wall[0] += 1
+    chat.set_attention("ann", False, True)
+    chat.store.compact()
+    assert (tmp_path / SETTINGS_LOG).read_text().count("attention") == 1
+    chat.store.close()
+    again = make_chat(tmp_path, wall)
+    assert again.attention("ann") == {"sound": False, "vibrate": True}
+
+
+def test_scroll_back_and_search_stay_in_ones_own_conversation(chat: Chat) -> None:
+    theirs = chat.send_direct("bob", "cat", "secret plans")
+    chat.send_direct("ann", "bob", "plans for lunch")
+    rid = (theirs.origin, theirs.seq)
+    with pytest.raises(ChatError):
+        chat.direct_older("ann", "bob", rid, 10)
+    with pytest.raises(ChatError) as e:
+        chat.direct_around("ann", "bob", rid)
+    assert e.value.code == "not_found"
+    with pytest.raises(ChatError):
+        chat.around(1, rid)  # nor from a room
+    found = chat.direct_search("ann", "bob", "PLANS")
+    assert [f["text"] for f in found] == ["plans for lunch"]
+    assert chat.search("ann", 1, "secret") == []
+
+
+def test_the_room_list_counts_unread_direct_messages(chat: Chat) -> None:
+    chat.send_direct("bob", "ann", "one")
+    last = chat.send_direct("bob", "ann", "two")
+    chat.send_direct("ann", "bob", "mine")
+    (conv,) = chat.conversations("ann")
+    assert conv["peer"] == "bob" and conv["unread"] == 2 and conv["last"]["text"] == "mine"
+    assert chat.conversations("cat") == []
+    assert chat.mark_direct_read("ann", "bob", last.hlc)
+    assert chat.conversations("ann")[0]["unread"] == 0
+    assert chat.conversations("bob")[0]["unread"] == 1
+
+
+def test_the_bridge_never_carries_private_records() -> None:
+    assert is_private(direct(1, GOOD_DM))
+    assert is_private(setting(1, {"user": "ann", "setting": "attention"}))
+    plain = Record(PEER, 1, 1, RecordKind.MESSAGE, 1, {})
+    assert not is_private(plain)
+
+
+def test_settings_are_rate_limited_per_person(chat: Chat) -> None:
+    """Each setting is a record on flash and a datagram to every router."""
+    for n in range(5):
+        chat.set_attention("ann", n % 2 == 0, False)
+    with pytest.raises(ChatError) as e:
+        chat.set_attention("ann", True, True)
+    assert e.value.code == "rate_limited"
+    chat.set_attention("bob", True, True)  # someone else's own allowance
