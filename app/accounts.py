@@ -28,6 +28,7 @@ USERNAME_RE = re.compile(rf"[A-Za-z0-9_.\-]{{1,{USERNAME_MAX}}}")
 USERNAME_RULE = f"1 to {USERNAME_MAX} characters: letters, digits, _ . -"
 # NIST SP 800-63B asks for at least 8; longer is allowed, not required.
 PASSWORD_MIN = 8
+MAX_RENAMES = 64  # links followed from an account to its person (a forged loop ends)
 # Bounds the work one login does (scrypt reads the whole password).
 PASSWORD_MAX = 256
 PASSWORD_RULE = f"{PASSWORD_MIN} to {PASSWORD_MAX} characters"
@@ -196,6 +197,10 @@ class Accounts:
         self._claims: dict[str, list[Record]] = {}  # name key -> registrations, owner first
         self._changes: dict[str, Record] = {}  # registration id -> latest password change
         self._registrations: dict[str, Record] = {}  # id -> registration
+        # Renames (a displaced account took a new name): each links a new
+        # registration to the one it renamed, so a person keeps one identity.
+        self._renamed_from: dict[str, str] = {}  # new id -> renamed id
+        self._renamed_to: dict[str, Record] = {}  # renamed id -> its latest rename
 
     def add(self, record: Record) -> None:
         """Fold in an ACCOUNT record (local or from a peer), in any order."""
@@ -210,6 +215,12 @@ class Accounts:
                 self._changes[target] = record
             return
         self._registrations[record.id] = record
+        renamed = record.body.get("renamed_from")
+        if isinstance(renamed, str) and renamed != record.id:
+            self._renamed_from[record.id] = renamed
+            latest = self._renamed_to.get(renamed)
+            if latest is None or latest.order_key < record.order_key:
+                self._renamed_to[renamed] = record
         claims = self._claims.setdefault(name_key(name), [])
         claims.append(record)
         claims.sort(key=lambda r: r.order_key)
@@ -226,6 +237,34 @@ class Accounts:
     def by_id(self, account_id: str) -> Account | None:
         registration = self._registrations.get(account_id)
         return self._account(registration) if registration else None
+
+    def identity(self, account_id: str) -> str:
+        """The person behind an account: the id of the first registration
+        of its line of renames (a displaced account that took a new name is
+        still the same person, with the same direct messages)."""
+        seen = {account_id}
+        while (earlier := self._renamed_from.get(account_id)) is not None and earlier not in seen:
+            if len(seen) >= MAX_RENAMES:
+                break
+            seen.add(earlier)
+            account_id = earlier
+        return account_id
+
+    def person(self, name: str) -> str | None:
+        """The identity of the account that owns ``name``; None if nobody does."""
+        owner = self.owner(name)
+        return self.identity(owner.id) if owner is not None else None
+
+    def current_name(self, identity: str) -> str | None:
+        """The name a person goes by now: the last of their renames (None if
+        their registration has not arrived)."""
+        record, seen = self._registrations.get(identity), {identity}
+        while record is not None and (later := self._renamed_to.get(record.id)) is not None:
+            if later.id in seen or len(seen) >= MAX_RENAMES:
+                break
+            seen.add(later.id)
+            record = later
+        return str(record.body["name"]) if record is not None else None
 
     def is_owner(self, account_id: str, name: str) -> bool:
         claims = self._claims.get(name_key(name))

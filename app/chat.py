@@ -862,6 +862,15 @@ class Chat:
             raise ChatError("not_found", "There is no such person to write to.")
         return owner.name
 
+    def conversation(self, user: str, peer: str) -> tuple[str, str, str]:
+        """The conversation of two people named by their names now (the
+        store files it by their identities, app/direct.py); ChatError
+        ``not_found`` if either name has no account."""
+        me, other = self.accounts.person(user), self.accounts.person(peer)
+        if me is None or other is None or me == other:
+            raise ChatError("not_found", "There is no such person to write to.")
+        return direct.conversation_key(me, other)
+
     def is_blocked(self, sender: str, by: str) -> bool:
         """True if ``by`` blocks direct messages from ``sender`` (the latest
         block record of the two, from any router)."""
@@ -888,11 +897,19 @@ class Chat:
             raise ChatError("blocked", f"You blocked {peer}; unblock them to write.")
         self._take_send_token(user)
         shown = int(self.wall() * 1000)
-        body = {"from": user, "to": peer, "node": self.node_name, "time": shown, "text": text}
+        key = self.conversation(user, peer)
+        body = {
+            "from": user,
+            "to": peer,
+            "from_id": self.accounts.person(user),
+            "to_id": self.accounts.person(peer),
+            "node": self.node_name,
+            "time": shown,
+            "text": text,
+        }
         record = self._make_record(RecordKind.DIRECT, 0, body)
         if client_id is not None:
-            key = (name_key(user), direct.conversation_key(user, peer))
-            self.sent_ids.remember(key, client_id, record.id, self.monotonic())
+            self.sent_ids.remember((name_key(user), key), client_id, record.id, self.monotonic())
         if on_stored is not None:
             on_stored(record)
         self._show_direct(record)
@@ -900,7 +917,7 @@ class Chat:
 
     def first_direct_ack(self, user: str, peer: str, client_id: str) -> str | None:
         """``first_ack`` for a direct conversation."""
-        key = (name_key(user), direct.conversation_key(user, peer))
+        key = (name_key(user), self.conversation(user, peer))
         return self.sent_ids.first(key, client_id, self.monotonic())
 
     def _note_conversation(self, key: Hashable) -> None:
@@ -917,7 +934,11 @@ class Chat:
             return
         self._note_conversation(key)
         self.hub.broadcast_topic(key, message_frame(record))
-        to, sender = _text_field(record.body, "to"), _text_field(record.body, "from")
+        # The names they go by now (a displaced person may have taken another).
+        to = self.accounts.current_name(_text_field(record.body, "to_id"))
+        sender = self.accounts.current_name(_text_field(record.body, "from_id"))
+        to = to or _text_field(record.body, "to")
+        sender = sender or _text_field(record.body, "from")
         if not self.is_blocked(sender, by=to):
             notice = {"type": "direct", "from": sender, "id": record.id}
             self.hub.send_user(to, notice, name_key, skip_topic=key)
@@ -934,7 +955,7 @@ class Chat:
         self, user: str, peer: str, after: tuple[str, int] | None = None
     ) -> tuple[list[Record], bool]:
         """``history`` for the conversation of ``user`` and ``peer``."""
-        key = direct.conversation_key(user, peer)
+        key = self.conversation(user, peer)
         if after is not None:
             missed = self.store.since(key, after, HISTORY_LIMIT)
             if missed is not None:
@@ -945,7 +966,7 @@ class Chat:
         self, user: str, peer: str, before: tuple[str, int], limit: int
     ) -> list[Record]:
         """Scroll-back in one's own conversation; an id of any other is unknown."""
-        key = direct.conversation_key(user, peer)
+        key = self.conversation(user, peer)
         records = self.store.before(key, before, min(max(limit, 1), OLDER_LIMIT_MAX))
         if records is None:
             raise ChatError("bad_request", "unknown message id")
@@ -953,12 +974,12 @@ class Chat:
 
     def direct_search(self, user: str, peer: str, query: Any) -> list[dict[str, Any]]:
         """``search`` in one's own conversation with ``peer``."""
-        return self.search(user, direct.conversation_key(user, peer), query)
+        return self.search(user, self.conversation(user, peer), query)
 
     def direct_around(
         self, user: str, peer: str, rid: tuple[str, int]
     ) -> tuple[list[Record], bool]:
-        return self.around(direct.conversation_key(user, peer), rid)
+        return self.around(self.conversation(user, peer), rid)
 
     def set_block(self, user: str, peer: Any, on: Any) -> Record:
         """``user`` blocks (or unblocks) direct messages from ``peer``."""
@@ -1009,7 +1030,7 @@ class Chat:
     def mark_direct_read(self, user: str, peer: str, upto: int) -> bool:
         """As ``mark_read``, for a conversation: a SETTING record at most
         every ``READ_RECORD_INTERVAL``."""
-        last = self.store.last_message(direct.conversation_key(user, peer))
+        last = self.store.last_message(self.conversation(user, peer))
         if last is None:
             return False
         upto = min(upto, last.hlc)
@@ -1041,18 +1062,24 @@ class Chat:
         """``user``'s direct conversations, newest first: the other person,
         unread messages, the last message's preview."""
         since = max(self.joined(user), 0)
-        me, shown = name_key(user), []
+        me = self.accounts.person(user)
+        if me is None:
+            return []
+        shown = []
         mine = self._conversations_of.get(me, set())
         for key in list(mine):
             last = self.store.last_message(key)
-            if last is None:  # expired: forgotten until a new message
+            if last is None or not isinstance(key, tuple):  # expired: forgotten until new
                 mine.discard(key)
                 continue
-            peer = direct.shown_peer(last, user)
+            other = direct.other_identity(key, me)
+            peer = self.accounts.current_name(other) or _text_field(
+                last.body, "to" if last.body.get("from_id") == me else "from"
+            )
             mark = max(since, self.direct_read_marker(user, peer))
             unread = 0
             for record in self.store.after(key, mark):
-                if name_key(_text_field(record.body, "from")) != me:
+                if record.body.get("from_id") != me:
                     unread += 1
                     if unread >= UNREAD_MAX:
                         break

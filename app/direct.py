@@ -1,9 +1,14 @@
 """Direct messages, blocks and per-person settings: what the records mean.
 
 How this works: a direct message is a DIRECT record (room 0) with body
-``{"from", "to", "node", "time", "text"}``; its conversation is the pair of
-the two names' keys, sorted (``conversation_key``), so both people's
-routers file it in the same place (node/store.py keeps each conversation as
+``{"from", "to", "from_id", "to_id", "node", "time", "text"}``: the names
+as written, and the two people's identities (app/accounts.py
+``Accounts.identity``: the id of an account's first registration).  Its
+conversation is the pair of identities, sorted (``conversation_key``), so
+both people's routers file it in the same place, and a name that two
+routers cut off from each other both gave out does not mix two people's
+messages: what was written to the displaced one stays hers, under the name
+she takes next (node/store.py keeps each conversation as
 it keeps a room, node/index.py).  It replicates over the radio mesh like a
 room message, expires with the room messages (retention), and is shown only
 to its two people: every read path takes the conversation from the
@@ -36,9 +41,9 @@ from typing import Any
 
 from app.accounts import USERNAME_RE, name_key
 from node.index import parse_hlc
-from node.record import Record, RecordKind
+from node.record import Record, RecordKind, parse_id
 
-DIRECT_FIELDS = {"from", "to", "node", "time", "text"}
+DIRECT_FIELDS = {"from", "to", "from_id", "to_id", "node", "time", "text"}
 BLOCK, ATTENTION, DM_READ = "block", "attention", "dm_read"
 SETTING_FIELDS = {
     BLOCK: {"user", "setting", "peer", "on"},
@@ -51,9 +56,14 @@ CONVERSATIONS_SHOWN = 50
 
 
 def conversation_key(a: str, b: str) -> tuple[str, str, str]:
-    """The conversation of two names: the same whoever writes first."""
-    ka, kb = name_key(a), name_key(b)
-    return ("dm", *sorted((ka, kb)))  # type: ignore[return-value]
+    """The conversation of two people (identities): the same whoever writes
+    first."""
+    return ("dm", *sorted((a, b)))  # type: ignore[return-value]
+
+
+def _identity(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) and parse_id(value) is not None else None
 
 
 def _name(body: Mapping[str, Any], key: str) -> str | None:
@@ -66,7 +76,15 @@ def direct_conversation(record: Record) -> tuple[str, str, str] | None:
     sender, to = _name(record.body, "from"), _name(record.body, "to")
     if sender is None or to is None or name_key(sender) == name_key(to):
         return None
-    return conversation_key(sender, to)
+    sender_id, to_id = _identity(record.body, "from_id"), _identity(record.body, "to_id")
+    if sender_id is None or to_id is None or sender_id == to_id:
+        return None
+    return conversation_key(sender_id, to_id)
+
+
+def other_identity(key: tuple[str, ...], me: str) -> str:
+    """The other person of a conversation ``me`` is in."""
+    return key[2] if key[1] == me else key[1]
 
 
 def setting_key(record: Record) -> tuple[str, ...] | None:
@@ -118,10 +136,3 @@ def check_setting(record: Record) -> bool:
     upto = parse_hlc(body.get("upto"))
     # Nobody reads the future: a marker is written after what it covers.
     return upto is not None and upto <= record.hlc
-
-
-def shown_peer(record: Record, user: str) -> str:
-    """The other person's name as written in a DIRECT record."""
-    sender, to = record.body.get("from"), record.body.get("to")
-    other = to if isinstance(sender, str) and name_key(sender) == name_key(user) else sender
-    return other if isinstance(other, str) else ""

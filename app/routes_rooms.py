@@ -49,7 +49,7 @@ from app.chat import (
     is_utf8,
     message_frame,
 )
-from app.direct import conversation_key, shown_peer
+from app.direct import other_identity
 from app.hub import BoundedWebSocket, Client, FrameFlood
 from app.moderation import ACTIONS
 from app.sessions import Sessions
@@ -155,9 +155,11 @@ class RoomRoutes:
         if record is not None and record.kind == RecordKind.MESSAGE:
             bottle.redirect(f"/room/{record.room}#m={record.id}", 303)
         if record is not None and record.kind == RecordKind.DIRECT and rid is not None:
-            other = shown_peer(record, s.user)
-            if other and self.chat.store.conversation_of(*rid) == conversation_key(s.user, other):
-                bottle.redirect(f"/dm/{other}#m={record.id}", 303)
+            me, key = self.chat.accounts.person(s.user), self.chat.store.conversation_of(*rid)
+            if me is not None and isinstance(key, tuple) and me in key[1:]:
+                other = self.chat.accounts.current_name(other_identity(key, me))
+                if other:
+                    bottle.redirect(f"/dm/{other}#m={record.id}", 303)
         bottle.abort(404, "There is no such message.")
 
     def room(self, n: str) -> str:
@@ -526,7 +528,7 @@ def serve_direct_socket(
     """A conversation's WebSocket: hello, history, then frames until it closes."""
     client = Client(ws, user, 0)
     client.peer = peer
-    key = conversation_key(user, peer)
+    key = chat.conversation(user, peer)
     client.send(direct_hello(chat, user, peer))
     records, reset = chat.direct_history(user, peer, parse_message_id(after))
     client.send(
@@ -637,7 +639,7 @@ def receive_direct_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> N
     rid = parse_message_id(after)
     if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
         raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
-    key = conversation_key(client.user, _peer(client))
+    key = chat.conversation(client.user, _peer(client))
     records, more = chat.newer(key, rid, limit)
     client.send(
         {
@@ -650,7 +652,7 @@ def receive_direct_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> N
 
 
 def receive_direct_latest(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    key = conversation_key(client.user, _peer(client))
+    key = chat.conversation(client.user, _peer(client))
     client.send(
         {
             "type": "history",

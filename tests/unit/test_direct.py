@@ -43,7 +43,10 @@ def setting(seq: int, body: dict[str, Any], hlc_ms: int = NOW_MS) -> Record:
     return Record(PEER, seq, pack(hlc_ms, 0), RecordKind.SETTING, 0, body)
 
 
-GOOD_DM = {"from": "bob", "to": "ann", "node": "far", "time": NOW_MS, "text": "hi ann"}
+def good_dm(chat: Chat) -> dict[str, Any]:
+    """Bob's message to ann as a peer writes it: names and identities."""
+    ids = {"from_id": chat.accounts.person("bob"), "to_id": chat.accounts.person("ann")}
+    return {"from": "bob", "to": "ann", **ids, "node": "far", "time": NOW_MS, "text": "hi ann"}
 
 
 @pytest.fixture
@@ -60,7 +63,12 @@ def test_a_direct_message_is_kept_per_conversation_and_reloaded(tmp_path: Path) 
     sent = chat.send_direct("ann", "Bob", "hello bob")  # names compare by key
     chat.send_direct("bob", "ann", "hello ann")
     chat.send_direct("cat", "ann", "cat here")
-    key = conversation_key("bob", "ann")
+    key = chat.conversation("bob", "ann")
+    assert (
+        key
+        == chat.conversation("Ann", "BOB")
+        == conversation_key(str(chat.accounts.person("ann")), str(chat.accounts.person("bob")))
+    )
     assert [r.body["text"] for r in chat.direct_history("ann", "bob")[0]] == [
         "hello bob",
         "hello ann",
@@ -89,10 +97,10 @@ def test_retention_takes_direct_messages_and_keeps_settings(tmp_path: Path) -> N
     assert "old news" not in (tmp_path / DIRECT_LOG).read_text()
     chat.store.close()
     again = Store(tmp_path, 2, policy=POLICY)
-    key = conversation_key("ann", "bob")
+    key = chat.conversation("ann", "bob")
     assert again.latest(key, 10) == []
     # A copy from a router that was away is refused: it is gone here.
-    late = direct(1, {**GOOD_DM, "text": "old news"}, hlc_ms=NOW_MS)
+    late = direct(1, {**good_dm(chat), "text": "old news"}, hlc_ms=NOW_MS)
     assert not again.append(late)
 
 
@@ -119,6 +127,7 @@ def test_no_one_writes_to_oneself_or_to_nobody(chat: Chat) -> None:
 
 
 def test_a_peers_direct_message_is_checked_field_by_field(chat: Chat) -> None:
+    GOOD_DM = good_dm(chat)
     assert check_remote_record(direct(1, GOOD_DM), 2) is None
     bad: list[Record] = [
         direct(2, {**GOOD_DM, "extra": 1}),
@@ -134,6 +143,10 @@ def test_a_peers_direct_message_is_checked_field_by_field(chat: Chat) -> None:
         direct(12, {**GOOD_DM, "time": NOW_MS + 2 * 24 * 3600 * 1000}),  # far ahead of its HLC
         direct(13, {**GOOD_DM, "node": "n" * 200}),
         direct(14, GOOD_DM, room=1),  # a direct message is in no room
+        direct(15, {k: v for k, v in GOOD_DM.items() if k != "to_id"}),
+        direct(16, {**GOOD_DM, "to_id": GOOD_DM["from_id"]}),  # one person twice
+        direct(17, {**GOOD_DM, "to_id": "ann"}),  # an identity is an account's id
+        direct(18, {**GOOD_DM, "from_id": 7}),
     ]
     for record in bad:
         assert check_remote_record(record, 2) == "bad_direct", record.body
@@ -209,8 +222,8 @@ def test_the_room_list_counts_unread_direct_messages(chat: Chat) -> None:
     assert chat.conversations("bob")[0]["unread"] == 1
 
 
-def test_the_bridge_never_carries_private_records() -> None:
-    assert is_private(direct(1, GOOD_DM))
+def test_the_bridge_never_carries_private_records(chat: Chat) -> None:
+    assert is_private(direct(1, good_dm(chat)))
     assert is_private(setting(1, {"user": "ann", "setting": "attention"}))
     plain = Record(PEER, 1, 1, RecordKind.MESSAGE, 1, {})
     assert not is_private(plain)
@@ -224,3 +237,49 @@ def test_settings_are_rate_limited_per_person(chat: Chat) -> None:
         chat.set_attention("ann", True, True)
     assert e.value.code == "rate_limited"
     chat.set_attention("bob", True, True)  # someone else's own allowance
+
+
+def test_a_direct_message_belongs_to_accounts_not_to_names(tmp_path: Path) -> None:
+    """Two routers cut off from each other both let someone register "ann";
+    the earlier registration owns the name everywhere once they meet.  What
+    bob wrote on the far router to *its* ann stays hers: the owner of the name
+    never sees it, and it follows the displaced ann to her new name."""
+    near_wall, far_wall = [NOW_MS / 1000], [NOW_MS / 1000 + 60]
+    near, far = make_chat(tmp_path / "near", near_wall), make_chat(tmp_path / "far", far_wall)
+    register(near, "ann", "bob")  # the first ann: she owns the name
+    receive_all(far, near, RecordKind.ACCOUNT, only="bob")  # bob's account reached far
+    register(far, "ann")  # cut off: far lets a second ann register
+    far.send_direct("bob", "ann", "for the ann on far")
+    receive_all(near, far)  # the cut heals: each gets everything
+    receive_all(far, near)
+    for chat in (near, far):
+        assert [r.body["text"] for r in chat.direct_history("ann", "bob")[0]] == [], (
+            "the owner of the name sees a message written to another account"
+        )
+    displaced = far.accounts.authenticate("ann", "correct horse")
+    assert displaced is not None  # both anns chose the same password: the owner matches first
+    (far_ann,) = [a for a in registrations(far, "ann") if a.id != near.accounts.owner("ann").id]
+    far.rename(far_ann, "ann2")
+    receive_all(near, far)
+    for chat in (near, far):
+        assert [r.body["text"] for r in chat.direct_history("ann2", "bob")[0]] == [
+            "for the ann on far"
+        ]
+        assert [r.body["text"] for r in chat.direct_history("bob", "ann2")[0]] == [
+            "for the ann on far"
+        ]
+
+
+def receive_all(to: Chat, source: Chat, kind: RecordKind | None = None, only: str = "") -> None:
+    records = sorted(source.store.index.values(), key=lambda r: r.order_key)
+    if kind is not None:
+        records = [r for r in records if r.kind == kind and r.body.get("name") == only]
+    to.receive_records([r for r in records if to.store.get(r.origin, r.seq) is None])
+
+
+def registrations(chat: Chat, name: str) -> list[Any]:
+    return [
+        chat.accounts.by_id(r.id)
+        for r in chat.store.accounts
+        if r.body.get("name") == name and "account" not in r.body
+    ]

@@ -134,7 +134,18 @@ def test_every_kind_has_a_byte_limit() -> None:
         RecordKind.ACCOUNT: (0, {"name": "ann", "hash": hash_password(PASSWORD), "pad": pad}),
         RecordKind.READ: (1, {"user": "ann", "room": 1, "upto": 5, "pad": pad}),
         RecordKind.MODERATION: (1, {"action": "clear", "by": "boss", "pad": pad}),
-        RecordKind.DIRECT: (0, {"from": "ann", "to": "bob", "node": "a", "time": 1, "text": pad}),
+        RecordKind.DIRECT: (
+            0,
+            {
+                "from": "ann",
+                "to": "bob",
+                "from_id": f"{'a' * 16}:1",
+                "to_id": f"{'b' * 16}:1",
+                "node": "a",
+                "time": 1,
+                "text": pad,
+            },
+        ),
         RecordKind.SETTING: (0, {"user": "ann", "setting": "attention", "pad": pad}),
     }
     assert set(MAX_BODY_BYTES) == set(bodies)
