@@ -15,7 +15,9 @@ clock, sleeps or opens a socket.  Each datagram goes through, in order:
 3. by kind: a RECORD not seen is emitted as ``RecordReceived``, folded into
    the hybrid clock and, with hops-left > 1, offered for relay with our id as
    sender (node/relay.py: held a random moment, cancelled when enough copies
-   are heard); a beacon goes to the node table (node/nodes.py); catch-up and
+   are heard; at once when no other neighbour could relay it, and then sent
+   again if that one neighbour is not heard passing it on: ``EchoWatch``);
+   a beacon goes to the node table (node/nodes.py); catch-up and
    repair kinds go to node/sync.py; fragments are reassembled first
    (node/fragment.py).
 
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
@@ -71,12 +73,13 @@ from node.nodes import (
 )
 from node.reasons import Drop
 from node.record import Record, VersionVector
-from node.relay import RelaySuppressor
+from node.relay import ECHO_MAX_PEERS, EchoWatch, RelaySuppressor
 from node.seen import Seen
 from node.sync import CatchUpFinished, Host, NoRecords, RecordsGone, RecordSource, Sync
 from node.trickle import TRICKLE_IMIN, TRICKLE_K, Trickle
 from node.wire import (
     HEADER,
+    MAC_LEN,
     MAX_VECTOR_ENTRIES,
     U32_MAX,
     BatchDatagram,
@@ -174,6 +177,7 @@ class MeshProtocol:
         interval = config.beacon_interval
         self._trickle = Trickle(min(TRICKLE_IMIN, interval), interval, TRICKLE_K, rng)
         self._relays = RelaySuppressor(rng)
+        self._echoes = EchoWatch()
         self._full_until: float | None = None  # None: until the start-up beacon
         self._last_beacon: float | None = None
         self._presence_due: float | None = None  # a change waiting for MIN_BEACON_GAP
@@ -241,6 +245,7 @@ class MeshProtocol:
         if (record.origin, record.seq) not in self.known:
             raise ValueError(f"store record {record.id} before sending it")
         self._queue(datagram)
+        self._watch_echo(("r", record.origin, record.seq), datagram, None, now)
 
     def set_presence(self, presence: Mapping[int, Sequence[str]], now: float) -> None:
         """Local users online per room; a change is beaconed early."""
@@ -249,12 +254,16 @@ class MeshProtocol:
             return
         self._presence = {room: tuple(users) for room, users in normalized.items()}
         self._flood_next = True
+        self._beacon_soon(now)
+
+    def _beacon_soon(self, now: float) -> None:
+        """A beacon now, or at ``MIN_BEACON_GAP`` after the last (Trickle as it is)."""
         if self._last_beacon is None:
             return  # the start-up beacon, still due, carries it
         earliest = self._last_beacon + MIN_BEACON_GAP
         if now >= earliest:
             self._send_beacon(now)
-        else:
+        elif self._presence_due is None or earliest < self._presence_due:
             self._presence_due = earliest
 
     def receive_datagram(
@@ -272,10 +281,13 @@ class MeshProtocol:
             self.looped += 1
             return
         if isinstance(datagram, RecordDatagram):  # a copy counts even if we hold it
-            self._relays.heard(("r", datagram.record.origin, datagram.record.seq))
+            key = ("r", datagram.record.origin, datagram.record.seq)
+            self._relays.heard(key)
+            self._echoes.heard(key, datagram.sender)
         if not self.admission.admit(datagram, len(data), now):
             return
         self.table.heard(datagram.sender, addr, now, iface)
+        self._echoes.peer_heard(datagram.sender)
         if isinstance(datagram, FragmentDatagram):
             self._receive_fragment(datagram, addr, now, iface)
         elif isinstance(datagram, (RecordDatagram, BeaconDatagram, BatchDatagram)):
@@ -294,6 +306,7 @@ class MeshProtocol:
             self._trickle.get_timer(),
             self._presence_due,
             self._relays.get_timer(),
+            self._echoes.get_timer(),
             self.table.get_timer(),
             self._reassembler.get_timer(),
             self.sync.get_timer(),
@@ -305,6 +318,8 @@ class MeshProtocol:
         if beacon or (self._presence_due is not None and now >= self._presence_due):
             self._send_beacon(now)
         for datagram in self._relays.due(now):
+            self._queue_relay(datagram)
+        for datagram in self._echoes.due(now, self._peer_holds):
             self._queue_relay(datagram)
         self.table.expire(now)
         self.sync.handle_timer(now)
@@ -334,6 +349,8 @@ class MeshProtocol:
             "relays_pending": self._relays.pending(),
             "relays_suppressed": self._relays.cancelled,
             "record_relays_sent": self.record_relays_sent,
+            "relays_at_once": self._relays.at_once,
+            "echo_repeats": self._echoes.repeats,
         }
 
     def limits_status(self) -> dict[str, int]:
@@ -380,8 +397,11 @@ class MeshProtocol:
         if datagram.hops > 1:
             self.relayed += 1
             relay = RecordDatagram(self.node_id, record, hops=datagram.hops - 1)
-            for now_out in self._relays.offer(("r", record.origin, record.seq), relay, now):
+            key = ("r", record.origin, record.seq)
+            others = self._other_peers(datagram.sender, record.origin)
+            for now_out in self._relays.offer(key, relay, now, others):
                 self._queue_relay(now_out)
+            self._watch_echo(key, relay, datagram.sender, now)
         self._inconsistent(now)  # a new record: neighbours may lack it (MPL)
         self.sync.live_record(record, datagram.sender, now)
 
@@ -396,9 +416,37 @@ class MeshProtocol:
         if live and self._lacked_by_another(record, sender):
             relay = RecordDatagram(self.node_id, record, hops=self.config.hop_limit)
             key = ("r", record.origin, record.seq)
-            for now_out in self._relays.offer(key, relay, now):
+            others = self._other_peers(sender, record.origin)
+            for now_out in self._relays.offer(key, relay, now, others):
                 self._queue_relay(now_out)
+            self._watch_echo(key, relay, sender, now)
         return True
+
+    def _watch_echo(
+        self, key: tuple[str, str, int], datagram: RecordDatagram, sender: str | None, now: float
+    ) -> None:
+        """We sent ``datagram`` on: if a single peer besides ``sender`` and
+        the origin can carry it further, listen for its echo (node/relay.py)."""
+        _, origin, _ = key
+        beyond = [p for p in self.peers if p not in (sender, origin)]
+        if len(beyond) == 1 and len(self.peers) <= ECHO_MAX_PEERS and self._fits(datagram):
+            self._echoes.watch(key, datagram, beyond[0], now)
+
+    def _fits(self, datagram: RecordDatagram) -> bool:
+        return HEADER.size + len(datagram.body()) + MAC_LEN <= self.config.mtu
+
+    def _peer_holds(self, peer_id: str, key: Hashable) -> bool | None:
+        """Does ``peer_id`` hold record ``key`` by its newest vector (None: gone)?"""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return None
+        assert isinstance(key, tuple)  # ("r", origin, seq): only records are watched
+        return peer.vector.get(str(key[1]), 0) >= int(key[2])
+
+    def _other_peers(self, sender: str, origin: str) -> int:
+        """Peers that might relay what ``sender`` brought us instead of us
+        (node/relay.py holds only when there is a choice of relayers)."""
+        return sum(peer_id not in (sender, origin) for peer_id in self.peers)
 
     def _lacked_by_another(self, record: Record, sender: str) -> bool:
         """Does a peer other than ``sender`` lack ``record``, by the newest
@@ -431,8 +479,13 @@ class MeshProtocol:
         key = ("b", beacon.origin, beacon.boot_id, beacon.seq)
         new_peer = beacon.origin == beacon.sender and beacon.origin not in self.peers
         taken = self.table.receive_beacon(beacon, addr, now, iface)
-        if new_peer and beacon.origin in self.peers:
-            self._inconsistent(now)  # a router joined, or came back: compare at once
+        if new_peer and beacon.origin in self.peers and self._presence:
+            # A router joined, or came back: one beacon tells it our users
+            # online.  A new peer is no inconsistency in itself (its digest is
+            # compared below): in a cell whose routers meet one another over
+            # their first long intervals, a Trickle reset per peer met kept
+            # routers near TRICKLE_IMIN for a minute (2.0-2.4 datagrams/s idle).
+            self._beacon_soon(now)
         if not taken:
             self._relays.heard(key)
             if beacon.origin == beacon.sender and beacon.digest != self._digest():
@@ -443,7 +496,8 @@ class MeshProtocol:
         if beacon.hops > 1:
             self.relayed_beacons += 1
             relay = replace(beacon, sender=self.node_id, hops=beacon.hops - 1)
-            for now_out in self._relays.offer(key, relay, now):
+            others = self._other_peers(beacon.sender, beacon.origin)
+            for now_out in self._relays.offer(key, relay, now, others):
                 self._queue(now_out)
         if beacon.origin == beacon.sender:
             self._compare(beacon, now)

@@ -11,8 +11,12 @@ output.  Five parts, each small and bounded:
   ``MAX_RANGES_PER_REQUEST`` ranges (what fits one datagram).  Records (or
   GONE ranges) arriving from that peer are progress; when every asked range
   is in, or after ``REQUEST_TIMEOUT`` without progress (that peer is then
-  avoided for ``PEER_BACKOFF`` if another can help), we plan again.  Cost is
-  proportional to what is missing, never to the history.
+  avoided for ``PEER_BACKOFF`` if another can help), we plan again.  Before
+  the first answer the same REQUEST goes again after ``FIRST_ANSWER_WAIT``
+  (a lost request costs a fifth of a second).  A REQUEST is answered with at
+  most ``CATCHUP_WINDOW`` records; having taken them, the asker asks for the
+  next window: the asker's pace, so its socket buffer never overflows.  Cost
+  is proportional to what is missing, never to the history.
 - ``Responder``.  A REQUEST whose target is us queues range cursors per asker
   (bounded: ``MAX_SERVED_ASKERS``, ``MAX_QUEUED_RANGES``), answered round robin
   in BATCH datagrams filled up to the MTU (a record larger than the MTU goes as
@@ -100,11 +104,33 @@ from node.wire import (
 # MTU; smaller MTUs get fewer (``ranges_per_request``).  A node with more holes
 # than that asks again as soon as the first answer is in.
 MAX_RANGES_PER_REQUEST = 64
+# Records one REQUEST is answered with at most: the asker's window.  The
+# responder serves that many (GONE ranges, O(1) each, do not count) and drops
+# the rest of the request; the asker, once it has taken that many, asks for
+# the rest at once.  What the asker has not taken yet waits in its socket
+# buffer, so the window must fit there (2,000 records are ~250 KB on the
+# wire; node/transport.py asks for 1 MiB): the asker's pace, not the
+# responder's.  Without it a router missing 100,000 records got them in one
+# answer at the responder's rate and dropped thousands at its socket (4,285
+# in one run), then waited for stalls and timeouts to ask again.  A responder
+# of an older version answers whole requests: its asker still re-asks after
+# a window, and the responder skips what it is already sending.
+CATCHUP_WINDOW = 2_000
 # No new record from the asked peer for this long: the request or part of its
 # answer was lost, or the peer is gone.  One second is ~800 batches at the
 # default rate, even shared by MAX_SERVED_ASKERS askers, and a fifth of a beacon
 # interval, so a loss costs little.  Slower rates stretch it (``request_timeout``).
 REQUEST_TIMEOUT = 1.0
+# Before the first answer, the same REQUEST goes again (to the same peer)
+# after this, then after twice as long since, and so on within
+# REQUEST_TIMEOUT: a request or its first batch lost (one in five at 10 %
+# loss each way) costs a fifth of a second, not a whole second, while a dead
+# peer is still passed over after REQUEST_TIMEOUT.  An answer's first batch
+# comes a round trip and a few batches of other askers' turns later (ms; a
+# busy router's Python tens of ms), so 0.2 s is a loss, not a slow answer; a
+# repeat the peer is still answering costs nothing (``Responder._enqueue``).
+# A line of 12 at 10 % loss: p99 end to end 2.0 s with one resend after 1 s.
+FIRST_ANSWER_WAIT = 0.2
 # Once an answer flows, a pause longer than STALL_FACTOR of its smoothed gaps
 # between datagrams (at least STALL_MIN) means its tail was lost: ask again
 # for what is missing at once instead of waiting out REQUEST_TIMEOUT.  8 gaps
@@ -291,8 +317,12 @@ class _Outstanding:
     peer: str
     ranges: list[Range]
     progress: float  # when it was sent or last brought something
-    records: int = 0
+    records: int = 0  # brought by this request and the windows before it
     gap: float | None = None  # smoothed time between the answer's datagrams
+    window: int = 0  # records brought by this request (at most CATCHUP_WINDOW)
+    reached: int = 0  # the furthest of them in the order asked (``CatchUp._position``)
+    resend_at: float | None = None  # when to send it again, while nothing came
+    resends: int = 0
 
 
 class CatchUp:
@@ -317,20 +347,51 @@ class CatchUp:
         if choice is not None:
             self._ask(*choice, now)
 
-    def progress(self, peer: str, records: int, now: float) -> None:
+    def progress(
+        self, peer: str, records: int, now: float, last: tuple[str, int] | None = None
+    ) -> None:
         """``records`` new records (or GONE ranges: 0) arrived from
-        ``peer``; finish and re-plan once all is in."""
+        ``peer``, ``last`` the id of the last; finish and re-plan once all
+        is in, ask for the next window once this one is."""
         out = self.outstanding
         if out is None or out.peer != peer:
             return
         out.records += records
+        out.window += records
+        if last is not None:
+            out.reached = max(out.reached, self._position(out, *last))
         gap = now - out.progress
         if out.records > records:  # not the first arrival: the first gap is the round trip
             out.gap = gap if out.gap is None else out.gap + STALL_SMOOTHING * (gap - out.gap)
-        out.progress = now
+        out.progress, out.resend_at = now, None  # it answers: no more resends
         self.host.stats["catchup_records"] += records
         if self._complete():
             self.plan(now)
+        elif self._window_served(out) and out.peer in self.host.peers:
+            wants = self._wants(self.host.peers[out.peer])  # the next window, same peer
+            if wants:
+                self.host.stats["catchup_windows"] += 1
+                self._ask(out.peer, wants, now, out.records)
+
+    @staticmethod
+    def _position(out: _Outstanding, origin: str, seq: int) -> int:
+        """Where ``(origin, seq)`` comes in what ``out`` asked for, from 1."""
+        before = 0
+        for o, first, last in out.ranges:
+            if o == origin and first <= seq <= last:
+                return before + seq - first + 1
+            before += last - first + 1
+        return 0
+
+    @staticmethod
+    def _window_served(out: _Outstanding) -> bool:
+        """The responder has sent its window: we took all of it, or its last
+        record came and most of the rest (what loss took goes into the next
+        request; a responder that lacks much of what we asked, GONE runs
+        say, serves past that position, so most must have come)."""
+        return out.window >= CATCHUP_WINDOW or (
+            out.reached >= CATCHUP_WINDOW and out.window >= CATCHUP_WINDOW * 3 // 4
+        )
 
     def _wait(self) -> float:
         """How long an answer may pause before we ask again: the full timeout
@@ -343,12 +404,19 @@ class CatchUp:
 
     def get_timer(self) -> float | None:
         out = self.outstanding
-        return None if out is None else out.progress + self._wait()
+        if out is None:
+            return None
+        give_up = out.progress + self._wait()
+        return give_up if out.resend_at is None else min(out.resend_at, give_up)
 
     def handle_timer(self, now: float) -> None:
         out = self.outstanding
-        if out is not None and now >= out.progress + self._wait():
+        if out is None:
+            return
+        if now >= out.progress + self._wait():
             self.plan(now)
+        elif out.resend_at is not None and now >= out.resend_at:
+            self._resend(out, now)
 
     def lag(self) -> dict[str, dict[str, int]]:
         """Per peer: records it has that we lack (``behind``), and records we
@@ -397,15 +465,30 @@ class CatchUp:
                 best, chosen = rank, wants
         return None if best is None else (best[2], chosen)
 
-    def _ask(self, peer_id: str, wants: list[Range], now: float) -> None:
+    def _ask(self, peer_id: str, wants: list[Range], now: float, records: int = 0) -> None:
         host = self.host
         ranges = wants[: ranges_per_request(host.mtu)]
-        self.outstanding = _Outstanding(peer_id, ranges, now)
+        self.outstanding = _Outstanding(
+            peer_id, ranges, now, records, resend_at=now + FIRST_ANSWER_WAIT
+        )
         request = RequestDatagram(host.node_id, peer_id, ranges)
         host.send(request, host.peers[peer_id].addr)
         host.stats["catchup_requests"] += 1
         host.stats["catchup_request_bytes"] += len(request.body()) + HEADER.size + MAC_LEN
         host.stats["catchup_asked_records"] += _count((f, la) for _, f, la in ranges)
+
+    def _resend(self, out: _Outstanding, now: float) -> None:
+        """Nothing came yet: the same REQUEST again, for what is still lacking."""
+        known, host = self.host.known, self.host
+        lacking = [(o, a, b) for o, f, la in out.ranges for a, b in _lacking(known, o, f, la)]
+        if not lacking or out.peer not in host.peers:
+            out.resend_at = None  # the next plan finishes or gives up
+            return
+        out.resends += 1
+        out.resend_at = now + FIRST_ANSWER_WAIT * 2**out.resends
+        request = RequestDatagram(host.node_id, out.peer, lacking[: ranges_per_request(host.mtu)])
+        host.send(request, host.peers[out.peer].addr)
+        host.stats["catchup_resends"] += 1
 
     def _complete(self) -> bool:
         return self.outstanding is not None and self.outstanding_ranges() == 0
@@ -470,6 +553,7 @@ class _Asker:
     dest: Addr | None  # None: answer on the group
     cursors: deque[_Cursor]
     peeked: tuple[Record, bytes] | None = None  # the front cursor's next record, encoded
+    window: int = CATCHUP_WINDOW  # records left to serve for its newest request
 
 
 class Responder:
@@ -497,6 +581,7 @@ class Responder:
                 return
             queue = self._queues[key] = _Asker(None, deque())
         queue.dest = None if request.multicast else addr
+        queue.window = CATCHUP_WINDOW
         for origin, first, last in request.ranges:
             if last <= holds.get(origin, 0):
                 self.host.stats["request_stale"] += 1
@@ -596,11 +681,17 @@ class Responder:
                     self._gone_or_skip(queue, cursor, gone)
                     continue
                 item = self._encode(record)
+            if item is not None and queue.window <= 0:  # the asker asks for more when ready
+                queue.cursors.clear()
+                queue.peeked = None
+                self.host.stats["served_windows"] += 1
+                return
             if item is not None:
                 entry = BATCH_ENTRY.size + len(item[1])
                 if records and size + entry > mtu:
                     queue.peeked = item  # the first record of the next batch
                     return
+                queue.window -= 1
                 records.append(item[0])
                 bodies.append(item[1])
                 size += entry
@@ -970,7 +1061,8 @@ class Sync:
         new = sum(accept(r, batch.sender, addr, now) for r in batch.records)
         self.host.stats["batch_records"] += new
         if new:  # copies of what we hold (another's repair) are no progress
-            self.catchup.progress(batch.sender, new, now)
+            last = batch.records[-1]
+            self.catchup.progress(batch.sender, new, now, (last.origin, last.seq))
 
     def _receive_gone(self, datagram: GoneDatagram, now: float) -> None:
         known, stats = self.host.known, self.host.stats

@@ -195,8 +195,20 @@ def test_a_wall_clock_jump_changes_no_timer_and_loses_no_peer():
 # -- one protocol by hand: records -------------------------------------------------------
 
 
+def other_peer_beacon(k: int) -> bytes:
+    """A beacon of ``node_id(k)``, a neighbour besides PEER."""
+    return BeaconDatagram(node_id(k), f"peer{k}", 7, {}, {}, counter=1).serialize(KEY)
+
+
+def other_peer_addr(k: int) -> tuple[str, int]:
+    return (f"198.18.0.{k + 1}", 8888)
+
+
 def test_received_record_is_emitted_marked_seen_and_relayed():
     p = make_protocol()
+    for k in (2, 3):  # two neighbours besides the sender: a choice of relayers
+        p.receive_datagram(other_peer_beacon(k), other_peer_addr(k), START)
+    assert [type(e) for e in events(p)] == [PeerJoined, PeerJoined]
     p.receive_datagram(peer_record(hops=3).serialize(KEY), PEER_ADDR, START)
     [event] = events(p)
     assert event == RecordReceived(peer_record().record, PEER, PEER_ADDR)
@@ -210,12 +222,48 @@ def test_received_record_is_emitted_marked_seen_and_relayed():
     relay = parse(data, [KEY])
     assert (relay.sender, relay.hops, dest) == (ME, 2, None)
     assert relay.record.body == {"text": "hi"}
-    assert (p.received, p.relayed, p.sent) == (1, 1, 2)  # and the start-up beacon
+    assert (p.received, p.relayed, p.sent) == (3, 1, 2)  # and the start-up beacon
     assert p.beacon_status()["relays_suppressed"] == 0
+    assert p.beacon_status()["relays_at_once"] == 0
     p.receive_datagram(peer_record(hops=3).serialize(KEY), PEER_ADDR, START)
     assert events(p) == []
     assert p.datagrams_to_send(START) == []
     assert p.dropped == Counter(duplicate=1)
+
+
+def run_alone(p: MeshProtocol, until: float) -> float:
+    """Run ``p``'s timers, nobody listening, up to ``until``; the time reached."""
+    now = START
+    while (timer := p.get_timer()) is not None and timer <= until:
+        now = max(now, timer)
+        p.handle_timer(now)
+        p.datagrams_to_send(now)
+    return now
+
+
+def test_a_new_neighbour_that_agrees_resets_nothing_and_one_with_users_online_gets_a_beacon():
+    p = make_protocol()
+    now = run_alone(p, START + 4 * BEACON_INTERVAL)
+    assert p.beacon_status()["interval_s"] == BEACON_INTERVAL
+    resets = p.beacon_status()["resets"]
+    p.receive_datagram(other_peer_beacon(2), other_peer_addr(2), now)  # its digest is ours
+    assert node_id(2) in p.peers
+    assert p.beacon_status()["resets"] == resets  # was a reset to TRICKLE_IMIN per peer met
+    assert p.datagrams_to_send(now) == []
+    # With users online, a new neighbour hears of them: one beacon, no reset.
+    now += MIN_BEACON_GAP  # the last beacon went at ``now``; Trickle's next is far
+    p.set_presence({1: ["ann"]}, now)
+    assert len(p.datagrams_to_send(now)) == 1
+    p.receive_datagram(other_peer_beacon(3), other_peer_addr(3), now)
+    assert p.datagrams_to_send(now) == []  # MIN_BEACON_GAP after the last
+    sent = []
+    while (timer := p.get_timer()) is not None and timer <= now + MIN_BEACON_GAP:
+        p.handle_timer(timer)
+        sent += [d for d, _ in p.datagrams_to_send(timer)]
+    [data] = sent
+    assert parse(data, [KEY]).presence == {1: ("ann",)}
+    assert p.beacon_status()["resets"] == resets
+    assert p.beacon_status()["interval_s"] == BEACON_INTERVAL
 
 
 def test_last_hop_is_not_relayed():
@@ -387,9 +435,8 @@ def test_relayed_beacon_makes_a_node_not_a_peer_and_is_relayed_once():
     assert (node.name, node.boot_id, node.seq, node.hops, node.via) == ("far", 9, 1, 2, PEER)
     assert node.vector == {FAR: 1}
     assert p.presence() == {1: [("zoe", "far")]}
-    assert sent_beacons(p, START) == []  # held a random moment (node/relay.py)
-    p.handle_timer(START + RELAY_WINDOW)
-    [relay] = [b for b in sent_beacons(p, START + RELAY_WINDOW) if b.origin == FAR]
+    # Relayed at once: no other neighbour could relay it instead (node/relay.py).
+    [relay] = [b for b in sent_beacons(p, START) if b.origin == FAR]
     assert (relay.sender, relay.origin, relay.seq, relay.hops) == (
         ME,
         FAR,
@@ -509,10 +556,12 @@ def test_three_connected_nodes_each_get_a_record_exactly_once():
     for node in mesh.nodes[1:]:
         assert node.records()[0].body == record.body
         assert node.protocol.relayed == 1
-    # One relay goes (the other is cancelled: two copies heard); it comes back
-    # to the origin and reaches the other neighbour again.
+    # Each neighbour has one neighbour besides the origin, so it cannot tell a
+    # triangle from a line: both relay at once (node/relay.py).  Both relays
+    # come back to the origin, and each reaches the other neighbour again.
     dups = [n.protocol.dropped["duplicate"] for n in mesh.nodes]
-    assert dups[0] == 1 and sorted(dups[1:]) == [0, 1]
+    assert dups == [2, 1, 1]
+    assert [n.protocol.beacon_status()["echo_repeats"] for n in mesh.nodes] == [0, 0, 0]
     assert {n.index: sorted(n.protocol.peers) for n in mesh.nodes} == {
         0: [node_id(1), node_id(2)],
         1: [node_id(0), node_id(2)],

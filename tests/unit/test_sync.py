@@ -21,6 +21,8 @@ from node.record import Record, RecordKind
 from node.store import Store
 from node.sync import (
     CATCHUP_BURST_DATAGRAMS,
+    CATCHUP_WINDOW,
+    FIRST_ANSWER_WAIT,
     FRAGMENT_REPAIR_DELAY,
     MAX_FRAGMENT_REPAIRS,
     MAX_QUEUED_RANGES,
@@ -28,6 +30,7 @@ from node.sync import (
     MAX_SERVED_ASKERS,
     NACK_MAX,
     NACK_MAX_TRIES,
+    REQUEST_TIMEOUT,
     CatchUpFinished,
     NoRecords,
     RecordsGone,
@@ -40,6 +43,7 @@ from node.wire import (
     FragmentDatagram,
     FragmentRequestDatagram,
     GoneDatagram,
+    RecordDatagram,
     RequestDatagram,
     parse,
     record_body,
@@ -266,6 +270,12 @@ def test_nack_retries_are_bounded_when_nobody_can_answer():
     mesh.run_for(1.0)
     mesh.send(0, "one")
     lost = mesh.make_record(0, "two")  # not even its origin stores it (its log lost it)
+
+    def lose_two(src, dst, data):  # and the air lost it, repeats and all
+        datagram = parse(data, [KEY])
+        return isinstance(datagram, RecordDatagram) and datagram.record.seq == lost.seq
+
+    mesh.drop_filter = lose_two
     mesh.nodes[0].protocol.known.add(lost.origin, lost.seq)
     mesh.nodes[0].protocol.send_record(lost, mesh.now)
     mesh.nodes[0].protocol.datagrams_to_send(mesh.now)
@@ -632,6 +642,49 @@ def test_requests_beyond_what_we_ever_heard_of_are_clipped():
     assert [r.seq for r in parse(data, [KEY]).records] == [1]
     assert p.sync_stats["request_unheld"] == 1
     assert p.sync.get_timer() is None  # nothing left to scan
+
+
+def test_a_large_catch_up_goes_one_window_at_a_time_at_the_askers_pace():
+    mesh = Mesh.full(2)
+    total = 2 * CATCHUP_WINDOW + 500
+    mesh.preload(0, history(OTHERS[0], range(1, total + 1)))
+    mesh.run_until_quiet(30, lambda: all_equal(mesh))
+    assert all_equal(mesh)
+    asker, responder = mesh.nodes[1].protocol.sync_stats, mesh.nodes[0].protocol.sync_stats
+    # One REQUEST per window, each asked when the last one was in; before,
+    # one REQUEST brought everything at the responder's pace.
+    assert asker["catchup_requests"] == 3 and asker["catchup_windows"] == 2
+    assert responder["served_windows"] == 2
+    assert responder["served_records"] == total  # nothing twice
+    assert asker["catchup_timeouts"] == 0
+
+
+def test_a_lost_request_is_sent_again_soon_to_the_same_peer():
+    mesh = Mesh.full(2)
+    mesh.preload(0, history(OTHERS[0], range(1, 6)))
+    dropped: list[float] = []
+
+    def lose_first_request(src, dst, data):
+        if src == 1 and isinstance(parse(data, [KEY]), RequestDatagram) and not dropped:
+            dropped.append(mesh.now)
+            return True
+        return False
+
+    mesh.drop_filter = lose_first_request
+    mesh.run_until_quiet(5, lambda: all_equal(mesh))
+    assert all_equal(mesh) and dropped
+    asker = mesh.nodes[1]
+    stats = asker.protocol.sync_stats
+    assert (stats["catchup_requests"], stats["catchup_resends"]) == (1, 1)
+    assert stats["catchup_timeouts"] == 0
+    first, again = unicast_of(asker, RequestDatagram)
+    assert first.ranges == again.ranges and again.target == node_id(0)
+    got = max(r.seq for r in asker.records())
+    assert got == 5
+    # Before: the same request again only after REQUEST_TIMEOUT (1 s).
+    assert asker.protocol.sync.catchup.outstanding is None
+    assert mesh.now - dropped[0] < REQUEST_TIMEOUT
+    assert mesh.now - dropped[0] >= FIRST_ANSWER_WAIT
 
 
 def test_catch_up_request_times_out_and_moves_to_another_peer():

@@ -24,6 +24,7 @@ from node.wire import (
     FRAGMENT_HEAD,
     FRAGMENT_REQUEST_HEAD,
     HEADER,
+    JSON_GROWTH,
     MAC_LEN,
     MAX_BODY,
     MAX_DATAGRAM,
@@ -50,6 +51,7 @@ from node.wire import (
     RequestDatagram,
     WireError,
     batch_size,
+    dump_json,
     parse,
     parse_body,
 )
@@ -458,6 +460,16 @@ def test_reencoded_json_longer_than_allowed_is_too_long():
     body = b'{"t":"' + b"x" * pad + b'","f":1e5}'
     assert len(body) == MAX_RECORD_JSON
     assert reason(seal(record_body(body))) == "too_long"
+
+
+def test_a_body_short_enough_to_skip_the_reencoding_cannot_grow_past_the_limit():
+    # The receive path re-encodes only bodies with a \\u escape or longer than
+    # MAX_RECORD_JSON / JSON_GROWTH: a number grows at most 4.5 times.
+    count = (MAX_RECORD_JSON // JSON_GROWTH - 16) // 5
+    raw = b'{"n":[' + b",".join([b"1e15"] * count) + b"]}"
+    assert len(raw) * JSON_GROWTH <= MAX_RECORD_JSON
+    record = parse(seal(record_body(raw)), [KEY]).record
+    assert len(raw) * 3 < len(dump_json(record.body)) <= MAX_RECORD_JSON  # it grew, within
 
 
 def test_parse_body_refuses_unknown_kind_and_oversize():
