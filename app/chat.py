@@ -515,6 +515,8 @@ class Chat:
         if new:
             self.room_lists.changed()
         for room, fresh in by_room.items():
+            if not self.hub.rooms.get(room):
+                continue  # nobody's page is open there: no frames to build (catch-up)
             if len(fresh) > HISTORY_LIMIT:
                 latest = self.store.latest(room, HISTORY_LIMIT)
                 self.hub.broadcast(
