@@ -67,6 +67,20 @@ log = logging.getLogger(__name__)
 MESH_BLOB_PREFIX = "/mesh/blob/"
 AUTH_HEADER = "X-Mesh-Auth"
 TIME_HEADER = "X-Mesh-Time"
+# Who asks (its node id: not asked back) and how many routers the request
+# has already crossed.  A router asked for a blob it lacks but knows of (a
+# record names it) fetches it from its own neighbours first, so a blob goes
+# hop by hop along the mesh, once per hop that needs it (A -> B -> C when C
+# does not hear A).  Neither header is MAC'd: a forged one only makes a
+# router with the key's trust ask once more or not at all.
+FROM_HEADER = "X-Mesh-From"
+HOPS_HEADER = "X-Mesh-Hops"
+MAX_HOPS = 4  # a relay chain this long at most (the mesh's relay hop limit is alike)
+# A relay answers 503 (ask again) if its own fetch takes longer than this,
+# so the asker's read never times out while the relay fetches on; the asker
+# asks again after ``RETRY_AFTER``.
+RELAY_WAIT = 3.0
+RETRY_AFTER = 1.0
 MAC_BYTES = 16  # as node/wire.py's MAC_LEN: 128 bits
 NONCE_BYTES = 8
 # A request is good for this long either side of the server's clock: long
@@ -166,9 +180,14 @@ class MeshBlobServer:
         rate: float = SERVE_RATE,
         max_serving: int = MAX_SERVING,
         wall: Callable[[], float] = time.time,
+        relay: Callable[[str, str, int], bool | None] | None = None,
     ) -> None:
+        """``relay(sha, asker, hops)``: fetch a blob we lack for a peer that
+        asks for it: True once held, None while still fetching (503, ask
+        again), False if it cannot be had.  None: serve only what is held."""
         self.store = store
         self.keys = keys
+        self.relay = relay
         self.verifier = Verifier(keys, wall)
         self.wall = wall
         self.bucket = TokenBucket(rate, max(SERVE_BURST, CHUNK))
@@ -186,18 +205,18 @@ class MeshBlobServer:
             return self._plain(401, "mesh authentication failed: " + reason)
         if not is_sha256_hex(sha):
             return self._plain(400, "not a blob name")
+        if not self.store.has(sha) and self._relay(sha) is None:  # still fetching
+            self.counts["relay_pending"] += 1
+            bottle.response.set_header("Retry-After", str(int(RETRY_AFTER)))
+            return self._plain(503, "fetching it from further away; ask again")
         if not self.slots.acquire(blocking=False):
             self.counts["busy"] += 1
             return self._plain(503, "serving other peers; ask another")
         try:
             reader = self.store.open(sha)
-        except BlobMissing:
+        except BlobError as e:  # not held, or did not match its name (removed by the store)
             self.slots.release()
-            self.counts["missing"] += 1
-            return self._plain(404, "not held here")
-        except BlobError:  # did not match its name: removed by the store
-            self.slots.release()
-            self.counts["corrupt"] += 1
+            self.counts["missing" if isinstance(e, BlobMissing) else "corrupt"] += 1
             return self._plain(404, "not held here")
         except BaseException:
             self.slots.release()
@@ -206,6 +225,17 @@ class MeshBlobServer:
         bottle.response.content_type = "application/octet-stream"
         bottle.response.set_header("Content-Length", str(reader.size))
         return _Paced(reader, self.bucket, self.slots.release)
+
+    def _relay(self, sha: str) -> bool | None:
+        """Fetch a blob we lack for the asking peer, if we may (``relay``)."""
+        hops = bottle.request.get_header(HOPS_HEADER, "0")
+        hops_n = int(hops) if hops.isascii() and hops.isdigit() and len(hops) < 3 else MAX_HOPS
+        if self.relay is None or hops_n >= MAX_HOPS:
+            return False
+        got = self.relay(sha, bottle.request.get_header(FROM_HEADER, "")[:64], hops_n + 1)
+        if got:
+            self.counts["relayed"] += 1
+        return got
 
     def _plain(self, status: int, text: str) -> str:
         bottle.response.status = status
@@ -261,7 +291,10 @@ class BlobFetcher:
         io_timeout: float = IO_TIMEOUT,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        node_id: str = "",
     ) -> None:
+        """``node_id``: ours, sent as ``X-Mesh-From`` so a relay never asks us back."""
+        self.node_id = node_id
         self.store, self.keys, self.peers = store, keys, peers
         self.deadline, self.io_timeout, self.wall = deadline, io_timeout, wall
         self.rng = rng or random.Random()
@@ -273,61 +306,103 @@ class BlobFetcher:
         """Make sure the blob is held here, fetching it if need be: True if
         it is.  Callers asking for the same blob meanwhile share one fetch;
         the fetch goes on if a caller goes away (its page closed)."""
+        return bool(self.start(sha, size, origin).wait(self.deadline + 1.0))
+
+    def fetch_for_peer(
+        self, sha: str, size: int, origin: str | None, asker: str, hops: int
+    ) -> bool | None:
+        """A relay's fetch (``MeshBlobServer``'s ``relay``): True once held,
+        None if still fetching after ``RELAY_WAIT`` (it goes on), False if
+        no other peer gave it.  ``asker`` is not asked."""
+        done = self.start(sha, size, origin, exclude=asker, hops=hops)
+        got = done.wait(RELAY_WAIT)
+        return bool(got) if done.ready() else None
+
+    def start(
+        self, sha: str, size: int, origin: str | None, *, exclude: str = "", hops: int = 0
+    ) -> gevent.event.AsyncResult:
+        """The fetch of ``sha``, started if none is under way: its result is
+        True once the blob is held here, False if no peer gave it."""
         if not is_sha256_hex(sha) or size < 0:
             raise ValueError("a blob is named by its SHA-256 and has a size")
+        done: gevent.event.AsyncResult
         if self.store.has(sha):
-            return True
+            done = gevent.event.AsyncResult()
+            done.set(True)
+            return done
         if size > self.store.max_blob:
             self.counts["too_large"] += 1
-            return False
+            done = gevent.event.AsyncResult()
+            done.set(False)
+            return done
         waiting = self.inflight.get(sha)
         if waiting is None:
             waiting = gevent.event.AsyncResult()
             self.inflight[sha] = waiting
             self.counts["fetches"] += 1
-            gevent.spawn(self._run, sha, size, origin, waiting)
+            gevent.spawn(self._run, sha, size, origin, waiting, exclude, hops)
         else:
             self.counts["shared"] += 1
-        return bool(waiting.wait(self.deadline + 1.0))
+        return waiting
 
-    def _order(self, origin: str | None) -> list[Peer]:
-        peers = list(self.peers())
+    def _order(self, origin: str | None, exclude: str = "") -> list[Peer]:
+        peers = [p for p in self.peers() if not exclude or p.node != exclude]
         self.rng.shuffle(peers)  # spread the others' load
         peers.sort(key=lambda p: p.node != origin)  # the origin first (a stable sort)
         return peers[:MAX_PEERS_TRIED]
 
-    def _run(self, sha: str, size: int, origin: str | None, done: gevent.event.AsyncResult) -> None:
+    def _run(
+        self,
+        sha: str,
+        size: int,
+        origin: str | None,
+        done: gevent.event.AsyncResult,
+        exclude: str = "",
+        hops: int = 0,
+    ) -> None:
         ok = False
         end = time.monotonic() + self.deadline
         try:
-            for peer in self._order(origin):
-                left = end - time.monotonic()
-                if left <= 0:
-                    self.counts["timeout"] += 1
-                    break
-                try:
-                    with gevent.Timeout(left, FetchFailed("deadline")):
-                        self._fetch_from(peer, sha, size)
-                    ok = True
-                    self.counts["fetched"] += 1
-                    break
-                except (FetchFailed, OSError, http.client.HTTPException, BlobError) as e:
-                    self.counts[_reason(e)] += 1
-                    log.info("blob %s from %s: %s", sha[:12], peer.node, e)
-            else:
+            todo = self._order(origin, exclude)
+            while todo and not ok:
+                again: list[Peer] = []  # relays still fetching it: asked again shortly
+                for peer in todo:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        self.counts["timeout"] += 1
+                        again = []
+                        break
+                    try:
+                        with gevent.Timeout(left, FetchFailed("deadline")):
+                            self._fetch_from(peer, sha, size, hops)
+                        ok = True
+                        self.counts["fetched"] += 1
+                        break
+                    except (FetchFailed, OSError, http.client.HTTPException, BlobError) as e:
+                        self.counts[_reason(e)] += 1
+                        if str(e) == "status_503":
+                            again.append(peer)
+                        log.info("blob %s from %s: %s", sha[:12], peer.node, e)
+                todo = again
+                if todo and not ok:
+                    gevent.sleep(min(RETRY_AFTER, max(0.0, end - time.monotonic())))
+                    if time.monotonic() >= end:
+                        self.counts["timeout"] += 1
+                        break
+            if not ok:
                 self.counts["failed"] += 1
         finally:
             del self.inflight[sha]
             done.set(ok or self.store.has(sha))
 
-    def _fetch_from(self, peer: Peer, sha: str, size: int) -> None:
+    def _fetch_from(self, peer: Peer, sha: str, size: int, hops: int = 0) -> None:
         path = MESH_BLOB_PREFIX + sha
         conn = http.client.HTTPConnection(peer.host, peer.port, timeout=self.io_timeout)
         try:
-            resp, nonce = self._request(conn, peer, path)
+            resp, nonce = self._request(conn, peer, path, hops)
             if resp.status == 401 and self._learn_time(peer, resp, nonce):
                 resp.read()
-                resp, nonce = self._request(conn, peer, path)
+                resp, nonce = self._request(conn, peer, path, hops)
             if resp.status != 200:
                 raise FetchFailed(f"status_{resp.status}")
             length = resp.getheader("Content-Length", "")
@@ -344,12 +419,15 @@ class BlobFetcher:
             conn.close()
 
     def _request(
-        self, conn: http.client.HTTPConnection, peer: Peer, path: str
+        self, conn: http.client.HTTPConnection, peer: Peer, path: str, hops: int = 0
     ) -> tuple[http.client.HTTPResponse, str]:
         when = int(self.wall() + self.offsets.get(peer.node, 0.0))
         nonce = secrets.token_hex(NONCE_BYTES)
         auth = sign(self.keys()[0], "GET", path, when, nonce)
-        conn.request("GET", path, headers={AUTH_HEADER: auth})
+        headers = {AUTH_HEADER: auth, HOPS_HEADER: str(hops)}
+        if self.node_id:
+            headers[FROM_HEADER] = self.node_id
+        conn.request("GET", path, headers=headers)
         return conn.getresponse(), nonce
 
     def _learn_time(self, peer: Peer, resp: http.client.HTTPResponse, nonce: str) -> bool:

@@ -52,6 +52,13 @@ from app.accounts import (
     name_key,
     parse_hash,
 )
+from app.attachments import (
+    THUMB_MAX_CHARS,
+    AttachmentRefused,
+    Attachments,
+    check_blob_fields,
+    ref_of,
+)
 from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
 from app.hub import Hub
@@ -118,6 +125,11 @@ SEARCH_BURST = 5  # a few refinements in a row
 # registration, a password change, a rename after a name conflict.
 _ACCOUNT_FIELDS = ({"name", "hash"}, {"name", "hash", "account"}, {"name", "hash", "renamed_from"})
 _MESSAGE_FIELDS = {"author", "node", "time", "text"}
+# A message with a picture or file (app/attachments.py): a photo has a
+# thumbnail, a file none.  Its text (a caption) may be empty.
+_BLOB_MESSAGE_FIELDS = (_MESSAGE_FIELDS | {"blob"}, _MESSAGE_FIELDS | {"blob", "thumb"})
+# A message's body with its blob (about 250 bytes of JSON) and thumbnail.
+MAX_BLOB_MESSAGE_BYTES = MAX_BODY_BYTES[RecordKind.MESSAGE] + THUMB_MAX_CHARS + 512
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A user's read marker per room becomes a record (a line on flash, a datagram
 # to every router) at most this often; the marker in memory moves at once.
@@ -212,6 +224,8 @@ def _check_size(record: Record) -> str | None:
     limit = MAX_BODY_BYTES[record.kind]
     if record.kind == RecordKind.MODERATION and record.body.get("action") == ROOM_NAME:
         limit = MAX_NAME_BODY_BYTES
+    if record.kind == RecordKind.MESSAGE and "blob" in record.body:
+        limit = MAX_BLOB_MESSAGE_BYTES
     return None if size <= limit else "too_big"
 
 
@@ -242,8 +256,13 @@ def _check_message(record: Record, rooms: int) -> str | None:
     if not 1 <= record.room <= rooms:
         return "no_such_room"
     author, node, when, text = (record.body.get(k) for k in ("author", "node", "time", "text"))
+    fields, captioned = set(record.body), True
+    if fields in _BLOB_MESSAGE_FIELDS:  # a picture or a file: bounded, the thumbnail re-checked
+        if not check_blob_fields(record.body):
+            return "bad_blob"
+        fields, captioned = _MESSAGE_FIELDS, text != ""  # a caption is optional
     well_formed = (
-        set(record.body) == _MESSAGE_FIELDS
+        fields == _MESSAGE_FIELDS
         and isinstance(author, str)
         and USERNAME_RE.fullmatch(author)
         and isinstance(node, str)
@@ -255,9 +274,10 @@ def _check_message(record: Record, rooms: int) -> str | None:
         and isinstance(text, str)
     )
     try:
-        return None if well_formed and clean_text(text) == text else "bad_message"
+        ok = well_formed and (not captioned or clean_text(text) == text)
     except ChatError:
-        return "bad_message"
+        ok = False
+    return None if ok else "bad_message"
 
 
 def _check_direct(record: Record) -> str | None:
@@ -407,6 +427,12 @@ def message_frame(record: Record) -> dict[str, Any]:
     }
     if record.kind == RecordKind.DIRECT:  # a direct message: "from" is its author
         frame["author"], frame["to"] = _text_field(body, "from"), _text_field(body, "to")
+    ref = ref_of(body) if record.kind == RecordKind.MESSAGE else None
+    if ref is not None:  # a picture or a file: the page shows the thumbnail, links the blob
+        frame["blob"] = ref.as_body()
+        thumb = body.get("thumb")
+        if isinstance(thumb, str) and len(thumb) <= THUMB_MAX_CHARS:
+            frame["thumb"] = thumb
     return frame
 
 
@@ -421,8 +447,11 @@ class Chat:
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         admins: Iterable[str] = (),
+        blobs: Attachments | None = None,
     ) -> None:
         """``mesh``: the other routers (app/mesh.py), none by default.
+        ``blobs``: pictures and files (app/attachments.py); None: messages
+        are text only.
         ``clock``: the hybrid clock, shared with the mesh's protocol.  The
         wall clock stamps records (the HLC) and the time people see; every
         rate, interval and duration runs on ``monotonic``, which the router
@@ -464,6 +493,11 @@ class Chat:
         self._conversations_of: dict[str, set[Hashable]] = {}
         for key in store.conversations():
             self._note_conversation(key)
+        self.blobs = blobs
+        if blobs is not None:  # which held messages name which blob
+            for room in range(1, store.rooms + 1):
+                for record in store.messages(room):
+                    self._note_blob(record)
 
     @property
     def node_id(self) -> str:
@@ -510,6 +544,7 @@ class Chat:
         for record in new:
             if record.kind == RecordKind.MESSAGE:
                 by_room.setdefault(record.room, []).append(record)
+                self._note_blob(record)
             else:
                 self._show_received(record)
         if new:
@@ -612,14 +647,24 @@ class Chat:
         text: Any,
         on_stored: Callable[[Record], None] | None = None,
         client_id: str | None = None,
+        blob: Any = None,
+        thumb: Any = None,
     ) -> Record:
         """Store and fan out a message; raises ChatError.
 
         ``on_stored`` runs after the record is flushed to the log and before
         the room's fan-out (the sender's ack goes ahead of the message).
         ``client_id``: the page's own id, remembered for ``first_ack``.
+        ``blob``: ``{sha, name}`` of a picture or file uploaded here
+        (app/routes_blobs.py), with ``thumb`` its thumbnail (base64); the
+        text is then a caption and may be empty.
         """
-        text = clean_text(text)
+        extra: dict[str, Any] = {}
+        if blob is not None:
+            extra = self._attachment(blob, thumb)
+            text = "" if text in (None, "") else clean_text(text)
+        else:
+            text = clean_text(text)
         if self.moderation.is_banned(user):
             raise ChatError("banned", "You are banned from this chat.")
         self._take_send_token(user)
@@ -627,8 +672,9 @@ class Chat:
         record = self._make_record(
             RecordKind.MESSAGE,
             room,
-            {"author": user, "node": self.node_name, "time": shown, "text": text},
+            {"author": user, "node": self.node_name, "time": shown, "text": text, **extra},
         )
+        self._note_blob(record)
         if client_id is not None:
             self.sent_ids.remember((name_key(user), room), client_id, record.id, self.monotonic())
         if on_stored is not None:
@@ -637,6 +683,33 @@ class Chat:
         self.delivery.track(record)
         self.room_lists.changed()
         return record
+
+    def _attachment(self, blob: Any, thumb: Any) -> dict[str, Any]:
+        """A message's ``blob`` (and ``thumb``) fields; raises ChatError."""
+        if self.blobs is None:
+            raise ChatError("bad_request", "This router takes no pictures or files.")
+        try:
+            ref, thumb = self.blobs.attach(blob, thumb)
+        except AttachmentRefused as e:
+            raise ChatError("bad_blob", str(e)) from None
+        return {"blob": ref.as_body()} | ({"thumb": thumb} if thumb else {})
+
+    def _note_blob(self, record: Record) -> None:
+        """A message held here that names a blob: remembered (app/attachments.py)."""
+        if self.blobs is not None and record.kind == RecordKind.MESSAGE:
+            ref = ref_of(record.body)
+            if ref is not None:
+                self.blobs.name(ref, (record.origin, record.seq))
+
+    def forget_gone_blobs(self) -> int:
+        """Messages went (a delete, a clear, retention): the blobs no held
+        message names are deleted from this router's disk.  Returns how many."""
+        if self.blobs is None:
+            return 0
+        gone = self.blobs.forget_gone(lambda origin, seq: self.store.get(origin, seq) is not None)
+        if gone:
+            log.info("%d pictures and files deleted with their messages", gone)
+        return gone
 
     def _take_send_token(self, user: str) -> None:
         """One message's worth of ``user``'s rate (rooms and direct alike)."""
@@ -738,6 +811,8 @@ class Chat:
         self.moderation.add(record)
         self.room_lists.changed()
         body, room = record.body, record.room
+        if body["action"] in ("delete", "clear"):  # their blobs vanish too
+            self.forget_gone_blobs()
         if body["action"] == ROOM_NAME:
             self.hub.broadcast(room, self.room_name_frame(room))
         elif body["action"] == "delete":

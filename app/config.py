@@ -18,6 +18,7 @@ from app.retention import (
     parse_clock_time,
     parse_duration,
 )
+from node.blobs import DEFAULT_BUDGET, MAX_BLOB_BYTES
 from node.config import BEACON_INTERVAL, CATCHUP_RATE, DEFAULT_MTU
 from node.fragment import MIN_MTU
 
@@ -49,6 +50,12 @@ BRIDGE_PORTS = {"mqtt": 1883, "mqtts": 8883}  # IANA's ports for MQTT and MQTT o
 # router two tiny packets a minute; tests shorten it to see a cut sooner.
 BRIDGE_KEEPALIVE = 30
 BRIDGE_KEEPALIVE_MIN = 2  # below this the pings themselves are the traffic
+# Pictures and files (docs/BLOBS.md).  A photo re-encoded by the page is a
+# few hundred KB; 8 MiB takes a short PDF or a phone's own video clip too.
+MAX_UPLOAD = 8 * 1024 * 1024
+# Per account and day (a sliding 24 h): a hundred photos, or four big files.
+UPLOAD_BYTES_PER_DAY = 32 * 1024 * 1024
+MIN_BLOB_BUDGET = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,10 @@ class Config:
     bridge_password_file: Path | None = None
     bridge_key_file: Path | None = None  # None: the mesh key
     bridge_keepalive: int = BRIDGE_KEEPALIVE
+    blob_budget: int = DEFAULT_BUDGET  # bytes of pictures and files kept here
+    max_upload: int = MAX_UPLOAD  # bytes: the largest upload
+    upload_bytes_per_day: int = UPLOAD_BYTES_PER_DAY  # per account, any 24 h
+    blob_peer: list[str] = field(default_factory=list)  # HOST:PORT of other routers' chats
 
     @property
     def interfaces(self) -> list[str]:
@@ -201,6 +212,30 @@ def _bridge_url(text: str) -> BridgeUrl:
         return parse_bridge_url(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--bridge {e}") from None
+
+
+def _bytes(low: int, high: int) -> Callable[[str], int]:
+    """A size: bytes, or with K, M or G (binary: 1K is 1024 bytes)."""
+
+    def parse(text: str) -> int:
+        t = text.strip().upper().removesuffix("IB").removesuffix("B")
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+        digits = t[:-1] if scale > 1 else t
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 12:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 512K, 8M, 1G)")
+        n = int(digits) * scale
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high} bytes")
+        return n
+
+    return parse
+
+
+def _host_port(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -362,6 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="MQTT keep-alive: a silent uplink is noticed within about twice this",
     )
+    blobs = p.add_argument_group("pictures and files (docs/BLOBS.md)")
+    blobs.add_argument(
+        "--blob-budget",
+        type=_bytes(MIN_BLOB_BUDGET, 1 << 40),
+        default=d.blob_budget,
+        metavar="BYTES",
+        help="flash this router gives to pictures and files (its own and those "
+        "fetched for its pages); the least recently used go first, and their "
+        "messages then say the file is no longer held here.  8M, 64M, 1G",
+    )
+    blobs.add_argument(
+        "--max-upload",
+        type=_bytes(1024, MAX_BLOB_BYTES),
+        default=d.max_upload,
+        metavar="BYTES",
+        help="the largest picture or file one upload may be; larger ones are "
+        "refused (413) before their bytes are read",
+    )
+    blobs.add_argument(
+        "--upload-bytes-per-day",
+        type=_bytes(0, 1 << 40),
+        default=d.upload_bytes_per_day,
+        metavar="BYTES",
+        help="what one account may upload in any 24 hours (429 beyond); 0: no uploads",
+    )
+    blobs.add_argument(
+        "--blob-peer",
+        action="append",
+        default=[],
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="another router's chat to fetch pictures and files from, besides "
+        "the mesh's neighbours (asked on this router's own --port); repeat for "
+        "several.  For routers whose chat listens on another port",
+    )
     history = p.add_argument_group("history")
     history.add_argument(
         "--retention",
@@ -410,4 +480,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--bridge-ca-file is for mqtts:// (TLS)")
     if config.bridge is not None and config.bridge_password_file and not config.bridge.user:
         parser.error("--bridge-password-file needs a user: mqtt://USER@host/prefix")
+    if config.max_upload > config.blob_budget:
+        parser.error("--max-upload must not be over --blob-budget")
     return config

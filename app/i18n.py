@@ -173,7 +173,8 @@ SERVER_MESSAGES = (
     N_("Method not allowed."),
     N_("There is no such person to write to."),
     N_("There is no such message."),
-    # Error frames a page shows (app/chat.py ChatError), for the pages' round.
+    # Error frames a page shows (app/chat.py ChatError; app/routes_rooms.py
+    # ``error_frame`` translates them with the socket's language).
     N_("A message needs some text."),
     N_("This router could not store that; it was not sent."),
     N_("You are banned from this chat."),
@@ -184,6 +185,7 @@ SERVER_MESSAGES = (
     N_("Only an admin may do that."),
     N_("There is no such message in this room."),
     N_("There is no such user."),
+    N_("Too many changes; wait a moment."),
 )
 # The reason phrases of the error pages (app/web.py ERROR_PAGES), as bottle says them.
 STATUS_PHRASES = (

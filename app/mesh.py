@@ -14,7 +14,7 @@ inside a send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from node.record import Record
 
@@ -43,8 +43,21 @@ class Mesh(Protocol):
         """The mesh's part of /status; None without a mesh."""
 
 
+@runtime_checkable
+class BlobPeers(Protocol):
+    """A mesh that knows where its neighbours are: the routers a blob this
+    router lacks is fetched from (app/blobfetch.py, over HTTP on the chat's
+    port).  The bridge has no such neighbours: blobs do not cross it."""
+
+    def peer_addresses(self) -> dict[str, str]:
+        """``{node id: host}`` of the routers in range, as their datagrams come."""
+
+
 class NoMesh:
     """A router on its own: sends nothing, hears nobody."""
+
+    def peer_addresses(self) -> dict[str, str]:
+        return {}
 
     def send_record(self, record: Record) -> None:
         pass
@@ -101,6 +114,13 @@ class Meshes:
 
     def presence(self, room: int) -> list[tuple[str, str]]:
         return [p for _, link in self.links for p in link.presence(room)]
+
+    def peer_addresses(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for _, link in reversed(self.links):  # the first link's view wins
+            if isinstance(link, BlobPeers):
+                found.update(link.peer_addresses())
+        return found
 
     def peer_vectors(self) -> Vectors:
         vectors: Vectors = {}

@@ -203,3 +203,8 @@ class MeshLink:
             "limits": p.limits_status(),
             "sync": p.sync_status(),
         }
+
+    def peer_addresses(self) -> dict[str, str]:
+        """Where the routers in range are (app/mesh.py ``BlobPeers``): the
+        host their own datagrams come from, for fetching blobs."""
+        return {node_id: peer.addr[0] for node_id, peer in self.protocol.peers.items()}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
@@ -51,6 +52,7 @@ from app.chat import (
 )
 from app.direct import other_identity
 from app.hub import BoundedWebSocket, Client, FrameFlood
+from app.i18n import DEFAULT, Language, languages, message
 from app.moderation import ACTIONS
 from app.sessions import Sessions
 from app.site import SESSION_COOKIE, Site, cookie
@@ -135,15 +137,16 @@ class RoomRoutes:
         if upgraded is None:
             return ""
         ws, user = upgraded
+        lang = self.site.language()  # the upgrade request's Accept-Language
         try:
             name = self.chat.direct_peer(user, peer)
         except ChatError as e:  # the socket is open already: say why, and close
             client = Client(ws, user, 0)
-            client.send({"type": "error", "code": e.code, "message": str(e)})
+            client.send(error_frame(e, lang))
             client.close(1008)
             client.flush()
             return ""
-        serve_direct_socket(self.chat, ws, user, name, bottle.request.query.get("after"))
+        serve_direct_socket(self.chat, ws, user, name, bottle.request.query.get("after"), lang)
         return ""
 
     def message_link(self, mid: str) -> None:
@@ -176,6 +179,8 @@ class RoomRoutes:
             topic=topic,
             room_name_max=ROOM_NAME_MAX,
             room_topic_max=ROOM_TOPIC_MAX,
+            # Pictures and files (static/attach.js); 0: this router takes none.
+            max_upload=self.chat.blobs.max_upload if self.chat.blobs else 0,
         )
 
     def _upgraded(self) -> tuple[BoundedWebSocket, str] | None:
@@ -197,14 +202,24 @@ class RoomRoutes:
         room = self.require_room(n)
         upgraded = self._upgraded()
         if upgraded is not None:
-            serve_socket(self.chat, *upgraded, room, bottle.request.query.get("after"))
+            serve_socket(
+                self.chat, *upgraded, room, bottle.request.query.get("after"), self.site.language()
+            )
         return ""
 
     def room_list_socket(self) -> str:
         upgraded = self._upgraded()
         if upgraded is not None:
-            serve_room_list(self.chat, *upgraded)
+            serve_room_list(self.chat, *upgraded, self.site.language())
         return ""
+
+
+def error_frame(error: ChatError, lang: Language | None, **extra: str) -> dict[str, Any]:
+    """A refusal for the page: its message in the language of the socket's
+    upgrade request, English if none (app/i18n.py ``message``: a message a
+    person reads is translated; protocol ones have no msgid, stay English)."""
+    said = message(lang or languages()[DEFAULT], str(error))
+    return {"type": "error", "code": error.code, "message": said, **extra}
 
 
 def origin_matches_host(environ: dict[str, Any]) -> bool:
@@ -257,8 +272,16 @@ def hello(chat: Chat, user: str, room: int) -> dict[str, Any]:
     }
 
 
-def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int, after: str | None) -> None:
-    """One page's WebSocket: hello, history, then frames until it closes."""
+def serve_socket(
+    chat: Chat,
+    ws: BoundedWebSocket,
+    user: str,
+    room: int,
+    after: str | None,
+    lang: Language | None = None,
+) -> None:
+    """One page's WebSocket: hello, history, then frames until it closes;
+    error frames in ``lang`` (default English)."""
     client = Client(ws, user, room)
     client.send(hello(chat, user, room))
     records, reset = chat.history(room, parse_message_id(after))
@@ -271,7 +294,7 @@ def serve_socket(chat: Chat, ws: BoundedWebSocket, user: str, room: int, after: 
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
     try:
-        read_frames(chat, client, ws)
+        read_frames(chat, client, ws, partial(handle_frame, lang=lang))
     finally:
         chat.hub.leave(client)
         client.flush()
@@ -299,20 +322,24 @@ def send_history(chat: Chat, client: Client, records: list[Record], reset: bool)
     )
 
 
-def serve_room_list(chat: Chat, ws: BoundedWebSocket, user: str) -> None:
+def serve_room_list(
+    chat: Chat, ws: BoundedWebSocket, user: str, lang: Language | None = None
+) -> None:
     """The rooms page's WebSocket: ``rooms`` frames until it closes."""
     client = Client(ws, user, 0)
     if not chat.room_lists.join(client):
         client.flush()
         return
     try:
-        read_frames(chat, client, ws, _listen_only)
+        read_frames(chat, client, ws, partial(_listen_only, lang=lang))
     finally:
         chat.room_lists.leave(client)
         client.flush()
 
 
-def _listen_only(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
+def _listen_only(
+    chat: Chat, client: Client, text: str | bytes | bytearray, lang: Language | None = None
+) -> None:
     """The rooms page's socket takes one kind of frame: ``attention``."""
     try:
         frame = json.loads(text) if isinstance(text, str) else None
@@ -323,7 +350,7 @@ def _listen_only(chat: Chat, client: Client, text: str | bytes | bytearray) -> N
             receive_attention(chat, client, frame)
             client.send(chat.attention_frame(client.user))  # the list's socket is no hub page
         except ChatError as e:
-            client.send({"type": "error", "code": e.code, "message": str(e)})
+            client.send(error_frame(e, lang))
         return
     client.send({"type": "error", "code": "bad_request", "message": "This socket only listens."})
 
@@ -362,8 +389,10 @@ def _close_for(client: Client, error: BaseException) -> None:
         client.close(code)
 
 
-def handle_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
-    """One frame from a page; problems go back as error frames."""
+def handle_frame(
+    chat: Chat, client: Client, text: str | bytes | bytearray, lang: Language | None = None
+) -> None:
+    """One frame from a page; problems go back as error frames (in ``lang``)."""
     frame: Any = None
     try:
         if not isinstance(text, str):
@@ -388,7 +417,7 @@ def handle_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> N
         else:
             raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
     except ChatError as e:
-        client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
+        client.send(error_frame(e, lang, **_echo_client_id(frame)))
 
 
 def _valid_client_id(value: Any) -> TypeGuard[str]:
@@ -419,6 +448,8 @@ def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
         frame.get("text"),
         on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
         client_id=client_id,
+        blob=frame.get("blob"),  # a picture or file uploaded first (app/routes_blobs.py)
+        thumb=frame.get("thumb"),
     )
 
 
@@ -523,7 +554,12 @@ def direct_hello(chat: Chat, user: str, peer: str) -> dict[str, Any]:
 
 
 def serve_direct_socket(
-    chat: Chat, ws: BoundedWebSocket, user: str, peer: str, after: str | None
+    chat: Chat,
+    ws: BoundedWebSocket,
+    user: str,
+    peer: str,
+    after: str | None,
+    lang: Language | None = None,
 ) -> None:
     """A conversation's WebSocket: hello, history, then frames until it closes."""
     client = Client(ws, user, 0)
@@ -541,14 +577,16 @@ def serve_direct_socket(
     )
     chat.hub.join_topic(key, client)  # no switch since the history: nothing slips between
     try:
-        read_frames(chat, client, ws, handle_direct_frame)
+        read_frames(chat, client, ws, partial(handle_direct_frame, lang=lang))
     finally:
         chat.hub.leave_topic(key, client)
         client.flush()
 
 
-def handle_direct_frame(chat: Chat, client: Client, text: str | bytes | bytearray) -> None:
-    """One frame from a conversation's page; problems go back as error frames."""
+def handle_direct_frame(
+    chat: Chat, client: Client, text: str | bytes | bytearray, lang: Language | None = None
+) -> None:
+    """One frame from a conversation's page; problems go back as error frames (in ``lang``)."""
     frame: Any = None
     try:
         if not isinstance(text, str):
@@ -565,7 +603,7 @@ def handle_direct_frame(chat: Chat, client: Client, text: str | bytes | bytearra
             raise ChatError("bad_request", f"unknown frame type {str(kind)[:32]!r}")
         receiver(chat, client, frame)
     except ChatError as e:
-        client.send({"type": "error", "code": e.code, "message": str(e), **_echo_client_id(frame)})
+        client.send(error_frame(e, lang, **_echo_client_id(frame)))
 
 
 def _peer(client: Client) -> str:

@@ -22,10 +22,12 @@ from typing import Any
 import gevent
 from gevent.pywsgi import WSGIServer
 
+from app.attachments import Attachments
+from app.blobfetch import Peer
 from app.bridge import Bridge
 from app.chat import Chat, iso_utc, make_clock
 from app.config import Config, parse_args
-from app.mesh import Link, Meshes
+from app.mesh import BlobPeers, Link, Meshes
 from app.meshlink import MeshLink
 from app.moderation import ChatPolicy, Moderation
 from app.retention import horizon_ms
@@ -33,7 +35,9 @@ from app.routes_rooms import upgrade_check
 from app.sessions import Sessions
 from app.throttle import client_key
 from app.web import ChatHandler, build_app
+from node.blobs import BlobStore
 from node.clock import HybridClock, pack, physical_ms
+from node.keys import load_or_make_keys
 from node.store import Store
 
 log = logging.getLogger("app")
@@ -94,6 +98,8 @@ def purge(chat: Chat, config: Config) -> int:
         )
         for room in range(1, chat.rooms + 1):
             chat.hub.broadcast(room, {"type": "expired", "before_hlc": str(horizon)})
+        for key in list(chat.hub.topics):  # open direct conversations expire alike
+            chat.hub.broadcast_topic(key, {"type": "expired", "before_hlc": str(horizon)})
     for room in range(1, chat.rooms + 1):
         trimmed = chat.store.trim(room, config.max_history)
         if trimmed:
@@ -107,7 +113,16 @@ def purge(chat: Chat, config: Config) -> int:
                 room, {"type": "expired", "before_hlc": str(chat.store.size_horizon[room])}
             )
             gone += trimmed
+    if gone:  # their pictures and files go with them
+        chat.forget_gone_blobs()
     return gone
+
+
+def _sweep_forever(attachments: Attachments) -> None:
+    """Uploads no message came to name go (app/attachments.py ORPHAN_GRACE)."""
+    while True:
+        gevent.sleep(PURGE_CHECK_INTERVAL)
+        attachments.sweep()
 
 
 def _purge_forever(chat: Chat, config: Config) -> None:
@@ -197,6 +212,7 @@ class ChatServer(WSGIServer):
         self.max_connections, self.max_per_address = max_connections, max_per_address
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.connections = 0
+        self.attachments: Attachments | None = None  # pictures and files, for the sweeper
         self.per_address: Counter[str] = Counter()
         self.refused: Counter[str] = Counter() if refused is None else refused
         self._logged_at: float | None = None
@@ -254,6 +270,47 @@ def make_mesh(config: Config, store: Store, clock: HybridClock) -> Link | None:
     return Meshes(links) if links else None
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def blob_peers(config: Config, mesh: Link | None) -> Callable[[], list[Peer]]:
+    """Where blobs this router lacks are asked for: the mesh's neighbours
+    (their chat on our own ``--port``) and the ``--blob-peer`` addresses."""
+    fixed = [Peer(spec, *_host_port(spec)) for spec in config.blob_peer]
+
+    def peers() -> list[Peer]:
+        found = list(fixed)
+        if isinstance(mesh, BlobPeers):
+            for node, host in mesh.peer_addresses().items():
+                if host in LOOPBACK_HOSTS and config.host in LOOPBACK_HOSTS:
+                    continue  # a router on this machine: not on our port (that is us)
+                found.append(Peer(node, host, config.port))
+        return found
+
+    return peers
+
+
+def _host_port(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def make_attachments(config: Config, store: Store, mesh: Link | None) -> Attachments:
+    # Blobs between routers are authenticated with the mesh's key
+    # (app/meshlink.py); a lone router (--no-mesh, no --blob-peer) asks and
+    # answers nobody, and makes no key.
+    keys = load_or_make_keys(config.key_file) if config.mesh or config.blob_peer else []
+    blobs = BlobStore(config.data_dir, config.blob_budget, pause=gevent.sleep)
+    return Attachments(
+        blobs,
+        lambda: keys,
+        blob_peers(config, mesh),
+        node_id=store.node_id,
+        max_upload=config.max_upload,
+        per_day=config.upload_bytes_per_day,
+    )
+
+
 def make_server(config: Config) -> tuple[WSGIServer, Chat, Link | None]:
     max_connections = connection_limit(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     # Deletes and clears take effect only by a bound admin (app/moderation.py).
@@ -261,7 +318,10 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, Link | None]:
     store = Store(config.data_dir, config.rooms, policy=policy)
     clock = make_clock(store)  # one hybrid clock for the chat and its mesh
     mesh = make_mesh(config, store, clock)
-    chat = Chat(store, config.node_name, mesh=mesh, clock=clock, admins=config.admin)
+    attachments = make_attachments(config, store, mesh)
+    chat = Chat(
+        store, config.node_name, mesh=mesh, clock=clock, admins=config.admin, blobs=attachments
+    )
     sessions = Sessions(config.data_dir)
     refused: Counter[str] = Counter()  # connections and requests refused, for /status
     app = build_app(
@@ -270,6 +330,7 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, Link | None]:
         captive_portal=config.captive_portal,
         http_refused=refused,
         retention=config.retention,
+        blobs=attachments,
     )
     server = ChatServer(
         (config.host, config.port),
@@ -283,6 +344,7 @@ def make_server(config: Config) -> tuple[WSGIServer, Chat, Link | None]:
         log=None,
         error_log=logging.getLogger("app.http"),
     )
+    server.attachments = attachments
     return server, chat, mesh
 
 
@@ -302,6 +364,7 @@ def run(argv: list[str]) -> int:
     syncer = gevent.spawn(_sync_forever, chat.store)
     purger = gevent.spawn(_purge_forever, chat, config)
     tracker = gevent.spawn(chat.delivery.run_forever)
+    sweeper = gevent.spawn(_sweep_forever, server.attachments) if server.attachments else None
     if mesh is not None:
         mesh.start(chat)  # what the mesh hears goes to the chat from here on
     log.info(
@@ -324,5 +387,7 @@ def run(argv: list[str]) -> int:
         syncer.kill()
         purger.kill()
         tracker.kill()
+        if sweeper is not None:
+            sweeper.kill()
         chat.store.close()
     return 0

@@ -26,12 +26,14 @@ import gevent
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
+from app.attachments import Attachments
 from app.chat import Chat
 from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
 from app.hub import BoundedWebSocket
 from app.i18n import message, status_line
 from app.retention import DEFAULT_RETENTION
 from app.routes_accounts import AccountRoutes
+from app.routes_blobs import BODY_UNREAD_KEY, OWN_HEADERS_KEY, BlobRoutes
 from app.routes_rooms import (
     CLIENT_ID_MAX,
     FRAME_BURST,
@@ -217,7 +219,22 @@ class ChatHandler(WebSocketHandler):
         if upgrade and not self.server.allow_upgrade(env):
             env["cc.upgrade_refused"] = True
             return super(WebSocketHandler, self).run_application()
-        super().run_application()
+        try:
+            super().run_application()
+        finally:
+            if env.get(BODY_UNREAD_KEY) or self.code in (411, 413):
+                self._leave_body_unread()
+        return None
+
+    def _leave_body_unread(self) -> None:
+        """A request refused for its body's size (an upload over the limit,
+        a form too large): pywsgi would read the whole body to reach the
+        next request.  Close the connection instead, the body unread."""
+        self.close_connection = True  # type: ignore[misc]  # pywsgi's, in its __dict__
+        body = self.wsgi_input
+        if body is not None:
+            body.content_length = body.position
+            body.chunked_input = False
 
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
@@ -247,16 +264,22 @@ def build_app(
     captive_portal: bool = False,
     http_refused: Mapping[str, int] | None = None,
     retention: float = DEFAULT_RETENTION,
+    blobs: Attachments | None = None,
 ) -> bottle.Bottle:
     app = bottle.Bottle()
     site = Site(chat, sessions, retention)
     app.add_hook("after_request", _security_headers)
     AccountRoutes(site).install(app)
     RoomRoutes(site).install(app)
+    if blobs is not None:  # pictures and files (app/routes_blobs.py)
+        BlobRoutes(site, blobs).install(app)
 
     def status() -> dict[str, Any]:
         # Connections closed unread and requests refused for their headers.
-        return {**chat.status(), "http": {"refused": dict(http_refused or {})}}
+        found = {**chat.status(), "http": {"refused": dict(http_refused or {})}}
+        if blobs is not None:  # count, bytes, fetched, evicted...
+            found["blobs"] = blobs.status()
+        return found
 
     def error_page(err: bottle.HTTPError) -> str:
         bottle.response.content_type = "text/html; charset=utf-8"
@@ -280,8 +303,12 @@ ERROR_PAGES = (400, 403, 404, 405, 411, 413, 415)
 
 
 def _security_headers() -> None:
+    # A blob's own CSP (a sandbox, stricter) and Cache-Control (immutable:
+    # phones keep pictures) stay: app/routes_blobs.py names them.
+    own = bottle.request.environ.get(OWN_HEADERS_KEY, ())
     for k, v in SECURITY_HEADERS.items():
-        bottle.response.set_header(k, v)
+        if k not in own:
+            bottle.response.set_header(k, v)
 
 
 def _static(path: str) -> bottle.HTTPResponse:

@@ -21,14 +21,25 @@
   const wsPath = root.dataset.ws || "/ws/" + room; // a conversation's page names its own
   const peer = root.dataset.peer || null; // the other person, on a conversation's page
   const attention = window.ccAttention || null;
-  // Strings of this file that are not in the template (one place, for the catalogue).
+  // The page's strings in its language (templates/base.tpl's #strings block;
+  // docs/DESIGN.md, "Languages"): t and tn take the English msgid, a plain
+  // literal; fill puts values into its {name} placeholders (as text).
+  const STRINGS = JSON.parse($("strings")?.textContent || "{}");
+  function t(msgid) { const s = STRINGS[msgid]; return typeof s === "string" ? s : msgid; }
+  function tn(one, many, n) {
+    const s = STRINGS[one];
+    return (Array.isArray(s) ? s : [one, many])[n === 1 ? 0 : 1].replaceAll("{n}", String(n));
+  }
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, (all, key) => (key in values ? String(values[key]) : all));
+  }
   const S = {
-    block: "Block", unblock: "Unblock",
-    blockAsk: (who) => "Block " + who + "? They will not be able to send you direct messages, on any router.",
-    blockedNote: (who) => "You blocked " + who + ". Unblock to write to them.",
-    blocksMe: (who) => who + " does not take direct messages from you.",
-    directFrom: (who) => "New direct message from " + who + ".",
-    writeTo: (who) => "Write to " + who,
+    block: t("Block"), unblock: t("Unblock"),
+    blockAsk: (who) => fill(t("Block {name}? They will not be able to send you direct messages, on any router."), { name: who }),
+    blockedNote: (who) => fill(t("You blocked {name}. Unblock to write to them."), { name: who }),
+    blocksMe: (who) => fill(t("{name} does not take direct messages from you."), { name: who }),
+    directFrom: (who) => fill(t("New direct message from {name}."), { name: who }),
+    writeTo: (who) => fill(t("Write to {name}"), { name: who }),
   };
   const list = $("messages");
   const outbox = $("outbox");
@@ -61,7 +72,7 @@
   const READ_EVERY_MS = 5000; // "read" frames: at most one per this long (and on leaving)
   const NEWER_PAGE = 50;
   const DAY_MS = 86400000;
-  const SUFFIX = " · Community Chat";
+  const SUFFIX = " · " + t("Community Chat");
   let TITLE = document.title;
 
   const shown = new Map(); // message id -> <li>
@@ -119,14 +130,14 @@
   function dayLabel(when) {
     const day = new Date(when).setHours(0, 0, 0, 0);
     const days = Math.round((new Date().setHours(0, 0, 0, 0) - day) / 86400000);
-    if (days === 0) return "Today";
-    if (days === 1) return "Yesterday";
+    if (days === 0) return t("Today");
+    if (days === 1) return t("Yesterday");
     return when.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
   }
 
   function statusText(id) {
     const n = seenBy.get(id) || 0;
-    return n ? "Seen by " + n + (n === 1 ? " router" : " routers") : "Sent";
+    return n ? tn("Seen by {n} router", "Seen by {n} routers", n) : t("Sent");
   }
 
   function head(author, node, when, status, plain) {
@@ -186,23 +197,25 @@
     li.dataset.day = dayLabel(when);
     const mine = isMe(m.author);
     if (mine) li.classList.add("mine");
-    li.append(head(m.author, m.node, when, mine ? statusText(m.id) : undefined), textOf(m.text, li));
+    li.append(head(m.author, m.node, when, mine ? statusText(m.id) : undefined));
+    if (m.text || !m.blob) li.append(textOf(m.text, li));
+    if (m.blob && window.ccAttach) li.append(window.ccAttach.view(m)); // static/attach.js
     if (admin) li.append(adminTools(m));
     return li;
   }
 
   function adminTools(m) {
     const tools = el("div", "admin-tools");
-    const del = el("button", "link", "Delete");
+    const del = el("button", "link", t("Delete"));
     del.type = "button";
     del.dataset.action = "delete";
-    del.setAttribute("aria-label", "Delete this message by " + m.author);
+    del.setAttribute("aria-label", fill(t("Delete this message by {name}"), { name: m.author }));
     del.addEventListener("click", () => act({ type: "delete", id: m.id }));
-    const ban = el("button", "link", "Ban " + m.author);
+    const ban = el("button", "link", fill(t("Ban {name}"), { name: m.author }));
     ban.type = "button";
     ban.dataset.action = "ban";
     ban.addEventListener("click", () => {
-      if (confirm("Ban " + m.author + " on every router?")) act({ type: "ban", user: m.author });
+      if (confirm(fill(t("Ban {name} on every router?"), { name: m.author }))) act({ type: "ban", user: m.author });
     });
     tools.append(del, ban);
     return tools;
@@ -210,7 +223,7 @@
 
   function act(frame) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
-    else showError("Not connected.");
+    else showError(t("Not connected."));
   }
 
   function takeOut(li, note) {
@@ -343,8 +356,9 @@
     for (const id of clientIds) {
       const item = unacked.get(id);
       if (!item) continue;
-      item.li.remove();
       unacked.delete(id);
+      if (item.resend) { window.ccAttach.failed(item.li, why, item.resend); continue; } // a picture or file
+      item.li.remove();
       items.push({ clientId: id, text: item.text });
     }
     if (!items.length) return;
@@ -369,7 +383,7 @@
       mention = new RegExp("@(" + f.name_rule + ")", "g");
       historyPage = f.history_page;
       retryMs = RETRY_MIN_MS;
-      setState("connected", "ok");
+      setState(t("connected"), "ok");
       banner.hidden = true;
     },
     history(f) {
@@ -414,7 +428,7 @@
       window.scrollTo(0, document.documentElement.scrollHeight - fromBottom);
       loadingOlder = false;
       olderButton.disabled = false;
-      olderButton.textContent = "Load older messages";
+      olderButton.textContent = t("Load older messages");
       if (f.messages.length < OLDER_PAGE) {
         olderButton.hidden = true;
         startNote.hidden = false;
@@ -457,20 +471,20 @@
     },
     deleted(f) {
       const li = shown.get(f.id);
-      if (li) { takeOut(li, "Message deleted by " + f.by + "."); relayout(); }
+      if (li) { takeOut(li, fill(t("Message deleted by {name}."), { name: f.by })); relayout(); }
     },
     cleared(f) {
       dropBefore(BigInt(f.before_hlc));
-      showError("Room cleared by " + f.by + ".");
+      showError(fill(t("Room cleared by {name}."), { name: f.by }));
     },
     banned(f) {
-      showError(f.user + " was banned by " + f.by + ".");
+      showError(fill(t("{user} was banned by {name}."), { user: f.user, name: f.by }));
     },
     expired(f) {
       dropBefore(BigInt(f.before_hlc)); // retention moved on
     },
     error(f) {
-      if (f.client_id && unacked.has(f.client_id)) giveBack([f.client_id], "Not sent: " + f.message);
+      if (f.client_id && unacked.has(f.client_id)) giveBack([f.client_id], fill(t("Not sent: {why}"), { why: f.message }));
       else showError(f.message);
       newerButton.disabled = false;
     },
@@ -491,13 +505,13 @@
   // -- named rooms -------------------------------------------------------------
 
   function showName(name, topic) {
-    const title = name || "Room " + room;
+    const title = name || fill(t("Room {num}"), { num: room });
     roomName.textContent = title;
     topicLine.textContent = topic;
     topicLine.hidden = !topic;
     TITLE = title + SUFFIX;
     document.title = hiddenNew ? "(" + hiddenNew + ") " + TITLE : TITLE;
-    input.placeholder = "Message " + title;
+    input.placeholder = fill(t("Message {name}"), { name: title });
     $("name-input").value = name;
     $("topic-input").value = topic;
   }
@@ -508,8 +522,8 @@
     results.replaceChildren();
     searchBox.hidden = false;
     const n = f.results.length;
-    searchNote.textContent = n ? n + (n === 1 ? " message" : " messages") + " found, newest first."
-      : "Nothing found for \u201c" + f.q + "\u201d.";
+    searchNote.textContent = n ? tn("{n} message found, newest first.", "{n} messages found, newest first.", n)
+      : fill(t("Nothing found for “{q}”."), { q: f.q });
     const needle = String(f.q).trim().toLowerCase();
     for (const m of f.results) {
       const li = el("li", "result");
@@ -530,7 +544,7 @@
   }
 
   function jumpTo(id) {
-    if (!ws || ws.readyState !== WebSocket.OPEN) { showError("Not connected."); return; }
+    if (!ws || ws.readyState !== WebSocket.OPEN) { showError(t("Not connected.")); return; }
     ws.send(JSON.stringify({ type: "around", id: id }));
   }
 
@@ -584,7 +598,7 @@
 
   function connect() {
     clearTimeout(retryTimer);
-    setState("connecting…", "wait");
+    setState(t("connecting…"), "wait");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     let url = scheme + "//" + location.host + wsPath;
     // Detached (at a search result): start again from the latest.
@@ -601,12 +615,13 @@
       ws = null;
       loadingOlder = false;
       olderButton.disabled = false;
-      giveBack([...unacked.keys()], "Not sent: the connection dropped. Your message is back in the box.");
+      giveBack([...unacked.keys()], t("Not sent: the connection dropped. Your message is back in the box."));
       const wait = Math.min(retryMs, RETRY_MAX_MS) * (0.75 + Math.random() / 2);
       const secs = Math.ceil(wait / 1000);
-      setState("offline: retrying in " + secs + " s", "bad");
-      bannerText.textContent = "No connection to the router. Trying again in " + secs +
-        " s; messages you missed will appear when it is back.";
+      setState(fill(t("offline: retrying in {secs} s"), { secs: secs }), "bad");
+      bannerText.textContent = fill(
+        t("No connection to the router. Trying again in {secs} s; messages you missed will appear when it is back."),
+        { secs: secs });
       banner.hidden = false;
       retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
       retryTimer = setTimeout(connect, wait);
@@ -615,10 +630,22 @@
 
   function sendOne(text, clientId) {
     const li = el("li", "message mine pending");
-    li.append(head(me, "", null, "Sending…"), textOf(text, li));
+    li.append(head(me, "", null, t("Sending…")), textOf(text, li));
     outbox.append(li);
     unacked.set(clientId, { text: text, li: li });
     ws.send(JSON.stringify({ type: "send", text: text, client_id: clientId }));
+  }
+
+  // A picture or file, uploaded by static/attach.js: the message names its
+  // blob and carries its thumbnail; acked, seen and given back as text is
+  // (given back, its bubble stays with a Retry that resends the same id).
+  function sendBlob(blob, thumb, li, clientId, resend) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    unacked.set(clientId, { text: "", li: li, resend: resend });
+    const frame = { type: "send", text: "", client_id: clientId, blob: blob };
+    if (thumb) frame.thumb = thumb;
+    ws.send(JSON.stringify(frame));
+    return true;
   }
 
   function newClientId() {
@@ -629,7 +656,7 @@
     const text = input.value;
     if (!text.trim()) return;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
-      offerRetry("Not connected: your message stays here until the router is back.");
+      offerRetry(t("Not connected: your message stays here until the router is back."));
       return;
     }
     if (detached) backToLatest();
@@ -653,7 +680,7 @@
     if (loadingOlder || olderButton.hidden || !first || !ws || ws.readyState !== WebSocket.OPEN) return;
     loadingOlder = true;
     olderButton.disabled = true;
-    olderButton.textContent = "Loading older messages…";
+    olderButton.textContent = t("Loading older messages…");
     ws.send(JSON.stringify({ type: "older", before: first.dataset.id, limit: OLDER_PAGE }));
   }
 
@@ -678,13 +705,14 @@
     if (!ws) { retryMs = RETRY_MIN_MS; connect(); }
   });
   if ($("clear")) $("clear").addEventListener("click", () => {
-    if (confirm("Remove every message of this room on every router?")) act({ type: "clear" });
+    if (confirm(t("Remove every message of this room on every router?"))) act({ type: "clear" });
   });
   if ($("block")) $("block").addEventListener("click", () => {
     const on = $("block").getAttribute("aria-pressed") !== "true";
     if (!on || confirm(S.blockAsk(peer))) act({ type: "block", on: on });
   });
   if (attention) attention.bind(act);
+  if (window.ccAttach) window.ccAttach.bind({ send: sendBlob });
   olderButton.addEventListener("click", loadOlder);
   newerButton.addEventListener("click", loadNewer);
   latestLink.addEventListener("click", (ev) => { if (backToLatest()) ev.preventDefault(); });

@@ -15,8 +15,14 @@
   if (!list) return;
   const attention = window.ccAttention || null;
   const TITLE = document.title;
-  // Strings of this file (one place, for the catalogue).
-  const S = { noMessages: "No messages yet.", online: " online", unread: " unread", blocked: "Blocked" };
+  // The page's strings in its language (templates/base.tpl's #strings block;
+  // docs/DESIGN.md, "Languages"): t and tn take the English msgid.
+  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
+  function t(msgid) { const s = STRINGS[msgid]; return typeof s === "string" ? s : msgid; }
+  function tn(one, many, n) {
+    const s = STRINGS[one];
+    return (Array.isArray(s) ? s : [one, many])[n === 1 ? 0 : 1].replaceAll("{n}", String(n));
+  }
   let ws = null;
   let directUnread = null; // unread direct messages in the last list: a rise alerts
   const unreadMax = Number(list.dataset.unreadMax);
@@ -37,14 +43,10 @@
     li.dataset.room = r.n;
     li.dataset.unread = r.unread;
     const top = el("div", "room-top");
-    const a = el("a", null, r.name || "Room " + r.n);
+    const a = el("a", null, r.name || t("Room {num}").replace("{num}", String(r.n)));
     a.href = "/room/" + r.n;
     top.append(a);
-    if (r.unread) {
-      const badge = el("span", "badge", r.unread >= unreadMax ? (unreadMax - 1) + "+" : String(r.unread));
-      badge.append(el("span", "visually-hidden", " unread"));
-      top.append(badge);
-    }
+    if (r.unread) top.append(badge(r.unread));
     li.append(top);
     if (r.topic) li.append(el("p", "topic", r.topic));
     if (r.last) {
@@ -52,15 +54,21 @@
       p.append(el("span", "who", r.last.author + ":"), " " + r.last.text);
       li.append(p);
     } else {
-      li.append(el("p", "preview empty", S.noMessages));
+      li.append(el("p", "preview empty", t("No messages yet.")));
     }
-    li.append(el("span", "meta", r.online + S.online));
+    li.append(el("span", "meta", tn("{n} online", "{n} online", r.online)));
     return li;
   }
 
   function badge(n) {
-    const b = el("span", "badge", n >= unreadMax ? (unreadMax - 1) + "+" : String(n));
-    b.append(el("span", "visually-hidden", S.unread));
+    // The count shown; the words around it for screen readers only.
+    const words = tn("{n} unread", "{n} unread", n);
+    const at = Math.max(0, words.indexOf(String(n)));
+    const before = words.slice(0, at), after = words.slice(at + String(n).length);
+    const b = el("span", "badge");
+    if (before) b.append(el("span", "visually-hidden", before));
+    b.append(n >= unreadMax ? (unreadMax - 1) + "+" : String(n));
+    if (after) b.append(el("span", "visually-hidden", after));
     return b;
   }
 
@@ -77,7 +85,7 @@
     const p = el("p", "preview");
     p.append(el("span", "who", d.last.author + ":"), " " + d.last.text);
     li.append(p);
-    if (d.blocked) li.append(el("span", "meta", S.blocked));
+    if (d.blocked) li.append(el("span", "meta", t("Blocked")));
     return li;
   }
 
@@ -118,7 +126,7 @@
         showDirect(f.direct);
         showCount(f.rooms, f.direct);
         retryMs = RETRY_MIN_MS;
-        live.textContent = "Live.";
+        live.textContent = t("Live.");
       }
       if (f.type === "attention" && attention) attention.set(f);
     };

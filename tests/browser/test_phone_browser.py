@@ -408,12 +408,12 @@ def test_large_text_keeps_to_the_phone_width_and_controls_are_labelled(
         expect(page.get_by_role(role, name=name)).to_have_count(1)
     page.locator("a.brand").focus()  # the page's first control
     order = []
-    for _ in range(8):
+    for _ in range(9):
         page.keyboard.press("Tab")
         order.append(
             page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
         )
     # The banner's button first, then the room, the unsent message's Retry
-    # just above the input it refills, the input, Send.
-    want = ["reconnect", "← Rooms", "retry", "text", "Send"]
+    # just above the input it refills, the attach button, the input, Send.
+    want = ["reconnect", "← Rooms", "retry", "attach-file", "text", "Send"]
     assert [x for x in order if x in want] == want, order

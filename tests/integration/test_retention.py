@@ -76,3 +76,16 @@ def test_max_history_keeps_the_newest_per_room(tmp_path: Path) -> None:
         fresh = r.ws(r.user("reader"))
         kept = [m["id"] for m in fresh.recv_type("history")["messages"]]
         assert kept == ids[-20:]
+
+
+def test_an_open_direct_conversation_is_told_what_expired(tmp_path: Path) -> None:
+    with routers(tmp_path, "ret", extra=["--no-mesh", "--retention", f"{RETENTION}s"]) as (r,):
+        ann = r.user("ann")
+        r.user("bob")
+        to_bob = r.ws(ann, "dm/bob")
+        to_bob.recv_type("history")
+        to_bob.send({"type": "send", "text": "short-lived secret", "client_id": "x"})
+        to_bob.recv_type("ack")
+        expired = to_bob.recv_type("expired", timeout=RETENTION + 8)
+        assert int(expired["before_hlc"]) > 0
+        to_bob.close()

@@ -23,6 +23,7 @@ from app.accounts import (
 )
 from app.chat import MAX_TEXT_CHARS, NAME_TAKEN, STORE_UNAVAILABLE, Chat
 from app.i18n import Language, accepted, choose, languages, message, status_line
+from app.moderation import ChatPolicy, Moderation
 from app.sessions import Sessions
 from app.web import ERROR_PAGES, build_app
 from node.store import Store
@@ -243,7 +244,7 @@ def test_every_error_page_status_has_its_phrase_translated() -> None:
 
 class Site:
     def __init__(self, data: Path) -> None:
-        self.store = Store(data, rooms=4)
+        self.store = Store(data, rooms=4, policy=ChatPolicy(Moderation().authorizes))
         self.chat = Chat(self.store, "router-a")
         self.app = build_app(self.chat, Sessions(data))
 
@@ -326,3 +327,121 @@ def test_error_and_password_pages_in_german(site: Site) -> None:
     assert f"{PASSWORD_MIN} bis {PASSWORD_MAX} Zeichen" in r.text
     r = c.get("/password", headers=EN)
     assert "<h1>Change password</h1>" in r.text
+
+
+# -- the chat's own pages and their sockets -------------------------------------------
+
+
+def _page_msgids(*templates: str) -> list[str]:
+    """The msgids of these templates that have no placeholder and read
+    differently in German: none of them may be left in a German page."""
+    de = languages()[SECOND]
+    ids = []
+    for m in catalogues.template():
+        if not m.id or not isinstance(m.id, str) or "%" in m.id:
+            continue
+        if any(path in templates for path, _ in m.locations) and de.gettext(m.id) != m.id:
+            ids.append(m.id)
+    return ids
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def english_left(text: str, msgids: list[str]) -> list[str]:
+    return [m for m in msgids if re.search(rf"(?<!\w){re.escape(m)}(?!\w)", text)]
+
+
+def test_room_list_room_and_conversation_in_german(site: Site) -> None:
+    ann, bob = site.client(), site.client()
+    assert ann.register("ann").status == 303
+    assert bob.register("bob").status == 303
+    site.chat.post("bob", 1, "hallo @ann", on_stored=lambda r: None, client_id="c1")
+    msgids = _page_msgids("templates/rooms.tpl", "templates/room.tpl", "templates/dm.tpl")
+    assert len(msgids) > 30
+
+    r = ann.get("/", headers=DE)
+    assert r.headers["content-language"] == "de"
+    text = words(visible_text(r.text))
+    for german in ("Räume", "Angemeldet als", "Raum 2", "Noch keine Nachrichten.", "1 ungelesen"):
+        assert german in text, german
+    for german in ("Direktnachrichten", "Einen Ton spielen", "Abmelden", "0 online"):
+        assert german in text, german
+    assert 'placeholder="ein Benutzername"' in r.text
+    assert english_left(text, msgids) == []
+    assert "unread" not in text and "Logged in" not in text
+
+    r = ann.get("/room/1", headers=DE)
+    text = words(visible_text(r.text))
+    for german in ("Raum 1", "Keine Verbindung zum Router.", "verbinde…", "Suchen", "Senden"):
+        assert german in text, german
+    assert "Hier beginnt der Verlauf dieses Raums." in text
+    assert 'placeholder="In diesem Raum suchen"' in r.text
+    assert 'placeholder="Nachricht an Raum 1"' in r.text
+    assert 'aria-label="Alle Räume"' in r.text
+    assert english_left(text, msgids) == []
+
+    r = ann.get("/dm/bob", headers=DE)
+    text = words(visible_text(r.text))
+    assert "Privat heißt hier: verborgen vor anderen Benutzern" in text
+    assert "<strong>Privat heißt hier" in r.text  # the markup is the template's
+    for german in ("Blockieren", "Hier beginnt dein Gespräch mit bob.", "Ältere Nachrichten laden"):
+        assert german in text, german
+    assert 'placeholder="Nachricht an bob"' in r.text
+    assert english_left(text, msgids) == []
+
+
+def test_room_list_and_room_stay_english_for_an_english_browser(site: Site) -> None:
+    ann = site.client()
+    assert ann.register("ann").status == 303
+    text = words(visible_text(ann.get("/", headers=EN).text))
+    assert "Logged in as ann ." in text and "Room 1" in text and "0 online" in text
+    assert "No messages yet." in text and "Direct messages" in text
+    r = ann.get("/room/2", headers=EN)
+    assert "<title>Room 2 · Community Chat</title>" in r.text
+    assert 'placeholder="Message Room 2"' in r.text
+    assert 'Online: <span id="online-count">0</span>' in r.text
+    assert ">{}</script>" in r.text  # English: the page scripts' own msgids
+
+
+class FakeClient:
+    """What a frame handler uses of a socket's client: who, where, send."""
+
+    def __init__(self, user: str, room: int = 1, peer: str | None = None) -> None:
+        self.user, self.room, self.peer = user, room, peer
+        self.sent: list[dict[str, object]] = []
+
+    def send(self, frame: dict[str, object]) -> None:
+        self.sent.append(frame)
+
+
+def test_error_frames_speak_the_sockets_language(site: Site) -> None:
+    from app import routes_rooms
+
+    for name in ("ann", "bob"):
+        assert site.client().register(name).status == 303
+    de = languages()[SECOND]
+    empty = json.dumps({"type": "send", "text": " ", "client_id": "c1"})
+    for lang, said in (
+        (de, "Eine Nachricht braucht etwas Text."),
+        (None, "A message needs some text."),
+    ):
+        client = FakeClient("ann")
+        routes_rooms.handle_frame(site.chat, client, empty, lang=lang)  # type: ignore[arg-type]
+        assert client.sent == [
+            {"type": "error", "code": "empty", "message": said, "client_id": "c1"}
+        ]
+    # A protocol message, for developers: English in every language.
+    client = FakeClient("ann")
+    routes_rooms.handle_frame(site.chat, client, "[]", lang=de)  # type: ignore[arg-type]
+    assert client.sent[0]["message"] == "frames are JSON objects"
+    # A conversation's refusal keeps its value.
+    site.chat.set_block("ann", "bob", True)
+    client = FakeClient("ann", 0, "bob")
+    hi = json.dumps({"type": "send", "text": "hi", "client_id": "c2"})
+    routes_rooms.handle_direct_frame(site.chat, client, hi, lang=de)  # type: ignore[arg-type]
+    assert client.sent[0]["message"] == (
+        "Du hast bob blockiert; hebe die Blockierung auf, um zu schreiben."
+    )
+    assert client.sent[0]["client_id"] == "c2"

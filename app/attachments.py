@@ -1,0 +1,305 @@
+"""Pictures and files in the chat: what the app keeps about blobs.
+
+How this works.  The bytes live in the content-addressed store
+(node/blobs.py); a message names its blob (hash, size, kind, name,
+dimensions) and carries a small thumbnail (``BlobRef``, checked here both
+when a page sends one and when one arrives from the mesh).  This module
+keeps, per blob hash, the messages held here that name it (``named``): what
+a page's ``GET /blob/<sha>`` needs to fetch a blob this router lacks (size
+and origin, app/blobfetch.py), the name it is saved under, and when the
+last message naming it goes (an admin's delete, retention, a room's clear)
+the blob's file is deleted (``forget_gone``).  A peer that asks for a blob we
+lack but know of gets it fetched from our neighbours first (``relay``), so a
+blob travels hop by hop.
+
+Uploads are counted per account, not per address, over any 24 hours
+(``charge``: before the body is read, refunded if the upload fails).  The
+count is in memory: a restart forgets it (the messages themselves expire
+with retention).  An upload no message names within ``ORPHAN_GRACE`` (the
+page went away between the upload and the send) is deleted by ``sweep``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.blobfetch import BlobFetcher, MeshBlobServer, Peer
+from app.i18n import N_
+from app.images import (
+    MAX_NAME_CHARS,
+    MAX_SIDE,
+    THUMB_MAX_BYTES,
+    Kind,
+    ThumbnailRefused,
+    check_thumbnail,
+    clean_name,
+    sniff_file,
+)
+from node.blobs import MAX_BLOB_BYTES, BlobStore, is_sha256_hex
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+# An upload waits this long for the message that names it; then it goes.
+ORPHAN_GRACE = 3600.0
+# base64 of a THUMB_MAX_BYTES thumbnail.
+THUMB_MAX_CHARS = 4 * ((THUMB_MAX_BYTES + 2) // 3)
+BLOB_FIELDS = frozenset({"sha", "size", "kind", "name", "w", "h"})
+KINDS = frozenset(k.value for k in Kind)
+NOT_HERE = N_("That file is not on this router: upload it again.")
+
+
+class AttachmentRefused(ValueError):
+    """A blob reference or thumbnail that is not well formed; says why."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """What a message says of its blob."""
+
+    sha: str
+    size: int
+    kind: str  # a Kind value: "jpeg", "png", "webp", "gif" shown inline, "file" a download
+    name: str
+    w: int = 0
+    h: int = 0
+
+    def as_body(self) -> dict[str, Any]:
+        return {
+            "sha": self.sha,
+            "size": self.size,
+            "kind": self.kind,
+            "name": self.name,
+            "w": self.w,
+            "h": self.h,
+        }
+
+
+def _int(value: Any, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise AttachmentRefused(f"a blob's sizes are whole numbers from 0 to {high}")
+    return value
+
+
+def parse_blob(value: Any) -> BlobRef:
+    """A record's ``blob`` field, bounded like every field from the mesh."""
+    if not isinstance(value, dict) or set(value) != BLOB_FIELDS:
+        raise AttachmentRefused("a blob is {sha, size, kind, name, w, h}")
+    sha, kind, name = value["sha"], value["kind"], value["name"]
+    if not isinstance(sha, str) or not is_sha256_hex(sha):
+        raise AttachmentRefused("a blob is named by its SHA-256 in lower-case hex")
+    if kind not in KINDS:
+        raise AttachmentRefused("a blob's kind is jpeg, png, webp, gif or file")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise AttachmentRefused(f"a blob's name is 1 to {MAX_NAME_CHARS} characters")
+    if clean_name(name, Kind(kind)) != name:
+        raise AttachmentRefused("a blob's name is a clean file name")
+    size = _int(value["size"], MAX_BLOB_BYTES)
+    w, h = _int(value["w"], MAX_SIDE), _int(value["h"], MAX_SIDE)
+    if kind != Kind.FILE and not (w and h):
+        raise AttachmentRefused("an image has its dimensions")
+    return BlobRef(sha, size, kind, name, w, h)
+
+
+def parse_thumb(value: Any) -> bytes:
+    """A record's ``thumb`` field: base64 of a small image (app/images.py
+    ``check_thumbnail``), checked again on every router."""
+    if not isinstance(value, str) or not 0 < len(value) <= THUMB_MAX_CHARS:
+        raise AttachmentRefused(f"a thumbnail is base64 of at most {THUMB_MAX_BYTES} bytes")
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise AttachmentRefused("a thumbnail is base64") from None
+    try:
+        check_thumbnail(data)
+    except ThumbnailRefused as e:
+        raise AttachmentRefused(str(e)) from None
+    return data
+
+
+def ref_of(body: Any) -> BlobRef | None:
+    """The blob a stored message names, if any (a page's frame; never raises)."""
+    try:
+        return parse_blob(body.get("blob")) if "blob" in body else None
+    except AttributeError:
+        return None
+    except AttachmentRefused:
+        return None
+
+
+def check_blob_fields(body: Any) -> bool:
+    """A message's ``blob`` and ``thumb`` fields (when it has them) are well
+    formed: the blob bounded, the thumbnail a small image (checked again on
+    every router, whatever the sender checked)."""
+    try:
+        parse_blob(body.get("blob"))
+        if "thumb" in body:
+            parse_thumb(body["thumb"])
+    except AttachmentRefused:
+        return False
+    return True
+
+
+@dataclass
+class Named:
+    """A blob as the messages held here name it."""
+
+    size: int
+    kind: str
+    name: str
+    origin: str  # the router whose message first named it here: asked first
+    rids: set[tuple[str, int]] = field(default_factory=set)  # the messages naming it
+
+
+class Attachments:
+    """The app's blob half: store, fetcher and peers' server, the messages
+    naming each blob, and the upload quota."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        keys: Callable[[], Sequence[bytes]],
+        peers: Callable[[], Sequence[Peer]],
+        *,
+        node_id: str,
+        max_upload: int,
+        per_day: int,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.max_upload = min(max_upload, store.max_blob)
+        self.per_day = per_day
+        self.wall, self.monotonic = wall, monotonic
+        self.fetcher = BlobFetcher(store, keys, peers, node_id=node_id, wall=wall)
+        self.server = MeshBlobServer(store, keys, wall=wall, relay=self.relay)
+        self.named: dict[str, Named] = {}
+        self.uploads: dict[str, deque[tuple[float, int]]] = {}  # account -> (when, bytes)
+        self.pending: dict[str, float] = {}  # uploaded sha -> when, until a message names it
+        self.counts: Counter[str] = Counter()
+
+    # -- messages naming blobs ------------------------------------------------------------
+
+    def name(self, ref: BlobRef, rid: tuple[str, int]) -> None:
+        """The message ``rid`` (origin, seq) naming ``ref`` is held here."""
+        named = self.named.get(ref.sha)
+        if named is None:
+            named = self.named[ref.sha] = Named(ref.size, ref.kind, ref.name, rid[0])
+        named.rids.add(rid)
+        self.pending.pop(ref.sha, None)
+
+    def forget_gone(self, held: Callable[[str, int], bool]) -> int:
+        """Messages are gone (an admin's delete, a room's clear, retention):
+        each blob no held message names any more is deleted from the disk.
+        ``held(origin, seq)`` says whether a message is still held.  Returns
+        how many files were deleted."""
+        deleted = 0
+        for sha, named in list(self.named.items()):
+            named.rids = {rid for rid in named.rids if held(*rid)}
+            if not named.rids:
+                del self.named[sha]
+                self.pending.pop(sha, None)
+                if self.store.delete(sha):
+                    deleted += 1
+        return deleted
+
+    def attach(self, blob: Any, thumb: Any) -> tuple[BlobRef, str | None]:
+        """What a page's message says of the blob it uploaded here (``blob``:
+        ``{sha, name}``) and its thumbnail (base64, or None for a file):
+        size, kind and dimensions from the bytes held, the name cleaned.
+        Raises AttachmentRefused."""
+        if not isinstance(blob, dict) or not isinstance(blob.get("sha"), str):
+            raise AttachmentRefused("a blob is {sha, name}")
+        sha, name = blob["sha"], blob.get("name", "")
+        if not is_sha256_hex(sha) or not self.store.has(sha):
+            raise AttachmentRefused(NOT_HERE)
+        if not isinstance(name, str):
+            raise AttachmentRefused("a blob's name is text")
+        try:
+            found = sniff_file(self.store.path(sha))
+        except OSError:  # evicted meanwhile
+            raise AttachmentRefused(NOT_HERE) from None
+        size = self.store.size(sha) or 0
+        w, h = (found.width, found.height) if found.inline else (0, 0)
+        ref = BlobRef(sha, size, found.kind.value, clean_name(name, found.kind), w, h)
+        if thumb is None or thumb == "":
+            return ref, None
+        parse_thumb(thumb)
+        return ref, thumb
+
+    def relay(self, sha: str, asker: str, hops: int) -> bool | None:
+        """A peer asks for a blob we lack: fetch it if a message names it."""
+        named = self.named.get(sha)
+        if named is None or named.size > self.store.max_blob:
+            return False
+        return self.fetcher.fetch_for_peer(sha, named.size, named.origin, asker, hops)
+
+    def fetch(self, sha: str) -> bool:
+        """Held here, fetched from a peer if need be (a page asks): True if held."""
+        if self.store.has(sha):
+            return True
+        named = self.named.get(sha)
+        if named is None:
+            return False
+        return self.fetcher.fetch(sha, named.size, named.origin)
+
+    # -- the upload quota -----------------------------------------------------------------
+
+    def left_today(self, account: str) -> int:
+        """Bytes ``account`` may still upload in the current 24 hours."""
+        spent = self.uploads.get(account)
+        if spent is None:
+            return self.per_day
+        now = self.monotonic()
+        while spent and spent[0][0] <= now - DAY:
+            spent.popleft()
+        if not spent:
+            del self.uploads[account]
+            return self.per_day
+        return max(0, self.per_day - sum(n for _, n in spent))
+
+    def charge(self, account: str, size: int) -> tuple[float, int]:
+        """Count an upload against ``account`` (before its body is read)."""
+        entry = (self.monotonic(), size)
+        self.uploads.setdefault(account, deque()).append(entry)
+        return entry
+
+    def refund(self, account: str, entry: tuple[float, int]) -> None:
+        """An upload that failed does not count."""
+        spent = self.uploads.get(account)
+        if spent is not None and entry in spent:
+            spent.remove(entry)
+
+    def uploaded(self, sha: str) -> None:
+        """A stored upload, waiting for the message that names it."""
+        self.counts["uploads"] += 1
+        if sha not in self.named:
+            self.pending[sha] = self.monotonic()
+
+    def sweep(self) -> int:
+        """Delete uploads no message named within ``ORPHAN_GRACE``."""
+        now, gone = self.monotonic(), 0
+        for sha, when in list(self.pending.items()):
+            if now - when >= ORPHAN_GRACE:
+                del self.pending[sha]
+                if sha not in self.named and self.store.delete(sha):
+                    gone += 1
+        self.counts["orphans_deleted"] += gone
+        return gone
+
+    def status(self) -> dict[str, Any]:
+        return self.store.status() | {
+            "named": len(self.named),
+            "uploads": self.counts["uploads"],
+            "orphans_deleted": self.counts["orphans_deleted"],
+            "limits": {"max_upload": self.max_upload, "upload_bytes_per_day": self.per_day},
+            "fetch": self.fetcher.status(),
+            "serve": dict(self.server.counts),
+        }
