@@ -14,20 +14,25 @@ blob travels hop by hop.
 
 Uploads are counted per account, not per address, over any 24 hours
 (``charge``: before the body is read, refunded if the upload fails).  The
-count is in memory: a restart forgets it (the messages themselves expire
-with retention).  An upload no message names within ``ORPHAN_GRACE`` (the
-page went away between the upload and the send) is deleted by ``sweep``.
+count is kept in the data folder too (``UploadQuota``, ``uploads.json``:
+written atomically at each charge and refund, only the last 24 hours, at
+most ``QUOTA_ACCOUNTS`` accounts of ``QUOTA_ENTRIES`` entries), so a restart
+or a power cut does not give everyone a fresh day.  An upload no message
+names within ``ORPHAN_GRACE`` (the page went away between the upload and the
+send) is deleted by ``sweep``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from app.blobfetch import BlobFetcher, MeshBlobServer, Peer
@@ -43,6 +48,7 @@ from app.images import (
     sniff_file,
 )
 from node.blobs import MAX_BLOB_BYTES, BlobStore, is_sha256_hex
+from node.logs import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,19 @@ ORPHAN_GRACE = 3600.0
 THUMB_MAX_CHARS = 4 * ((THUMB_MAX_BYTES + 2) // 3)
 BLOB_FIELDS = frozenset({"sha", "size", "kind", "name", "w", "h"})
 KINDS = frozenset(k.value for k in Kind)
+# The upload quota on disk (``UploadQuota``), in the data folder.
+QUOTA_FILE = "uploads.json"
+# Accounts that uploaded within 24 hours kept there: far more than upload on
+# one router in a day; beyond, the one whose last upload is oldest is
+# forgotten (its count restarts: it can only upload more, never less).
+QUOTA_ACCOUNTS = 256
+# Uploads kept per account: beyond, its two oldest become one, counted until
+# a day after the later of them (stricter by at most that gap, never laxer).
+# With QUOTA_ACCOUNTS the file stays under ~200 KB; it is a few hundred
+# bytes on a normal day.
+QUOTA_ENTRIES = 32
+QUOTA_FILE_MAX = 1 << 20  # a bigger file is not ours: not read
+ACCOUNT_ID_MAX = 64  # an account id is "<16 hex>:<seq>" (app/accounts.py)
 NOT_HERE = N_("That file is not on this router: upload it again.")
 
 
@@ -147,6 +166,154 @@ def check_blob_fields(body: Any) -> bool:
     return True
 
 
+Charge = tuple[list[float], int]  # an upload's entry in UploadQuota and its bytes
+
+
+class UploadQuota:
+    """Bytes uploaded per account over the last 24 hours, in memory and in
+    ``path``.  Times in memory are monotonic (a clock step at NTP sync moves
+    nothing); on disk they are wall-clock seconds, read back as ages.  A time
+    on disk after the clock's now (a router without a real-time clock that
+    restarted at an older time) is read as "just now": it counts a whole
+    day more, never less."""
+
+    def __init__(
+        self,
+        path: Path,
+        per_day: int,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path, self.per_day = path, per_day
+        self.wall, self.monotonic = wall, monotonic
+        # account -> [when (monotonic), bytes], oldest first; the dict in the
+        # order of each account's last upload (oldest first)
+        self.spent: dict[str, deque[list[float]]] = {}
+        self.counts: Counter[str] = Counter()
+        self._load()
+
+    def left(self, account: str) -> int:
+        """Bytes ``account`` may still upload in the current 24 hours."""
+        spent = self.spent.get(account)
+        if spent is None:
+            return self.per_day
+        self._expire(account, self.monotonic())
+        spent = self.spent.get(account)
+        if spent is None:
+            return self.per_day
+        return max(0, self.per_day - int(sum(n for _, n in spent)))
+
+    def charge(self, account: str, size: int) -> Charge:
+        """Count ``size`` bytes against ``account``, on disk before this
+        returns; what ``refund`` takes back."""
+        entry = [self.monotonic(), float(size)]
+        spent = self.spent.pop(account, None) or deque()
+        spent.append(entry)
+        if len(spent) > QUOTA_ENTRIES:
+            first = spent.popleft()
+            spent[0][1] += first[1]  # counted until a day after the later one
+        self.spent[account] = spent  # now the most recent uploader
+        while len(self.spent) > QUOTA_ACCOUNTS:
+            del self.spent[next(iter(self.spent))]
+            self.counts["quota_forgotten"] += 1
+        self._save()
+        return entry, size
+
+    def refund(self, account: str, charged: Charge) -> None:
+        """An upload that failed does not count (if its entry was merged
+        with an older one, or has expired, nothing changes)."""
+        entry, size = charged
+        spent = self.spent.get(account)
+        if spent is None or not any(e is entry for e in spent):
+            return
+        entry[1] -= size
+        if entry[1] <= 0:
+            spent.remove(entry)
+            if not spent:
+                del self.spent[account]
+        self._save()
+
+    def _expire(self, account: str, now: float) -> None:
+        spent = self.spent[account]
+        while spent and spent[0][0] <= now - DAY:
+            spent.popleft()
+        if not spent:
+            del self.spent[account]
+
+    def _save(self) -> None:
+        now, wall = self.monotonic(), self.wall()
+        for account in list(self.spent):
+            self._expire(account, now)
+        data = {
+            "v": 1,
+            "accounts": {
+                a: [[int(wall - (now - when)) + 1, int(n)] for when, n in spent]
+                for a, spent in self.spent.items()
+            },
+        }
+        try:
+            write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+        except OSError as e:  # a full or read-only flash: the count stays in memory
+            self.counts["quota_not_saved"] += 1
+            log.warning("upload quota not saved to %s: %s", self.path, e)
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(QUOTA_FILE_MAX + 1)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("upload quota not read from %s: %s", self.path, e)
+            return
+        try:
+            accounts = _quota_accounts(raw)
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for json
+            self.counts["quota_file_bad"] += 1
+            log.warning("upload quota file %s ignored: %s", self.path, e)
+            return
+        now, wall = self.monotonic(), self.wall()
+        loaded = []
+        for account, entries in accounts.items():
+            spent = deque(
+                [now - max(0.0, wall - when), float(n)]
+                for when, n in entries[-QUOTA_ENTRIES:]
+                if wall - when < DAY
+            )
+            if spent:
+                loaded.append((spent[-1][0], account, spent))
+        for _, account, spent in sorted(loaded)[-QUOTA_ACCOUNTS:]:
+            self.spent[account] = spent
+
+
+def _quota_accounts(raw: bytes) -> dict[str, list[tuple[int, int]]]:
+    """``uploads.json``'s accounts, every field checked; ValueError if not ours."""
+    if len(raw) > QUOTA_FILE_MAX:
+        raise ValueError("too large")
+    data = json.loads(raw)
+    if not isinstance(data, dict) or data.get("v") != 1:
+        raise ValueError("not version 1")
+    accounts = data.get("accounts")
+    if not isinstance(accounts, dict):
+        raise ValueError("no accounts")
+    found: dict[str, list[tuple[int, int]]] = {}
+    for account, entries in accounts.items():
+        if not 0 < len(account) <= ACCOUNT_ID_MAX or not isinstance(entries, list):
+            raise ValueError("an account is an id and a list")
+        pairs = []
+        for e in entries:
+            if not (
+                isinstance(e, list)
+                and len(e) == 2
+                and all(type(x) is int and 0 <= x < 1 << 53 for x in e)
+            ):
+                raise ValueError("an upload is [unix seconds, bytes]")
+            pairs.append((e[0], e[1]))
+        found[account] = sorted(pairs)
+    return found
+
+
 @dataclass
 class Named:
     """A blob as the messages held here name it."""
@@ -178,10 +345,12 @@ class Attachments:
         self.max_upload = min(max_upload, store.max_blob)
         self.per_day = per_day
         self.wall, self.monotonic = wall, monotonic
+        self.quota = UploadQuota(
+            store.root.parent / QUOTA_FILE, per_day, wall=wall, monotonic=monotonic
+        )
         self.fetcher = BlobFetcher(store, keys, peers, node_id=node_id, wall=wall)
         self.server = MeshBlobServer(store, keys, wall=wall, relay=self.relay)
         self.named: dict[str, Named] = {}
-        self.uploads: dict[str, deque[tuple[float, int]]] = {}  # account -> (when, bytes)
         self.pending: dict[str, float] = {}  # uploaded sha -> when, until a message names it
         self.counts: Counter[str] = Counter()
 
@@ -254,28 +423,16 @@ class Attachments:
 
     def left_today(self, account: str) -> int:
         """Bytes ``account`` may still upload in the current 24 hours."""
-        spent = self.uploads.get(account)
-        if spent is None:
-            return self.per_day
-        now = self.monotonic()
-        while spent and spent[0][0] <= now - DAY:
-            spent.popleft()
-        if not spent:
-            del self.uploads[account]
-            return self.per_day
-        return max(0, self.per_day - sum(n for _, n in spent))
+        return self.quota.left(account)
 
-    def charge(self, account: str, size: int) -> tuple[float, int]:
-        """Count an upload against ``account`` (before its body is read)."""
-        entry = (self.monotonic(), size)
-        self.uploads.setdefault(account, deque()).append(entry)
-        return entry
+    def charge(self, account: str, size: int) -> Charge:
+        """Count an upload against ``account`` (before its body is read;
+        kept in the data folder before this returns)."""
+        return self.quota.charge(account, size)
 
-    def refund(self, account: str, entry: tuple[float, int]) -> None:
+    def refund(self, account: str, charged: Charge) -> None:
         """An upload that failed does not count."""
-        spent = self.uploads.get(account)
-        if spent is not None and entry in spent:
-            spent.remove(entry)
+        self.quota.refund(account, charged)
 
     def uploaded(self, sha: str) -> None:
         """A stored upload, waiting for the message that names it."""
@@ -299,6 +456,7 @@ class Attachments:
             "named": len(self.named),
             "uploads": self.counts["uploads"],
             "orphans_deleted": self.counts["orphans_deleted"],
+            "quota": {"accounts": len(self.quota.spent)} | dict(self.quota.counts),
             "limits": {"max_upload": self.max_upload, "upload_bytes_per_day": self.per_day},
             "fetch": self.fetcher.status(),
             "serve": dict(self.server.counts),

@@ -243,6 +243,47 @@ BENCH_ROWS = [
         "{blobfec.r15_loss10_fec16_4_done_ms:,.0f}",
         "",
     ),
+    (
+        "… over real sockets, 15 routers at once, 10% loss (`bench_blob_fec_netns.py`, "
+        "namespaces; Ethernet bytes)",
+        "unicast pulls {blobfec.netns.r15_loss10_unicast_kb:,.0f} KB, done in "
+        "{blobfec.netns.r15_loss10_unicast_done_ms:,.0f} ms",
+        "multicast + NACK {blobfec.netns.r15_loss10_nack_kb:,.0f} KB, done "
+        "{blobfec.netns.r15_loss10_nack_done_ms:,.0f}; FEC 32+4 + NACK "
+        "{blobfec.netns.r15_loss10_fec32_4_kb:,.0f} KB, done "
+        "{blobfec.netns.r15_loss10_fec32_4_done_ms:,.0f}",
+        "",
+    ),
+    (
+        "… receivers at once from which multicast (FEC 16+4, 5% loss) takes less air than "
+        "pulls (`bench_blob_fec.py`)",
+        "{blobfec.crossover_m1_u24} at a 1 Mb/s basic rate (OpenWrt's 2.4 GHz default), "
+        "{blobfec.crossover_m6_u24} at 6 Mb/s; unicast at 24 Mb/s",
+        "",
+        "",
+    ),
+    (
+        "a photo posted on A, opened on C through B (C out of A's reach; "
+        "`bench_blob_netns.py`, namespaces, real routers)",
+        "thumbnail on C {blobline.loss0.thumbnail_s:.3f} s (with the message), full photo "
+        "{blobline.loss0.full_s:.2f} s (C asks B, B fetches from A); at 10% loss "
+        "{blobline.loss10.thumbnail_s:.3f} / {blobline.loss10.full_s:.2f} s",
+        "",
+        "",
+    ),
+    (
+        "… bytes on the mesh, every router's interfaces",
+        "the photo {blobline.loss0.photo_bytes_x:.2f}x its size (at 10% loss "
+        "{blobline.loss10.photo_bytes_x:.2f}x); its message with the thumbnail "
+        "{blobline.loss0.record_bytes:,.0f} B ({blobline.loss10.record_bytes:,.0f} B)",
+        "",
+        (
+            "about once per hop (two): ≤ 2.5x its size",
+            lambda r: (
+                max(r["blobline.loss0.photo_bytes_x"], r["blobline.loss10.photo_bytes_x"]) <= 2.5
+            ),
+        ),
+    ),
 ]
 BENCH_HEADER = ("what (script)", "ours", "baseline in the same run", "target")
 

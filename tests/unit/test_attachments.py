@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.attachments import (
     ORPHAN_GRACE,
+    QUOTA_ACCOUNTS,
+    QUOTA_ENTRIES,
+    QUOTA_FILE,
     AttachmentRefused,
     Attachments,
     BlobRef,
@@ -66,6 +71,141 @@ def test_a_failed_upload_is_refunded(tmp_path: Path) -> None:
     entry = a.charge("ann", 400)
     a.refund("ann", entry)
     assert a.left_today("ann") == 1000
+
+
+# -- the quota kept in the data folder (UploadQuota, uploads.json) ---------------------------
+
+
+class Restarts:
+    """A router's two clocks across restarts: the wall clock goes on, the
+    monotonic clock starts again from another value in each process."""
+
+    def __init__(self) -> None:
+        self.wall = Clock()
+        self.wall.now = 1_800_000_000.0
+        self.mono = Clock()
+
+    def boot(self, tmp_path: Path, per_day: int = 1000) -> Attachments:
+        self.mono.now = float(hash(self.wall.now) % 100_000)  # a new process
+        store = BlobStore(tmp_path, 10 * 1024 * 1024)
+        return Attachments(
+            store,
+            lambda: [b"k" * 32],
+            list,
+            node_id="0123456789abcdef",
+            max_upload=1 << 20,
+            per_day=per_day,
+            wall=self.wall,
+            monotonic=self.mono,
+        )
+
+    def later(self, seconds: float) -> None:
+        self.wall.now += seconds
+        self.mono.now += seconds
+
+
+def quota_file(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / QUOTA_FILE).read_text())
+    return data
+
+
+def test_a_restart_keeps_what_each_account_uploaded_today(tmp_path: Path) -> None:
+    clocks = Restarts()
+    a = clocks.boot(tmp_path)
+    a.charge("ann", 600)
+    clocks.later(3600)
+    a.charge("ann", 300)
+    a.charge("bob", 50)
+    # A power cut: no clean stop, a new process with another monotonic clock.
+    a = clocks.boot(tmp_path)
+    assert a.left_today("ann") == 100
+    assert a.left_today("bob") == 950
+    # The 24 hours still slide from the uploads' times, not from the restart.
+    clocks.later(DAY - 3600 + 2)
+    a = clocks.boot(tmp_path)
+    assert a.left_today("ann") == 700
+    clocks.later(3600)
+    assert a.left_today("ann") == 1000 and a.left_today("bob") == 1000
+
+
+def test_a_refund_is_kept_too_and_old_uploads_leave_the_file(tmp_path: Path) -> None:
+    clocks = Restarts()
+    a = clocks.boot(tmp_path)
+    a.charge("ann", 200)
+    failed = a.charge("ann", 400)
+    a.refund("ann", failed)
+    assert clocks.boot(tmp_path).left_today("ann") == 800
+    clocks.later(DAY + 5)
+    a = clocks.boot(tmp_path)
+    a.charge("bob", 10)  # the next write drops what is over a day old
+    assert list(quota_file(tmp_path)["accounts"]) == ["bob"]
+    assert not list(tmp_path.glob("*.tmp")), "written through a temp file, renamed"
+
+
+def test_a_clock_set_back_at_restart_counts_uploads_as_just_now(tmp_path: Path) -> None:
+    """A router without a real-time clock may boot at an older time: what
+    was uploaded "in the future" counts a whole day from now, never less."""
+    clocks = Restarts()
+    a = clocks.boot(tmp_path)
+    a.charge("ann", 700)
+    clocks.wall.now -= 30 * DAY
+    a = clocks.boot(tmp_path)
+    assert a.left_today("ann") == 300
+    clocks.later(DAY - 10)
+    assert a.left_today("ann") == 300
+    clocks.later(20)
+    assert a.left_today("ann") == 1000
+
+
+def test_the_file_is_bounded_in_accounts_and_entries(tmp_path: Path) -> None:
+    clocks = Restarts()
+    a = clocks.boot(tmp_path, per_day=10**9)
+    for _ in range(QUOTA_ENTRIES + 10):
+        a.charge("ann", 1000)
+        clocks.later(60)
+    for i in range(QUOTA_ACCOUNTS + 5):
+        a.charge(f"acct{i:04d}:1", 1)
+        clocks.later(1)
+    accounts = quota_file(tmp_path)["accounts"]
+    assert len(accounts) == QUOTA_ACCOUNTS
+    assert "ann" not in accounts, "the account whose last upload is oldest goes first"
+    assert "acct0000:1" not in accounts and f"acct{QUOTA_ACCOUNTS + 4:04d}:1" in accounts
+    assert (tmp_path / QUOTA_FILE).stat().st_size < 200_000
+    # Entries of one account merge, and what they count is kept.
+    b = clocks.boot(tmp_path, per_day=10**9)
+    for _ in range(QUOTA_ENTRIES + 10):
+        b.charge("cat", 1000)
+        clocks.later(60)
+    assert len(quota_file(tmp_path)["accounts"]["cat"]) == QUOTA_ENTRIES
+    assert clocks.boot(tmp_path, per_day=10**9).left_today("cat") == 10**9 - 1000 * (
+        QUOTA_ENTRIES + 10
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{not json",
+        "[]",
+        '{"v": 2, "accounts": {}}',
+        '{"v": 1, "accounts": {"ann": [[1, -5]]}}',
+        '{"v": 1, "accounts": {"ann": [[1.5, 5]]}}',
+        '{"v": 1, "accounts": {"ann": [[1, 5, 6]]}}',
+        '{"v": 1, "accounts": {"' + "x" * 65 + '": []}}',
+        '{"v": 1, "accounts": {"ann": "x"}}',
+        "[" * 200_000,
+        "\udcff",
+    ],
+)
+def test_a_damaged_quota_file_is_ignored_and_rewritten(tmp_path: Path, text: str) -> None:
+    (tmp_path / QUOTA_FILE).write_bytes(text.encode(errors="surrogateescape"))
+    clocks = Restarts()
+    a = clocks.boot(tmp_path)
+    assert a.left_today("ann") == 1000
+    assert a.status()["quota"]["quota_file_bad"] == 1
+    a.charge("ann", 5)
+    assert clocks.boot(tmp_path).left_today("ann") == 995
 
 
 def test_an_upload_no_message_names_goes_after_the_grace(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 import websocket
 
-from app.config import build_parser
+from app.config import MAX_UPLOAD, UPLOAD_BYTES_PER_DAY, build_parser, parse_args
+from node.blobs import DEFAULT_BUDGET
 from tests.conftest import require
 from tests.helpers import HttpSession, HttpTransport, WsClient, free_port, free_udp_port
 
@@ -559,6 +560,12 @@ SHIPPED_ARGV = [
     "24h",
     "--max-history",
     "5000",
+    "--blob-budget",
+    "16M",
+    "--max-upload",
+    "4M",
+    "--upload-bytes-per-day",
+    "8M",
     "--mesh-iface",
     "br-lan",
     "--mesh-group",
@@ -586,6 +593,8 @@ LONE_OPTIONS: dict[str, str | list[str]] = {
     "mesh": "0",
     "mesh_iface": ["bat0"],
     "host": "",
+    "blob_budget": "1G",
+    "max_upload": "",
 }
 LONE_ARGV = [
     "/usr/bin/python3",
@@ -598,6 +607,8 @@ LONE_ARGV = [
     "80",
     "--node-name",
     'Ann\'s "corner" café',
+    "--blob-budget",
+    "1G",
     "--no-mesh",
 ]
 # Two mesh interfaces, the rest default.
@@ -607,6 +618,8 @@ TWO_IFACES: dict[str, str | list[str]] = {
     "admin": ["boss", "Eve.2"],
     "captive_portal": "1",
     "purge_at": "04:30",
+    "upload_bytes_per_day": "0",
+    "blob_peer": ["10.0.0.2:8080", "[fd00::2]:8081"],
 }
 TWO_IFACES_ARGV = [
     "/usr/bin/python3",
@@ -617,6 +630,12 @@ TWO_IFACES_ARGV = [
     "/etc/community-chat",
     "--purge-at",
     "04:30",
+    "--upload-bytes-per-day",
+    "0",
+    "--blob-peer",
+    "10.0.0.2:8080",
+    "--blob-peer",
+    "[fd00::2]:8081",
     "--admin",
     "boss",
     "--admin",
@@ -696,6 +715,38 @@ def test_init_script_starts_nothing_when_disabled(shell: str, tmp_path: Path) ->
     assert params == {}
     assert [c[0] for c in recorded] == ["config_load", "procd_add_reload_trigger"]
     assert "disabled" in stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (SHIPPED_ARGV, (16 << 20, 4 << 20, 8 << 20, [])),
+        (LONE_ARGV, (1 << 30, MAX_UPLOAD, UPLOAD_BYTES_PER_DAY, [])),
+        (TWO_IFACES_ARGV, (DEFAULT_BUDGET, MAX_UPLOAD, 0, ["10.0.0.2:8080", "[fd00::2]:8081"])),
+    ],
+    ids=["shipped-config", "lone-router", "two-interfaces"],
+)
+def test_the_blob_options_reach_the_app(
+    argv: list[str], expected: tuple[int, int, int, list[str]]
+) -> None:
+    """blob_budget, max_upload, upload_bytes_per_day and blob_peer become the
+    app's settings (parse_args also checks max_upload <= blob_budget)."""
+    config = parse_args(argv[4:])
+    got = (config.blob_budget, config.max_upload, config.upload_bytes_per_day, config.blob_peer)
+    assert got == expected
+
+
+def test_every_blob_option_of_the_config_is_on_the_shipped_command_line(tmp_path: Path) -> None:
+    main = shipped_options()
+    assert {"blob_budget", "max_upload", "upload_bytes_per_day"} <= set(main)
+    _, params, _ = run_init("/bin/sh", main, tmp_path)
+    argv = params["command"]
+    for option, flag in (
+        ("blob_budget", "--blob-budget"),
+        ("max_upload", "--max-upload"),
+        ("upload_bytes_per_day", "--upload-bytes-per-day"),
+    ):
+        assert argv[argv.index(flag) + 1] == main[option]
 
 
 def test_every_flag_of_the_init_script_exists_in_the_app() -> None:
