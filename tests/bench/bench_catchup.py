@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, record_results, table, verdict
+from history import WORDS
 
 from node.clock import pack
 from node.record import Record, RecordKind
@@ -62,28 +63,9 @@ TARGET_HEAL_BYTES = 10_000
 
 def make_records(origin: str, first: int, count: int, base_ms: int) -> list[Record]:
     rng = random.Random(first)
-    words = (
-        "hello",
-        "anyone",
-        "bread",
-        "water",
-        "tonight",
-        "meeting",
-        "at",
-        "the",
-        "square",
-        "ok",
-        "thanks",
-        "see",
-        "you",
-        "bus",
-        "late",
-        "power",
-        "back",
-    )
     out = []
     for i in range(first, first + count):
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12)))
         ms = base_ms + i * 10
         out.append(
             Record(

@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 
 from common import record_results, table, verdict
+from history import WORDS
 
 from node.protocol import BEACON_INTERVAL
 from node.record import Record, RecordKind
@@ -73,30 +74,11 @@ WORKERS = 2  # processes: the runs are independent and seeded
 def history(n: int, seed: int = 7) -> list[Record]:
     """``n`` messages of ``ORIGIN`` with ~``TEXT_BYTES`` bytes of text each."""
     rng = random.Random(seed)
-    words = (
-        "hello",
-        "anyone",
-        "bread",
-        "water",
-        "tonight",
-        "meeting",
-        "at",
-        "the",
-        "square",
-        "ok",
-        "thanks",
-        "see",
-        "you",
-        "bus",
-        "late",
-        "power",
-        "back",
-    )
     out = []
     for seq in range(1, n + 1):
         text = ""
         while len(text) < TEXT_BYTES:
-            text += rng.choice(words) + " "
+            text += rng.choice(WORDS) + " "
         ms = 1_690_000_000_000 + seq * 10
         body = {"author": f"user{seq % 40}", "node": "old", "time": ms, "text": text[:TEXT_BYTES]}
         out.append(Record(ORIGIN, seq, ms << 16, RecordKind.MESSAGE, 1 + seq % 4, body))

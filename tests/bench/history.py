@@ -12,6 +12,26 @@ from node.store import Store
 
 ROOMS = 4
 ORIGINS = [f"{k:016x}" for k in range(1, 6)]  # five routers that are not running
+# What the catch-up and FEC benches' messages are made of: short everyday words.
+WORDS = (
+    "hello",
+    "anyone",
+    "bread",
+    "water",
+    "tonight",
+    "meeting",
+    "at",
+    "the",
+    "square",
+    "ok",
+    "thanks",
+    "see",
+    "you",
+    "bus",
+    "late",
+    "power",
+    "back",
+)
 
 
 def write_history(data_dir: Path, n: int, seed: int = 1, rooms: int = ROOMS) -> None:

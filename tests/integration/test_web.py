@@ -10,6 +10,7 @@ import pytest
 
 from app.accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, verify_password
 from app.chat import MAX_TEXT_CHARS, UNREAD_MAX, Chat
+from app.moderation import ChatPolicy, Moderation
 from app.sessions import Sessions
 from app.web import build_app
 from node.record import Record, RecordKind
@@ -20,7 +21,8 @@ from tests.helpers import PASSWORD, HttpSession, WsgiTransport
 class Site:
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.store = Store(data, rooms=4)
+        # As app/server.py makes the store: the chat's policy (blocks, moderation).
+        self.store = Store(data, rooms=4, policy=ChatPolicy(Moderation().authorizes))
         self.chat = Chat(self.store, "router-a")
         self.sessions = Sessions(data)
         self.app = build_app(self.chat, self.sessions)

@@ -21,14 +21,12 @@ from app.accounts import (
     check_new_password,
     check_username,
 )
-from app.chat import MAX_TEXT_CHARS, NAME_TAKEN, STORE_UNAVAILABLE, Chat
+from app.chat import MAX_TEXT_CHARS, NAME_TAKEN, STORE_UNAVAILABLE
 from app.i18n import Language, accepted, choose, languages, message, status_line
-from app.moderation import ChatPolicy, Moderation
-from app.sessions import Sessions
-from app.web import ERROR_PAGES, build_app
-from node.store import Store
+from app.web import ERROR_PAGES
 from tests import catalogues
-from tests.helpers import PASSWORD, HttpSession, WsgiTransport
+from tests.helpers import PASSWORD
+from tests.integration.test_web import Site
 
 SECOND = "de"  # the second complete language
 DE = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8"}
@@ -242,19 +240,9 @@ def test_every_error_page_status_has_its_phrase_translated() -> None:
 # -- pages --------------------------------------------------------------------------------
 
 
-class Site:
-    def __init__(self, data: Path) -> None:
-        self.store = Store(data, rooms=4, policy=ChatPolicy(Moderation().authorizes))
-        self.chat = Chat(self.store, "router-a")
-        self.app = build_app(self.chat, Sessions(data))
-
-    def client(self) -> HttpSession:
-        return HttpSession(WsgiTransport(self.app))
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
+    s = Site(tmp_path)  # the site of tests/integration/test_web.py: the chat's policy too
     yield s
     s.store.close()
 
