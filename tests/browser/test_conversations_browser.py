@@ -104,6 +104,7 @@ def test_search_finds_a_message_and_jumps_to_it(
     result = page.locator("#results li a")
     expect(result).to_have_count(1)
     expect(result.locator("mark")).to_have_text("old 007")
+    page.locator("#search").scroll_into_view_if_needed()  # the history may scroll on meanwhile
     tab.shot(f"search-{vp_name(viewport)}")
     result.click()
     target = messages_with_text(page, "old 007")

@@ -288,6 +288,12 @@ def test_room_list_room_and_conversation_in_german(
         search.press("Enter")
         expect(page.locator("#search-note")).to_have_text("1 Nachricht gefunden, neueste zuerst.")
         expect(page.locator("#results li")).to_have_count(1)
+        # A longer word than the English must not break over two lines ("Such-en").
+        lines = page.locator("#search button[type=submit]").evaluate(
+            "b => { const r = document.createRange(); r.selectNodeContents(b);"
+            " return r.getClientRects().length; }"
+        )
+        assert lines == 1, f"the search button's word takes {lines} lines at {w} px"
         expect(page.locator("summary")).to_have_text("Online: 1")
         assert english_left(page, "room") == []
         no_sideways_scroll_at(page, w)
