@@ -74,11 +74,17 @@ def log_name(record: Record) -> str:
 
 def encode_line(record: Record) -> bytes:
     """One log line for a record, newline included."""
+    hlc, room, seq, origin = record.hlc, record.room, record.seq, record.origin
+    # A head of ints and an origin of hex digits is written as is: only the
+    # body goes through the encoder (a fifth of a catch-up's store time).
+    if type(hlc) is int and type(room) is int and type(seq) is int and _is_origin(origin):
+        head = f'{{"id":"{origin}:{seq}","hlc":{hlc},"kind":"{KIND_NAMES[record.kind]}"'
+        return f'{head},"room":{room},"body":{_ENCODER.encode(record.body)}}}\n'.encode()
     obj = {
         "id": record.id,
-        "hlc": record.hlc,
+        "hlc": hlc,
         "kind": KIND_NAMES[record.kind],
-        "room": record.room,
+        "room": room,
         "body": record.body,
     }
     return (_ENCODER.encode(obj) + "\n").encode()
@@ -143,6 +149,16 @@ def _valid_origin(origin: str) -> str:
         _ORIGINS.clear()
     _ORIGINS[origin] = origin
     return origin
+
+
+def _is_origin(origin: str) -> bool:
+    if origin in _ORIGINS:
+        return True
+    try:
+        _valid_origin(origin)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode(line: bytes | str) -> Record | None:
