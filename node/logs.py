@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,20 +75,52 @@ def log_name(record: Record) -> str:
 
 def encode_line(record: Record) -> bytes:
     """One log line for a record, newline included."""
+    hlc, room, seq, origin = record.hlc, record.room, record.seq, record.origin
+    # A head of ints and an origin of hex digits is written as is: only the
+    # body goes through the encoder (a fifth of a catch-up's store time).
+    if type(hlc) is int and type(room) is int and type(seq) is int and _is_origin(origin):
+        head = f'{{"id":"{origin}:{seq}","hlc":{hlc},"kind":"{KIND_NAMES[record.kind]}"'
+        return f'{head},"room":{room},"body":{_ENCODER.encode(record.body)}}}\n'.encode()
     obj = {
         "id": record.id,
-        "hlc": record.hlc,
+        "hlc": hlc,
         "kind": KIND_NAMES[record.kind],
-        "room": record.room,
+        "room": room,
         "body": record.body,
     }
     return (_ENCODER.encode(obj) + "\n").encode()
+
+
+# The head of a line as ``encode_line`` writes it, up to the body: read by
+# one match instead of the JSON decoder (no dict and id string per line, two
+# fifths of a line's decoding).  A line spelled any other way is decoded as
+# JSON (``_decode_json``), which decides what such a line holds.
+_HEAD = re.compile(
+    r'\{"id":"([0-9a-f]{16}):([0-9]{1,10})","hlc":(0|[1-9][0-9]{0,19}),'
+    r'"kind":"([a-z]{1,16})","room":(0|[1-9][0-9]{0,9}),"body":'
+)
+_BODY_DECODER = json.JSONDecoder()  # json.loads's own settings
 
 
 def decode_line(line: bytes | str) -> Record:
     """A log line back to a record; raises ValueError if it is not one.
 
     Its origin, body keys and short body strings are shared (``share``)."""
+    head = _HEAD.match(line) if isinstance(line, str) else None
+    if head is not None and isinstance(line, str):
+        kind = KINDS_BY_NAME.get(head[4])
+        try:
+            body, end = _BODY_DECODER.raw_decode(line, head.end())
+        except ValueError:
+            body = None
+        n = int(head[2])
+        if kind is not None and type(body) is dict and line[end:] == "}" and 1 <= n <= MAX_SEQ:
+            origin = _ORIGINS.get(head[1]) or _valid_origin(head[1])
+            return Record(origin, n, int(head[3]), kind, int(head[5]), share_body(body))
+    return _decode_json(line)
+
+
+def _decode_json(line: bytes | str) -> Record:
     obj = json.loads(line)
     if not isinstance(obj, dict):
         raise ValueError("not an object")
@@ -130,8 +163,11 @@ def share(text: str) -> str:
 
 def share_body(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` with its keys and short string values shared."""
+    get = _SHARED.get  # the usual case, a string shared already, without a call
     return {
-        share(k): share(v) if type(v) is str and len(v) <= SHARED_CHARS else v
+        (get(k) or share(k)): (get(v) or share(v))
+        if type(v) is str and len(v) <= SHARED_CHARS
+        else v
         for k, v in body.items()
     }
 
@@ -143,6 +179,16 @@ def _valid_origin(origin: str) -> str:
         _ORIGINS.clear()
     _ORIGINS[origin] = origin
     return origin
+
+
+def _is_origin(origin: str) -> bool:
+    if origin in _ORIGINS:
+        return True
+    try:
+        _valid_origin(origin)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode(line: bytes | str) -> Record | None:
@@ -166,17 +212,25 @@ def _line_id(line: bytes) -> tuple[str, int] | None:
     return (record.origin, record.seq)
 
 
-def _lines(data: bytes) -> Sequence[bytes | str]:
+def _lines(data: bytes) -> Iterator[bytes | str]:
     """A log's lines, decoded as one text when it is UTF-8 (json.loads of a
     ``str`` skips the encoding detection it does for every ``bytes`` line: a
     tenth of a load).  Split at the same line ends as ``bytes.splitlines``:
     ``str.splitlines`` would also split at U+2028 and the like, which a
-    message's text may hold unescaped."""
+    message's text may hold unescaped.  One line at a time: a list of them
+    all, freed after the log, left holes among the records held (about 60
+    bytes a record of memory never given back)."""
     try:
         text = data.decode()
     except UnicodeDecodeError:  # a line that is not UTF-8: each line on its own
-        return data.splitlines()
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[:-1] if text else []
+        yield from data.splitlines()
+        return
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    start, end = 0, text.find("\n")
+    while end >= 0:  # what follows the last line end is not a line (records() cut it off)
+        yield text[start:end]
+        start, end = end + 1, text.find("\n", end + 1)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -47,6 +47,10 @@ class Record:
     kind: RecordKind
     room: int  # 1..N for messages, 0 for records that belong to no room
     body: Mapping[str, Any] = field(compare=False)
+    # Bytes of ``body``'s compact JSON (node/wire.py ``dump_json``) or more,
+    # when known: the wire decoder sets it from the JSON it received (no
+    # re-encoding is longer, node/wire.py ``_load_json``); 0: not known.
+    json_size: int = field(default=0, compare=False, repr=False)
 
     # Records are compared, never hashed (their body is a dict); typeshed
     # wants __hash__ to be a method, hence the ignore.
@@ -88,12 +92,20 @@ class SeqSet:
         self.extra = RangeSet()
 
     def __contains__(self, seq: int) -> bool:
-        return seq <= self.contiguous or seq in self.extra
+        if seq <= self.contiguous:
+            return True
+        ranges = self.extra.ranges
+        # Above every range (what a catch-up window brings next): no search.
+        return bool(ranges) and seq <= ranges[-1][1] and seq in self.extra
 
     def add(self, seq: int) -> bool:
         """Add ``seq``; False if it was already there."""
-        if seq == self.contiguous + 1 and not self.extra.ranges:  # the usual case
+        ranges = self.extra.ranges
+        if seq == self.contiguous + 1 and not ranges:  # the usual case
             self.contiguous = seq
+            return True
+        if ranges and seq == ranges[-1][1] + 1:  # a window above a hole, in order
+            ranges[-1] = (ranges[-1][0], seq)
             return True
         if seq in self:
             return False

@@ -314,10 +314,17 @@ class RecordDatagram:
         return _seal(self, key)
 
 
+# Floats decoded so far (``_finite`` counts them): a body without one
+# re-encodes no longer than it came (``_load_json``).  Decoding never yields
+# to another greenlet, so one count serves the process.
+_FLOATS = [0]
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # "1e999" parses to inf, which JSON cannot carry
         raise ValueError(text)
+    _FLOATS[0] += 1
     return value
 
 
@@ -325,40 +332,56 @@ def _no_constant(text: str) -> Any:
     raise ValueError(text)  # NaN, Infinity, -Infinity are not JSON
 
 
-def _load_json(raw: bytes) -> dict[str, Any]:
+# One decoder for every record: json.loads with hooks makes a new one per call.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
+def _load_json(raw: bytes) -> tuple[dict[str, Any], int]:
+    """A record's body and its size: bytes of its compact re-encoding
+    (``dump_json``) or more, so a reader can bound it without encoding it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError(Drop.BAD_UTF8) from None
+    floats = _FLOATS[0]
     try:
-        body = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        body = _DECODER.decode(text)
         # It must serialize again (we relay it): lone surrogates from "\ud800"
         # escapes do not, and a re-encoding may be longer than the raw.  Only
-        # a \u escape can make a surrogate (UTF-8 has none), and only numbers
-        # grow, at most JSON_GROWTH times ("1e15": "1000000000000000.0"); so
-        # a record of neither kind skips the re-encoding (a tenth of the
-        # catch-up receive path's time).
+        # a \u escape can make a surrogate (UTF-8 has none), and only floats
+        # grow, at most JSON_GROWTH times ("1e15": "1000000000000000.0"):
+        # whitespace, "\/" and other escapes, "-0" and repeated keys only
+        # shrink.  So a record of neither kind skips the re-encoding (a tenth
+        # of the catch-up receive path's time) and its size is the raw's.
         slow = b"\\u" in raw or len(raw) * JSON_GROWTH > MAX_RECORD_JSON
-        again = len(dump_json(body)) if slow and isinstance(body, dict) else 0
+        if slow or _FLOATS[0] != floats:
+            size = len(dump_json(body)) if isinstance(body, dict) else 0
+        else:
+            size = len(raw)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise WireError(Drop.BAD_JSON) from None
     if not isinstance(body, dict):
         raise WireError(Drop.BAD_JSON)
-    if again > MAX_RECORD_JSON:
+    if size > MAX_RECORD_JSON:
         raise WireError(Drop.TOO_LONG)
     checked: dict[str, Any] = body
-    return checked
+    return checked, size
+
+
+_KIND_OF = {int(k): k for k in RecordKind}
 
 
 def _read_record(body: bytes) -> Record:
-    reader = _Reader(body)
-    origin, seq, hlc, kind, room = reader.unpack(RECORD_HEAD)
+    if len(body) < RECORD_HEAD.size:
+        raise WireError(Drop.MALFORMED)
+    origin, seq, hlc, kind, room = RECORD_HEAD.unpack_from(body)
     if seq == 0:
         raise WireError(Drop.MALFORMED)
-    if kind not in _RECORD_KINDS:
+    record_kind = _KIND_OF.get(kind)
+    if record_kind is None:
         raise WireError(Drop.BAD_RECORD_KIND)
-    payload = _load_json(reader.rest())
-    return Record(origin.hex(), seq, hlc, RecordKind(kind), room, payload)
+    payload, size = _load_json(body[RECORD_HEAD.size :])
+    return Record(origin.hex(), seq, hlc, record_kind, room, payload, size)
 
 
 def _parse_record(body: bytes, sender: str, hops: int, counter: int) -> RecordDatagram:

@@ -1,5 +1,7 @@
 """Store benchmark: appends (flushed), batch merge and start-up time, each
-against writing the same lines to a plain file, in the same run.
+against writing the same lines to a plain file, in the same run; and the
+bytes each loaded record holds (tracemalloc: Python's own allocations, so
+a process's RSS is about a third more).
 
 Targets (issue "Benchmarks"): at least a third of the plain-file rate;
 start-up with 100,000 records under 2 s.  Run: make bench, or
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 from common import median_of, record_results, table, timed, verdict
@@ -152,7 +155,7 @@ def run_merge() -> tuple[float, float]:
     return BATCH / median_of(REPEATS, plain), BATCH / median_of(REPEATS, ours)
 
 
-def run_startup() -> tuple[float, float]:
+def run_startup() -> tuple[float, float, float]:
     records = make_records(STARTUP_RECORDS, seed=5)
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
@@ -168,13 +171,24 @@ def run_startup() -> tuple[float, float]:
         def load() -> float:
             return timed(lambda: Store(folder, rooms=4))
 
-        return median_of(REPEATS, read_plain), median_of(REPEATS, load)
+        def held_bytes() -> float:
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                store = Store(folder, rooms=4)
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            assert len(store.index) == STARTUP_RECORDS
+            return held / STARTUP_RECORDS
+
+        return median_of(REPEATS, read_plain), median_of(REPEATS, load), held_bytes()
 
 
 def main() -> None:
     raw_rate, plain_rate, store_rate = run_appends()
     plain_merge, store_merge = run_merge()
-    plain_start, store_start = run_startup()
+    plain_start, store_start, held = run_startup()
     print(
         f"(plain file: the same JSON lines made and written; raw: ready-made lines, "
         f"{raw_rate:,.0f}/s flushed one by one)"
@@ -209,6 +223,7 @@ def main() -> None:
         ],
         ("", "plain read", "store", "ratio"),
     )
+    print(f"held in memory once loaded: {held:,.0f} bytes a record (tracemalloc)")
     record_results(
         {
             "store.append_per_s": store_rate,
@@ -218,6 +233,7 @@ def main() -> None:
             f"store.merge_{BATCH}_plain_per_s": plain_merge,
             f"store.startup_{STARTUP_RECORDS}_s": store_start,
             f"store.startup_{STARTUP_RECORDS}_read_s": plain_start,
+            "store.held_bytes_per_record": held,
         }
     )
     verdict(

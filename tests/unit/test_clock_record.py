@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.clock import MAX_DRIFT_MS, HybridClock, counter, pack, physical_ms
 from node.record import SeqSet, VersionVector, parse_id
@@ -159,3 +161,32 @@ def test_the_wall_clock_is_a_collaborator() -> None:
     assert c.tick() == pack(1000, 1)
     c.observe(pack(wall[0] + MAX_DRIFT_MS + 1, 0))  # ahead of the wall clock it reads
     assert c.clamped == 1 and physical_ms(c.last) == wall[0] + MAX_DRIFT_MS
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(1, 60), st.integers(0, 6)),
+        max_size=60,
+    )
+)
+def test_seq_set_holds_what_a_plain_set_holds(ops: list[tuple[bool, int, int]]) -> None:
+    """Single adds (in order above a hole, as a catch-up window brings
+    them, or anywhere) and ranges, against a set of ints."""
+    s, model = SeqSet(), set()
+    for single, seq, span in ops:
+        if single:
+            for n in range(seq, seq + span + 1):  # a run: the in-order case
+                assert s.add(n) is (n not in model)
+                model.add(n)
+        else:
+            new = s.add_range(seq, seq + span)
+            assert new == len(set(range(seq, seq + span + 1)) - model)
+            model |= set(range(seq, seq + span + 1))
+        assert [n for n in range(1, 80) if n in s] == sorted(n for n in model if n < 80)
+        contiguous = 0
+        while contiguous + 1 in model:
+            contiguous += 1
+        assert s.contiguous == contiguous
+        lacking = [n for n in range(1, 80) if n not in model]
+        assert [n for a, b in s.missing(79) for n in range(a, b + 1)] == lacking

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.accounts import (
     HASH_BYTES,
@@ -24,6 +28,8 @@ from app.chat import (
     Chat,
     ChatError,
     check_remote_record,
+    clean_text,
+    is_clean_text,
     iso_utc,
     message_frame,
 )
@@ -31,6 +37,7 @@ from app.moderation import ChatPolicy, Moderation
 from node.clock import pack, physical_ms
 from node.record import Record, RecordKind
 from node.store import Store
+from node.wire import HEADER, MAC_LEN, RECORD_HEAD, VERSION, DatagramKind, RecordDatagram, parse
 from tests.helpers import receive_one
 
 PEER = "c" * 16
@@ -162,6 +169,57 @@ def test_largest_honest_message_fits_its_byte_limit() -> None:
     )
     record = message(body, hlc=pack(physical_ms((1 << 64) - 1), 0))
     assert check_remote_record(record, 4) is None
+
+
+def from_the_wire(room: int, raw: bytes, kind: RecordKind = RecordKind.MESSAGE) -> Record:
+    """The record a peer's RECORD datagram with body JSON ``raw`` gives."""
+    key = b"bounds"
+    signed = HEADER.pack(VERSION, DatagramKind.RECORD, 0, 1, bytes.fromhex(PEER), 0)
+    signed += RECORD_HEAD.pack(bytes.fromhex(PEER), 5, pack(NOW_MS, 0), kind, room) + raw
+    datagram = parse(signed + hmac.new(key, signed, hashlib.sha256).digest()[:MAC_LEN], [key])
+    assert isinstance(datagram, RecordDatagram)
+    return datagram.record
+
+
+def test_byte_limits_count_a_received_body_as_it_would_be_sent_on() -> None:
+    """The limit is on the compact JSON, not on what a peer sent: padding
+    that the compact form drops is no reason to refuse, and a body over the
+    limit is refused however it came."""
+    from app.chat import MAX_BODY_BYTES
+
+    limit = MAX_BODY_BYTES[RecordKind.READ]
+    body = {"user": "ann", "room": 1, "upto": 5}
+    padded = json.dumps(body, indent=limit).encode()
+    assert len(padded) > limit
+    record = from_the_wire(1, padded, RecordKind.READ)
+    assert record.json_size > limit
+    assert check_remote_record(record, 4) is None
+    over = json.dumps({**body, "user": "a" * limit}, separators=(",", ":")).encode()
+    assert check_remote_record(from_the_wire(1, over, RecordKind.READ), 4) == "bad_read"
+    pad = {"action": "clear", "by": "boss", "account": f"{PEER}:1", "x": "y" * limit * 4}
+    raw = json.dumps(pad, separators=(",", ":")).encode()
+    assert check_remote_record(from_the_wire(1, raw, RecordKind.MODERATION), 4) == "bad_moderation"
+    blob = good_body(text="", blob={"sha": "0" * 64}, thumb="t" * 60_000)
+    assert from_the_wire(1, json.dumps(blob).encode()).json_size > 60_000
+    assert check_remote_record(message(blob), 4) is not None
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(
+    st.lists(
+        st.characters(min_codepoint=0, max_codepoint=0xE000)
+        | st.sampled_from(["\r\n", "\r", "\n", "\t", " ", "\x85", "\u2028", "\ud800"]),
+        max_size=40,
+    ).map("".join)
+    | st.integers(1990, 2010).map(lambda n: "x" * n)
+    | st.just(None)
+)
+def test_is_clean_text_is_clean_text_taking_the_text_as_it_is(text: str | None) -> None:
+    try:
+        expected = clean_text(text) == text
+    except ChatError:
+        expected = False
+    assert is_clean_text(text) is expected
 
 
 # -- read markers ------------------------------------------------------------------------

@@ -436,3 +436,19 @@ def test_gone_is_counted_by_reason(tmp_path: Path) -> None:
         assert s.append(r)
     assert s.gone_counts() == {"expired": 2, "removed": 1, "reported": 3, "superseded": 1}
     assert [r.seq for r in s.messages(1)] == [3]
+
+
+def test_since_finds_a_record_exactly_limit_arrivals_back_and_no_further(tmp_path: Path) -> None:
+    """Arrival order, not sorted order: records arrive out of order."""
+    s = Store(tmp_path, rooms=2)
+    hlcs = [50, 10, 40, 20, 30, 60]
+    for seq, hlc in enumerate(hlcs, start=1):
+        s.append(msg(ORIGIN_A, seq, hlc))
+    s.append(msg(ORIGIN_B, 1, 5, room=2))
+    assert [r.seq for r in s.since(1, (ORIGIN_A, 2), 4)] == [4, 5, 3, 6]
+    assert s.since(1, (ORIGIN_A, 2), 3) is None
+    assert s.since(1, (ORIGIN_A, 6), 0) == []
+    assert s.since(1, (ORIGIN_B, 1), 10) is None, "another room's record"
+    assert s.since(2, (ORIGIN_A, 6), 10) is None
+    assert s.before(2, (ORIGIN_A, 3), 10) is None, "another room's record"
+    assert [r.seq for r in s.before(1, (ORIGIN_A, 3), 10)] == [2, 4, 5]

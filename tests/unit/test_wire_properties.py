@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import string
 from typing import Any
 
@@ -39,6 +40,7 @@ from node.wire import (
     FragmentDatagram,
     RecordDatagram,
     WireError,
+    dump_json,
     parse,
 )
 
@@ -299,3 +301,55 @@ def test_json_edge_cases_resealed_parse_or_fail_cleanly() -> None:
         string.printable.encode(),
     ]:
         parse_or_reason(seal(head + record_head + body), [KEY])
+
+
+# -- a received record's size -------------------------------------------------------------
+
+# The JSON a peer may send for a body: any of these spellings of the same value.
+_SPACES = st.sampled_from(["", " ", "\n", "\t ", "  \r\n"])
+
+
+@st.composite
+def spelled_bodies(draw: st.DrawFn) -> bytes:
+    """A body's JSON as another implementation may write it: whitespace,
+    escapes ("\\/", "\\u00e9"), floats in exponent form, repeated keys."""
+    sp = draw(_SPACES)
+    items = []
+    for key, value in draw(bodies).items():
+        items.append(json.dumps(key) + sp + ":" + sp + _spelled(draw, value))
+    if items and draw(st.booleans()):
+        items.append(items[0])  # a repeated key: the last one counts
+    return ("{" + sp + ("," + sp).join(items) + sp + "}").encode()
+
+
+def _spelled(draw: st.DrawFn, value: Any) -> str:
+    if isinstance(value, float):
+        return draw(st.sampled_from([repr(value), f"{value:e}", f"{value:.17E}"]))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=draw(st.booleans())).replace("/", "\\/")
+    return json.dumps(value, allow_nan=False)
+
+
+@PROPS
+@given(spelled_bodies())
+def test_a_received_records_json_size_bounds_its_compact_encoding(raw: bytes) -> None:
+    """``Record.json_size`` is never below the bytes of the body's compact
+    JSON (what the chat's byte limits count): floats that grow ("1e15"
+    becomes "1000000000000000.0") are counted as re-encoded."""
+    head = HEADER.pack(VERSION, DatagramKind.RECORD, 0, 1, bytes(8), 0)
+    record_head = RECORD_HEAD.pack(bytes.fromhex("0123456789abcdef"), 1, 0, RecordKind.MESSAGE, 1)
+    try:
+        datagram = parse(seal(head + record_head + raw), [KEY])
+    except WireError:
+        return  # too long once re-encoded, say: never held
+    assert isinstance(datagram, RecordDatagram)
+    assert datagram.record.json_size >= len(dump_json(datagram.record.body))
+
+
+def test_a_float_that_grows_is_counted_as_it_is_sent_on() -> None:
+    head = HEADER.pack(VERSION, DatagramKind.RECORD, 0, 1, bytes(8), 0)
+    record_head = RECORD_HEAD.pack(bytes.fromhex("0123456789abcdef"), 1, 0, RecordKind.MESSAGE, 1)
+    datagram = parse(seal(head + record_head + b'{"a":1e15,"b":1e-7}'), [KEY])
+    assert isinstance(datagram, RecordDatagram)
+    assert dump_json(datagram.record.body) == b'{"a":1000000000000000.0,"b":1e-07}'
+    assert datagram.record.json_size == 34
