@@ -81,8 +81,12 @@ def po_files() -> list[Path]:
 
 
 def read(path: Path) -> Catalog:
+    """A catalogue: ``locale/<lang>/LC_MESSAGES/chat.po`` in its language,
+    the template ``locale/chat.pot`` in none (the folder above locale/ is
+    the checkout's, whatever it is called: "community-chat" is no locale)."""
+    locale = path.parent.parent.name if path.parent.name == "LC_MESSAGES" else None
     with path.open("rb") as f:
-        return read_po(f, locale=path.parent.parent.name)
+        return read_po(f, locale=locale)
 
 
 def compiled(catalog: Catalog) -> bytes:
