@@ -17,6 +17,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import gevent
@@ -216,6 +217,8 @@ class ChatServer(WSGIServer):
         self.per_address: Counter[str] = Counter()
         self.refused: Counter[str] = Counter() if refused is None else refused
         self._logged_at: float | None = None
+        # Sockets handed to their pages (app/hub.py Page), from handle to do_close.
+        self._kept_open: set[Any] = set()
 
     def do_handle(self, sock: Any, address: Any) -> None:
         key = client_key(address[0]) if isinstance(address, tuple) else "?"
@@ -233,10 +236,24 @@ class ChatServer(WSGIServer):
         return None
 
     def handle(self, sock: Any, address: Any) -> None:
+        key = client_key(address[0]) if isinstance(address, tuple) else "?"
+        handler = self.handler_class(sock, address, self)
         try:
-            super().handle(sock, address)
+            handler.handle()
         finally:
-            self._release(client_key(address[0]) if isinstance(address, tuple) else "?")
+            # An open page's socket outlives its handler (app/hub.py Page):
+            # it is closed, and counted out, when the page ends.
+            page = getattr(handler, "cc_page", None)
+            if page is not None and page.hand_over(partial(self._release, key)):
+                self._kept_open.add(sock)
+            else:
+                self._release(key)
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if sock in self._kept_open:  # the page's now
+            self._kept_open.discard(sock)
+            return
+        super().do_close(sock, *args)
 
     def _release(self, key: str) -> None:
         self.connections -= 1
