@@ -150,9 +150,10 @@ def _purge_forever(chat: Chat, config: Config) -> None:
 # log (a message lost) or on the mesh.
 DESCRIPTOR_RESERVE = 64
 DESCRIPTORS_PER_CONNECTION = 2
-# The cap when descriptors allow more: a connected page costs about 90 KiB
-# (bench_footprint.py: 500 pages and 10,000 messages take 80 MB, idle 34 MB),
-# so 1,000 is most of what a router with 128 MB of RAM can spare.
+# The cap when descriptors allow more.  Set when a connected page cost about
+# 90 KiB (1,000 was most of what a router with 128 MB of RAM could spare); an
+# idle page is now about 5 KB (parked, app/hub.py Page; bench_footprint.py),
+# so the cap bounds descriptors and the work of a fan-out more than memory.
 MAX_CONNECTIONS = 1000
 # Fewer than this and the router could not serve one family: refuse to start.
 MIN_CONNECTIONS = 8
