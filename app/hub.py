@@ -16,7 +16,8 @@ ones included, costs one from the socket's frame budget, a message comes in
 at most ``MAX_MESSAGE_FRAGMENTS`` frames, and the reader yields to the other
 greenlets after each frame (``BoundedWebSocket.read_message``): a socket that
 floods frames is closed after a bounded number of them and never holds the
-router meanwhile.
+router meanwhile.  Between messages an idle page holds no greenlet: its
+socket is parked (``Page``) until the page sends again.
 
 Fan-out: a frame is serialised and framed once per message and the same bytes
 are queued for every client in the room.  One flush per hub, after the
@@ -42,6 +43,7 @@ from typing import Any
 import gevent
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
+from greenlet import greenlet  # type: ignore[import-untyped]  # gevent's own dependency
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,183 @@ class BoundedWebSocket(WebSocket):
             client.close(code)
             client.flush()
         self.closed = True  # type: ignore[misc]  # a slot of WebSocket, which is untyped
+
+
+# What a page's socket is read in: a page's frames are a few hundred bytes,
+# so one recv takes a frame whole, often several.  Only bytes read past the
+# current frame are kept, and only until they are taken: an idle page holds
+# no buffer (a BufferedReader held 2 KB per open page).
+READ_CHUNK_BYTES = 2 * 1024
+
+
+class Page:
+    """An open page's socket after the handshake, read without a greenlet
+    of its own while the page is idle.
+
+    How this works: ``serve(step, on_end)`` reads messages with ``step``
+    (one message read and answered; False ends the page) as long as bytes
+    are at hand, then *parks*: an io watcher on the socket's descriptor
+    waits for the next bytes, and the greenlet that was reading returns.
+    When bytes arrive the watcher's callback starts a greenlet that reads
+    and answers what came, parks again and ends.  A frame that arrives in
+    pieces is waited for inside that greenlet, as before.  A greenlet held
+    by every idle page cost its suspended C stack (about 6 KB, copied to
+    the heap at each switch) and, being the route's greenlet, Bottle's
+    request and response, the environ and the HTTP handler with its read
+    buffer: 29.5 KB a page, against 4-5 KB parked
+    (tests/bench/bench_footprint.py, 500 pages).
+
+    The page stands in for the HTTP handler as the WebSocket's ``handler``
+    (``socket``, and the hub's per-socket state) and as its ``stream``
+    (``read``).  Once it has parked it owns its socket: it closes it at the
+    end, and calls the server's ``release`` (``hand_over``).
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_on_end",
+        "_pos",
+        "_release",
+        "_step",
+        "_watcher",
+        "cc_client",
+        "cc_message_bytes",
+        "ended",
+        "socket",
+        "taken",
+        "ws",
+    )
+
+    def __init__(self, sock: Any, ws: WebSocket, buffered: bytes = b"") -> None:
+        self.socket = sock
+        self.ws: WebSocket | None = ws
+        self.cc_client: Client | None = None
+        self.cc_message_bytes = 0
+        self._buffer = buffered  # read from the socket, not yet taken from _pos on
+        self._pos = 0
+        self._step: Callable[[], bool] | None = None
+        self._on_end: Callable[[], None] | None = None
+        self._release: Callable[[], None] | None = None
+        self._watcher: Any = None
+        self.taken = False  # parked once: the socket is the page's to close
+        self.ended = False
+        ws.handler = self
+        ws.stream = self
+        ws.raw_read = self.read
+        ws.environ = None  # the upgrade request's, held by nobody else
+        ws.utf8validator = None  # gevent-websocket's receive() only; read_message decodes
+
+    def read(self, n: int) -> bytes:
+        """``n`` bytes (fewer only at the end of the stream), waiting for them."""
+        buf, pos = self._buffer, self._pos
+        end = pos + n
+        if end <= len(buf):
+            if end == len(buf):
+                self._buffer, self._pos = b"", 0
+            else:
+                self._pos = end
+            return buf[pos:end]
+        pieces = [buf[pos:]]
+        have = len(pieces[0])
+        while have < n:
+            chunk = self.socket.recv(max(n - have, READ_CHUNK_BYTES))
+            if not chunk:
+                break
+            pieces.append(chunk)
+            have += len(chunk)
+        data = b"".join(pieces)
+        self._buffer, self._pos = data[n:], 0
+        return data[:n]
+
+    def serve(self, step: Callable[[], bool], on_end: Callable[[], None]) -> None:
+        """Answer the page's messages with ``step`` until it returns False or
+        raises; then ``on_end()``, and the socket is closed.  Returns when the
+        page has ended or is parked (idle)."""
+        self._step, self._on_end = step, on_end
+        self._run(readable=False)
+
+    def _run(self, readable: bool) -> None:
+        step = self._step
+        try:
+            while readable or self._pos < len(self._buffer):
+                readable = False
+                if step is None or not step():
+                    self._end()
+                    return
+        except BaseException:
+            self._end()
+            raise
+        self._park()
+
+    def _park(self) -> None:
+        if self._watcher is None:
+            self._watcher = gevent.get_hub().loop.io(self.socket.fileno(), 1)
+        self._watcher.start(self._wake)
+        self.taken = True
+
+    def _wake(self) -> None:
+        # In the event loop, as gevent wakes a greenlet waiting on a socket:
+        # straight into a new reader, back here when it waits or yields.  So
+        # every page whose bytes came in together is read before the loop
+        # runs its callbacks (the hub's flush, app/hub.py Hub), and their
+        # messages leave together, as they did when a greenlet waited on
+        # each page.  (gevent.spawn would start it from the callbacks, which
+        # the loop runs a few milliseconds' worth at a time.)
+        self._watcher.stop()
+        if not self.ended:
+            greenlet(self._resume, parent=gevent.get_hub()).switch()
+
+    def _resume(self) -> None:
+        try:
+            self._run(readable=True)
+        except Exception:  # the reader's own: nobody else would hear of it
+            log.exception("reading %s's socket", getattr(self.cc_client, "user", "?"))
+
+    def hand_over(self, release: Callable[[], None]) -> bool:
+        """The server leaves the socket open and ``release()`` to the page's
+        end; False if the page never parked or has ended already."""
+        if not self.taken or self.ended:
+            return False
+        self._release = release
+        return True
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
+        ws, self.ws = self.ws, None
+        try:
+            if self._on_end is not None:
+                self._on_end()
+            if ws is not None and not ws.closed:
+                ws.close()  # a close frame, unless the page closed first
+        finally:
+            self._step = self._on_end = None
+            self._buffer, self._pos = b"", 0
+            if self.taken:  # otherwise the HTTP handler closes it, as for any request
+                with contextlib.suppress(OSError):
+                    self.socket.close()
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+def serve_page(ws: WebSocket, step: Callable[[], bool], on_end: Callable[[], None]) -> None:
+    """``Page.serve`` for a socket the server upgraded; elsewhere (a socket
+    made by hand, as in tests) a plain loop in this greenlet."""
+    page = getattr(ws, "handler", None)
+    if isinstance(page, Page):
+        page.serve(step, on_end)
+        return
+    try:
+        while step():
+            pass
+    finally:
+        on_end()
 
 
 class Client:

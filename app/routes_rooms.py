@@ -51,7 +51,7 @@ from app.chat import (
     message_frame,
 )
 from app.direct import other_identity
-from app.hub import BoundedWebSocket, Client, FrameFlood
+from app.hub import BoundedWebSocket, Client, FrameFlood, serve_page
 from app.i18n import DEFAULT, Language, languages, message
 from app.moderation import ACTIONS
 from app.sessions import Sessions
@@ -293,11 +293,7 @@ def serve_socket(
         client.send(chat.room_name_frame(room))
     if not chat.hub.join(client):  # a change is broadcast to the room, this client too
         client.send({"type": "presence", "users": chat.presence(room)})
-    try:
-        read_frames(chat, client, ws, partial(handle_frame, lang=lang))
-    finally:
-        chat.hub.leave(client)
-        client.flush()
+    read_frames(chat, client, ws, partial(handle_frame, lang=lang), partial(chat.hub.leave, client))
 
 
 # What ends a socket's reading, and the close code each gets.
@@ -309,6 +305,7 @@ _CLOSE_CODES: tuple[tuple[type[BaseException], int | None], ...] = (
     (WebSocketError, None),  # gone: nothing to say
     (OSError, None),
 )
+_CLOSE_ERRORS = tuple(kind for kind, _ in _CLOSE_CODES)
 
 
 def send_history(chat: Chat, client: Client, records: list[Record], reset: bool) -> None:
@@ -330,11 +327,9 @@ def serve_room_list(
     if not chat.room_lists.join(client):
         client.flush()
         return
-    try:
-        read_frames(chat, client, ws, partial(_listen_only, lang=lang))
-    finally:
-        chat.room_lists.leave(client)
-        client.flush()
+    read_frames(
+        chat, client, ws, partial(_listen_only, lang=lang), partial(chat.room_lists.leave, client)
+    )
 
 
 def _listen_only(
@@ -360,25 +355,44 @@ def read_frames(
     client: Client,
     ws: BoundedWebSocket,
     handle: Callable[[Chat, Client, str | bytes | bytearray], None] | None = None,
+    on_end: Callable[[], None] | None = None,
 ) -> None:
     """Frames until the page closes the socket or breaks a bound; each
-    goes to ``handle`` (default ``handle_frame``)."""
+    goes to ``handle`` (default ``handle_frame``); then ``on_end()``, and the
+    client's outbox is flushed.
+
+    Returns at the end, or as soon as the page is idle: an idle page is
+    parked, and its next frames are read and handled in a greenlet started
+    when they arrive (app/hub.py ``Page``)."""
     handle = handle_frame if handle is None else handle
     frames = TokenBucket(FRAMES_PER_SECOND, FRAME_BURST)
 
     def take_frame() -> bool:
         return frames.take(1, chat.monotonic())
 
-    while not client.closed:
+    def step() -> bool:
+        """One message read and answered; False: the socket ends."""
+        if client.closed:
+            return False
         try:
             text = ws.read_message(take_frame)  # yields after every frame
-        except tuple(kind for kind, _ in _CLOSE_CODES) as e:
+        except _CLOSE_ERRORS as e:
             _close_for(client, e)
-            return
+            return False
         if text is None:  # the page closed the socket
-            return
+            return False
         handle(chat, client, text)
         gevent.sleep(0)  # a page with frames queued up takes turns with the others
+        return not client.closed
+
+    def end() -> None:
+        try:
+            if on_end is not None:
+                on_end()
+        finally:
+            client.flush()
+
+    serve_page(ws, step, end)
 
 
 def _close_for(client: Client, error: BaseException) -> None:
@@ -576,11 +590,13 @@ def serve_direct_socket(
         }
     )
     chat.hub.join_topic(key, client)  # no switch since the history: nothing slips between
-    try:
-        read_frames(chat, client, ws, partial(handle_direct_frame, lang=lang))
-    finally:
-        chat.hub.leave_topic(key, client)
-        client.flush()
+    read_frames(
+        chat,
+        client,
+        ws,
+        partial(handle_direct_frame, lang=lang),
+        partial(chat.hub.leave_topic, key, client),
+    )
 
 
 def handle_direct_frame(

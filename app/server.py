@@ -17,6 +17,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import gevent
@@ -149,9 +150,10 @@ def _purge_forever(chat: Chat, config: Config) -> None:
 # log (a message lost) or on the mesh.
 DESCRIPTOR_RESERVE = 64
 DESCRIPTORS_PER_CONNECTION = 2
-# The cap when descriptors allow more: a connected page costs about 90 KiB
-# (bench_footprint.py: 500 pages and 10,000 messages take 80 MB, idle 34 MB),
-# so 1,000 is most of what a router with 128 MB of RAM can spare.
+# The cap when descriptors allow more.  Set when a connected page cost about
+# 90 KiB (1,000 was most of what a router with 128 MB of RAM could spare); an
+# idle page is now about 5 KB (parked, app/hub.py Page; bench_footprint.py),
+# so the cap bounds descriptors and the work of a fan-out more than memory.
 MAX_CONNECTIONS = 1000
 # Fewer than this and the router could not serve one family: refuse to start.
 MIN_CONNECTIONS = 8
@@ -216,6 +218,8 @@ class ChatServer(WSGIServer):
         self.per_address: Counter[str] = Counter()
         self.refused: Counter[str] = Counter() if refused is None else refused
         self._logged_at: float | None = None
+        # Sockets handed to their pages (app/hub.py Page), from handle to do_close.
+        self._kept_open: set[Any] = set()
 
     def do_handle(self, sock: Any, address: Any) -> None:
         key = client_key(address[0]) if isinstance(address, tuple) else "?"
@@ -233,10 +237,24 @@ class ChatServer(WSGIServer):
         return None
 
     def handle(self, sock: Any, address: Any) -> None:
+        key = client_key(address[0]) if isinstance(address, tuple) else "?"
+        handler = self.handler_class(sock, address, self)
         try:
-            super().handle(sock, address)
+            handler.handle()
         finally:
-            self._release(client_key(address[0]) if isinstance(address, tuple) else "?")
+            # An open page's socket outlives its handler (app/hub.py Page):
+            # it is closed, and counted out, when the page ends.
+            page = getattr(handler, "cc_page", None)
+            if page is not None and page.hand_over(partial(self._release, key)):
+                self._kept_open.add(sock)
+            else:
+                self._release(key)
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if sock in self._kept_open:  # the page's now
+            self._kept_open.discard(sock)
+            return
+        super().do_close(sock, *args)
 
     def _release(self, key: str) -> None:
         self.connections -= 1

@@ -29,7 +29,7 @@ from geventwebsocket.handler import WebSocketHandler
 from app.attachments import Attachments
 from app.chat import Chat
 from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
-from app.hub import BoundedWebSocket
+from app.hub import BoundedWebSocket, Page
 from app.i18n import message, status_line
 from app.retention import DEFAULT_RETENTION
 from app.routes_accounts import AccountRoutes
@@ -93,9 +93,8 @@ MANIFEST_TYPE = "application/manifest+json"
 MAX_HEADER_BYTES = 16 * 1024
 # A connection's read buffer (gevent's default is 8 KiB).  A browser's request
 # line and headers with our cookies are under 2 KiB, so one recv still reads a
-# request; a page's frames are smaller, and a longer read (a form, a 24 KB
-# message) goes straight into its result.  An open page holds its buffer for
-# as long as it is open: 6 KB less per page (tests/bench/bench_footprint.py).
+# request; a longer read (a form, an upload) goes straight into its result.
+# An open page gives it up after the handshake (app/hub.py ``Page``).
 READ_BUFFER_BYTES = 2 * 1024
 
 
@@ -149,6 +148,11 @@ def read_headers(rfile: BinaryIO, *_: Any) -> pywsgi.OldMessage:
 NO_HEADERS = pywsgi.OldMessage()  # what an upgraded socket keeps of its request's headers
 
 
+def _no_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    """The start_response of an upgraded socket's route: the 101 is out."""
+    return []
+
+
 class ChatHandler(WebSocketHandler):
     """Upgrades only WebSockets the app allows; the rest get plain HTTP.
 
@@ -157,19 +161,21 @@ class ChatHandler(WebSocketHandler):
     first byte is in, its line and headers must arrive within the header
     timeout (408, or a quiet close mid request line) and hold at most
     ``MAX_HEADER_BYTES`` (431).  An upgraded WebSocket has no timeout: it
-    lives as long as its page.
+    lives as long as its page.  Once its route has set the page up, the
+    page's socket is handed over (app/hub.py ``Page``) and this handler, its
+    greenlet and the request's objects end (``run_websocket``).
     """
 
     MessageClass = staticmethod(read_headers)
     server: ChatServer  # which decides upgrades (``allow_upgrade``), given when made
-    # Our own per-connection state in slots (app/hub.py keeps the page's
-    # client and its message size here): pywsgi's attribute dict is full,
-    # and one more name in it doubled it, 1.5 KB for every open page.
-    __slots__ = ("_deadline", "cc_client", "cc_message_bytes")
+    # Our own per-connection state in slots: pywsgi's attribute dict is
+    # full, and one more name in it doubled it, 1.5 KB a connection.
+    __slots__ = ("_deadline", "cc_page")
 
     def __init__(self, sock: Any, address: Any, server: Any) -> None:
         super().__init__(sock, address, server, rfile=sock.makefile("rb", READ_BUFFER_BYTES))
         self._deadline: gevent.Timeout | None = None
+        self.cc_page: Page | None = None  # the upgraded socket's, once it is one
 
     def handle_one_request(self) -> Any:
         try:
@@ -248,13 +254,41 @@ class ChatHandler(WebSocketHandler):
         return env
 
     def run_websocket(self) -> None:
-        # One writer per socket and a bounded frame size (app/hub.py).
-        self.websocket.__class__ = BoundedWebSocket
-        self.socket.settimeout(None)  # a page's socket may be quiet for hours
-        # The handshake is answered and the environ made: the parsed header
-        # block is not read again, and would be held as long as the page.
-        self.headers = NO_HEADERS  # type: ignore[misc]  # pywsgi's, in its __dict__
-        super().run_websocket()
+        """The app's route for the socket, then, unless the page parked
+        (app/hub.py ``Page``: it owns the socket from then on, and this
+        greenlet and everything of the request ends), the usual end.
+
+        gevent-websocket's own ``run_websocket`` closes the socket when the
+        route returns, and registers every socket in ``server.clients``,
+        which nothing here reads."""
+        ws = self.websocket
+        ws.__class__ = BoundedWebSocket  # one writer, bounded frames (app/hub.py)
+        self.headers = NO_HEADERS  # type: ignore[misc]  # parsed and read: not kept
+        page = self.cc_page = Page(self.socket, ws, self._take_read_ahead())
+        try:
+            list(self.application(self.environ, _no_response))
+        finally:
+            if page.taken:  # pywsgi's handle() must not close it
+                self.__dict__["socket"] = None
+            elif not ws.closed:
+                ws.close()
+
+    def _take_read_ahead(self) -> bytes:
+        """What the request's buffered reader holds past the handshake (a
+        page may send its first frame before it reads the 101), and no more:
+        from here on the page reads the socket itself (app/hub.py ``Page``).
+        A WebSocket upgrade has no body: nothing after the headers is one."""
+        body = self.wsgi_input
+        if body is not None:  # pywsgi would read a declared body at the end
+            body.content_length = body.position
+            body.chunked_input = False
+        self.socket.settimeout(0.0)  # the buffer's bytes, or what is there: no wait
+        try:
+            return self.rfile.read1(READ_BUFFER_BYTES) or b""
+        except OSError:
+            return b""
+        finally:
+            self.socket.settimeout(None)  # a page's socket may be quiet for hours
 
 
 def build_app(

@@ -97,8 +97,14 @@ class RawSocket:
     Origin that matches Host, then raw frames both ways."""
 
     def __init__(
-        self, router: Router, session: HttpSession, room: int = 1, rcvbuf: int | None = None
+        self,
+        router: Router,
+        session: HttpSession,
+        room: int = 1,
+        rcvbuf: int | None = None,
+        then: bytes = b"",
     ) -> None:
+        """``then``: frames sent in the same write as the handshake."""
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -112,6 +118,7 @@ class RawSocket:
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                 f"Origin: {router.base}\r\nCookie: {session.cookie_header()}\r\n\r\n"
             ).encode()
+            + then
         )
         self.buffer = b""
         for _ in range(100):  # a 101 response is a few hundred bytes
