@@ -15,6 +15,12 @@ random holds.  What suppression or loss leaves out is repaired by the beacons'
 digests (node/trickle.py): a neighbour that lacks a record disagrees, and
 asks; on a line, sooner, by ``EchoWatch`` below: the sender listens for its
 one neighbour passing the record on, and sends it again if it does not.
+Two copies heard say nothing of a neighbour that hears neither sender (a
+leaf behind a triangle, the way out of a clique): a relay cancelled there
+strands it until beacons repair.  We remember the relays we cancelled
+(``left_out``); a neighbour that then asks us for one of them depends on us,
+and our later relays are offered with ``keep``: copies heard do not cancel
+them (node/protocol.py ``DEPENDANT_HOLD``).
 
 Bounded: at most ``MAX_PENDING_RELAYS`` held; beyond it a relay goes out at
 once (never dropped: delivery matters more than air-time).  Keys are opaque
@@ -54,6 +60,11 @@ RELAY_COPIES = 2
 # Relays held at once: a burst of chat or catch-up of hundreds of records at
 # 100 records/s per origin is 10 s of RELAY_WINDOWs; beyond it, relay at once.
 MAX_PENDING_RELAYS = 1024
+# Relays we cancelled, remembered this long (and at most this many) so that a
+# neighbour asking us for one of them shows it was left out: the two copies
+# we heard did not reach it (node/protocol.py ``_note_left_out``).
+LEFT_OUT_MEMORY = 30.0
+MAX_LEFT_OUT = 256
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ class _Held:
     due: float
     copies: int  # copies heard, the one that brought it included
     datagram: Any
+    keep: bool  # a neighbour depends on us: copies heard do not cancel it
 
 
 class RelaySuppressor:
@@ -73,30 +85,53 @@ class RelaySuppressor:
         self.cancelled = 0  # relays left out: enough copies were heard
         self.sent = 0
         self.at_once = 0  # relays sent without a hold (few neighbours, or full)
+        self.kept = 0  # relays sent though enough copies were heard (``keep``)
+        self._left_out: dict[Hashable, float] = {}  # cancelled key -> when, oldest first
 
-    def offer(self, key: Hashable, datagram: Any, now: float, others: int) -> list[Any]:
+    def offer(
+        self, key: Hashable, datagram: Any, now: float, others: int, keep: bool = False
+    ) -> list[Any]:
         """Hold ``datagram`` for a relay; what must go out at once (full, or
         ``others``, the neighbours that might relay it instead of us, is at
-        most ``RELAY_AT_ONCE_NEIGHBOURS``)."""
+        most ``RELAY_AT_ONCE_NEIGHBOURS``).  ``keep``: a neighbour was left
+        out before when we cancelled, so copies heard do not cancel this one."""
         if len(self._held) >= MAX_PENDING_RELAYS or others <= RELAY_AT_ONCE_NEIGHBOURS:
             self.sent += 1
             self.at_once += 1
             return [datagram]
-        held = _Held(now + self.window * self.rng.random(), 1, datagram)
+        held = _Held(now + self.window * self.rng.random(), 1, datagram, keep)
         self._held[key] = held
         self._order += 1
         heapq.heappush(self._due, (held.due, self._order, key))
         return []
 
-    def heard(self, key: Hashable) -> None:
-        """Another copy of ``key`` was heard."""
+    def heard(self, key: Hashable, now: float) -> bool:
+        """Another copy of ``key`` was heard; True if that cancelled our relay."""
         held = self._held.get(key)
         if held is None:
-            return
+            return False
         held.copies += 1
         if held.copies >= RELAY_COPIES:
+            if held.keep:
+                self.kept += held.copies == RELAY_COPIES
+                return False
             del self._held[key]
             self.cancelled += 1
+            self._left_out.pop(key, None)
+            self._left_out[key] = now
+            while len(self._left_out) > MAX_LEFT_OUT:
+                del self._left_out[next(iter(self._left_out))]
+            return True
+        return False
+
+    def left_out_keys(self) -> list[tuple[str, str, int]]:
+        """The records (``("r", origin, seq)``) whose relay we cancelled lately."""
+        return [k for k in self._left_out if isinstance(k, tuple) and len(k) == 3 and k[0] == "r"]
+
+    def left_out(self, key: Hashable, now: float) -> bool:
+        """Did we cancel our relay of ``key`` within ``LEFT_OUT_MEMORY``?"""
+        when = self._left_out.get(key)
+        return when is not None and now - when <= LEFT_OUT_MEMORY
 
     def get_timer(self) -> float | None:
         self._skip_stale()

@@ -10,6 +10,15 @@ differs, a record a neighbour lacks or we lack, a new router) drops ``I`` to
 ``imin`` at once, so neighbours that disagree talk within ``imin`` and repair
 hop by hop; when they agree again they fall quiet by themselves.
 
+A neighbour that disagrees: while the newest beacon of some neighbour differs
+from our vector, ``c`` does not keep us quiet (``handle_timer(now,
+disagreeing=True)``).  RFC 6206 counts only the transmissions a node hears;
+a leaf whose one neighbour is ours hears nothing but us, and our other
+neighbours, agreeing among themselves, kept our beacons suppressed interval
+after interval while the leaf, having beaconed its old vector, lacked a
+record (it then learnt of it at its own next beacon, seconds later).
+Neighbours that agree cost nothing more.
+
 The floor: at ``imax`` we beacon every interval whatever ``c`` is.  A beacon is
 also how a neighbour knows we are alive (node/nodes.py ``peer_timeout`` is a
 few ``imax``), so suppression never silences a live router for longer than
@@ -54,15 +63,18 @@ class Trickle:
             return 0.0
         return self.start + self.interval if self.fired else self.t
 
-    def handle_timer(self, now: float) -> bool:
-        """Move on to ``now``; True if a beacon is due."""
+    def handle_timer(self, now: float, disagreeing: bool = False) -> bool:
+        """Move on to ``now``; True if a beacon is due.  ``disagreeing``: a
+        neighbour's newest beacon differs from our vector (or the caller
+        knows a neighbour may lack a record), so ``c`` does not suppress
+        (see the opening)."""
         if self.start is None:
             self._begin(now)
             return True
         due = False
         if not self.fired and now >= self.t:
             self.fired = True
-            due = self.c < self.k or self.interval >= self.imax
+            due = self.c < self.k or self.interval >= self.imax or disagreeing
             self.suppressed += not due
         if self.fired and now >= self.start + self.interval:
             self.interval = min(2 * self.interval, self.imax)

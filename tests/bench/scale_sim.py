@@ -8,7 +8,7 @@ How this works:
   square whose size grows with N, so the mean degree stays ``MEAN_DEGREE``
   (a neighbourhood grows by area, not by density), and resamples (seeded)
   until the graph is connected; ``line`` and ``cell`` (all hear all) are the
-  two extremes.
+  two extremes, and ``grid`` the namespace lab's sparse one (no triangles).
 - ``ScaleSim`` drives one protocol per router from a single event queue of
   deliveries and timers, in time order (equal times in the order they were
   queued).  After any call into a router it sends what the router queued,
@@ -188,6 +188,20 @@ def line(n: int) -> Topology:
     return _from_links(
         f"line{n}", n, [(i, i + 1) for i in range(n - 1)], [(i, 0) for i in range(n)]
     )
+
+
+def grid(side: int) -> Topology:
+    """``side`` x ``side`` routers, each hearing the ones left, right, above
+    and below (the namespace lab's grid25: tests/bench/bench_scale_netns.py)."""
+    links = []
+    for i in range(side * side):
+        row, col = divmod(i, side)
+        if col < side - 1:
+            links.append((i, i + 1))
+        if row < side - 1:
+            links.append((i, i + side))
+    positions = [(i % side, i // side) for i in range(side * side)]
+    return _from_links(f"grid{side * side}", side * side, links, positions)
 
 
 def cell(n: int) -> Topology:
