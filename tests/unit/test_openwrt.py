@@ -119,6 +119,7 @@ STDLIB_PACKAGES = {"python3-light", *STDLIB_SUBPACKAGE.values()}
 # Third-party imports of app/ and node/ and the OpenWrt package of each.
 THIRD_PARTY = {
     "gevent": "python3-gevent",
+    "greenlet": "python3-greenlet",  # app/hub.py starts a parked page's reader as gevent does
     "geventwebsocket": "python3-gevent-websocket",
     "bottle": "python3-bottle-light",
     "paho": "python3-paho-mqtt",
