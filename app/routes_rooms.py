@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -485,9 +485,17 @@ def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     chat.mark_read(client.user, client.room, upto)
 
 
+def where(chat: Chat, client: Client) -> Hashable:
+    """What a socket's page shows: its room, or its person's conversation
+    with the other (found from the two names, never from the page)."""
+    if client.peer is None:
+        return client.room
+    return chat.conversation(client.user, client.peer)
+
+
 def receive_search(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     query = frame.get("q")
-    results = chat.search(client.user, client.room, query)
+    results = chat.search(client.user, where(chat, client), query)
     client.send({"type": "results", "q": query, "results": results})
 
 
@@ -495,7 +503,7 @@ def receive_around(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     rid = parse_message_id(frame.get("id"))
     if rid is None:
         raise ChatError("bad_request", "around needs id=<message id>")
-    records, more = chat.around(client.room, rid)
+    records, more = chat.around(where(chat, client), rid)
     client.send(
         {
             "type": "around",
@@ -511,7 +519,7 @@ def receive_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     rid = parse_message_id(after)
     if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
         raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
-    records, more = chat.newer(client.room, rid, limit)
+    records, more = chat.newer(where(chat, client), rid, limit)
     client.send(
         {
             "type": "newer",
@@ -667,44 +675,6 @@ def receive_direct_read(chat: Chat, client: Client, frame: dict[str, Any]) -> No
     chat.mark_direct_read(client.user, _peer(client), upto)
 
 
-def receive_direct_search(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    query = frame.get("q")
-    results = chat.direct_search(client.user, _peer(client), query)
-    client.send({"type": "results", "q": query, "results": results})
-
-
-def receive_direct_around(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    rid = parse_message_id(frame.get("id"))
-    if rid is None:
-        raise ChatError("bad_request", "around needs id=<message id>")
-    records, more = chat.direct_around(client.user, _peer(client), rid)
-    client.send(
-        {
-            "type": "around",
-            "id": frame["id"],
-            "messages": [message_frame(r) for r in records],
-            "more": more,
-        }
-    )
-
-
-def receive_direct_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    after, limit = frame.get("after"), frame.get("limit", OLDER_DEFAULT)
-    rid = parse_message_id(after)
-    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
-        raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
-    key = chat.conversation(client.user, _peer(client))
-    records, more = chat.newer(key, rid, limit)
-    client.send(
-        {
-            "type": "newer",
-            "after": after,
-            "messages": [message_frame(r) for r in records],
-            "more": more,
-        }
-    )
-
-
 def receive_direct_latest(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     key = chat.conversation(client.user, _peer(client))
     client.send(
@@ -728,10 +698,10 @@ _DIRECT_RECEIVERS: dict[str, Callable[[Chat, Client, dict[str, Any]], None]] = {
     "send": receive_direct_send,  # -> ack, then message to both people's pages
     "older": receive_direct_older,  # -> older
     "read": receive_direct_read,  # -> nothing; the room list's counts move
-    "search": receive_direct_search,  # -> results
-    "around": receive_direct_around,  # -> around
+    "search": receive_search,  # -> results (in this conversation: ``where``)
+    "around": receive_around,  # -> around
     "block": receive_block,  # -> blocked
     "attention": receive_attention,  # -> attention, to every page of the person
-    "newer": receive_direct_newer,  # -> newer
+    "newer": receive_newer,  # -> newer
     "latest": receive_direct_latest,  # -> history (reset)
 }

@@ -43,6 +43,14 @@ def test_a_direct_message_between_two_routers_is_seen_only_by_its_two(tmp_path: 
         to_ann.send({"type": "send", "text": "hi ann", "client_id": "d-1"})
         assert to_bob.recv_until(lambda f: f.get("text") == "hi ann", timeout=10)["node"] == "nc"
 
+        # Its two people find it on their conversation's socket.
+        to_bob.send({"type": "search", "q": "psst"})
+        assert [r["text"] for r in to_bob.recv_type("results")["results"]] == ["psst, bob"]
+        to_bob.send({"type": "around", "id": ack["id"]})
+        assert ack["id"] in [m["id"] for m in to_bob.recv_type("around")["messages"]]
+        to_bob.send({"type": "newer", "after": ack["id"], "limit": 10})
+        assert "hi ann" in [m["text"] for m in to_bob.recv_type("newer")["messages"]]
+
         # Carol, a third person on A, gets it nowhere.
         with_ann = dm(a, carol, "ann")
         assert with_ann.recv_type("history")["messages"] == []
@@ -52,6 +60,8 @@ def test_a_direct_message_between_two_routers_is_seen_only_by_its_two(tmp_path: 
         assert with_ann.recv_type("error")["code"] == "bad_request"
         with_ann.send({"type": "search", "q": "psst"})
         assert with_ann.recv_type("results")["results"] == []
+        with_ann.send({"type": "newer", "after": ack["id"], "limit": 10})
+        assert with_ann.recv_type("error")["code"] == "bad_request"
         room = a.ws(carol, 1)
         room.recv_type("history")
         room.send({"type": "around", "id": ack["id"]})
