@@ -403,20 +403,26 @@ def _close_for(client: Client, error: BaseException) -> None:
         client.close(code)
 
 
+def parse_frame(text: str | bytes | bytearray) -> dict[str, Any]:
+    """A page's frame as a JSON object; ChatError ``bad_request`` otherwise."""
+    if not isinstance(text, str):
+        raise ChatError("bad_request", "frames are JSON text, not binary")
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deep
+        raise ChatError("bad_request", "frames are JSON objects") from None
+    if not isinstance(frame, dict):
+        raise ChatError("bad_request", "frames are JSON objects")
+    return frame
+
+
 def handle_frame(
     chat: Chat, client: Client, text: str | bytes | bytearray, lang: Language | None = None
 ) -> None:
     """One frame from a page; problems go back as error frames (in ``lang``)."""
     frame: Any = None
     try:
-        if not isinstance(text, str):
-            raise ChatError("bad_request", "frames are JSON text, not binary")
-        try:
-            frame = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deep
-            raise ChatError("bad_request", "frames are JSON objects") from None
-        if not isinstance(frame, dict):
-            raise ChatError("bad_request", "frames are JSON objects")
+        frame = parse_frame(text)
         kind = frame.get("type")
         if kind == "send":
             receive_send(chat, client, frame)
@@ -613,14 +619,7 @@ def handle_direct_frame(
     """One frame from a conversation's page; problems go back as error frames (in ``lang``)."""
     frame: Any = None
     try:
-        if not isinstance(text, str):
-            raise ChatError("bad_request", "frames are JSON text, not binary")
-        try:
-            frame = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ChatError("bad_request", "frames are JSON objects") from None
-        if not isinstance(frame, dict):
-            raise ChatError("bad_request", "frames are JSON objects")
+        frame = parse_frame(text)
         kind = frame.get("type")
         receiver = _DIRECT_RECEIVERS.get(kind) if isinstance(kind, str) else None
         if receiver is None:
