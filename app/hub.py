@@ -17,7 +17,8 @@ at most ``MAX_MESSAGE_FRAGMENTS`` frames, and the reader yields to the other
 greenlets after each frame (``BoundedWebSocket.read_message``): a socket that
 floods frames is closed after a bounded number of them and never holds the
 router meanwhile.  Between messages an idle page holds no greenlet: its
-socket is parked (``Page``) until the page sends again.
+socket is parked (``Page``) until the page sends again.  A message once
+begun must be in within ``FRAME_TIMEOUT``, or the page ends.
 
 Fan-out: a frame is serialised and framed once per message and the same bytes
 are queued for every client in the room.  One flush per hub, after the
@@ -37,7 +38,8 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Callable, Hashable
+import time
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any
 
 import gevent
@@ -59,6 +61,14 @@ OUTBOX_MAX_BYTES = 1024 * 1024
 # so MAX_INCOMING_BYTES fits in 8 pieces.  More is a socket spending the
 # router's time on nothing (empty continuations cost no bytes).
 MAX_MESSAGE_FRAGMENTS = 8
+# How long a page has to send the rest of a message once its first byte is
+# in (its frames, fragments and the control frames between them).  A phone
+# sends a message in one write, a few hundred bytes; 30 s covers a weak
+# Wi-Fi link's retransmissions many times over.  Without it a page that sent
+# part of a frame and no more (a phone gone out of range mid frame, or a
+# client doing it on purpose, a byte per connection) held a greenlet and its
+# buffers for good.  An idle page, between messages, has no deadline.
+FRAME_TIMEOUT = 30.0
 OPCODE_TEXT = 0x1
 OPCODE_CLOSE = 0x8
 OPCODE_PONG = 0xA
@@ -87,6 +97,16 @@ class FrameFlood(WebSocketError):
 
 class TooManyFragments(FrameTooLargeException):
     """A message came in more than ``MAX_MESSAGE_FRAGMENTS`` frames (close 1009)."""
+
+
+class FrameTooSlow(WebSocketError):
+    """A message begun was not in within its page's frame timeout."""
+
+
+class _Idle(Exception):
+    """Raised through the reader's step to the page, which parks: a control
+    frame was read and nothing more is at hand.  Neither a WebSocketError
+    nor an OSError, so a step lets it by."""
 
 
 class BoundedWebSocket(WebSocket):
@@ -129,7 +149,12 @@ class BoundedWebSocket(WebSocket):
         opcode = 0
         message = bytearray()
         fragments = 0
+        page = self.stream if isinstance(self.stream, Page) else None
+        first = True
         while True:
+            if page is not None and not opcode:  # between messages
+                page.between_messages(first)
+            first = False
             header, payload = self.read_frame()
             if take_frame is not None and not take_frame():
                 raise FrameFlood("frames faster than the socket's budget")
@@ -211,11 +236,15 @@ class Page:
     waits for the next bytes, and the greenlet that was reading returns.
     When bytes arrive the watcher's callback starts a greenlet that reads
     and answers what came, parks again and ends.  A frame that arrives in
-    pieces is waited for inside that greenlet, as before.  A greenlet held
-    by every idle page cost its suspended C stack (about 6 KB, copied to
-    the heap at each switch) and, being the route's greenlet, Bottle's
-    request and response, the environ and the HTTP handler with its read
-    buffer: 29.5 KB a page, against 4-5 KB parked
+    pieces is waited for inside that greenlet, as before, but only until
+    ``frame_timeout`` after the message's first byte: past it the read
+    raises ``FrameTooSlow`` (counted in ``counts["frame_too_slow"]``), and
+    the page ends as a closed page does.  A control frame with nothing
+    after it parks the page again: waiting for the next message is idle.
+    A greenlet held by every idle page cost its suspended C stack (about
+    6 KB, copied to the heap at each switch) and, being the route's
+    greenlet, Bottle's request and response, the environ and the HTTP
+    handler with its read buffer: 29.5 KB a page, against 4-5 KB parked
     (tests/bench/bench_footprint.py, 500 pages).
 
     The page stands in for the HTTP handler as the WebSocket's ``handler``
@@ -226,6 +255,9 @@ class Page:
 
     __slots__ = (
         "_buffer",
+        "_counts",
+        "_deadline",
+        "_frame_timeout",
         "_on_end",
         "_pos",
         "_release",
@@ -239,7 +271,15 @@ class Page:
         "ws",
     )
 
-    def __init__(self, sock: Any, ws: WebSocket, buffered: bytes = b"") -> None:
+    def __init__(
+        self,
+        sock: Any,
+        ws: WebSocket,
+        buffered: bytes = b"",
+        *,
+        frame_timeout: float = FRAME_TIMEOUT,
+        counts: MutableMapping[str, int] | None = None,
+    ) -> None:
         self.socket = sock
         self.ws: WebSocket | None = ws
         self.cc_client: Client | None = None
@@ -250,6 +290,9 @@ class Page:
         self._on_end: Callable[[], None] | None = None
         self._release: Callable[[], None] | None = None
         self._watcher: Any = None
+        self._frame_timeout = frame_timeout
+        self._deadline: float | None = None  # the message's, once its first byte is read
+        self._counts = counts  # the server's, for /status
         self.taken = False  # parked once: the socket is the page's to close
         self.ended = False
         ws.handler = self
@@ -270,8 +313,10 @@ class Page:
             return buf[pos:end]
         pieces = [buf[pos:]]
         have = len(pieces[0])
+        if self._deadline is None:  # the message's first byte is here, or about to be read
+            self._deadline = time.monotonic() + self._frame_timeout
         while have < n:
-            chunk = self.socket.recv(max(n - have, READ_CHUNK_BYTES))
+            chunk = self._recv(max(n - have, READ_CHUNK_BYTES))
             if not chunk:
                 break
             pieces.append(chunk)
@@ -279,6 +324,37 @@ class Page:
         data = b"".join(pieces)
         self._buffer, self._pos = data[n:], 0
         return data[:n]
+
+    def _recv(self, size: int) -> bytes:
+        """What the socket has, waiting at most until the message's deadline.
+
+        A timer of this greenlet's own, not the socket's timeout: the
+        client's writer may be waiting on the same socket meanwhile."""
+        assert self._deadline is not None
+        timer = gevent.Timeout.start_new(max(self._deadline - time.monotonic(), 0.0))
+        try:
+            return self.socket.recv(size)  # bytes at hand come at once
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            if self._counts is not None:
+                self._counts["frame_too_slow"] += 1
+            log.info(
+                "closing %s's socket: a message unfinished after %g s",
+                getattr(self.cc_client, "user", "?"),
+                self._frame_timeout,
+            )
+            raise FrameTooSlow(f"a message unfinished after {self._frame_timeout:g} s") from None
+        finally:
+            timer.close()
+
+    def between_messages(self, first: bool) -> None:
+        """The reader is about to read a message's first frame: no deadline
+        until its first byte.  Unless it is the first of this turn, with
+        nothing at hand the page parks (``_Idle``) rather than wait."""
+        self._deadline = None
+        if not first and self._pos >= len(self._buffer):
+            raise _Idle
 
     def serve(self, step: Callable[[], bool], on_end: Callable[[], None]) -> None:
         """Answer the page's messages with ``step`` until it returns False or
@@ -295,9 +371,12 @@ class Page:
                 if step is None or not step():
                     self._end()
                     return
+        except _Idle:  # a control frame read, nothing after it: idle
+            pass
         except BaseException:
             self._end()
             raise
+        self._deadline = None
         self._park()
 
     def _park(self) -> None:

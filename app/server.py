@@ -28,6 +28,7 @@ from app.blobfetch import Peer
 from app.bridge import Bridge
 from app.chat import Chat, iso_utc, make_clock
 from app.config import Config, parse_args
+from app.hub import FRAME_TIMEOUT
 from app.mesh import BlobPeers, Link, Meshes
 from app.meshlink import MeshLink
 from app.moderation import ChatPolicy, Moderation
@@ -191,10 +192,15 @@ class ChatServer(WSGIServer):
     IPv6 /64 counts as one, app/throttle.py).  A connection over a cap is
     closed at once, unread, before a greenlet or a buffer is spent on it.
     ``refused`` counts, by reason, those and the requests the handler
-    (app/web.py ChatHandler) refused for their headers (431, 408); the
-    handler reads ``header_timeout`` and ``idle_timeout`` from here, and asks
-    ``allow_upgrade`` (app/routes_rooms.py ``upgrade_check``) before it
-    answers a WebSocket handshake."""
+    (app/web.py ChatHandler) refused for their headers (431, 408) and the
+    pages closed for a message left unfinished (``frame_too_slow``); the
+    handler reads ``header_timeout``, ``idle_timeout`` and ``frame_timeout``
+    from here, and asks ``allow_upgrade`` (app/routes_rooms.py
+    ``upgrade_check``) before it answers a WebSocket handshake."""
+
+    # A page's message, once begun, must be in within this (app/hub.py
+    # FRAME_TIMEOUT); no flag sets it, a test may set it shorter.
+    frame_timeout: float = FRAME_TIMEOUT
 
     def __init__(
         self,

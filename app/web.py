@@ -29,7 +29,7 @@ from geventwebsocket.handler import WebSocketHandler
 from app.attachments import Attachments
 from app.chat import Chat
 from app.config import HEADER_TIMEOUT, IDLE_TIMEOUT
-from app.hub import BoundedWebSocket, Page
+from app.hub import FRAME_TIMEOUT, BoundedWebSocket, Page
 from app.i18n import message, status_line
 from app.retention import DEFAULT_RETENTION
 from app.routes_accounts import AccountRoutes
@@ -160,8 +160,10 @@ class ChatHandler(WebSocketHandler):
     keep-alive connection is closed after the idle timeout; once a request's
     first byte is in, its line and headers must arrive within the header
     timeout (408, or a quiet close mid request line) and hold at most
-    ``MAX_HEADER_BYTES`` (431).  An upgraded WebSocket has no timeout: it
-    lives as long as its page.  Once its route has set the page up, the
+    ``MAX_HEADER_BYTES`` (431).  An upgraded WebSocket has no timeout while
+    idle: it lives as long as its page; a message it has begun must be in
+    within the server's ``frame_timeout`` (app/hub.py ``Page``, counted in
+    ``refused["frame_too_slow"]``).  Once its route has set the page up, the
     page's socket is handed over (app/hub.py ``Page``) and this handler, its
     greenlet and the request's objects end (``run_websocket``).
     """
@@ -264,7 +266,13 @@ class ChatHandler(WebSocketHandler):
         ws = self.websocket
         ws.__class__ = BoundedWebSocket  # one writer, bounded frames (app/hub.py)
         self.headers = NO_HEADERS  # type: ignore[misc]  # parsed and read: not kept
-        page = self.cc_page = Page(self.socket, ws, self._take_read_ahead())
+        page = self.cc_page = Page(
+            self.socket,
+            ws,
+            self._take_read_ahead(),
+            frame_timeout=getattr(self.server, "frame_timeout", FRAME_TIMEOUT),
+            counts=getattr(self.server, "refused", None),
+        )
         try:
             list(self.application(self.environ, _no_response))
         finally:

@@ -11,11 +11,14 @@ per page), so a noisy machine cannot flip them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +30,7 @@ from geventwebsocket.websocket import Stream
 from greenlet import greenlet
 
 from app.hub import BoundedWebSocket, Page, serve_page
-from tests.helpers import HttpSession, Router, routers, wait_for
+from tests.helpers import HttpSession, Router, free_port, routers, wait_for
 from tests.integration.test_hardening_ws import RawSocket, raw_frame
 
 # Pages held at once for the memory figure.  Each cost about 27 KB of the
@@ -39,6 +42,9 @@ WARM_UP_PAGES = 20  # the first pages grow the heap's arenas: not counted
 # A router refusing connections over this cap (app/server.py; the least it takes is 8).
 CAP = 10
 UNKNOWN = raw_frame(0x1, b'{"type":"nope"}')  # answered with a bad_request error frame
+# A frame's deadline on a router started with it short (app/server.py
+# ChatServer.frame_timeout; 30 s by default).
+FRAME_TIMEOUT = 1.0
 
 
 @pytest.fixture
@@ -185,6 +191,106 @@ def clients(router: Router) -> int | None:
         return None
 
 
+# -- a frame's deadline ---------------------------------------------------------------
+
+# ``python -m app`` with ChatServer.frame_timeout set first (argv[1], then the
+# router's own arguments): a deadline short enough to wait out in a test.
+_SHORT_FRAMES_MAIN = (
+    "import sys; from gevent import monkey; monkey.patch_all(); "
+    "from app.server import ChatServer; ChatServer.frame_timeout = float(sys.argv.pop(1)); "
+    "import runpy; runpy.run_module('app', run_name='__main__')"
+)
+
+
+@dataclass
+class ShortFramesRouter(Router):
+    """A router whose pages' frames must arrive within ``frame_timeout``."""
+
+    frame_timeout: float = FRAME_TIMEOUT
+
+    def argv(self) -> list[str]:
+        python, _, _, *args = super().argv()  # [python, "-m", "app", ...]
+        return [python, "-c", _SHORT_FRAMES_MAIN, str(self.frame_timeout), *args]
+
+
+@contextlib.contextmanager
+def short_frames_router(tmp_path: Path, extra: list[str]) -> Iterator[Router]:
+    router = ShortFramesRouter(tmp_path / "alpha" / "data", free_port(), "alpha", extra)
+    router.data_dir.mkdir(parents=True)
+    try:
+        yield router.start()
+    finally:
+        router.stop()
+
+
+def test_a_frame_left_unfinished_ends_its_page(tmp_path: Path) -> None:
+    """A page that sends the start of a frame and no more (a phone gone out
+    of the Wi-Fi mid frame, or a client holding the router's memory one
+    byte a connection) is ended once the frame's deadline is past, as a
+    closed page ends: its socket closed, its descriptor and its place under
+    the connection cap given back, its client gone from the room, and the
+    event counted in /status.  An idle page has no deadline, and a frame in
+    pieces within it is answered."""
+    extra = ["--no-mesh", "--max-connections", str(CAP), "--max-connections-per-address", "100"]
+    with short_frames_router(tmp_path, extra) as router:
+        session = router.user("alice")
+        idle = open_page_soon(router, session)
+        pages = [idle]
+        try:
+            wait_for(lambda: clients(router) == 1, 10, "the idle page joined")
+            before = descriptors(router)
+            stuck = [open_page_soon(router, session) for _ in range(CAP - 1)]
+            pages += stuck
+            sent = time.monotonic()
+            for page in stuck:
+                page.sock.sendall(UNKNOWN[:1])  # one byte of a frame's header, then nothing
+            with pytest.raises(OSError):  # the cap is full
+                router.status()
+            for page in stuck:  # each is closed once its frame's time is up
+                assert page.close_code(timeout=FRAME_TIMEOUT + 10) != "open"
+            assert time.monotonic() - sent >= FRAME_TIMEOUT * 0.9
+            wait_for(lambda: clients(router) == 1, 10, "the stuck pages gone from the room")
+            assert router.status()["http"]["refused"]["frame_too_slow"] == CAP - 1
+            wait_for(lambda: descriptors(router) <= before, 10, "their sockets closed")
+            # The idle page has outlived the deadline, and is served: a frame
+            # whole, then one in pieces that come within the deadline.
+            idle.sock.sendall(UNKNOWN)
+            assert json_frame(idle, "error")["code"] == "bad_request"
+            for i in range(0, len(UNKNOWN), 4):
+                idle.sock.sendall(UNKNOWN[i : i + 4])
+                time.sleep(FRAME_TIMEOUT / 20)
+            assert json_frame(idle, "error")["code"] == "bad_request"
+            assert clients(router) == 1
+        finally:
+            close_all(pages)
+
+
+def test_a_frame_trickled_in_has_the_same_deadline(tmp_path: Path) -> None:
+    """The deadline is the whole frame's, not a wait's: bytes that keep
+    coming, each in time for the one before, do not hold the page's reader
+    past it."""
+    with short_frames_router(tmp_path, ["--no-mesh"]) as router:
+        page = RawSocket(router, router.user("alice"))
+        try:
+            json_frame(page, "history")
+            frame = raw_frame(0x1, b'{"type":"' + b"n" * 100 + b'"}')
+            sent = time.monotonic()
+            for i in range(len(frame) - 1):  # never the last byte
+                try:
+                    page.sock.sendall(frame[i : i + 1])
+                except OSError:  # closed under us: the deadline is past
+                    break
+                if time.monotonic() - sent > FRAME_TIMEOUT + 10:
+                    break
+                time.sleep(FRAME_TIMEOUT / 10)
+            assert page.close_code(timeout=FRAME_TIMEOUT + 10) != "open"
+            assert time.monotonic() - sent < FRAME_TIMEOUT + 5
+            wait_for(lambda: clients(router) == 0, 10, "the page gone from the room")
+            assert router.status()["http"]["refused"]["frame_too_slow"] == 1
+        finally:
+            page.close()
+
+
 # -- the Page in-process, on a gevent socket pair ------------------------------------
 
 
@@ -250,6 +356,71 @@ def test_a_page_holds_no_greenlet_between_frames() -> None:
     theirs.close()  # the end of the stream ends the page
     until(lambda: ended, "the page's end")
     assert page.ended and ours.fileno() == -1
+
+
+def _served_page(
+    frame_timeout: float,
+) -> tuple[Page, gevent.socket.socket, list[str | bytearray], list[bool], Counter[str]]:
+    """A page served on a socket pair, parked: the page, the other end,
+    the messages read, whether it ended, and its counts."""
+    ours, theirs = gevent.socket.socketpair()
+    handler = SimpleNamespace(socket=ours, rfile=ours.makefile("rb"))
+    ws = BoundedWebSocket({}, Stream(handler), handler)
+    counts: Counter[str] = Counter()
+    page = Page(ours, ws, frame_timeout=frame_timeout, counts=counts)
+    handler.rfile.close()
+    got: list[str | bytearray] = []
+    ended: list[bool] = []
+
+    def step() -> bool:
+        try:
+            message = ws.read_message()
+        except WebSocketError:  # the end of the stream, or a frame too slow
+            return False
+        if message is None:
+            return False
+        got.append(message)
+        return True
+
+    page.serve(step, lambda: ended.append(True))
+    return page, theirs, got, ended, counts
+
+
+def test_a_control_frame_alone_leaves_the_page_parked() -> None:
+    """A ping or a pong with nothing after it is read, and the page is
+    parked again: the wait for its next frame is an idle page's, with no
+    greenlet and no deadline."""
+    _page, theirs, got, ended, counts = _served_page(frame_timeout=0.2)
+    try:
+        theirs.sendall(raw_frame(0x9, b"hi"))  # a ping, then nothing
+        gevent.sleep(0.05)
+        assert _page_readers() == []
+        gevent.sleep(0.4)  # twice the deadline: an idle page has none
+        assert not ended
+        theirs.sendall(raw_frame(0xA, b"") + raw_frame(0x1, b"one"))
+        until(lambda: got == ["one"], "the message after a pong")
+        gevent.sleep(0.05)
+        assert _page_readers() == [] and not ended and not counts
+    finally:
+        theirs.close()
+    until(lambda: ended, "the page's end")
+
+
+def test_an_unfinished_message_ends_its_page() -> None:
+    """A frame cut short, or a message whose next fragment never comes,
+    holds the page's reader until the deadline, no longer: the page ends,
+    its socket is closed and the event counted."""
+    for unfinished in (raw_frame(0x1, b"cut short")[:5], raw_frame(0x1, b"one", fin=False)):
+        page, theirs, got, ended, counts = _served_page(frame_timeout=0.2)
+        try:
+            theirs.sendall(unfinished)
+            gevent.sleep(0.05)
+            assert len(_page_readers()) == 1 and not ended  # within the deadline: waits
+            until(lambda: ended, "the page's end")  # noqa: B023 - called here, in this turn
+            assert page.ended and page.socket.fileno() == -1 and _page_readers() == []
+            assert counts == {"frame_too_slow": 1} and got == []
+        finally:
+            theirs.close()
 
 
 def test_a_socket_made_by_hand_is_read_in_this_greenlet() -> None:
