@@ -143,6 +143,11 @@ def parse_thumb(value: Any) -> bytes:
     return data
 
 
+# What the log line of a message naming a blob holds: its body's key, as
+# the store writes it (app/chat.py finds older such messages by it).
+BLOB_LINE = '"blob":'
+
+
 def ref_of(body: Any) -> BlobRef | None:
     """The blob a stored message names, if any (a page's frame; never raises)."""
     try:

@@ -54,6 +54,7 @@ from app.accounts import (
     parse_hash,
 )
 from app.attachments import (
+    BLOB_LINE,
     THUMB_MAX_CHARS,
     AttachmentRefused,
     Attachments,
@@ -421,7 +422,7 @@ def clock_start(store: Store, wall_ms: int) -> int:
     a record from a router far ahead must not move this router's clock, and
     its retention horizon, a year on at the next start."""
     ahead = pack(min(wall_ms + MAX_DRIFT_MS, PHYSICAL_MAX), COUNTER_MASK)
-    ours = max((r.hlc for r in store.index.values() if r.origin == store.node_id), default=0)
+    ours = store.max_hlc_of(store.node_id)
     return max(ours, min(store.max_hlc, ahead))
 
 
@@ -514,7 +515,9 @@ class Chat:
         self.blobs = blobs
         if blobs is not None:  # which held messages name which blob
             for room in range(1, store.rooms + 1):
-                for record in store.messages(room):
+                for record in store.recent(room):
+                    self._note_blob(record)
+                for record in store.scan(room, BLOB_LINE):  # the older ones: one pass
                     self._note_blob(record)
 
     @property
@@ -724,7 +727,7 @@ class Chat:
         message names are deleted from this router's disk.  Returns how many."""
         if self.blobs is None:
             return 0
-        gone = self.blobs.forget_gone(lambda origin, seq: self.store.get(origin, seq) is not None)
+        gone = self.blobs.forget_gone(self.store.holds)
         if gone:
             log.info("%d pictures and files deleted with their messages", gone)
         return gone

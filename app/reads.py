@@ -45,7 +45,7 @@ def unread(store: Store, room: int, user: str, since: int = 0, limit: int = 1000
     """Messages in ``room`` after ``user``'s read marker (and after
     ``since``), not written by ``user``; counting stops at ``limit``."""
     key, n = name_key(user), 0
-    for record in store.after(room, max(since, read_marker(store, user, room))):
+    for record in store.newest_first(room, max(since, read_marker(store, user, room))):
         author = record.body.get("author")
         if not (isinstance(author, str) and name_key(author) == key):
             n += 1

@@ -1,12 +1,15 @@
 """Search in a room's (or one's own direct conversation's) retained
 history, and the way back to a result.
 
-How this works: ``search`` walks a room's messages newest first (the
-store's sorted list, in memory) and keeps those whose text holds the query,
+How this works: ``search`` walks a room's messages newest first (those
+held as records, in memory) and keeps those whose text holds the query,
 compared case-insensitively (``str.casefold``: "STRASSE" finds "Straße");
-it stops at ``RESULTS_MAX``.  Each result is the message's frame with its
-text cut to a snippet of ``CONTEXT_CHARS`` either side of the match, and
-``match`` (where the query is in the snippet) for the page to highlight.
+it stops at ``RESULTS_MAX``.  If they do not give that many, the room's
+older messages (held as columns, node/cold.py) are found by one pass over
+its log, a line decoded only when its casefolded text holds the query.
+Each result is the message's frame with its text cut to a snippet of
+``CONTEXT_CHARS`` either side of the match, and ``match`` (where the
+query is in the snippet) for the page to highlight.
 The cost is linear in the room's history: 5,000 messages per room is the
 size guard's default (app/retention.py), measured by
 tests/bench/bench_search.py.
@@ -17,6 +20,8 @@ the messages just before and after it, then onwards to the latest.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Hashable
 from typing import Any
 
@@ -67,16 +72,31 @@ def search(
     its snippet and the match's index in it."""
     folded = query.casefold()
     found: list[tuple[Record, str, int]] = []
-    messages = store.latest(room, store.count(room))
-    for record in reversed(messages):
+    for record in reversed(store.recent(room)):
         text = _text(record)
         at = find(text, folded)
         if at >= 0:
             cut, where = snippet(text, at, len(query))
             found.append((record, cut, where))
             if len(found) >= limit:
-                break
+                return found
+    # The older messages are lines in the room's log (node/cold.py): read
+    # in one pass, a line decoded only if its text can hold the query.
+    older = (r for r in store.scan(room, _line_filter(folded)) if find(_text(r), folded) >= 0)
+    for record in heapq.nlargest(limit - len(found), older, key=lambda r: r.order_key):
+        text = _text(record)
+        cut, where = snippet(text, find(text, folded), len(query))
+        found.append((record, cut, where))
     return found
+
+
+def _line_filter(folded: str) -> str | None:
+    """What a log line, casefolded, holds if its message's text holds
+    ``folded``: the query itself, unless it has a character JSON escapes
+    (then every line is decoded)."""
+    if '"' in folded or "\\" in folded or any(ord(c) < 0x20 for c in folded):
+        return None
+    return folded
 
 
 def _message_in(store: Store, room: Hashable, rid: tuple[str, int]) -> Record | None:
@@ -100,7 +120,8 @@ def after(
     record = _message_in(store, room, rid)
     if record is None:
         return None
-    later = [r for r in store.after(room, record.hlc - 1) if r.order_key > record.order_key]
+    newer = (r for r in store.after(room, record.hlc - 1) if r.order_key > record.order_key)
+    later = list(itertools.islice(newer, limit + 1))
     return later[:limit], len(later) > limit
 
 

@@ -159,11 +159,11 @@ class Gone:
 
     # -- going -------------------------------------------------------------------
 
-    def expired(self, record: Record) -> None:
-        """``record`` went past a horizon (the caller saves the state)."""
+    def expired(self, origin: str, seq: int) -> None:
+        """``(origin, seq)`` went past a horizon (the caller saves the state)."""
         self.count[EXPIRED] += 1
-        self.seqs.setdefault(record.origin, RangeSet()).add(record.seq, record.seq)
-        self.vector.add(record.origin, record.seq)
+        self.seqs.setdefault(origin, RangeSet()).add(seq, seq)
+        self.vector.add(origin, seq)
 
     def superseded(self, record: Record) -> None:
         self.count[SUPERSEDED] += 1

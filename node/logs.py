@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -191,7 +191,8 @@ def _is_origin(origin: str) -> bool:
     return True
 
 
-def _decode(line: bytes | str) -> Record | None:
+def decode_or_none(line: bytes | str) -> Record | None:
+    """A log line's record, None if it is not one (never raises)."""
     if len(line) > MAX_LINE_BYTES or (
         isinstance(line, str)
         and len(line) * MAX_UTF8_BYTES > MAX_LINE_BYTES
@@ -212,25 +213,35 @@ def _line_id(line: bytes) -> tuple[str, int] | None:
     return (record.origin, record.seq)
 
 
-def _lines(data: bytes) -> Iterator[bytes | str]:
-    """A log's lines, decoded as one text when it is UTF-8 (json.loads of a
-    ``str`` skips the encoding detection it does for every ``bytes`` line: a
-    tenth of a load).  Split at the same line ends as ``bytes.splitlines``:
-    ``str.splitlines`` would also split at U+2028 and the like, which a
-    message's text may hold unescaped.  One line at a time: a list of them
-    all, freed after the log, left holes among the records held (about 60
-    bytes a record of memory never given back)."""
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:  # a line that is not UTF-8: each line on its own
-        yield from data.splitlines()
-        return
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    start, end = 0, text.find("\n")
+def _lines(data: bytes) -> Iterator[tuple[int, bytes | str]]:
+    """A log's lines with the offset where each starts, decoded to text
+    when it is UTF-8 (json.loads of a ``str`` skips the encoding detection
+    it does for every ``bytes`` line).  Split at the same line ends as
+    ``bytes.splitlines`` (``\\n``, ``\\r\\n``, ``\\r``): ``str.splitlines``
+    would also split at U+2028 and the like, which a message's text may hold
+    unescaped.  One line at a time: a list of them all, freed after the log,
+    left holes among the records held (about 60 bytes a record of memory
+    never given back)."""
+    start, end = 0, data.find(b"\n")
     while end >= 0:  # what follows the last line end is not a line (records() cut it off)
-        yield text[start:end]
-        start, end = end + 1, text.find("\n", end + 1)
+        chunk = data[start:end]
+        if b"\r" in chunk:  # a line written elsewhere: split as splitlines() would
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+            at = start
+            for piece in chunk.split(b"\r"):
+                yield at, _text(piece)
+                at += len(piece) + 1
+        else:
+            yield start, _text(chunk)
+        start, end = end + 1, data.find(b"\n", end + 1)
+
+
+def _text(line: bytes) -> bytes | str:
+    try:
+        return line.decode()
+    except UnicodeDecodeError:  # not UTF-8: the JSON decoder says what it is
+        return line
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -278,10 +289,11 @@ class Logs:
         self.data_dir = data_dir
         self.torn_bytes = 0  # bytes of torn tails moved aside
         self._files: dict[str, LogFile] = {}
+        self._readers: dict[str, BinaryIO] = {}  # read_record's handles
 
-    def records(self, name: str) -> Iterator[tuple[int, Record | None]]:
-        """``(line number, record)`` for each line of a log, None for a line
-        that is not a record; a torn last line is moved aside first."""
+    def records(self, name: str) -> Iterator[tuple[int, int, Record | None]]:
+        """``(line number, offset, record)`` for each line of a log, None for
+        a line that is not a record; a torn last line is moved aside first."""
         path = self.data_dir / name
         try:
             data = path.read_bytes()
@@ -290,9 +302,44 @@ class Logs:
         end = data.rfind(b"\n") + 1
         if end < len(data):
             self._move_torn_tail(path, data[end:], end)
-        for number, line in enumerate(_lines(data[:end]), start=1):
+            data = data[:end]
+        for number, (offset, line) in enumerate(_lines(data), start=1):
             if line.strip():
-                yield number, _decode(line)
+                yield number, offset, decode_or_none(line)
+
+    def read_record(self, name: str, offset: int) -> Record | None:
+        """The record of the line starting at ``offset``; None if there is
+        none there (a read handle per log, reopened after a rewrite)."""
+        try:
+            handle = self._readers.get(name)
+            if handle is None:
+                handle = self._readers[name] = open(self.data_dir / name, "rb")
+            handle.seek(offset)
+            line = handle.readline(MAX_LINE_BYTES + 1)
+        except OSError as e:
+            log.warning("%s: cannot read the line at %d: %s", name, offset, e)
+            return None
+        if not line.endswith(b"\n"):
+            return None
+        return decode_or_none(_text(line[:-1].rstrip(b"\r")))
+
+    def lines(self, name: str) -> Iterator[tuple[int, str | bytes]]:
+        """``(offset, line)`` for each whole line of a log, read as it goes
+        (a line that is not UTF-8 stays bytes)."""
+        try:
+            handle = open(self.data_dir / name, "rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            offset = 0
+            for line in handle:
+                if line.endswith(b"\n"):
+                    yield offset, _text(line[:-1].rstrip(b"\r"))
+                offset += len(line)
+
+    def end(self, lf: LogFile) -> int:
+        """Where the next line written to ``lf`` will start."""
+        return lf.handle.tell()
 
     def _move_torn_tail(self, path: Path, tail: bytes, keep: int) -> None:
         """Cut an unterminated last line (a crash mid-write) off the log."""
@@ -322,20 +369,35 @@ class Logs:
         lf.handle.flush()
         lf.dirty = True
 
-    def rewrite_without(self, name: str, keep: set[tuple[str, int]]) -> bool:
+    def rewrite_without(
+        self,
+        name: str,
+        keep: Container[tuple[str, int]],
+        moved: Callable[[tuple[str, int], int], None] | None = None,
+    ) -> bool:
         """Rewrite one log with only the records of ``keep`` (lines that are
-        not records stay); True if it changed."""
+        not records stay); True if it changed.  ``moved(id, offset)`` is then
+        told where each kept record's line starts now."""
         path = self.data_dir / name
         if not path.exists():
             return False
         lines = path.read_bytes().splitlines(keepends=True)
-        kept = [ln for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
+        kept = [(ln, rid) for ln in lines if (rid := _line_id(ln)) is None or rid in keep]
         if len(kept) == len(lines):
             return False
         lf = self._files.pop(name, None)
         if lf is not None:
             lf.handle.close()
-        write_atomically(path, b"".join(kept))
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            reader.close()
+        write_atomically(path, b"".join(ln for ln, _ in kept))
+        if moved is not None:
+            offset = 0
+            for ln, rid in kept:
+                if rid is not None:
+                    moved(rid, offset)
+                offset += len(ln)
         return True
 
     def sync(self) -> int:
@@ -352,3 +414,6 @@ class Logs:
         for lf in self._files.values():
             lf.handle.close()
         self._files.clear()
+        for handle in self._readers.values():
+            handle.close()
+        self._readers.clear()

@@ -24,7 +24,7 @@ a restart finds them gone again from ``state.json``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
 from node.horizons import MAX_GONE_RUN, REFUSED, STATE_FILE, Gone
@@ -41,6 +41,7 @@ from node.logs import (
     TORN_SUFFIX,
     Logs,
     decode_line,
+    decode_or_none,
     encode_line,
     load_or_make_node_id,
     log_name,
@@ -78,12 +79,68 @@ __all__ = [
 ]
 
 
+# Messages a room holds as records (node/cold.py says why): the newest
+# ``HOT`` to twice that; the older ones are columns and their log lines.
+# A page's history (100) and a scroll-back or two stay in memory.
+HOT = 1000
+SETTLE_EVERY = 4096  # lines read at load between moving older messages to columns
+
+
+class Held(Mapping[tuple[str, int], Record]):
+    """The records held, by id, as a read-only mapping: those held as
+    objects and those of the rooms' columns (read back when asked for)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def __getitem__(self, rid: tuple[str, int]) -> Record:
+        record = self._index.get(*rid)
+        if record is None:
+            raise KeyError(rid)
+        return record
+
+    def __contains__(self, rid: object) -> bool:
+        return isinstance(rid, tuple) and len(rid) == 2 and self._index.holds(*rid)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return self._index.ids()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class _RoomHolds:
+    """``in``: is this id one of the room's held messages?  (compact())"""
+
+    def __init__(
+        self, records: dict[tuple[str, int], Record], room_log: RoomLog, room: int
+    ) -> None:
+        self.records, self.room_log, self.room = records, room_log, room
+
+    def __contains__(self, rid: object) -> bool:
+        if not isinstance(rid, tuple):
+            return False
+        record = self.records.get(rid)
+        if record is not None:
+            return record.kind == RecordKind.MESSAGE and record.room == self.room
+        return self.room_log.in_cold(*rid)
+
+
 class Store:
     """The data folder: node id, logs, the records held and those gone."""
 
-    def __init__(self, data_dir: Path | str, rooms: int, *, policy: RecordPolicy = INERT) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        rooms: int,
+        *,
+        policy: RecordPolicy = INERT,
+        hot: int = HOT,
+    ) -> None:
         if rooms < 1:
             raise ValueError("a router serves at least one room")
+        if hot < 1:
+            raise ValueError("a room holds at least one message as a record")
         self.data_dir = Path(data_dir)
         self.rooms = rooms
         self.policy = policy
@@ -91,7 +148,8 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = load_or_make_node_id(self.data_dir)
         self.logs = Logs(self.data_dir)
-        self.held = Index(rooms)
+        self.held = Index(rooms, read=self._read_cold, hot=hot)
+        self.cold_misses = 0  # records of the columns whose line did not give them back
         self.gone = Gone(self.data_dir, self.vector, self.node_id)
         self.seqs = SeqReservation(self.data_dir, self.node_id, self.vector)
         self.skipped_lines = 0  # lines that are not valid records, kept in place
@@ -108,8 +166,9 @@ class Store:
     # -- what others read ------------------------------------------------------
 
     @property
-    def index(self) -> dict[tuple[str, int], Record]:
-        return self.held.records
+    def index(self) -> Mapping[tuple[str, int], Record]:
+        """Every record held, by id (those of the columns read back)."""
+        return Held(self.held)
 
     @property
     def accounts(self) -> list[Record]:
@@ -154,6 +213,7 @@ class Store:
         names += [room_log_name(room) for room in range(1, self.rooms + 1)]
         for name in [*names, ACCOUNTS_LOG, READS_LOG, DIRECT_LOG, SETTINGS_LOG]:
             self._load_log(name)
+        self.held.settle()
         loaded, self._loaded_seqs = self._loaded_seqs or {}, None
         for origin, seqs in loaded.items():
             self.vector.add_many(origin, seqs)
@@ -161,17 +221,22 @@ class Store:
 
     def _load_log(self, name: str) -> None:
         gone = self.gone
-        for number, record in self.logs.records(name):
+        for number, offset, record in self.logs.records(name):
+            if number % SETTLE_EVERY == 0:
+                self.held.settle()  # the older messages to columns as the log is read
             if record is not None and gone.is_expired(record):
-                gone.expired(record)  # still in the file until compact()
+                gone.expired(record.origin, record.seq)  # still in the file until compact()
                 if record.kind in (RecordKind.READ, RecordKind.DIRECT):
                     self.gone_lines += 1
             elif record is not None and gone.is_removed(record):
                 gone.remove({(record.origin, record.seq)})
             elif (
                 record is None
-                or (record.origin, record.seq) in self.held.records
-                or not (self._hold(record) or self._superseded(record))
+                # a message is read back from its own room's log: one in
+                # another log (put there by hand) is not held
+                or (record.kind == RecordKind.MESSAGE and name != room_log_name(record.room))
+                or self.held.holds_record(record)
+                or not (self._hold(record, offset) or self._superseded(record))
             ):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", name, number)
@@ -187,9 +252,10 @@ class Store:
         self._check(record)
         line = encode_line(record)  # before _accept: what cannot be written is not held
         lf = self.logs.open(log_name(record))  # nor what has no open log (OSError: EMFILE)
-        if not self._accept(record):
+        if not self._accept(record, self.logs.end(lf)):
             return False
         self.logs.write(lf, line)
+        self.held.settle()
         return True
 
     def append_many(self, records: list[Record]) -> list[Record]:
@@ -206,12 +272,16 @@ class Store:
         files = {name: self.logs.open(name) for name in {log_name(r) for r in records}}
         new: list[Record] = []
         lines: dict[str, list[bytes]] = {}
+        ends = {name: self.logs.end(lf) for name, lf in files.items()}
         for record, line in zip(records, encoded, strict=True):
-            if self._accept(record):
+            name = log_name(record)
+            if self._accept(record, ends[name]):
                 new.append(record)
-                lines.setdefault(log_name(record), []).append(line)
+                lines.setdefault(name, []).append(line)
+                ends[name] += len(line)
         for name, chunk in lines.items():
             self.logs.write(files[name], b"".join(chunk))
+        self.held.settle()
         return new
 
     def _check(self, record: Record) -> None:
@@ -224,19 +294,19 @@ class Store:
         if record.kind not in KIND_NAMES:
             raise ValueError(f"unknown record kind {record.kind!r}")
 
-    def _accept(self, record: Record) -> bool:
-        """Hold a record; False if it is held already, gone, or belongs nowhere."""
-        rid = (record.origin, record.seq)
-        if rid in self.held.records or self.gone.is_expired(record):
+    def _accept(self, record: Record, offset: int) -> bool:
+        """Hold a record (its line to be written at ``offset``); False if it
+        is held already, gone, or belongs nowhere."""
+        if self.held.holds_record(record) or self.gone.is_expired(record):
             return False
         if self.gone.is_removed(record):
             self.gone.arrived_removed(record)
             return False
-        return self._hold(record)
+        return self._hold(record, offset)
 
-    def _hold(self, record: Record) -> bool:
-        """Hold a record that is neither held nor gone; False if it belongs
-        nowhere or is superseded on arrival."""
+    def _hold(self, record: Record, offset: int | None = None) -> bool:
+        """Hold a record that is neither held nor gone (its line at
+        ``offset``); False if it belongs nowhere or is superseded on arrival."""
         conversation = None
         if record.kind in (RecordKind.READ, RecordKind.SETTING):
             if not self._take_latest(record):
@@ -245,7 +315,7 @@ class Store:
             self._act(record)
         elif record.kind == RecordKind.DIRECT:
             conversation = self.policy.conversation(record)
-        if not self.held.add(record, conversation):
+        if not self.held.add(record, conversation, offset):
             return False
         if self._loaded_seqs is None:
             self.vector.add(record.origin, record.seq)
@@ -294,8 +364,7 @@ class Store:
         if hlc is not None and record.room in self.held.room_logs:
             cut = self.gone.cut(record, hlc)
             if cut is not None:
-                older = self.held.room_logs[record.room].before(cut)
-                self._remove({(r.origin, r.seq) for r in older})
+                self._remove(self.held.room_logs[record.room].ids_before(cut))
 
     def _remove(self, rids: set[tuple[str, int]]) -> None:
         self.gone.remove(rids)
@@ -314,13 +383,13 @@ class Store:
     def is_gone(self, origin: str, seq: int) -> bool:
         """True if ``(origin, seq)`` existed and is gone for good here:
         expired, removed, superseded, reported gone by a peer, or refused."""
-        return (origin, seq) not in self.held.records and self.gone.holds(origin, seq)
+        return not self.held.holds(origin, seq) and self.gone.holds(origin, seq)
 
     def gone_through(self, origin: str, seq: int) -> int:
         """``sync.RecordSource.gone_through``: if ``(origin, seq)`` is gone
         here, the last seq of the run of gone seqs it starts (at most
         ``MAX_GONE_RUN`` long); else 0."""
-        return self.gone.through(origin, seq, self.held.records)
+        return self.gone.through(origin, seq, Held(self.held))
 
     def note_gone(self, origin: str, first: int, last: int) -> None:
         """A peer says these seqs are gone for good: answer the same."""
@@ -338,16 +407,16 @@ class Store:
         if not self.gone.move_horizon(horizon):
             return 0
         expired = self.held.expire(horizon)
-        for record in expired:
-            self.gone.expired(record)
-            if record.kind == RecordKind.DIRECT:
+        for origin, seq, kind in expired:
+            self.gone.expired(origin, seq)
+            if kind == RecordKind.DIRECT:
                 self.gone_lines += 1  # still in direct.log until compact()
         latest = self.held.latest_by_key
         for key, record in list(latest.items()):
             if record.hlc < horizon and record.kind == RecordKind.READ:  # settings stay
                 del latest[key]
                 self.held.drop(record)
-                self.gone.expired(record)
+                self.gone.expired(record.origin, record.seq)
                 self.gone.dirty = True  # saved below, though no message went
                 self.gone_lines += 1
         if expired or self.gone.dirty:  # the horizon alone moves every check: no flash write
@@ -357,14 +426,14 @@ class Store:
     def trim(self, room: int, keep: int) -> int:
         """The size guard: keep the ``keep`` newest messages of a room; the
         older ones are gone, expired (and stay gone: a per-room horizon)."""
-        records = self.held.room_logs[room].sorted
-        if len(records) <= keep:
+        room_log = self.held.room_logs[room]
+        if len(room_log) <= keep:
             return 0
-        if not self.gone.move_size_horizon(room, records[len(records) - keep].hlc):
+        if not self.gone.move_size_horizon(room, room_log.hlc_at(len(room_log) - keep)):
             return 0
         expired = self.held.expire(self.gone.size_horizon[room], [room])
-        for record in expired:
-            self.gone.expired(record)
+        for origin, seq, _ in expired:
+            self.gone.expired(origin, seq)
         self.gone.save()
         return len(expired)
 
@@ -374,15 +443,17 @@ class Store:
         at any point leaves the old or the new log, both valid).  Rare on purpose: routers write to
         flash.  Returns the number of logs rewritten."""
         self.gone.save_if_changed()  # what leaves the files stays gone
-        held = {
-            room_log_name(n): {(r.origin, r.seq) for r in room_log.arrivals}
-            for n, room_log in self.held.room_logs.items()
-        }
+        rewritten = 0
+        for n, room_log in self.held.room_logs.items():
+            keep = _RoomHolds(self.held.records, room_log, n)
+            rewritten += self.logs.rewrite_without(room_log_name(n), keep, room_log.moved)
         latest = self.held.latest_by_key.values()
-        held[READS_LOG] = {(r.origin, r.seq) for r in latest if r.kind == RecordKind.READ}
-        held[SETTINGS_LOG] = {(r.origin, r.seq) for r in latest if r.kind == RecordKind.SETTING}
-        held[DIRECT_LOG] = set(self.held.direct_at)
-        rewritten = sum(self.logs.rewrite_without(name, keep) for name, keep in held.items())
+        held: dict[str, set[tuple[str, int]]] = {
+            READS_LOG: {(r.origin, r.seq) for r in latest if r.kind == RecordKind.READ},
+            SETTINGS_LOG: {(r.origin, r.seq) for r in latest if r.kind == RecordKind.SETTING},
+            DIRECT_LOG: set(self.held.direct_at),
+        }
+        rewritten += sum(self.logs.rewrite_without(name, keep) for name, keep in held.items())
         self.gone_lines = 0
         return rewritten
 
@@ -406,8 +477,52 @@ class Store:
     def get(self, origin: str, seq: int) -> Record | None:
         return self.held.get(origin, seq)
 
+    def holds(self, origin: str, seq: int) -> bool:
+        """Is ``(origin, seq)`` held?  (``get`` without reading a line.)"""
+        return self.held.holds(origin, seq)
+
+    def max_hlc_of(self, origin: str) -> int:
+        """The latest hlc of the records held from ``origin`` (0: none)."""
+        return self.held.max_hlc_of(origin)
+
+    def _read_cold(self, room: int, offset: int, origin: str, seq: int) -> Record | None:
+        """A message of the columns, read back from its room's log."""
+        record = self.logs.read_record(room_log_name(room), offset)
+        if (
+            record is None
+            or record.seq != seq
+            or record.origin != origin
+            or record.kind != RecordKind.MESSAGE
+            or record.room != room
+        ):
+            self.cold_misses += 1
+            log.warning("room %d: the line at %d no longer holds %s:%d", room, offset, origin, seq)
+            return None
+        return record
+
     def latest(self, room: Hashable, limit: int) -> list[Record]:
         return self.held.latest(room, limit)
+
+    def recent(self, room: Hashable) -> list[Record]:
+        """The messages of ``room`` held as records, sorted: the newest
+        (all of a conversation's).  ``scan`` gives the others."""
+        return list(self.held.log_of(room).sorted)
+
+    def scan(self, room: Hashable, contains: str | None = None) -> Iterator[Record]:
+        """The messages of ``room`` held as columns (not ``recent``), in the
+        log's order, read in one pass over the log: with ``contains``, only
+        those whose line, casefolded, holds it."""
+        room_log = self.held.log_of(room)
+        cold = room_log.cold
+        if cold is None or not len(cold) or not isinstance(room, int):
+            return
+        for offset, line in self.logs.lines(room_log_name(room)):
+            if contains is not None and isinstance(line, str) and contains not in line.casefold():
+                continue
+            record = decode_or_none(line)
+            pos = cold.find(record.origin, record.seq) if record is not None else None
+            if record is not None and pos is not None and cold.offsets[pos] == offset:
+                yield record
 
     def since(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         return self.held.since(room, rid, limit)
@@ -418,8 +533,14 @@ class Store:
     def before(self, room: Hashable, rid: tuple[str, int], limit: int) -> list[Record] | None:
         return self.held.before(room, rid, limit)
 
-    def after(self, room: Hashable, hlc: int) -> list[Record]:
+    def after(self, room: Hashable, hlc: int) -> Iterator[Record]:
+        """The messages of ``room`` stamped after ``hlc``, sorted, read as
+        they are taken (take what you need: older ones are read from disk)."""
         return self.held.after(room, hlc)
+
+    def newest_first(self, room: Hashable, hlc: int) -> Iterator[Record]:
+        """``after`` from the newest back: for a count that may stop early."""
+        return self.held.log_of(room).newest_first(hlc)
 
     def latest_of(self, key: Hashable) -> Record | None:
         """The READ record kept for ``key`` (node/policy.py), if any."""
