@@ -63,7 +63,8 @@ from app.attachments import (
 )
 from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
-from app.hub import Hub
+from app.hub import Client, Hub
+from app.i18n import DEFAULT, languages, message
 from app.mesh import Mesh, NoMesh
 from app.moderation import RECORD_ACTIONS, ROOM_NAME, Moderation
 from app.resend import SentIds
@@ -77,6 +78,7 @@ from node.wire import dump_json
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 2000  # a long paragraph; keeps every message a few datagrams at most
+BANNED = "You are banned from this chat."  # a msgid (app/i18n.py)
 HISTORY_LIMIT = 100  # messages a page gets on connect: two phone screens and more
 OLDER_LIMIT_MAX = 200  # one scroll-back request
 # Per user on this router: a person types far slower; a paste-happy phone or a
@@ -410,6 +412,13 @@ def _text_field(body: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def banned_notice(client: Client) -> dict[str, Any]:
+    """What a banned person's page is told as its socket closes, in the
+    language it was opened in."""
+    said = message(client.lang or languages()[DEFAULT], BANNED)
+    return {"type": "error", "code": "banned", "message": said}
+
+
 def parse_hlc_or_zero(value: Any) -> int:
     """An HLC from a stored body, 0 if it holds anything else."""
     return parse_hlc(value) or 0
@@ -687,7 +696,7 @@ class Chat:
         else:
             text = clean_text(text)
         if self.moderation.is_banned(user):
-            raise ChatError("banned", "You are banned from this chat.")
+            raise ChatError("banned", BANNED)
         self._take_send_token(user)
         shown = int(self.wall() * 1000)  # the sender's time, as people read it
         record = self._make_record(
@@ -847,7 +856,7 @@ class Chat:
         elif self.moderation.is_banned(body["user"]):
             for n in range(1, self.rooms + 1):
                 self.hub.broadcast(n, {"type": "banned", "user": body["user"], "by": body["by"]})
-            self.hub.disconnect_user(body["user"], name_key)
+            self.hub.disconnect_user(body["user"], name_key, banned_notice)
 
     def history(
         self,
@@ -988,7 +997,7 @@ class Chat:
         text = clean_text(text)
         peer = self.direct_peer(user, peer)
         if self.moderation.is_banned(user):
-            raise ChatError("banned", "You are banned from this chat.")
+            raise ChatError("banned", BANNED)
         if self.is_blocked(user, by=peer):
             raise ChatError("blocked", f"{peer} does not take direct messages from you.")
         if self.is_blocked(peer, by=user):

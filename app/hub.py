@@ -40,12 +40,15 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Hashable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 from greenlet import greenlet  # type: ignore[import-untyped]  # gevent's own dependency
+
+if TYPE_CHECKING:
+    from app.i18n import Language
 
 log = logging.getLogger(__name__)
 
@@ -454,12 +457,23 @@ class Client:
     """One page connected to one room (or, ``room`` 0 and ``peer`` set, to
     one direct conversation)."""
 
-    __slots__ = ("_pending", "_pending_bytes", "_writer", "closed", "peer", "room", "user", "ws")
+    __slots__ = (
+        "_pending",
+        "_pending_bytes",
+        "_writer",
+        "closed",
+        "lang",
+        "peer",
+        "room",
+        "user",
+        "ws",
+    )
 
-    def __init__(self, ws: WebSocket, user: str, room: int) -> None:
+    def __init__(self, ws: WebSocket, user: str, room: int, lang: Language | None = None) -> None:
         self.ws = ws
         self.user = user
         self.room = room
+        self.lang = lang  # the upgrade request's (app/i18n.py), for what the router tells the page
         self.peer: str | None = None
         self.closed = False
         self._pending: list[bytes] = []
@@ -658,13 +672,18 @@ class Hub:
         finally:
             self._flush = None
 
-    def disconnect_user(self, user: str, key: Callable[[str], str] = str) -> int:
-        """Close every socket of a user (banned); returns how many."""
+    def disconnect_user(
+        self,
+        user: str,
+        key: Callable[[str], str] = str,
+        notice: Callable[[Client], dict[str, Any]] | None = None,
+    ) -> int:
+        """Close every socket of a user (banned), each told ``notice(client)``
+        first; returns how many."""
         closing = [c for c in self._all_clients() if key(c.user) == key(user)]
         for client in closing:
-            client.send(
-                {"type": "error", "code": "banned", "message": "You are banned from this chat."}
-            )
+            if notice is not None:
+                client.send(notice(client))
             client.close(1008)
         return len(closing)
 

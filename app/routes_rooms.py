@@ -141,7 +141,7 @@ class RoomRoutes:
         try:
             name = self.chat.direct_peer(user, peer)
         except ChatError as e:  # the socket is open already: say why, and close
-            client = Client(ws, user, 0)
+            client = Client(ws, user, 0, lang)
             client.send(error_frame(e, lang))
             client.close(1008)
             client.flush()
@@ -282,7 +282,7 @@ def serve_socket(
 ) -> None:
     """One page's WebSocket: hello, history, then frames until it closes;
     error frames in ``lang`` (default English)."""
-    client = Client(ws, user, room)
+    client = Client(ws, user, room, lang)
     client.send(hello(chat, user, room))
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
@@ -323,7 +323,7 @@ def serve_room_list(
     chat: Chat, ws: BoundedWebSocket, user: str, lang: Language | None = None
 ) -> None:
     """The rooms page's WebSocket: ``rooms`` frames until it closes."""
-    client = Client(ws, user, 0)
+    client = Client(ws, user, 0, lang)
     if not chat.room_lists.join(client):
         client.flush()
         return
@@ -590,7 +590,7 @@ def serve_direct_socket(
     lang: Language | None = None,
 ) -> None:
     """A conversation's WebSocket: hello, history, then frames until it closes."""
-    client = Client(ws, user, 0)
+    client = Client(ws, user, 0, lang)
     client.peer = peer
     key = chat.conversation(user, peer)
     client.send(direct_hello(chat, user, peer))

@@ -303,14 +303,19 @@ class Router:
         return s
 
     def ws(
-        self, session: HttpSession, room: int = 1, query: str = "", origin: str | None = None
+        self,
+        session: HttpSession,
+        room: int = 1,
+        query: str = "",
+        origin: str | None = None,
+        headers: tuple[str, ...] = (),
     ) -> WsClient:
         url = f"ws://127.0.0.1:{self.port}/ws/{room}{query}"
         conn = websocket.create_connection(
             url,
             timeout=5,
             origin=origin or self.base,
-            header=[f"Cookie: {session.cookie_header()}"],
+            header=[f"Cookie: {session.cookie_header()}", *headers],
         )
         return WsClient(conn)
 

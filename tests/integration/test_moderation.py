@@ -96,6 +96,20 @@ def test_delete_takes_the_message_off_every_page_and_the_log(site: Router) -> No
     assert [m["id"] for m in again.recv_type("history")["messages"]] == [keep]
 
 
+def test_a_banned_persons_pages_are_told_in_their_language(site: Router) -> None:
+    """The notice that closes a banned person's sockets is in the language
+    each socket was opened in (its page's Accept-Language)."""
+    boss = site.ws(site.user("boss", register=False))
+    eve = site.user("eve")
+    german = site.ws(eve, headers=("Accept-Language: de-DE,de;q=0.9",))
+    english = site.ws(eve, room=2, headers=("Accept-Language: en",))
+    boss.send({"type": "ban", "user": "eve"})
+    told = german.recv_until(lambda f: f.get("code") == "banned")
+    assert told["message"] == "Du bist von diesem Chat ausgeschlossen."
+    told = english.recv_until(lambda f: f.get("code") == "banned")
+    assert told["message"] == "You are banned from this chat."
+
+
 def test_clear_room(site: Router) -> None:
     boss = site.ws(site.user("boss", register=False))
     ann = site.ws(site.user("ann"))
