@@ -111,7 +111,8 @@ MAX_BODY_BYTES = {
     RecordKind.MODERATION: 512,
     # As a room message, with two names instead of one.
     RecordKind.DIRECT: MAX_TEXT_CHARS * 4 + 512,
-    # Two names, a setting's name and a 20-digit HLC or two booleans.
+    # Two names, two identities (about 40 characters each), a setting's name
+    # and a 20-digit HLC or two booleans: 215 bytes at most.
     RecordKind.SETTING: 256,
 }
 ROOM_NAME_MAX = 40  # characters: a room's name fits a phone's header and tab title
@@ -505,7 +506,7 @@ class Chat:
         )  # the rooms pages (app/roomlist.py)
         self.sent_ids = SentIds()  # client ids already stored: resends (app/resend.py)
         self._searches: dict[str, TokenBucket] = {}
-        self._settings: dict[str, TokenBucket] = {}  # per name key: blocks, attention
+        self._settings: dict[str, TokenBucket] = {}  # per identity: blocks, attention
         self.delivery = DeliveryTracker(self.hub, self.mesh.peer_vectors, monotonic)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
@@ -513,7 +514,8 @@ class Chat:
         # record, and when each was last written.
         self._reads_pending: dict[tuple[str, int], tuple[str, int]] = {}
         self._reads_written: dict[tuple[str, int], float] = {}
-        # The same for direct conversations: (name key, peer key) -> (user, peer, upto).
+        # The same for direct conversations: (identity, peer's identity) ->
+        # (user, peer, upto), the names as the person wrote them.
         self._dm_reads_pending: dict[tuple[str, str], tuple[str, str, int]] = {}
         self._dm_reads_written: dict[tuple[str, str], float] = {}
         # Name key -> keys of the conversations that person is in: the room
@@ -979,10 +981,52 @@ class Chat:
         return direct.conversation_key(me, other)
 
     def is_blocked(self, sender: str, by: str) -> bool:
-        """True if ``by`` blocks direct messages from ``sender`` (the latest
-        block record of the two, from any router)."""
-        record = self.store.latest_of((direct.BLOCK, name_key(by), name_key(sender)))
+        """True if ``by`` blocks direct messages from ``sender`` (the people
+        who hold those names now)."""
+        by_id, sender_id = self.accounts.person(by), self.accounts.person(sender)
+        return by_id is not None and sender_id is not None and self.blocks(by_id, sender_id)
+
+    def blocks(self, by: str, sender: str) -> bool:
+        """True if person ``by`` blocks direct messages from person
+        ``sender`` (identities: the latest block of the two, from any router)."""
+        record = self._setting(direct.BLOCK, by, sender)
         return record is not None and record.body.get("on") is True
+
+    def _person(self, name: str) -> str:
+        """The identity of the person who holds ``name``; ChatError
+        ``not_found`` if nobody does here (never for a page's own user: her
+        session's account is held here)."""
+        person = self.accounts.person(name)
+        if person is None:
+            raise ChatError("not_found", "There is no such person to write to.")
+        return person
+
+    def _setting(self, setting: str, person: str, peer: str | None = None) -> Record | None:
+        """A person's setting (about ``peer``), by identities: the later (by
+        ``direct.setting_rank``) of the record keyed by the identities and
+        the one the previous release keyed by the names they hold now
+        (app/direct.py says why the holder now)."""
+        people = (person,) if peer is None else (person, peer)
+        record = self.store.latest_of(direct.person_key(setting, *people))
+        names = self._held_names(people)
+        old = self.store.latest_of(direct.name_setting_key(setting, *names)) if names else None
+        if old is not None and (
+            record is None or direct.setting_rank(old) > direct.setting_rank(record)
+        ):
+            return old
+        return record
+
+    def _held_names(self, people: tuple[str, ...]) -> list[str] | None:
+        """The names these people hold now; None if one of them holds none
+        (her registration has not arrived, or she is displaced and has not
+        taken another name yet)."""
+        names = []
+        for person in people:
+            name = self.accounts.current_name(person)
+            if name is None or self.accounts.person(name) != person:
+                return None
+            names.append(name)
+        return names
 
     def send_direct(
         self,
@@ -998,18 +1042,19 @@ class Chat:
         peer = self.direct_peer(user, peer)
         if self.moderation.is_banned(user):
             raise ChatError("banned", BANNED)
-        if self.is_blocked(user, by=peer):
+        key = self.conversation(user, peer)
+        me, other = self._person(user), self._person(peer)
+        if self.blocks(other, me):
             raise ChatError("blocked", f"{peer} does not take direct messages from you.")
-        if self.is_blocked(peer, by=user):
+        if self.blocks(me, other):
             raise ChatError("blocked", f"You blocked {peer}; unblock them to write.")
         self._take_send_token(user)
         shown = int(self.wall() * 1000)
-        key = self.conversation(user, peer)
         body = {
             "from": user,
             "to": peer,
-            "from_id": self.accounts.person(user),
-            "to_id": self.accounts.person(peer),
+            "from_id": me,
+            "to_id": other,
             "node": self.node_name,
             "time": shown,
             "text": text,
@@ -1042,20 +1087,24 @@ class Chat:
         self._note_conversation(key)
         self.hub.broadcast_topic(key, message_frame(record))
         # The names they go by now (a displaced person may have taken another).
-        to = self.accounts.current_name(_text_field(record.body, "to_id"))
-        sender = self.accounts.current_name(_text_field(record.body, "from_id"))
-        to = to or _text_field(record.body, "to")
-        sender = sender or _text_field(record.body, "from")
-        if not self.is_blocked(sender, by=to):
+        to_id, from_id = _text_field(record.body, "to_id"), _text_field(record.body, "from_id")
+        to = self.accounts.current_name(to_id) or _text_field(record.body, "to")
+        sender = self.accounts.current_name(from_id) or _text_field(record.body, "from")
+        if not self.blocks(to_id, from_id):
             notice = {"type": "direct", "from": sender, "id": record.id}
             self.hub.send_user(to, notice, name_key, skip_topic=key)
         self.room_lists.changed()
 
     def _show_setting(self, record: Record) -> None:
-        """A setting stored: the person's pages follow it."""
-        user = _text_field(record.body, "user")
+        """A setting stored: the person's pages follow it (those of the name
+        she goes by now)."""
         if record.body.get("setting") == direct.ATTENTION:
-            self.hub.send_user(user, self.attention_frame(user), name_key)
+            user = _text_field(record.body, "user")
+            person = self.accounts.person(user) if direct.is_by_name(record) else None
+            person = person or _text_field(record.body, "user_id")
+            name = self.accounts.current_name(person) or user
+            frame = {"type": "attention", **self._attention(person)}
+            self.hub.send_user(name, frame, name_key)
         self.room_lists.changed()
 
     def direct_history(
@@ -1093,19 +1142,28 @@ class Chat:
         if not isinstance(on, bool):
             raise ChatError("bad_request", "block needs on=true or on=false")
         peer = self.direct_peer(user, peer)
-        body = {"user": user, "setting": direct.BLOCK, "peer": peer, "on": on}
-        return self._make_setting((direct.BLOCK, name_key(user), name_key(peer)), body)
+        me, other = self._person(user), self._person(peer)
+        body = {
+            "user": user,
+            "user_id": me,
+            "setting": direct.BLOCK,
+            "peer": peer,
+            "peer_id": other,
+            "on": on,
+        }
+        return self._make_setting(body, me, other)
 
-    def _make_setting(self, key: tuple[str, ...], body: dict[str, Any]) -> Record:
+    def _make_setting(self, body: dict[str, Any], person: str, peer: str | None = None) -> Record:
         """A person's setting, stamped after the one it replaces (from a
-        router whose clock ran ahead, perhaps): the latest wins, and what
-        the person just chose must be the latest."""
-        bucket = self._settings.get(key[1])
+        router whose clock ran ahead, perhaps, or written by the previous
+        release): the latest wins, and what the person just chose must be
+        the latest."""
+        bucket = self._settings.get(person)
         if bucket is None:
-            bucket = self._settings[key[1]] = TokenBucket(SETTINGS_PER_SECOND, SETTINGS_BURST)
+            bucket = self._settings[person] = TokenBucket(SETTINGS_PER_SECOND, SETTINGS_BURST)
         if not bucket.take(1, self.monotonic()):
             raise ChatError("rate_limited", "Too many changes; wait a moment.")
-        current = self.store.latest_of(key)
+        current = self._setting(body["setting"], person, peer)
         if current is not None:
             self.clock.observe(current.hlc, int(self.wall() * 1000))
         record = self._make_record(RecordKind.SETTING, 0, body)
@@ -1114,7 +1172,11 @@ class Chat:
 
     def attention(self, user: str) -> dict[str, bool]:
         """Whether ``user``'s pages beep and buzz (off until they say so)."""
-        record = self.store.latest_of((direct.ATTENTION, name_key(user)))
+        return self._attention(self.accounts.person(user) or "")
+
+    def _attention(self, person: str) -> dict[str, bool]:
+        """``attention`` of a person (an identity; "" for nobody known here)."""
+        record = self._setting(direct.ATTENTION, person) if person else None
         body: Mapping[str, Any] = record.body if record is not None else {}
         return {"sound": body.get("sound") is True, "vibrate": body.get("vibrate") is True}
 
@@ -1125,25 +1187,39 @@ class Chat:
         """Remember on every router whether ``user``'s pages beep and buzz."""
         if not isinstance(sound, bool) or not isinstance(vibrate, bool):
             raise ChatError("bad_request", "attention needs sound and vibrate, true or false")
-        body = {"user": user, "setting": direct.ATTENTION, "sound": sound, "vibrate": vibrate}
-        return self._make_setting((direct.ATTENTION, name_key(user)), body)
+        me = self._person(user)
+        body = {
+            "user": user,
+            "user_id": me,
+            "setting": direct.ATTENTION,
+            "sound": sound,
+            "vibrate": vibrate,
+        }
+        return self._make_setting(body, me)
 
     def direct_read_marker(self, user: str, peer: str) -> int:
-        pending = self._dm_reads_pending.get((name_key(user), name_key(peer)))
-        record = self.store.latest_of((direct.DM_READ, name_key(user), name_key(peer)))
+        me, other = self.accounts.person(user), self.accounts.person(peer)
+        return self._direct_read(me, other) if me is not None and other is not None else 0
+
+    def _direct_read(self, person: str, peer: str) -> int:
+        """How far ``person`` has read her conversation with ``peer``
+        (identities): her latest marker, or the one not yet written."""
+        pending = self._dm_reads_pending.get((person, peer))
+        record = self._setting(direct.DM_READ, person, peer)
         stored = parse_hlc_or_zero(record.body.get("upto")) if record is not None else 0
         return max(stored, pending[2] if pending else 0)
 
     def mark_direct_read(self, user: str, peer: str, upto: int) -> bool:
         """As ``mark_read``, for a conversation: a SETTING record at most
         every ``READ_RECORD_INTERVAL``."""
-        last = self.store.last_message(self.conversation(user, peer))
+        conversation = self.conversation(user, peer)
+        last = self.store.last_message(conversation)
         if last is None:
             return False
         upto = min(upto, last.hlc)
-        if upto <= self.direct_read_marker(user, peer):
+        key = (self._person(user), self._person(peer))
+        if upto <= self._direct_read(*key):
             return False
-        key = (name_key(user), name_key(peer))
         waiting = key in self._dm_reads_pending
         self._dm_reads_pending[key] = (user, peer, upto)
         self.room_lists.changed()
@@ -1155,14 +1231,22 @@ class Chat:
         return True
 
     def write_direct_read(self, key: tuple[str, str]) -> Record | None:
+        """Write the pending read marker of ``key`` (two identities)."""
         pending = self._dm_reads_pending.pop(key, None)
         if pending is None:
             return None
         user, peer, upto = pending
-        if upto <= self.direct_read_marker(user, peer):
+        if upto <= self._direct_read(*key):
             return None
         self._dm_reads_written[key] = self.monotonic()
-        body = {"user": user, "setting": direct.DM_READ, "peer": peer, "upto": upto}
+        body = {
+            "user": user,
+            "user_id": key[0],
+            "setting": direct.DM_READ,
+            "peer": peer,
+            "peer_id": key[1],
+            "upto": upto,
+        }
         return self._make_record(RecordKind.SETTING, 0, body)
 
     def conversations(self, user: str) -> list[dict[str, Any]]:
@@ -1183,27 +1267,27 @@ class Chat:
             peer = self.accounts.current_name(other) or _text_field(
                 last.body, "to" if last.body.get("from_id") == me else "from"
             )
-            mark = max(since, self.direct_read_marker(user, peer))
+            mark = max(since, self._direct_read(me, other))
             unread = 0
             for record in self.store.after(key, mark):
                 if record.body.get("from_id") != me:
                     unread += 1
                     if unread >= UNREAD_MAX:
                         break
-            shown.append((last.order_key, peer, unread, last))
+            shown.append((last.order_key, peer, other, unread, last))
         shown.sort(key=lambda t: t[0], reverse=True)
         return [
             {
                 "peer": peer,
                 "unread": unread,
-                "blocked": self.is_blocked(peer, by=user),
+                "blocked": self.blocks(me, other),
                 "last": {
                     "author": _text_field(last.body, "from"),
                     "text": preview(_text_field(last.body, "text")),
                     "time": iso_utc(shown_time_ms(last)),
                 },
             }
-            for _, peer, unread, last in shown[: direct.CONVERSATIONS_SHOWN]
+            for _, peer, other, unread, last in shown[: direct.CONVERSATIONS_SHOWN]
         ]
 
     # -- presence ------------------------------------------------------------

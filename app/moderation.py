@@ -114,7 +114,7 @@ class ChatPolicy:
     @staticmethod
     def supersedes_key(record: Record) -> Hashable | None:
         if record.kind == RecordKind.SETTING:
-            return setting_key(record)  # (setting, user key, ...): never a READ key
+            return setting_key(record)  # (setting, identity or name key, ...): never a READ key
         return marker_key(record)
 
     @staticmethod

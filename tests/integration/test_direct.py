@@ -2,16 +2,24 @@
 router processes: a direct message between two routers, seen by its two
 people and refused to anyone else on every read path; blocking; resend
 dedupe; the room list's conversations; the attention setting on every
-router."""
+router; settings stay with the person when two routers cut off from each
+other gave out one name, and those of the previous release still count."""
 
 from __future__ import annotations
 
 import json
+import secrets
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import websocket
 
+from node.clock import pack
+from node.record import Record, RecordKind
+from node.store import SETTINGS_LOG, encode_line
+from node.wire import RecordDatagram
 from tests.helpers import HttpSession, Router, WsClient, loopback_mesh, routers, wait_for
 
 
@@ -217,3 +225,125 @@ def test_a_direct_message_tells_the_recipients_other_pages(router: Router) -> No
     assert notice["from"] == "bob" and "text" not in notice
     in_room.close()
     to_ann.close()
+
+
+# -- settings belong to people, not to names (app/direct.py) -------------------------------
+
+SYNC_TIMEOUT = 15.0  # two routers on loopback agree in about a second; CI is shared
+OTHER_PASSWORD = "another horse"  # the second ann's: a login finds her, not the owner
+OLD_ROUTER = "0ddba11c0ffee000"  # a router still on the previous release
+
+
+def own_mesh(tmp_path: Path, name: str) -> list[str]:
+    """Flags for a mesh of one router's own: another port, another key."""
+    folder = tmp_path / name
+    folder.mkdir()
+    return loopback_mesh(folder)
+
+
+def in_sync(*rs: Router, accounts: int) -> bool:
+    """The routers hold the same records, and ``accounts`` names (/status)."""
+    statuses = [r.status() for r in rs]
+    return all(s["accounts"] == accounts and s["vector"] == statuses[0]["vector"] for s in statuses)
+
+
+def dm_hello(router: Router, session: HttpSession, peer: str) -> dict[str, Any]:
+    page = dm(router, session, peer)
+    hello = page.recv_type("hello")
+    page.close()
+    return hello
+
+
+def test_settings_stay_with_the_person_when_a_name_was_given_twice(tmp_path: Path) -> None:
+    """Routers A and B, cut off from each other (each on a mesh of its own),
+    both give out "ann", B first.  The ann on A blocks bob and turns the
+    sound on.  Once they meet, B's ann owns the name: on both routers she
+    does not block bob and her sound is off.  A's ann is sent to rename;
+    as ann2 she still blocks bob and has the sound on, on both routers."""
+    mesh_a, mesh_b = own_mesh(tmp_path, "ka"), own_mesh(tmp_path, "kb")
+    with routers(tmp_path, "nb", extra=mesh_b) as (b,):
+        owner = b.user("ann")
+        with routers(tmp_path, "na", extra=mesh_a) as (a,):
+            bob = a.user("bob")
+            other = a.http()
+            assert other.register("ann", OTHER_PASSWORD).status == 303
+            to_bob = dm(a, other, "bob")
+            to_bob.recv_type("history")
+            to_bob.send({"type": "block", "on": True})
+            assert to_bob.recv_type("blocked")["on"] is True
+            to_bob.send({"type": "attention", "sound": True, "vibrate": False})
+            assert to_bob.recv_type("attention")["sound"] is True
+            to_bob.close()
+            b.stop()
+            b.extra = mesh_a  # the cut heals: B joins A's mesh
+            b.start()
+            wait_for(lambda: in_sync(a, b, accounts=2), SYNC_TIMEOUT, "A and B to agree")
+            owner_on_a = a.user("ann", register=False)
+            for router, session in ((b, owner), (a, owner_on_a)):
+                hello = dm_hello(router, session, "bob")
+                assert hello["blocked"] is False, f"the owner inherits the block on {router.name}"
+                assert hello["attention"] == {"sound": False, "vibrate": False}, router.name
+            to_bob = dm(b, owner, "bob")
+            to_bob.recv_type("history")
+            to_bob.send({"type": "send", "text": "hi bob, from the owner", "client_id": "o"})
+            assert to_bob.recv_type("ack")["client_id"] == "o"
+            to_bob.close()
+            # A's ann is sent to rename, and keeps what she chose.
+            assert other.get("/").headers["location"].endswith("/rename")
+            token = other.csrf("/rename")
+            assert other.post("/rename", {"csrf": token, "username": "ann2"}).status == 303
+            wait_for(lambda: in_sync(a, b, accounts=3), SYNC_TIMEOUT, "B to have the rename")
+            displaced_on_b = b.http()
+            assert displaced_on_b.login("ann2", OTHER_PASSWORD).status == 303
+            for router, session in ((a, other), (b, displaced_on_b)):
+                hello = dm_hello(router, session, "bob")
+                assert hello["blocked"] is True, f"the rename lost her block on {router.name}"
+                assert hello["attention"] == {"sound": True, "vibrate": False}, router.name
+            assert dm_hello(a, bob, "ann2")["blocks_me"] is True
+            assert dm_hello(a, bob, "ann")["blocks_me"] is False
+
+
+def test_settings_of_the_previous_release_still_count(tmp_path: Path) -> None:
+    """A router upgraded over a data folder of the previous release, whose
+    settings are keyed by name: ann's block of bob and her sound still hold.
+    A setting from a router still on that release, over the mesh, counts too
+    (the latest wins, whatever its form)."""
+    key = secrets.token_bytes(32)
+    key_file = tmp_path / "mesh.key"
+    key_file.write_text(key.hex() + "\n")
+    key_file.chmod(0o600)
+    with routers(tmp_path, "up", extra=loopback_mesh(tmp_path)) as (r,):
+        ann = r.user("ann")
+        r.user("bob")
+        r.stop()
+        now = int(time.time() * 1000)
+        old = [
+            {"user": "ann", "setting": "block", "peer": "bob", "on": True},
+            {"user": "ann", "setting": "attention", "sound": True, "vibrate": False},
+        ]
+        lines = [
+            encode_line(Record(OLD_ROUTER, seq, pack(now, 0), RecordKind.SETTING, 0, body))
+            for seq, body in enumerate(old, start=1)
+        ]
+        with open(r.data_dir / SETTINGS_LOG, "ab") as f:
+            f.write(b"".join(lines))
+        r.start()
+        hello = dm_hello(r, ann, "bob")
+        assert hello["blocked"] is True and hello["attention"]["sound"] is True
+        unblock = Record(
+            OLD_ROUTER,
+            3,
+            pack(int(time.time() * 1000), 0),
+            RecordKind.SETTING,
+            0,
+            {"user": "ann", "setting": "block", "peer": "bob", "on": False},
+        )
+        host, port = r.status()["mesh"]["unicast"].rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(
+                RecordDatagram(OLD_ROUTER, unblock, counter=1).serialize(key), (host, int(port))
+            )
+        wait_for(
+            lambda: dm_hello(r, ann, "bob")["blocked"] is False, what="the old router's unblock"
+        )
+        assert r.status()["store"]["refused"] == {}
