@@ -36,8 +36,6 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import gevent
-
 from app import direct, reads, search
 from app.accounts import (
     USERNAME_RE,
@@ -510,14 +508,15 @@ class Chat:
         self.delivery = DeliveryTracker(self.hub, self.mesh.peer_vectors, monotonic)
         self.refused: Counter[str] = Counter()  # records from peers we would not store
         self._buckets: dict[str, TokenBucket] = {}
-        # Read markers: (name key, room) -> (user, upto) not yet written as a
-        # record, and when each was last written.
-        self._reads_pending: dict[tuple[str, int], tuple[str, int]] = {}
-        self._reads_written: dict[tuple[str, int], float] = {}
-        # The same for direct conversations: (identity, peer's identity) ->
+        # Read markers held back by the rate limit: (name key, room) ->
+        # (user, upto); for conversations (identity, peer's identity) ->
         # (user, peer, upto), the names as the person wrote them.
-        self._dm_reads_pending: dict[tuple[str, str], tuple[str, str, int]] = {}
-        self._dm_reads_written: dict[tuple[str, str], float] = {}
+        self._reads: reads.Throttle[tuple[str, int], tuple[str, int]] = reads.Throttle(
+            self._write_read, READ_RECORD_INTERVAL, monotonic
+        )
+        self._dm_reads: reads.Throttle[tuple[str, str], tuple[str, str, int]] = reads.Throttle(
+            self._write_direct_read, READ_RECORD_INTERVAL, monotonic
+        )
         # Name key -> keys of the conversations that person is in: the room
         # list looks at a person's own, not at every conversation held.
         self._conversations_of: dict[str, set[Hashable]] = {}
@@ -888,7 +887,7 @@ class Chat:
     def read_marker(self, user: str, room: int) -> int:
         """How far ``user`` has read ``room``: the newer of the stored
         marker (from any router) and one not yet written here."""
-        pending = self._reads_pending.get((name_key(user), room))
+        pending = self._reads.pending.get((name_key(user), room))
         return max(reads.read_marker(self.store, user, room), pending[1] if pending else 0)
 
     def mark_read(self, user: str, room: int, upto: int) -> bool:
@@ -899,33 +898,26 @@ class Chat:
         upto = min(upto, last.hlc)  # not past what exists: a page cannot read ahead
         if upto <= self.read_marker(user, room):
             return False
-        key = (name_key(user), room)
-        waiting = key in self._reads_pending
-        self._reads_pending[key] = (user, upto)
+        self._reads.mark((name_key(user), room), (user, upto))
         self.room_lists.changed()
-        since = self.monotonic() - self._reads_written.get(key, float("-inf"))
-        if since >= READ_RECORD_INTERVAL:
-            self.write_read(key)
-        elif not waiting:
-            gevent.spawn_later(READ_RECORD_INTERVAL - since, self.write_read, key)
         return True
 
     def write_read(self, key: tuple[str, int]) -> Record | None:
         """Write the pending read marker of ``key`` as a READ record."""
-        pending = self._reads_pending.pop(key, None)
-        if pending is None:
-            return None
+        return self._reads.write(key)
+
+    def _write_read(self, key: tuple[str, int], pending: tuple[str, int]) -> Record | None:
         user, upto = pending
         room = key[1]
         if upto <= reads.read_marker(self.store, user, room):  # another router's was newer
             return None
-        self._reads_written[key] = self.monotonic()
         return self._make_record(RecordKind.READ, room, {"user": user, "room": room, "upto": upto})
 
     def flush_reads(self) -> None:
-        """Write every pending read marker now (at shutdown)."""
-        for key in list(self._reads_pending):
-            self.write_read(key)
+        """Write every pending read marker now, rooms' and conversations'
+        (at shutdown)."""
+        self._reads.flush()
+        self._dm_reads.flush()
 
     def joined(self, user: str) -> int:
         """The HLC of the user's account: nothing before it is unread."""
@@ -1204,7 +1196,7 @@ class Chat:
     def _direct_read(self, person: str, peer: str) -> int:
         """How far ``person`` has read her conversation with ``peer``
         (identities): her latest marker, or the one not yet written."""
-        pending = self._dm_reads_pending.get((person, peer))
+        pending = self._dm_reads.pending.get((person, peer))
         record = self._setting(direct.DM_READ, person, peer)
         stored = parse_hlc_or_zero(record.body.get("upto")) if record is not None else 0
         return max(stored, pending[2] if pending else 0)
@@ -1220,25 +1212,17 @@ class Chat:
         key = (self._person(user), self._person(peer))
         if upto <= self._direct_read(*key):
             return False
-        waiting = key in self._dm_reads_pending
-        self._dm_reads_pending[key] = (user, peer, upto)
+        self._dm_reads.mark(key, (user, peer, upto))
         self.room_lists.changed()
-        since = self.monotonic() - self._dm_reads_written.get(key, float("-inf"))
-        if since >= READ_RECORD_INTERVAL:
-            self.write_direct_read(key)
-        elif not waiting:
-            gevent.spawn_later(READ_RECORD_INTERVAL - since, self.write_direct_read, key)
         return True
 
-    def write_direct_read(self, key: tuple[str, str]) -> Record | None:
-        """Write the pending read marker of ``key`` (two identities)."""
-        pending = self._dm_reads_pending.pop(key, None)
-        if pending is None:
-            return None
+    def _write_direct_read(
+        self, key: tuple[str, str], pending: tuple[str, str, int]
+    ) -> Record | None:
+        """Write a conversation's read marker (``key``: two identities)."""
         user, peer, upto = pending
         if upto <= self._direct_read(*key):
             return None
-        self._dm_reads_written[key] = self.monotonic()
         body = {
             "user": user,
             "user_id": key[0],

@@ -9,13 +9,71 @@ the others are gone, superseded (node/store.py, through app/moderation.py
 
 ``unread`` counts the messages of a room after the marker that the user did
 not write, from the store's sorted messages.
+
+A page moves a marker often (every message it shows); ``Throttle`` writes
+a marker's record at most every interval per key, holding the latest in
+between: a room's READ records and a conversation's SETTING records alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+import gevent
+
 from app.accounts import name_key
 from node.record import Record
 from node.store import Store, parse_hlc
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Throttle(Generic[K, V]):
+    """Markers written at most every ``interval`` seconds per key.
+
+    ``mark(key, value)`` holds the latest value of a key; it is written at
+    once (``write(key, value)``) if the key's last write is ``interval``
+    ago, else when that much has passed, in a greenlet started then.
+    ``write`` says whether it wrote (it may find the marker moved further
+    by another router's meanwhile).  ``flush`` writes every held value (at
+    shutdown)."""
+
+    def __init__(
+        self,
+        write: Callable[[K, V], Record | None],
+        interval: float,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._write = write
+        self._interval = interval
+        self._monotonic = monotonic
+        self.pending: dict[K, V] = {}
+        self._written: dict[K, float] = {}
+
+    def mark(self, key: K, value: V) -> None:
+        waiting = key in self.pending
+        self.pending[key] = value
+        since = self._monotonic() - self._written.get(key, float("-inf"))
+        if since >= self._interval:
+            self.write(key)
+        elif not waiting:
+            gevent.spawn_later(self._interval - since, self.write, key)
+
+    def write(self, key: K) -> Record | None:
+        """Write the value held for ``key``, if any; the record written."""
+        if key not in self.pending:
+            return None
+        value = self.pending.pop(key)
+        record = self._write(key, value)
+        if record is not None:
+            self._written[key] = self._monotonic()
+        return record
+
+    def flush(self) -> None:
+        for key in list(self.pending):
+            self.write(key)
 
 
 def read_upto(record: Record) -> int | None:

@@ -222,6 +222,22 @@ def test_the_room_list_counts_unread_direct_messages(chat: Chat) -> None:
     assert chat.conversations("bob")[0]["unread"] == 1
 
 
+def test_a_direct_read_marker_not_yet_written_is_written_at_shutdown(tmp_path: Path) -> None:
+    """As a room's: a marker held back by the rate limit is written when
+    the router stops (``flush_reads``), so a restart does not forget it."""
+    chat = make_chat(tmp_path, [NOW_MS / 1000])
+    register(chat, "ann", "bob")
+    first = chat.send_direct("bob", "ann", "one")
+    last = chat.send_direct("bob", "ann", "two")
+    assert chat.mark_direct_read("ann", "bob", first.hlc)  # written at once
+    assert chat.mark_direct_read("ann", "bob", last.hlc)  # too soon: held back
+    chat.flush_reads()
+    chat.store.close()
+    again = make_chat(tmp_path, [NOW_MS / 1000])
+    assert again.direct_read_marker("ann", "bob") == last.hlc
+    assert again.conversations("ann")[0]["unread"] == 0
+
+
 def test_the_bridge_never_carries_private_records(chat: Chat) -> None:
     assert is_private(direct(1, good_dm(chat)))
     assert is_private(setting(1, {"user": "ann", "setting": "attention"}))
