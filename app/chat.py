@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 2000  # a long paragraph; keeps every message a few datagrams at most
 BANNED = "You are banned from this chat."  # a msgid (app/i18n.py)
+NAME_TAKEN = (  # a msgid too
+    "Someone registered this name first on another router: log in again to choose a new one."
+)
 HISTORY_LIMIT = 100  # messages a page gets on connect: two phone screens and more
 OLDER_LIMIT_MAX = 200  # one scroll-back request
 # Per user on this router: a person types far slower; a paste-happy phone or a
@@ -418,6 +421,12 @@ def banned_notice(client: Client) -> dict[str, Any]:
     return {"type": "error", "code": "banned", "message": said}
 
 
+def name_taken_notice(client: Client) -> dict[str, Any]:
+    """What a displaced person's page is told as its socket closes."""
+    said = message(client.lang or languages()[DEFAULT], NAME_TAKEN)
+    return {"type": "error", "code": "name_taken", "message": said}
+
+
 def parse_hlc_or_zero(value: Any) -> int:
     """An HLC from a stored body, 0 if it holds anything else."""
     return parse_hlc(value) or 0
@@ -599,10 +608,19 @@ class Chat:
                     self.hub.broadcast(room, message_frame(record))
         return new
 
+    def _displaced(self, client: Client) -> bool:
+        """Was ``client`` opened by an account that no longer owns its name?"""
+        return client.account is not None and not self.accounts.is_owner(
+            client.account, client.user
+        )
+
     def _show_received(self, record: Record) -> None:
         """Apply a new record from a peer that is not a room message."""
         if record.kind == RecordKind.ACCOUNT:
             self.accounts.add(record)
+            name = record.body.get("name")
+            if isinstance(name, str):  # a claim that came first elsewhere displaces one here
+                self.hub.disconnect_user(name, name_key, name_taken_notice, self._displaced)
         elif record.kind == RecordKind.DIRECT:
             self._show_direct(record)
         elif record.kind == RecordKind.SETTING:

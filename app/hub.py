@@ -461,6 +461,7 @@ class Client:
         "_pending",
         "_pending_bytes",
         "_writer",
+        "account",
         "closed",
         "lang",
         "peer",
@@ -469,11 +470,19 @@ class Client:
         "ws",
     )
 
-    def __init__(self, ws: WebSocket, user: str, room: int, lang: Language | None = None) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        user: str,
+        room: int,
+        lang: Language | None = None,
+        account: str | None = None,
+    ) -> None:
         self.ws = ws
         self.user = user
         self.room = room
         self.lang = lang  # the upgrade request's (app/i18n.py), for what the router tells the page
+        self.account = account  # the account whose session opened it (app/accounts.py)
         self.peer: str | None = None
         self.closed = False
         self._pending: list[bytes] = []
@@ -677,10 +686,13 @@ class Hub:
         user: str,
         key: Callable[[str], str] = str,
         notice: Callable[[Client], dict[str, Any]] | None = None,
+        only: Callable[[Client], bool] | None = None,
     ) -> int:
-        """Close every socket of a user (banned), each told ``notice(client)``
-        first; returns how many."""
-        closing = [c for c in self._all_clients() if key(c.user) == key(user)]
+        """Close every socket of a user (banned; or ``only`` those it picks),
+        each told ``notice(client)`` first; returns how many."""
+        closing = [
+            c for c in self._all_clients() if key(c.user) == key(user) and (only is None or only(c))
+        ]
         for client in closing:
             if notice is not None:
                 client.send(notice(client))

@@ -178,6 +178,7 @@ SERVER_MESSAGES = (
     N_("A message needs some text."),
     N_("This router could not store that; it was not sent."),
     N_("You are banned from this chat."),
+    N_("Someone registered this name first on another router: log in again to choose a new one."),
     N_("Too many messages; wait a moment."),
     N_("A search needs some text."),
     N_("Too many searches; wait a moment."),

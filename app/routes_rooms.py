@@ -54,7 +54,7 @@ from app.direct import other_identity
 from app.hub import BoundedWebSocket, Client, FrameFlood, serve_page
 from app.i18n import DEFAULT, Language, languages, message
 from app.moderation import ACTIONS
-from app.sessions import Sessions
+from app.sessions import Session, Sessions
 from app.site import SESSION_COOKIE, Site, cookie
 from node.record import Record, RecordKind, parse_id
 from node.store import parse_hlc
@@ -136,17 +136,18 @@ class RoomRoutes:
         upgraded = self._upgraded()
         if upgraded is None:
             return ""
-        ws, user = upgraded
+        ws, s = upgraded
         lang = self.site.language()  # the upgrade request's Accept-Language
         try:
-            name = self.chat.direct_peer(user, peer)
+            name = self.chat.direct_peer(s.user, peer)
         except ChatError as e:  # the socket is open already: say why, and close
-            client = Client(ws, user, 0, lang)
+            client = Client(ws, s.user, 0, lang)
             client.send(error_frame(e, lang))
             client.close(1008)
             client.flush()
             return ""
-        serve_direct_socket(self.chat, ws, user, name, bottle.request.query.get("after"), lang)
+        after = bottle.request.query.get("after")
+        serve_direct_socket(self.chat, ws, s.user, name, after, lang, s.account)
         return ""
 
     def message_link(self, mid: str) -> None:
@@ -183,8 +184,8 @@ class RoomRoutes:
             max_upload=self.chat.blobs.max_upload if self.chat.blobs else 0,
         )
 
-    def _upgraded(self) -> tuple[BoundedWebSocket, str] | None:
-        """The request's WebSocket and its user; a 4xx for a plain request,
+    def _upgraded(self) -> tuple[BoundedWebSocket, Session] | None:
+        """The request's WebSocket and its session; a 4xx for a plain request,
         None (closed) if the session ended between the check and the upgrade."""
         env = bottle.request.environ
         ws = env.get("wsgi.websocket")
@@ -196,21 +197,22 @@ class RoomRoutes:
         if s is None:
             ws.close(1008)
             return None
-        return ws, s.user
+        return ws, s
 
     def websocket(self, n: str) -> str:
         room = self.require_room(n)
         upgraded = self._upgraded()
         if upgraded is not None:
-            serve_socket(
-                self.chat, *upgraded, room, bottle.request.query.get("after"), self.site.language()
-            )
+            ws, s = upgraded
+            after, lang = bottle.request.query.get("after"), self.site.language()
+            serve_socket(self.chat, ws, s.user, room, after, lang, s.account)
         return ""
 
     def room_list_socket(self) -> str:
         upgraded = self._upgraded()
         if upgraded is not None:
-            serve_room_list(self.chat, *upgraded, self.site.language())
+            ws, s = upgraded
+            serve_room_list(self.chat, ws, s.user, self.site.language(), s.account)
         return ""
 
 
@@ -279,10 +281,12 @@ def serve_socket(
     room: int,
     after: str | None,
     lang: Language | None = None,
+    account: str | None = None,
 ) -> None:
-    """One page's WebSocket: hello, history, then frames until it closes;
-    error frames in ``lang`` (default English)."""
-    client = Client(ws, user, room, lang)
+    """One page's WebSocket (opened by ``account``'s session): hello,
+    history, then frames until it closes; error frames in ``lang``
+    (default English)."""
+    client = Client(ws, user, room, lang, account)
     client.send(hello(chat, user, room))
     records, reset = chat.history(room, parse_message_id(after))
     # No greenlet switch from here to join(): nothing can slip between the
@@ -320,10 +324,14 @@ def send_history(chat: Chat, client: Client, records: list[Record], reset: bool)
 
 
 def serve_room_list(
-    chat: Chat, ws: BoundedWebSocket, user: str, lang: Language | None = None
+    chat: Chat,
+    ws: BoundedWebSocket,
+    user: str,
+    lang: Language | None = None,
+    account: str | None = None,
 ) -> None:
     """The rooms page's WebSocket: ``rooms`` frames until it closes."""
-    client = Client(ws, user, 0, lang)
+    client = Client(ws, user, 0, lang, account)
     if not chat.room_lists.join(client):
         client.flush()
         return
@@ -588,9 +596,10 @@ def serve_direct_socket(
     peer: str,
     after: str | None,
     lang: Language | None = None,
+    account: str | None = None,
 ) -> None:
     """A conversation's WebSocket: hello, history, then frames until it closes."""
-    client = Client(ws, user, 0, lang)
+    client = Client(ws, user, 0, lang, account)
     client.peer = peer
     key = chat.conversation(user, peer)
     client.send(direct_hello(chat, user, peer))

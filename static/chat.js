@@ -484,6 +484,9 @@
       dropBefore(BigInt(f.before_hlc)); // retention moved on
     },
     error(f) {
+      // Another router's earlier registration took this name: "/" sends the
+      // session to choose a new one (app/site.py).
+      if (f.code === "name_taken") { location.assign("/"); return; }
       if (f.client_id && unacked.has(f.client_id)) giveBack([f.client_id], fill(t("Not sent: {why}"), { why: f.message }));
       else showError(f.message);
       newerButton.disabled = false;

@@ -129,6 +129,7 @@
         live.textContent = t("Live.");
       }
       if (f.type === "attention" && attention) attention.set(f);
+      if (f.type === "error" && f.code === "name_taken") location.assign("/"); // to /rename
     };
     sock.onclose = (ev) => {
       if (ws === sock) ws = null;

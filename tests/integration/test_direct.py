@@ -347,3 +347,44 @@ def test_settings_of_the_previous_release_still_count(tmp_path: Path) -> None:
             lambda: dm_hello(r, ann, "bob")["blocked"] is False, what="the old router's unblock"
         )
         assert r.status()["store"]["refused"] == {}
+
+
+def test_a_displaced_persons_open_pages_are_closed_when_the_name_goes(tmp_path: Path) -> None:
+    """A's "ann" has a room page and a conversation with bob open when the
+    cut heals and B's earlier "ann" takes the name.  Her open sockets are
+    told and closed at once: a frame meant for the name (a direct message
+    to the owner) never reaches them; the owner's own pages stay open."""
+    mesh_a, mesh_b = own_mesh(tmp_path, "ka"), own_mesh(tmp_path, "kb")
+    with routers(tmp_path, "nb", extra=mesh_b) as (b,):
+        b.user("ann")
+        with routers(tmp_path, "na", extra=mesh_a) as (a,):
+            bob = a.user("bob")
+            other = a.http()
+            assert other.register("ann", OTHER_PASSWORD).status == 303
+            room_page = a.ws(other)
+            room_page.recv_type("history")
+            with_bob = dm(a, other, "bob")
+            with_bob.recv_type("history")
+            b.stop()
+            b.extra = mesh_a  # the cut heals: B joins A's mesh
+            b.start()
+            wait_for(lambda: in_sync(a, b, accounts=2), SYNC_TIMEOUT, "A and B to agree")
+            owner = a.user("ann", register=False)
+            owners_page = a.ws(owner)
+            owners_page.recv_type("history")
+            for page in (room_page, with_bob):
+                told = page.recv_until(lambda f: f.get("type") == "error", SYNC_TIMEOUT)
+                assert told["code"] == "name_taken", told
+                page.conn.settimeout(5.0)
+                try:
+                    later = page.conn.recv()  # "" is the close frame
+                except websocket.WebSocketConnectionClosedException:
+                    later = ""
+                assert later == "", f"still open after the notice: {later}"
+            to_ann = dm(a, bob, "ann")
+            to_ann.recv_type("history")
+            to_ann.send({"type": "send", "text": "for the owner only", "client_id": "x"})
+            assert to_ann.recv_type("ack")["client_id"] == "x"
+            owners_page.send({"type": "ping"})  # still open: answered
+            assert owners_page.recv_until(lambda f: f.get("type") != "presence")
+            assert "for the owner only" not in json.dumps(room_page.frames + with_bob.frames)
