@@ -12,6 +12,24 @@ the blob's file is deleted (``forget_gone``).  A peer that asks for a blob we
 lack but know of gets it fetched from our neighbours first (``relay``), so a
 blob travels hop by hop.
 
+Who may have a blob (``may_see``, the access decision of a page's ``GET
+/blob/<sha>``, app/routes_blobs.py).  Each message naming a blob is held
+here with its audience: a room message's is everyone logged in (``PUBLIC``),
+a direct message's the two people of its conversation (their identities,
+app/direct.py).  A person may have a blob if some held message naming it is
+theirs to read, or if they uploaded these bytes here within
+``ORPHAN_GRACE`` (``uploaders``: they hold the bytes anyway, and so it is
+the same whatever else names them).  Anyone else is answered as if the blob
+did not exist, a guessed or overheard SHA-256 included; the same test
+decides what a page may name in a message (``attach``), so nobody makes a
+private blob public by naming its hash in a room.  An upload that no message
+names yet is served to nobody but its uploader, and to no peer
+(``servable``): a blob leaves this router only once a message names it.
+Routers themselves are trusted with direct messages (they store and relay
+the records), so a peer with the mesh key gets any blob a held message
+names, room or direct (app/blobfetch.py); the check of a person is made by
+the router that serves that person's page.
+
 Uploads are counted per account, not per address, over any 24 hours
 (``charge``: before the body is read, refunded if the upload fails).  The
 count is kept in the data folder too (``UploadQuota``, ``uploads.json``:
@@ -73,6 +91,10 @@ QUOTA_ENTRIES = 32
 QUOTA_FILE_MAX = 1 << 20  # a bigger file is not ours: not read
 ACCOUNT_ID_MAX = 64  # an account id is "<16 hex>:<seq>" (app/accounts.py)
 NOT_HERE = N_("That file is not on this router: upload it again.")
+# Who may read a message naming a blob: ``PUBLIC`` (a room's message: anyone
+# logged in) or the identities of a direct conversation's two people.
+Audience = frozenset[str] | None
+PUBLIC: Audience = None
 
 
 class AttachmentRefused(ValueError):
@@ -319,15 +341,41 @@ def _quota_accounts(raw: bytes) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
+@dataclass(frozen=True)
+class Naming:
+    """One held message naming a blob: who may read it, and the file name
+    it gives the blob (two messages may name the same bytes differently)."""
+
+    audience: Audience
+    name: str
+
+    def readable_by(self, person: str) -> bool:
+        return self.audience is None or person in self.audience  # None: PUBLIC
+
+
 @dataclass
 class Named:
     """A blob as the messages held here name it."""
 
     size: int
     kind: str
-    name: str
     origin: str  # the router whose message first named it here: asked first
-    rids: set[tuple[str, int]] = field(default_factory=set)  # the messages naming it
+    rids: dict[tuple[str, int], Naming] = field(default_factory=dict)  # the messages naming it
+
+    @property
+    def public(self) -> bool:
+        """Some room message names it: anyone logged in may have it."""
+        return any(n.audience is PUBLIC for n in self.rids.values())
+
+    def readable_by(self, person: str) -> bool:
+        return any(n.readable_by(person) for n in self.rids.values())
+
+    def name_for(self, person: str | None) -> str:
+        """The file name a message ``person`` may read gives it ("" if
+        none): never the name someone else's direct message gave it."""
+        if person is None:
+            return ""
+        return next((n.name for n in self.rids.values() if n.readable_by(person)), "")
 
 
 class Attachments:
@@ -354,20 +402,64 @@ class Attachments:
             store.root.parent / QUOTA_FILE, per_day, wall=wall, monotonic=monotonic
         )
         self.fetcher = BlobFetcher(store, keys, peers, node_id=node_id, wall=wall)
-        self.server = MeshBlobServer(store, keys, wall=wall, relay=self.relay)
+        self.server = MeshBlobServer(
+            store, keys, wall=wall, relay=self.relay, servable=self.servable
+        )
         self.named: dict[str, Named] = {}
         self.pending: dict[str, float] = {}  # uploaded sha -> when, until a message names it
+        # sha -> person (identity) -> when they uploaded it here: theirs to
+        # see and to name for ORPHAN_GRACE, whatever else names it.
+        self.uploaders: dict[str, dict[str, float]] = {}
         self.counts: Counter[str] = Counter()
 
     # -- messages naming blobs ------------------------------------------------------------
 
-    def name(self, ref: BlobRef, rid: tuple[str, int]) -> None:
-        """The message ``rid`` (origin, seq) naming ``ref`` is held here."""
+    def name(self, ref: BlobRef, rid: tuple[str, int], audience: Audience = PUBLIC) -> None:
+        """The message ``rid`` (origin, seq) naming ``ref`` is held here;
+        ``audience``: who may read it (``PUBLIC`` for a room's message, the
+        two identities of a direct conversation)."""
         named = self.named.get(ref.sha)
         if named is None:
-            named = self.named[ref.sha] = Named(ref.size, ref.kind, ref.name, rid[0])
-        named.rids.add(rid)
+            named = self.named[ref.sha] = Named(ref.size, ref.kind, rid[0])
+        named.rids[rid] = Naming(audience, ref.name)
         self.pending.pop(ref.sha, None)
+
+    # -- who may have a blob --------------------------------------------------------------
+
+    def may_see(self, sha: str, person: str | None) -> bool:
+        """The access decision of a page: whether ``person`` (an identity,
+        app/accounts.py ``Accounts.identity``; None: nobody logged in) may
+        have the blob ``sha``.  True if a held message naming it is a room's,
+        or a direct message of theirs, or if they uploaded these bytes here
+        within ``ORPHAN_GRACE``.  False for everyone else, and for a blob
+        nothing names: the page answers both as "not held" (404)."""
+        if person is None:
+            return False
+        named = self.named.get(sha)
+        if named is not None and named.readable_by(person):
+            return True
+        return person in self.uploaders.get(sha, ())
+
+    def name_for(self, sha: str, person: str | None) -> str:
+        """The name ``person`` downloads ``sha`` under: one a message they
+        may read gives it ("" if none, e.g. their own upload not sent yet)."""
+        named = self.named.get(sha)
+        return "" if named is None else named.name_for(person)
+
+    def is_public(self, sha: str) -> bool:
+        """A room message names ``sha`` (anyone logged in may have it)."""
+        named = self.named.get(sha)
+        return named is not None and named.public
+
+    def is_private(self, sha: str) -> bool:
+        """Only direct messages name ``sha``: its pages are not cached."""
+        named = self.named.get(sha)
+        return named is not None and not named.public
+
+    def servable(self, sha: str) -> bool:
+        """What a peer (with the mesh key) may fetch: a blob some held
+        message names, room or direct; never an upload no message names."""
+        return sha in self.named
 
     def forget_gone(self, held: Callable[[str, int], bool]) -> int:
         """Messages are gone (an admin's delete, a room's clear, retention):
@@ -376,23 +468,26 @@ class Attachments:
         how many files were deleted."""
         deleted = 0
         for sha, named in list(self.named.items()):
-            named.rids = {rid for rid in named.rids if held(*rid)}
+            named.rids = {rid: who for rid, who in named.rids.items() if held(*rid)}
             if not named.rids:
                 del self.named[sha]
                 self.pending.pop(sha, None)
+                self.uploaders.pop(sha, None)
                 if self.store.delete(sha):
                     deleted += 1
         return deleted
 
-    def attach(self, blob: Any, thumb: Any) -> tuple[BlobRef, str | None]:
+    def attach(self, blob: Any, thumb: Any, by: str | None) -> tuple[BlobRef, str | None]:
         """What a page's message says of the blob it uploaded here (``blob``:
         ``{sha, name}``) and its thumbnail (base64, or None for a file):
         size, kind and dimensions from the bytes held, the name cleaned.
-        Raises AttachmentRefused."""
+        ``by``: the sender's identity; a blob they may not have
+        (``may_see``: someone else's direct message, a stranger's upload) is
+        "not on this router", as one not held.  Raises AttachmentRefused."""
         if not isinstance(blob, dict) or not isinstance(blob.get("sha"), str):
             raise AttachmentRefused("a blob is {sha, name}")
         sha, name = blob["sha"], blob.get("name", "")
-        if not is_sha256_hex(sha) or not self.store.has(sha):
+        if not is_sha256_hex(sha) or not self.may_see(sha, by) or not self.store.has(sha):
             raise AttachmentRefused(NOT_HERE)
         if not isinstance(name, str):
             raise AttachmentRefused("a blob's name is text")
@@ -439,15 +534,25 @@ class Attachments:
         """An upload that failed does not count."""
         self.quota.refund(account, charged)
 
-    def uploaded(self, sha: str) -> None:
-        """A stored upload, waiting for the message that names it."""
+    def uploaded(self, sha: str, person: str) -> None:
+        """``person`` (an identity) stored an upload here: waiting for the
+        message that names it, and theirs to see and name meanwhile."""
         self.counts["uploads"] += 1
+        now = self.monotonic()
+        self.uploaders.setdefault(sha, {})[person] = now
         if sha not in self.named:
-            self.pending[sha] = self.monotonic()
+            self.pending[sha] = now
 
     def sweep(self) -> int:
-        """Delete uploads no message named within ``ORPHAN_GRACE``."""
+        """Delete uploads no message named within ``ORPHAN_GRACE``; forget
+        who uploaded what longer ago than that."""
         now, gone = self.monotonic(), 0
+        for sha, by in list(self.uploaders.items()):
+            for person, when in list(by.items()):
+                if now - when >= ORPHAN_GRACE:
+                    del by[person]
+            if not by:
+                del self.uploaders[sha]
         for sha, when in list(self.pending.items()):
             if now - when >= ORPHAN_GRACE:
                 del self.pending[sha]

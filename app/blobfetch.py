@@ -18,7 +18,11 @@ one seen before (a replay, within the window), is refused 401.  Routers often
 have no real-time clock, so a 401 for the time carries the server's own time,
 MAC'd with the asker's nonce (``X-Mesh-Time``): the asker keeps the offset per
 peer and asks once more, as Hawk does.  The bytes themselves need no MAC:
-their hash is their name, checked by the fetcher.
+their hash is their name, checked by the fetcher.  What a peer may have is
+the chat's to say (``servable``): any blob a held message names, a room's
+or a direct one's (routers hold direct messages already; who may see one
+is checked by the router serving the person's page), never an upload no
+message names yet.
 
 Fetching (``BlobFetcher.fetch``): one fetch per blob however many pages ask
 at once (the others wait for it: ``shared``); the record's origin is asked
@@ -181,13 +185,18 @@ class MeshBlobServer:
         max_serving: int = MAX_SERVING,
         wall: Callable[[], float] = time.time,
         relay: Callable[[str, str, int], bool | None] | None = None,
+        servable: Callable[[str], bool] | None = None,
     ) -> None:
         """``relay(sha, asker, hops)``: fetch a blob we lack for a peer that
         asks for it: True once held, None while still fetching (503, ask
-        again), False if it cannot be had.  None: serve only what is held."""
+        again), False if it cannot be had.  None: serve only what is held.
+        ``servable(sha)``: whether peers may have that blob at all (the
+        chat's rule: one a held message names, app/attachments.py); others
+        are answered 404 as not held.  None: whatever is held."""
         self.store = store
         self.keys = keys
         self.relay = relay
+        self.servable = servable
         self.verifier = Verifier(keys, wall)
         self.wall = wall
         self.bucket = TokenBucket(rate, max(SERVE_BURST, CHUNK))
@@ -203,8 +212,9 @@ class MeshBlobServer:
                 now = int(self.wall())
                 bottle.response.set_header(TIME_HEADER, sign_time(self.keys()[0], now, nonce))
             return self._plain(401, "mesh authentication failed: " + reason)
-        if not is_sha256_hex(sha):
-            return self._plain(400, "not a blob name")
+        refused = self._refuse_name(sha)
+        if refused is not None:
+            return refused
         if not self.store.has(sha) and self._relay(sha) is None:  # still fetching
             self.counts["relay_pending"] += 1
             bottle.response.set_header("Retry-After", str(int(RETRY_AFTER)))
@@ -217,7 +227,7 @@ class MeshBlobServer:
         except BlobError as e:  # not held, or did not match its name (removed by the store)
             self.slots.release()
             self.counts["missing" if isinstance(e, BlobMissing) else "corrupt"] += 1
-            return self._plain(404, "not held here")
+            return self._not_held()
         except BaseException:
             self.slots.release()
             raise
@@ -236,6 +246,19 @@ class MeshBlobServer:
         if got:
             self.counts["relayed"] += 1
         return got
+
+    def _refuse_name(self, sha: str) -> str | None:
+        """The answer to a name that is none, or to a blob peers may not
+        have (``servable``: no message names it, yet); None to go on."""
+        if not is_sha256_hex(sha):
+            return self._plain(400, "not a blob name")
+        if self.servable is not None and not self.servable(sha):
+            self.counts["not_named"] += 1
+            return self._not_held()
+        return None
+
+    def _not_held(self) -> str:
+        return self._plain(404, "not held here")
 
     def _plain(self, status: int, text: str) -> str:
         bottle.response.status = status

@@ -53,6 +53,7 @@ from app.accounts import (
 )
 from app.attachments import (
     BLOB_LINE,
+    PUBLIC,
     THUMB_MAX_CHARS,
     AttachmentRefused,
     Attachments,
@@ -136,6 +137,8 @@ _MESSAGE_FIELDS = {"author", "node", "time", "text"}
 _BLOB_MESSAGE_FIELDS = (_MESSAGE_FIELDS | {"blob"}, _MESSAGE_FIELDS | {"blob", "thumb"})
 # A message's body with its blob (about 250 bytes of JSON) and thumbnail.
 MAX_BLOB_MESSAGE_BYTES = MAX_BODY_BYTES[RecordKind.MESSAGE] + THUMB_MAX_CHARS + 512
+# The same for a direct message with a picture or file.
+MAX_BLOB_DIRECT_BYTES = MAX_BODY_BYTES[RecordKind.DIRECT] + THUMB_MAX_CHARS + 512
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A user's read marker per room becomes a record (a line on flash, a datagram
 # to every router) at most this often; the marker in memory moves at once.
@@ -247,6 +250,8 @@ def _check_size(record: Record) -> str | None:
         limit = MAX_NAME_BODY_BYTES
     if record.kind == RecordKind.MESSAGE and "blob" in record.body:
         limit = MAX_BLOB_MESSAGE_BYTES
+    if record.kind == RecordKind.DIRECT and "blob" in record.body:
+        limit = MAX_BLOB_DIRECT_BYTES
     if 0 < record.json_size <= limit:
         return None
     try:
@@ -308,8 +313,15 @@ def _check_message(record: Record, rooms: int) -> str | None:
 
 def _check_direct(record: Record) -> str | None:
     """A direct message as ``Chat.send_direct`` writes it: two names, a
-    router's name, a time and a text, each bounded as a room message's."""
+    router's name, a time and a text, each bounded as a room message's;
+    with a picture or file, its blob and thumbnail as a room message's (the
+    text a caption, which may be empty)."""
     node, when, text = (record.body.get(k) for k in ("node", "time", "text"))
+    captioned = True
+    if "blob" in record.body:
+        if not check_blob_fields(record.body):
+            return "bad_blob"
+        captioned = text != ""
     well_formed = (
         direct.check_direct(record)
         and isinstance(node, str)
@@ -319,7 +331,8 @@ def _check_direct(record: Record) -> str | None:
         and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
         and isinstance(text, str)
     )
-    return None if well_formed and is_clean_text(text) else "bad_direct"
+    ok = well_formed and (not captioned or is_clean_text(text))
+    return None if ok else "bad_direct"
 
 
 # The exact fields of a moderation record per action, as ``Chat.moderate``
@@ -463,7 +476,7 @@ def message_frame(record: Record) -> dict[str, Any]:
     }
     if record.kind == RecordKind.DIRECT:  # a direct message: "from" is its author
         frame["author"], frame["to"] = _text_field(body, "from"), _text_field(body, "to")
-    ref = ref_of(body) if record.kind == RecordKind.MESSAGE else None
+    ref = ref_of(body) if record.kind in (RecordKind.MESSAGE, RecordKind.DIRECT) else None
     if ref is not None:  # a picture or a file: the page shows the thumbnail, links the blob
         frame["blob"] = ref.as_body()
         thumb = body.get("thumb")
@@ -532,11 +545,14 @@ class Chat:
         for key in store.conversations():
             self._note_conversation(key)
         self.blobs = blobs
-        if blobs is not None:  # which held messages name which blob
+        if blobs is not None:  # which held messages name which blob, and for whom
             for room in range(1, store.rooms + 1):
                 for record in store.recent(room):
                     self._note_blob(record)
                 for record in store.scan(room, BLOB_LINE):  # the older ones: one pass
+                    self._note_blob(record)
+            for key in store.conversations():
+                for record in store.messages(key):
                     self._note_blob(record)
 
     @property
@@ -622,6 +638,7 @@ class Chat:
             if isinstance(name, str):  # a claim that came first elsewhere displaces one here
                 self.hub.disconnect_user(name, name_key, name_taken_notice, self._displaced)
         elif record.kind == RecordKind.DIRECT:
+            self._note_blob(record)  # before any page is told of it
             self._show_direct(record)
         elif record.kind == RecordKind.SETTING:
             self._show_setting(record)
@@ -710,7 +727,7 @@ class Chat:
         """
         extra: dict[str, Any] = {}
         if blob is not None:
-            extra = self._attachment(blob, thumb)
+            extra = self._attachment(user, blob, thumb)
             text = "" if text in (None, "") else clean_text(text)
         else:
             text = clean_text(text)
@@ -733,22 +750,32 @@ class Chat:
         self.room_lists.changed()
         return record
 
-    def _attachment(self, blob: Any, thumb: Any) -> dict[str, Any]:
-        """A message's ``blob`` (and ``thumb``) fields; raises ChatError."""
+    def _attachment(self, user: str, blob: Any, thumb: Any) -> dict[str, Any]:
+        """A message's ``blob`` (and ``thumb``) fields, of a blob ``user``
+        uploaded or may see (app/attachments.py ``attach``); raises ChatError."""
         if self.blobs is None:
             raise ChatError("bad_request", "This router takes no pictures or files.")
         try:
-            ref, thumb = self.blobs.attach(blob, thumb)
+            ref, thumb = self.blobs.attach(blob, thumb, self.accounts.person(user))
         except AttachmentRefused as e:
             raise ChatError("bad_blob", str(e)) from None
         return {"blob": ref.as_body()} | ({"thumb": thumb} if thumb else {})
 
     def _note_blob(self, record: Record) -> None:
-        """A message held here that names a blob: remembered (app/attachments.py)."""
-        if self.blobs is not None and record.kind == RecordKind.MESSAGE:
-            ref = ref_of(record.body)
-            if ref is not None:
-                self.blobs.name(ref, (record.origin, record.seq))
+        """A message held here that names a blob: remembered with who may
+        read it, anyone for a room's, the two people for a direct message
+        (app/attachments.py)."""
+        if self.blobs is None:
+            return
+        if record.kind == RecordKind.MESSAGE:
+            audience = PUBLIC
+        elif record.kind == RecordKind.DIRECT:
+            audience = direct.audience(record)
+        else:
+            return
+        ref = ref_of(record.body)
+        if ref is not None:
+            self.blobs.name(ref, (record.origin, record.seq), audience)
 
     def forget_gone_blobs(self) -> int:
         """Messages went (a delete, a clear, retention): the blobs no held
@@ -1045,10 +1072,19 @@ class Chat:
         text: Any,
         on_stored: Callable[[Record], None] | None = None,
         client_id: str | None = None,
+        blob: Any = None,
+        thumb: Any = None,
     ) -> Record:
         """Store and show a direct message from ``user`` to ``peer``; raises
-        ChatError (``blocked`` if either blocks the other)."""
-        text = clean_text(text)
+        ChatError (``blocked`` if either blocks the other).  ``blob`` and
+        ``thumb`` as for ``post``: a picture or file, served to these two
+        people only (app/attachments.py)."""
+        extra: dict[str, Any] = {}
+        if blob is not None:
+            extra = self._attachment(user, blob, thumb)
+            text = "" if text in (None, "") else clean_text(text)
+        else:
+            text = clean_text(text)
         peer = self.direct_peer(user, peer)
         if self.moderation.is_banned(user):
             raise ChatError("banned", BANNED)
@@ -1068,8 +1104,10 @@ class Chat:
             "node": self.node_name,
             "time": shown,
             "text": text,
+            **extra,
         }
         record = self._make_record(RecordKind.DIRECT, 0, body)
+        self._note_blob(record)  # before the ack: the page may ask for it at once
         if client_id is not None:
             self.sent_ids.remember((name_key(user), key), client_id, record.id, self.monotonic())
         if on_stored is not None:

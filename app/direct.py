@@ -15,9 +15,15 @@ to its two people: every read path takes the conversation from the
 logged-in user and the peer, never from the page (``Chat.direct_*``).
 The MQTT bridge never publishes a DIRECT or SETTING record (app/bridge.py).
 
+A direct message may carry a picture or file as a room message does
+(``blob`` and, for a picture, ``thumb``: app/attachments.py), its text then
+a caption that may be empty.  The blob is served only to the two people
+(app/attachments.py ``may_see``) unless a room message names the same bytes.
+
 Private means hidden from other *users*.  Records travel in the clear in
-the mesh's datagrams and sit in the logs: whoever runs a router or holds
-the mesh key can read them.  There is no end-to-end encryption: browsers
+the mesh's datagrams and sit in the logs, and pictures and files in the
+blob store and between routers: whoever runs a router or holds the mesh
+key can read and see them.  There is no end-to-end encryption: browsers
 give no WebCrypto on plain HTTP (not a secure context).
 
 A SETTING record is one person's setting, the latest per key on every
@@ -70,6 +76,8 @@ from node.index import parse_hlc
 from node.record import Record, RecordKind, parse_id
 
 DIRECT_FIELDS = {"from", "to", "from_id", "to_id", "node", "time", "text"}
+# With a picture (its thumbnail too) or a file.
+DIRECT_BLOB_FIELDS = (DIRECT_FIELDS | {"blob"}, DIRECT_FIELDS | {"blob", "thumb"})
 BLOCK, ATTENTION, DM_READ = "block", "attention", "dm_read"
 # A setting's fields as this release writes them: names and identities.
 SETTING_FIELDS = {
@@ -170,14 +178,22 @@ def setting_rank(record: Record) -> tuple[int, int, str, int]:
 
 
 def check_direct(record: Record) -> bool:
-    """The exact fields ``Chat.send_direct`` writes (the text and time are
-    checked by app/chat.py as a room message's are)."""
+    """The exact fields ``Chat.send_direct`` writes (the text, time, blob
+    and thumbnail are checked by app/chat.py as a room message's are)."""
+    fields = set(record.body)
     return (
         record.kind == RecordKind.DIRECT
         and record.room == 0
-        and set(record.body) == DIRECT_FIELDS
+        and (fields == DIRECT_FIELDS or fields in DIRECT_BLOB_FIELDS)
         and direct_conversation(record) is not None
     )
+
+
+def audience(record: Record) -> frozenset[str]:
+    """Who may read a DIRECT record: its two people's identities (empty,
+    nobody, if it names no two people)."""
+    key = direct_conversation(record)
+    return frozenset() if key is None else frozenset(key[1:])
 
 
 def _names_its_people(record: Record) -> bool:

@@ -130,6 +130,8 @@ class RoomRoutes:
             csrf=s.csrf,
             blocked=self.chat.is_blocked(name, by=s.user),
             attention=self.chat.attention(s.user),
+            # Pictures and files, for these two only (app/attachments.py); 0: none here.
+            max_upload=self.chat.blobs.max_upload if self.chat.blobs else 0,
         )
 
     def direct_socket(self, peer: str) -> str:
@@ -662,6 +664,8 @@ def receive_direct_send(chat: Chat, client: Client, frame: dict[str, Any]) -> No
         frame.get("text"),
         on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
         client_id=client_id,
+        blob=frame.get("blob"),  # uploaded first (POST /dm/<peer>/upload): for these two only
+        thumb=frame.get("thumb"),
     )
 
 

@@ -10,6 +10,9 @@
 // progress bar (POST /room/N/upload, the session's CSRF token in a header);
 // then static/chat.js sends the message naming the blob over the room's
 // socket, and it shows sending -> sent -> seen by N like any message.
+// A direct conversation's page (templates/dm.tpl) does the same through
+// POST /dm/<peer>/upload and its own socket: the routers then serve the
+// picture to its two people only (app/attachments.py).
 //
 // In the timeline a picture is its thumbnail (tap: the full picture, from
 // /blob/<sha>, which the router fetches from a peer if it lacks it); a file
@@ -36,6 +39,8 @@
   // WebP, an iPhone's HEIC in Safari) is re-encoded.
   const KEPT = ["image/gif", "image/svg+xml"];
   const room = root.dataset.room;
+  const peer = root.dataset.peer || null; // a direct conversation's page
+  const uploadPath = peer ? "/dm/" + encodeURIComponent(peer) + "/upload" : "/room/" + room + "/upload";
   const csrf = root.dataset.csrf;
   const maxUpload = Number(root.dataset.maxUpload);
   const picker = document.getElementById("attach-file");
@@ -241,7 +246,7 @@
     const bar = li.querySelector(".upload-progress");
     const status = li.querySelector(".status");
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/room/" + room + "/upload?name=" + encodeURIComponent(prepared.name));
+    xhr.open("POST", uploadPath + "?name=" + encodeURIComponent(prepared.name));
     xhr.setRequestHeader("X-CSRF-Token", csrf);
     xhr.upload.onprogress = (ev) => {
       if (ev.lengthComputable) bar.value = Math.round((100 * ev.loaded) / ev.total);

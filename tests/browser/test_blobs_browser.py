@@ -3,7 +3,9 @@ a photo attached on router A (re-encoded in the page, its location data
 gone, a progress bar while it goes up) shows with its thumbnail on a second
 browser on router B, which opens it full size (B fetches it from A then); a
 PDF downloads under its name; an SVG with a script and an HTML file named
-.jpg are never rendered, not in the timeline and not opened directly.
+.jpg are never rendered, not in the timeline and not opened directly; a
+photo in a direct message, attached on A, opens full size for the other
+person on B and for nobody else.
 
 Screenshots go to docs/screenshots/photo-*.png when CC_SHOTS is set to
 docs/screenshots (tests/browser/conftest.py ``Tab.shot``).
@@ -20,8 +22,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import PHONE, WAIT_MS, Tab
-from tests.browser.test_chat_browser import OpenTab, chat_tab, expect_connected
-from tests.helpers import Router
+from tests.browser.test_chat_browser import (
+    OpenTab,
+    chat_tab,
+    expect_connected,
+    expect_rooms_page,
+    ui_login,
+)
+from tests.browser.test_phone_browser import logged_in_tab
+from tests.helpers import Router, wait_for
 from tests.integration.test_blobs_chat import blob_file, two_routers
 from tests.unit.test_images import HTML, PDF, SVG_WITH_SCRIPT
 
@@ -219,3 +228,67 @@ def test_svg_and_html_are_never_rendered(
     assert bob.page.url.endswith("/room/1")
     bob.page.reload()
     expect_connected(bob.page)
+
+
+def test_a_photo_in_a_direct_message_opens_on_the_other_router_and_for_no_one_else(
+    pair: list[Router], open_tab: OpenTab, tmp_path: Path
+) -> None:
+    """Ann on A attaches a photo in her conversation with bob, who is on B:
+    bob's page shows its thumbnail (it came with the message) and opens it
+    full size (B pulls it from A then); carol, logged in on either router,
+    gets 404 for it."""
+    a, b = pair
+    ann = logged_in_tab(open_tab, a, "ann", PHONE)
+    bob = logged_in_tab(open_tab, b, "bob", PHONE)
+    carol = logged_in_tab(open_tab, b, "carol", PHONE)
+    wait_for(lambda: ann.page.request.get(a.base + "/dm/bob").status == 200, 10, "bob on A")
+    wait_for(lambda: bob.page.request.get(b.base + "/dm/ann").status == 200, 10, "ann on B")
+    ann.page.goto(a.base + "/dm/bob")
+    bob.page.goto(b.base + "/dm/ann")
+    for tab in (ann, bob):
+        expect_connected(tab.page)
+        expect(tab.page.locator("#privacy")).to_contain_text(
+            "messages, pictures and files travel between routers"
+        )
+    photo = camera_photo(ann.page, tmp_path)
+    attach(ann.page, photo)
+    mine = ann.page.locator("#messages li.message.mine").filter(
+        has=ann.page.locator("img.blob-thumb")
+    )
+    expect(mine).to_have_count(1, timeout=30_000)
+    expect(ann.page.locator("#outbox li")).to_have_count(0)
+    (stored,) = (a.data_dir / "blobs").glob("??/*")
+    sha = stored.name
+    # On B: the thumbnail came with the direct message; the photo is not there yet.
+    other = bob.page.locator("#messages li.message").filter(has=bob.page.locator("img.blob-thumb"))
+    expect(other).to_have_count(1, timeout=10_000)
+    thumb_src = other.locator("img.blob-thumb").get_attribute("src") or ""
+    assert thumb_src.startswith("data:image/jpeg;base64,")
+    assert not blob_file(b, sha).exists()
+    bob.shot("dm-photo-thumbnail-360")
+    other.locator("button.blob-open").click()
+    expect(bob.page.locator("#viewer img.viewer-img")).to_be_visible()
+    bob.page.wait_for_function(
+        "() => { const i = document.querySelector('#viewer img');"
+        " return i && i.naturalWidth > 0; }",
+        timeout=WAIT_MS,
+    )
+    size = bob.page.evaluate(
+        "() => { const i = document.querySelector('#viewer img');"
+        " return [i.naturalWidth, i.naturalHeight]; }"
+    )
+    assert size == [1600, 1067], size
+    assert blob_file(b, sha).read_bytes() == stored.read_bytes(), "pulled from A when asked"
+    bob.shot("dm-photo-full-size-360")
+    # Carol, a third person, on B and on A: as if it did not exist.
+    assert carol.page.request.get(f"{b.base}/blob/{sha}").status == 404
+    wait_for(lambda: a.status()["accounts"] == 3, 10, "carol's account on A")
+    ui_login(carol.page, a, "carol")
+    expect_rooms_page(carol.page, a, "carol")
+    assert carol.page.request.get(f"{a.base}/blob/{sha}").status == 404
+    assert ann.page.request.get(f"{a.base}/blob/{sha}").status == 200
+    for tab in (ann, bob):
+        width = tab.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], width
+        assert tab.csp_violations() == []
+        assert tab.page_errors == []

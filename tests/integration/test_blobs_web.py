@@ -242,6 +242,25 @@ def test_blobs_need_a_login(router: Router) -> None:
     assert JPEG_37x23[:4].decode("latin-1") not in r.text
 
 
+def test_an_upload_not_sent_yet_is_its_uploaders_only(router: Router) -> None:
+    """Stored before its message exists: another person who learns or
+    guesses the hash gets the 404 of a blob nobody holds, until a room
+    message names it (app/attachments.py ``may_see``)."""
+    ann, bob = router.user("ann"), router.user("bob")
+    _, _, found = upload(router, ann, JPEG_37x23, "cat.jpg")
+    sha = found["sha"]
+    assert ann.get(f"/blob/{sha}").status == 200
+    nobody_holds = bob.get("/blob/" + "ab" * 32)
+    early = bob.get(f"/blob/{sha}")
+    assert early.status == 404 and early.text == nobody_holds.text
+    w = router.ws(ann)
+    w.recv_type("history")
+    w.send({"type": "send", "client_id": "c", "text": "", "blob": {"sha": sha, "name": "cat.jpg"}})
+    assert w.recv_until(lambda f: f.get("type") in ("ack", "error"))["type"] == "ack"
+    assert bob.get(f"/blob/{sha}").status == 200
+    w.close()
+
+
 def test_an_unknown_or_malformed_blob_name_is_404(router: Router) -> None:
     s = router.user("ann")
     assert s.get("/blob/" + "ab" * 32).status == 404

@@ -3,24 +3,39 @@ router processes: a direct message between two routers, seen by its two
 people and refused to anyone else on every read path; blocking; resend
 dedupe; the room list's conversations; the attention setting on every
 router; settings stay with the person when two routers cut off from each
-other gave out one name, and those of the previous release still count."""
+other gave out one name, and those of the previous release still count; a
+picture in a direct message, served to its two people only."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import secrets
 import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import websocket
 
+from app.blobfetch import AUTH_HEADER, MESH_BLOB_PREFIX, sign
 from node.clock import pack
 from node.record import Record, RecordKind
 from node.store import SETTINGS_LOG, encode_line
 from node.wire import RecordDatagram
-from tests.helpers import HttpSession, Router, WsClient, loopback_mesh, routers, wait_for
+from tests.helpers import (
+    HttpSession,
+    Response,
+    Router,
+    WsClient,
+    loopback_mesh,
+    routers,
+    wait_for,
+)
+from tests.integration.test_blobs_chat import THUMB, blob_file, get, send_blob, two_routers
+from tests.unit.test_images import JPEG_37x23
 
 
 def dm(router: Router, session: HttpSession, peer: str, query: str = "") -> WsClient:
@@ -388,3 +403,136 @@ def test_a_displaced_persons_open_pages_are_closed_when_the_name_goes(tmp_path: 
             owners_page.send({"type": "ping"})  # still open: answered
             assert owners_page.recv_until(lambda f: f.get("type") != "presence")
             assert "for the owner only" not in json.dumps(room_page.frames + with_bob.frames)
+
+
+# -- a picture in a direct message ------------------------------------------------------
+
+
+def dm_upload(r: Router, s: HttpSession, peer: str, data: bytes, name: str) -> Response:
+    """``POST /dm/<peer>/upload`` as static/attach.js sends it."""
+    conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            f"/dm/{peer}/upload?name={quote(name)}",
+            body=data,
+            headers={"Cookie": s.cookie_header(), "X-CSRF-Token": s.csrf("/")},
+        )
+        resp = conn.getresponse()
+        return Response(resp.status, dict(resp.getheaders()), [], resp.read().decode())
+    finally:
+        conn.close()
+
+
+def peer_get(r: Router, key: bytes, sha: str) -> int:
+    """What a router with the mesh key gets for ``GET /mesh/blob/<sha>``."""
+    path = MESH_BLOB_PREFIX + sha
+    conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
+    try:
+        conn.request("GET", path, headers={AUTH_HEADER: sign(key, "GET", path, int(time.time()))})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_a_picture_in_a_direct_message_is_served_to_its_two_people_only(tmp_path: Path) -> None:
+    """Ann on A sends bob on B a photo in a direct message.  Bob gets it
+    through B, which pulls it from A when his page asks; carol, logged in
+    on both routers, gets the 404 of a blob nobody holds, and B fetches
+    nothing for her; nobody logged in is sent to the login page.  Until the
+    message exists the upload is ann's alone, not even a peer's."""
+    a, b = two_routers(tmp_path)
+    key = bytes.fromhex((tmp_path / "mesh.key").read_text().split()[0])
+    try:
+        a.start()
+        b.start()
+        ann, carol_a = a.user("ann"), a.user("carol")
+        bob = b.user("bob")
+        wait_for(lambda: ann.get("/dm/bob").status == 200, 10, "bob's account on A")
+        wait_for(lambda: b.status()["accounts"] == 3, 10, "carol's account on B")
+        carol_b = b.user("carol", register=False)
+        page = ann.get("/dm/bob").text
+        assert 'id="attach-file"' in page, "the + is offered in a conversation"
+        assert "pictures and files travel between routers" in page
+
+        up = dm_upload(a, ann, "bob", JPEG_37x23, "us at the lake.jpg")
+        assert up.status == 200, up.text
+        found = up.json()
+        sha = found["sha"]
+        assert sha == hashlib.sha256(JPEG_37x23).hexdigest() and found["kind"] == "jpeg"
+        assert dm_upload(a, ann, "nobody", JPEG_37x23, "x.jpg").status == 404
+        # Uploaded, not sent: the uploader's only; no page, no peer gets it.
+        # (What each router answers for a blob nobody holds, to compare.)
+        not_held = {r.name: c.get("/blob/" + "ab" * 32) for r, c in ((a, carol_a), (b, carol_b))}
+        assert all(r.status == 404 for r in not_held.values())
+        assert get(a, ann, f"/blob/{sha}")[0] == 200
+        assert get(a, carol_a, f"/blob/{sha}")[0] == 404
+        assert peer_get(a, key, sha) == 404
+        # Bob, on B, before B holds a message naming it: not served, not fetched.
+        assert get(b, bob, f"/blob/{sha}")[0] == 404
+        assert b.status()["blobs"]["fetch"].get("fetches", 0) == 0
+
+        to_bob = dm(a, ann, "bob")
+        to_bob.recv_type("history")
+        ack = send_blob(to_bob, found, THUMB, "pic-1")
+        assert ack["type"] == "ack", ack
+        mine = to_bob.recv_until(lambda f: f.get("id") == ack["id"])
+        assert mine["blob"]["sha"] == sha and mine["thumb"] == THUMB and mine["to"] == "bob"
+        assert peer_get(a, key, sha) == 200, "routers are trusted with direct messages"
+
+        # B holds the message (the thumbnail came with it), not the photo.
+        wait_for(lambda: b.status()["vector"] == a.status()["vector"], 10, "B caught up")
+        to_ann = dm(b, bob, "ann")
+        (theirs,) = to_ann.recv_type("history")["messages"]
+        assert theirs["blob"] == mine["blob"] and theirs["thumb"] == THUMB
+        assert not blob_file(b, sha).exists()
+
+        # Carol on B: the 404 of a blob nobody holds, and nothing fetched for her.
+        status, _, body = get(b, carol_b, f"/blob/{sha}")
+        assert status == 404 and body.decode() == not_held[b.name].text
+        assert b.status()["blobs"]["fetch"].get("fetches", 0) == 0
+        assert not blob_file(b, sha).exists()
+
+        # Bob on B: pulled from A when his page asks, then held on B.
+        status, headers, body = get(b, bob, f"/blob/{sha}")
+        assert status == 200 and body == JPEG_37x23
+        assert headers["content-type"] == "image/jpeg"
+        assert "us at the lake.jpg" in headers["content-disposition"]
+        assert headers["cache-control"] == "no-store", "a shared phone keeps no copy"
+        assert blob_file(b, sha).read_bytes() == JPEG_37x23
+        assert b.status()["blobs"]["fetch"]["fetched"] == 1
+        assert a.status()["blobs"]["serve"]["served"] >= 2  # our probe, then B
+
+        # Now held on both: still 404 for carol on both, as for a blob nobody holds.
+        for r, carol in ((a, carol_a), (b, carol_b)):
+            status, _, body = get(r, carol, f"/blob/{sha}")
+            assert status == 404 and body.decode() == not_held[r.name].text, r.name
+            anon = r.http().get(f"/blob/{sha}")
+            assert anon.status == 303 and anon.headers["location"] == "/login"
+            assert JPEG_37x23[:4].decode("latin-1") not in anon.text
+            # Naming its hash in a room of her own does not make it public.
+            room = r.ws(carol, 1)
+            room.recv_type("history")
+            refused = send_blob(room, {"sha": sha, "name": "leak.jpg"}, THUMB, "leak")
+            assert refused["type"] == "error" and refused["code"] == "bad_blob", refused
+            room.close()
+        assert get(a, ann, f"/blob/{sha}")[0] == 200
+        assert a.status()["rooms"]["1"] == 0 and b.status()["rooms"]["1"] == 0
+
+        # The same bytes in a room message too: public from then on, under
+        # the room's name for them (never the conversation's).
+        in_room = a.ws(ann, 1)
+        in_room.recv_type("history")
+        assert send_blob(in_room, {"sha": sha, "name": "lake.jpg"}, THUMB, "pub")["type"] == "ack"
+        wait_for(lambda: b.status()["rooms"]["1"] == 1, 10, "the room message on B")
+        status, headers, body = get(b, carol_b, f"/blob/{sha}")
+        assert status == 200 and body == JPEG_37x23
+        assert 'filename="lake.jpg"' in headers["content-disposition"]
+        assert headers["cache-control"] == "private, max-age=31536000, immutable"
+        for ws in (to_bob, to_ann, in_room):
+            ws.close()
+    finally:
+        a.stop()
+        b.stop()

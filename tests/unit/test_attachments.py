@@ -1,7 +1,8 @@
 """app/attachments.py on a real blob store in a temporary folder, with the
 clock as a parameter: the quota's 24 hours, refunds, uploads no message
-named, blobs going with the last message naming them, and the bounds of a
-blob message's fields."""
+named, blobs going with the last message naming them, who may have a blob
+(room messages: anyone logged in; direct ones: their two people; an upload:
+its uploader), and the bounds of a blob message's fields."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from app.attachments import (
     parse_thumb,
 )
 from node.blobs import BlobStore
-from tests.unit.test_images import SVG_WITH_SCRIPT, JPEG_37x23
+from tests.unit.test_images import PDF, SVG_WITH_SCRIPT, JPEG_37x23
 
 DAY = 24 * 3600.0
+# People, by their identities (app/accounts.py: an account's first registration id).
+ANN, BOB, CAROL = "0a0a0a0a0a0a0a0a:1", "0b0b0b0b0b0b0b0b:1", "0c0c0c0c0c0c0c0c:1"
 
 
 class Clock:
@@ -213,8 +216,8 @@ def test_an_upload_no_message_names_goes_after_the_grace(tmp_path: Path) -> None
     a = make(tmp_path, clock)
     kept = a.store.put(JPEG_37x23)
     orphan = a.store.put(b"nobody sent me")
-    a.uploaded(kept)
-    a.uploaded(orphan)
+    a.uploaded(kept, ANN)
+    a.uploaded(orphan, ANN)
     a.name(BlobRef(kept, len(JPEG_37x23), "jpeg", "a.jpg", 37, 23), ("0123456789abcdef", 1))
     clock.now += ORPHAN_GRACE - 1
     assert a.sweep() == 0
@@ -243,16 +246,17 @@ def test_a_blob_goes_with_the_last_message_naming_it(tmp_path: Path) -> None:
 def test_attach_takes_size_kind_and_dimensions_from_the_bytes(tmp_path: Path) -> None:
     a = make(tmp_path, Clock())
     sha = a.store.put(JPEG_37x23)
+    a.uploaded(sha, ANN)
     thumb = base64.b64encode(JPEG_37x23).decode()
     ref, t = a.attach(
-        {"sha": sha, "name": "C:\\photos\\cat.html", "size": 1, "kind": "file"}, thumb
+        {"sha": sha, "name": "C:\\photos\\cat.html", "size": 1, "kind": "file"}, thumb, ANN
     )
     assert ref == BlobRef(sha, len(JPEG_37x23), "jpeg", "cat.html.jpg", 37, 23)
     assert t == thumb
     with pytest.raises(AttachmentRefused):
-        a.attach({"sha": "ab" * 32, "name": "x"}, None)  # not held here
+        a.attach({"sha": "ab" * 32, "name": "x"}, None, ANN)  # not held here
     with pytest.raises(AttachmentRefused):
-        a.attach({"sha": sha, "name": "x"}, base64.b64encode(SVG_WITH_SCRIPT).decode())
+        a.attach({"sha": sha, "name": "x"}, base64.b64encode(SVG_WITH_SCRIPT).decode(), ANN)
 
 
 GOOD = {
@@ -298,3 +302,80 @@ def test_a_good_blob_field_and_thumbnail_pass() -> None:
     for bad in ("", "%%%", base64.b64encode(b"\xff\xd8\xff" * 3000).decode(), 7):
         with pytest.raises(AttachmentRefused):
             parse_thumb(bad)
+
+
+# -- who may have a blob (the access decision of GET /blob/<sha>) ----------------------------
+
+A_DM = frozenset({ANN, BOB})  # the audience of ann and bob's conversation
+
+
+def test_a_blob_only_direct_messages_name_is_for_their_two_people(tmp_path: Path) -> None:
+    a = make(tmp_path, Clock())
+    sha = a.store.put(PDF)
+    a.name(BlobRef(sha, len(PDF), "file", "plans.pdf"), ("0123456789abcdef", 1), A_DM)
+    assert a.may_see(sha, ANN) and a.may_see(sha, BOB)
+    assert not a.may_see(sha, CAROL), "a third person: as if it did not exist"
+    assert not a.may_see(sha, None), "nobody logged in"
+    assert a.is_private(sha) and not a.is_public(sha)
+    assert a.servable(sha), "routers are trusted with direct messages: a peer may fetch it"
+    assert a.name_for(sha, ANN) == "plans.pdf" and a.name_for(sha, CAROL) == ""
+    # Knowing the hash, carol cannot name it in a message of her own (which
+    # would make it hers, or public in a room): "not on this router", as a
+    # blob not held.  Ann, who may see it, can send it on.
+    with pytest.raises(AttachmentRefused) as refused:
+        a.attach({"sha": sha, "name": "mine.pdf"}, None, CAROL)
+    assert str(refused.value) == "That file is not on this router: upload it again."
+    assert a.attach({"sha": sha, "name": "again.pdf"}, None, ANN)[0].name == "again.pdf"
+
+
+def test_a_room_message_naming_the_same_bytes_makes_them_public_under_its_name(
+    tmp_path: Path,
+) -> None:
+    a = make(tmp_path, Clock())
+    sha = a.store.put(JPEG_37x23)
+    dm, room = ("0123456789abcdef", 1), ("fedcba9876543210", 4)
+    a.name(BlobRef(sha, len(JPEG_37x23), "jpeg", "our-secret.jpg", 37, 23), dm, A_DM)
+    a.name(BlobRef(sha, len(JPEG_37x23), "jpeg", "street.jpg", 37, 23), room)
+    assert a.may_see(sha, CAROL) and a.is_public(sha) and not a.is_private(sha)
+    assert a.name_for(sha, CAROL) == "street.jpg", "never the name a direct message gave it"
+    assert a.name_for(sha, ANN) in {"our-secret.jpg", "street.jpg"}
+    # The room message goes (retention, an admin's delete): private again,
+    # and kept, since the direct message still names it.
+    assert a.forget_gone(lambda o, s: (o, s) == dm) == 0
+    assert a.store.has(sha) and not a.may_see(sha, CAROL) and a.may_see(sha, BOB)
+    assert a.is_private(sha)
+
+
+def test_an_upload_no_message_names_is_its_uploaders_only_and_no_peers(tmp_path: Path) -> None:
+    clock = Clock()
+    a = make(tmp_path, clock)
+    sha = a.store.put(JPEG_37x23)
+    a.uploaded(sha, ANN)
+    assert a.may_see(sha, ANN), "the uploader, who holds the bytes anyway"
+    assert not a.may_see(sha, BOB) and not a.may_see(sha, CAROL)
+    assert not a.servable(sha), "not sent yet: no peer gets it either"
+    with pytest.raises(AttachmentRefused):
+        a.attach({"sha": sha, "name": "x.jpg"}, None, BOB)
+    a.name(BlobRef(sha, len(JPEG_37x23), "jpeg", "x.jpg", 37, 23), ("0123456789abcdef", 2), A_DM)
+    assert a.may_see(sha, BOB) and a.servable(sha) and not a.may_see(sha, CAROL)
+    clock.now += ORPHAN_GRACE
+    a.sweep()
+    assert a.store.has(sha) and a.may_see(sha, ANN), "now as one of the conversation"
+
+
+def test_uploading_bytes_someone_else_sent_privately_tells_nothing(tmp_path: Path) -> None:
+    """Carol uploads the very bytes ann sent bob: she may see and send what
+    she uploaded (she has it), for the hour an upload waits, exactly as if
+    nobody else held them; then no longer."""
+    clock = Clock()
+    a = make(tmp_path, clock)
+    sha = a.store.put(JPEG_37x23)
+    a.name(BlobRef(sha, len(JPEG_37x23), "jpeg", "x.jpg", 37, 23), ("0123456789abcdef", 1), A_DM)
+    assert not a.may_see(sha, CAROL)
+    a.uploaded(sha, CAROL)
+    assert a.may_see(sha, CAROL) and a.name_for(sha, CAROL) == ""
+    assert sha not in a.pending, "named already: not an orphan"
+    clock.now += ORPHAN_GRACE
+    assert a.sweep() == 0
+    assert a.store.has(sha) and not a.may_see(sha, CAROL)
+    assert not a.uploaders

@@ -7,23 +7,29 @@ Real stores on disk and real chats; the records from "peers" go through
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.attachments import Attachments
 from app.bridge import is_private
 from app.chat import MAX_TEXT_CHARS, Chat, ChatError, check_remote_record
 from app.direct import conversation_key
 from app.moderation import ChatPolicy, Moderation
+from node.blobs import BlobStore
 from node.clock import pack
 from node.record import Record, RecordKind
 from node.store import DIRECT_LOG, SETTINGS_LOG, Store
 from tests.helpers import receive_one
+from tests.unit.test_images import SVG_WITH_SCRIPT, JPEG_37x23
 
 POLICY = ChatPolicy(Moderation().authorizes)  # as app/server.py makes the store
 PEER = "0f0f0f0f0f0f0f09"
 NOW_MS = 1_800_000_000_000
+THUMB = base64.b64encode(JPEG_37x23).decode()
 
 
 def make_chat(path: Path, wall: list[float]) -> Chat:
@@ -299,3 +305,83 @@ def registrations(chat: Chat, name: str) -> list[Any]:
         for r in chat.store.accounts
         if r.body.get("name") == name and "account" not in r.body
     ]
+
+
+# -- pictures and files in direct messages ------------------------------------------
+
+
+def chat_with_blobs(path: Path, wall: list[float]) -> Chat:
+    store = Store(path, 2, policy=POLICY)
+    blobs = Attachments(
+        BlobStore(path, 1 << 20),
+        lambda: [b"k" * 32],
+        list,
+        node_id=store.node_id,
+        max_upload=1 << 20,
+        per_day=1 << 20,
+    )
+    return Chat(store, "here", wall=lambda: wall[0], blobs=blobs)
+
+
+def blob_body(sha: str, name: str = "us.jpg") -> dict[str, Any]:
+    blob = {"sha": sha, "size": len(JPEG_37x23), "kind": "jpeg", "name": name, "w": 37, "h": 23}
+    return {"blob": blob, "thumb": THUMB}
+
+
+def test_a_picture_in_a_direct_message_is_for_its_two_people(tmp_path: Path) -> None:
+    """Sent here and received from a peer, and after a restart: the blob is
+    ann's and bob's; cat, a third person, may neither have it nor name it."""
+    wall = [NOW_MS / 1000]
+    chat = chat_with_blobs(tmp_path, wall)
+    register(chat, "ann", "bob", "cat")
+    blobs = chat.blobs
+    assert blobs is not None
+    ann, bob, cat = (str(chat.accounts.person(n)) for n in ("ann", "bob", "cat"))
+    mine = blobs.store.put(JPEG_37x23)
+    blobs.uploaded(mine, ann)
+    record = chat.send_direct("ann", "bob", "", blob={"sha": mine, "name": "us.jpg"}, thumb=THUMB)
+    assert record.body["blob"]["sha"] == mine and record.body["text"] == ""
+    frame = chat.direct_history("bob", "ann")[0][-1]
+    assert frame.body["thumb"] == THUMB
+    assert blobs.may_see(mine, bob) and blobs.may_see(mine, ann)
+    assert not blobs.may_see(mine, cat)
+    with pytest.raises(ChatError) as e:  # cat names its hash in a room: refused
+        chat.post("cat", 1, "", blob={"sha": mine, "name": "leak.jpg"}, thumb=THUMB)
+    assert e.value.code == "bad_blob"
+    with pytest.raises(ChatError):  # nor in a direct message of hers
+        chat.send_direct("cat", "bob", "", blob={"sha": mine, "name": "leak.jpg"}, thumb=THUMB)
+    # One from a peer, bob's to ann, naming bytes this router lacks: noted
+    # for the two of them, so a page of theirs may have it fetched.
+    far = hashlib.sha256(b"far away photo").hexdigest()
+    assert receive_one(chat, direct(1, {**good_dm(chat), "text": "", **blob_body(far)}))
+    assert blobs.may_see(far, ann) and not blobs.may_see(far, cat)
+    assert blobs.servable(far) and blobs.is_private(far)
+    chat.store.close()
+    again = chat_with_blobs(tmp_path, wall)
+    assert again.blobs is not None
+    for sha in (mine, far):
+        assert again.blobs.may_see(sha, ann) and again.blobs.may_see(sha, bob)
+        assert not again.blobs.may_see(sha, cat), "after a restart as before"
+    # Retention takes the messages, and their blobs with them.
+    assert again.store.expire(pack(NOW_MS + 60_000, 0)) == 2
+    assert again.forget_gone_blobs() == 1  # the one held here; the peer's was never fetched
+    assert not again.blobs.store.has(mine) and not again.blobs.may_see(mine, ann)
+
+
+def test_a_peers_direct_picture_is_checked_as_a_room_picture(chat: Chat) -> None:
+    sha = hashlib.sha256(JPEG_37x23).hexdigest()
+    good = {**good_dm(chat), "text": "", **blob_body(sha)}
+    assert check_remote_record(direct(1, good), 2) is None
+    assert check_remote_record(direct(1, {**good, "text": "a caption"}), 2) is None
+    no_thumb = {k: v for k, v in good.items() if k != "thumb"}
+    assert check_remote_record(direct(1, {**no_thumb, **blob_body(sha)}), 2) is None
+    bad_blob = {**good, "blob": {**good["blob"], "sha": "AB" * 32}}
+    assert check_remote_record(direct(2, bad_blob), 2) == "bad_blob"
+    svg = base64.b64encode(SVG_WITH_SCRIPT).decode()
+    assert check_remote_record(direct(3, {**good, "thumb": svg}), 2) == "bad_blob"
+    only_thumb = {**good_dm(chat), "thumb": THUMB}  # a thumbnail without its blob
+    assert check_remote_record(direct(4, only_thumb), 2) == "bad_direct"
+    assert check_remote_record(direct(5, {**good, "text": "bell\x07"}), 2) == "bad_direct"
+    long_caption = {**good, "text": "\U0001f600" * MAX_TEXT_CHARS}  # 8,000 bytes and the thumbnail
+    assert check_remote_record(direct(6, long_caption), 2) is None
+    assert is_private(direct(1, good)), "the bridge never carries it"
