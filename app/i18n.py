@@ -188,16 +188,19 @@ SERVER_MESSAGES = (
     N_("There is no such user."),
     N_("Too many changes; wait a moment."),
 )
-# The reason phrases of the error pages (app/web.py ERROR_PAGES), as bottle says them.
-STATUS_PHRASES = (
-    N_("Bad Request"),
-    N_("Forbidden"),
-    N_("Not Found"),
-    N_("Method Not Allowed"),
-    N_("Length Required"),
-    N_("Request Entity Too Large"),
-    N_("Unsupported Media Type"),
-)
+# The reason phrases of the error pages (app/web.py ERROR_PAGES), by code:
+# bottle takes them from Python's http.HTTPStatus, whose words change
+# (413 is "Content Too Large" from Python 3.13), so a translation is found
+# by the code, never by the phrase.
+STATUS_PHRASES = {
+    400: N_("Bad Request"),
+    403: N_("Forbidden"),
+    404: N_("Not Found"),
+    405: N_("Method Not Allowed"),
+    411: N_("Length Required"),
+    413: N_("Request Entity Too Large"),
+    415: N_("Unsupported Media Type"),
+}
 
 
 def username_rule(lang: Language) -> str:
@@ -257,6 +260,9 @@ def message(lang: Language, english: str) -> str:
 
 
 def status_line(lang: Language, line: str) -> str:
-    """``404 Not Found`` with its phrase in ``lang``."""
+    """``404 Not Found`` with its phrase in ``lang`` (English: as it is)."""
     code, _, phrase = line.partition(" ")
-    return f"{code} {lang.gettext(phrase)}" if phrase else line
+    msgid = STATUS_PHRASES.get(int(code)) if code.isdigit() else None
+    if msgid is None or lang.code == DEFAULT:
+        return f"{code} {lang.gettext(phrase)}" if phrase else line
+    return f"{code} {lang.gettext(msgid)}"

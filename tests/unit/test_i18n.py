@@ -237,6 +237,16 @@ def test_every_error_page_status_has_its_phrase_translated() -> None:
         assert status_line(languages()["en"], line) == line
 
 
+def test_a_status_is_translated_whatever_python_calls_it() -> None:
+    """Python 3.13 renamed 413 "Request Entity Too Large" to "Content Too
+    Large": the translation follows the code, on every Python."""
+    de = languages()[SECOND]
+    for phrase in ("Request Entity Too Large", "Content Too Large"):
+        assert status_line(de, f"413 {phrase}") == status_line(de, "413 Request Entity Too Large")
+        assert status_line(de, f"413 {phrase}") != f"413 {phrase}"
+        assert status_line(languages()["en"], f"413 {phrase}") == f"413 {phrase}"
+
+
 # -- pages --------------------------------------------------------------------------------
 
 
