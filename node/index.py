@@ -24,9 +24,12 @@ older messages to its columns once their lines are written (``settle``).
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
-from node.cold import Cold, Origins
+from node.cold import Cold, Origins, Row
 from node.record import Record, RecordKind
 
 MAX_HLC = (1 << 64) - 1
@@ -51,7 +54,7 @@ def _hlc(record: Record) -> int:
 
 
 # A room remembers its last arrivals for ``since`` (a reconnecting page asks
-# for at most ``HISTORY_LIMIT``, 100); kept between this and twice this.
+# for at most ``HISTORY_LIMIT``, 100): the last this many held.
 ARRIVALS_KEPT = 256
 
 # Read a held record back from its log line: (offset, origin, seq) -> the
@@ -80,7 +83,7 @@ class RoomLog:
     __slots__ = ("_dirty", "_sorted", "arrivals", "cold", "offsets", "read")
 
     def __init__(self, cold: Cold | None = None, read: Reader | None = None) -> None:
-        self.arrivals: list[Record] = []  # the last arrivals (ARRIVALS_KEPT to twice that)
+        self.arrivals: deque[Record] = deque(maxlen=ARRIVALS_KEPT)  # the last arrivals held
         self._sorted: list[Record] = []  # held as objects, sorted once read
         self._dirty = False
         self.cold = cold
@@ -93,10 +96,7 @@ class RoomLog:
 
     def add(self, record: Record, offset: int | None = None) -> None:
         """Hold a record (its line at ``offset`` in the log, if known)."""
-        arrivals = self.arrivals
-        arrivals.append(record)
-        if len(arrivals) > 2 * ARRIVALS_KEPT:
-            del arrivals[:-ARRIVALS_KEPT]
+        self.arrivals.append(record)
         if self._sorted and not self._dirty:
             last = self._sorted[-1]
             # hlc first: order_key makes two tuples, and hlcs seldom tie
@@ -144,17 +144,37 @@ class RoomLog:
         for record in expired:
             self.offsets.pop((record.origin, record.seq), None)
         if gone or expired:
-            self.arrivals = [r for r in self.arrivals if r.hlc >= horizon]
+            self._keep_arrivals(lambda r: r.hlc >= horizon)
         return gone + [(r.origin, r.seq, r.kind) for r in expired]
 
     def remove(self, rids: set[tuple[str, int]]) -> list[tuple[str, int]]:
         """Take records out (removed): those held as objects the caller
         knows; returns those of the columns.  O(n), and rare."""
-        self.arrivals = [r for r in self.arrivals if (r.origin, r.seq) not in rids]
+        self._keep_arrivals(lambda r: (r.origin, r.seq) not in rids)
         self._sorted = [r for r in self._sorted if (r.origin, r.seq) not in rids]
         for rid in rids:
             self.offsets.pop(rid, None)
         return self.cold.remove(rids) if self.cold is not None else []
+
+    def fill_arrivals(self) -> None:
+        """After a load: when the lines read whole left fewer than
+        ``ARRIVALS_KEPT`` arrivals (those lines were gone: a clear, say),
+        the columns' lines read last go before them."""
+        cold = self.cold
+        missing = (self.arrivals.maxlen or 0) - len(self.arrivals)
+        if cold is None or missing <= 0 or not len(cold):
+            return
+        offset_at = cold.offsets.__getitem__
+        # The arrivals held may be in the columns too (settled): the lines
+        # read last are theirs, so look at that many more.
+        have = {(r.origin, r.seq) for r in self.arrivals}
+        last = heapq.nlargest(missing + len(have), range(len(cold)), key=offset_at)
+        earlier = sorted((pos for pos in last if cold.rid(pos) not in have), key=offset_at)
+        found = (self.cold_record(pos) for pos in earlier[-missing:])
+        self.arrivals.extendleft(reversed([record for record in found if record is not None]))
+
+    def _keep_arrivals(self, keep: Callable[[Record], bool]) -> None:
+        self.arrivals = deque(filter(keep, self.arrivals), maxlen=self.arrivals.maxlen)
 
     def moved(self, rid: tuple[str, int], offset: int) -> None:
         """The log was rewritten: ``rid``'s line now starts at ``offset``."""
@@ -324,6 +344,15 @@ class Index:
         self.max_hlc = max(self.max_hlc, record.hlc)
         return True
 
+    def hold_cold(self, room: int, rows: list[Row]) -> None:
+        """Hold messages of ``room`` in its columns at once (a load's older
+        lines, none held yet): ``(hlc, origin, seq, offset)`` each."""
+        cold = self.room_logs[room].cold
+        assert cold is not None
+        rows.sort(key=lambda row: row[:3])
+        cold.add(rows)
+        self.max_hlc = max(self.max_hlc, rows[-1][0])
+
     def settle(self) -> None:
         """Each room's older messages to its columns (``RoomLog.settle``):
         called once what was added is written."""
@@ -444,7 +473,7 @@ class Index:
         for pos in range(len(arrivals) - 1, max(-1, len(arrivals) - limit - 2), -1):
             record = arrivals[pos]
             if record.seq == seq and record.origin == origin:
-                return sorted(arrivals[pos + 1 :], key=_order_key)
+                return sorted(itertools.islice(arrivals, pos + 1, None), key=_order_key)
         return None
 
     def last_arrival(self, room: Hashable) -> str | None:

@@ -23,9 +23,10 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, BinaryIO
 
 from node.record import MAX_SEQ, ORIGIN_RE, Record, RecordKind
@@ -102,22 +103,35 @@ _HEAD = re.compile(
 _BODY_DECODER = json.JSONDecoder()  # json.loads's own settings
 
 
-def decode_line(line: bytes | str) -> Record:
+# The body of a message read at load only to be held as columns
+# (node/cold.py): checked, then left out; ``has_body`` tells it apart.
+NO_BODY: Mapping[str, Any] = MappingProxyType({})
+
+
+def decode_line(line: bytes | str, body: bool = True) -> Record:
     """A log line back to a record; raises ValueError if it is not one.
 
-    Its origin, body keys and short body strings are shared (``share``)."""
+    Its origin, body keys and short body strings are shared (``share``).
+    ``body=False``: a message's body is checked the same, but its record
+    gets ``NO_BODY`` (no dict kept, nothing shared: a load's older lines)."""
     head = _HEAD.match(line) if isinstance(line, str) else None
     if head is not None and isinstance(line, str):
         kind = KINDS_BY_NAME.get(head[4])
         try:
-            body, end = _BODY_DECODER.raw_decode(line, head.end())
+            decoded, end = _BODY_DECODER.raw_decode(line, head.end())
         except ValueError:
-            body = None
+            decoded = None
         n = int(head[2])
-        if kind is not None and type(body) is dict and line[end:] == "}" and 1 <= n <= MAX_SEQ:
+        if kind is not None and type(decoded) is dict and line[end:] == "}" and 1 <= n <= MAX_SEQ:
             origin = _ORIGINS.get(head[1]) or _valid_origin(head[1])
-            return Record(origin, n, int(head[3]), kind, int(head[5]), share_body(body))
+            if not body and kind == RecordKind.MESSAGE:
+                return Record(origin, n, int(head[3]), kind, int(head[5]), NO_BODY)
+            return Record(origin, n, int(head[3]), kind, int(head[5]), share_body(decoded))
     return _decode_json(line)
+
+
+def has_body(record: Record) -> bool:
+    return record.body is not NO_BODY
 
 
 def _decode_json(line: bytes | str) -> Record:
@@ -191,7 +205,7 @@ def _is_origin(origin: str) -> bool:
     return True
 
 
-def decode_or_none(line: bytes | str) -> Record | None:
+def decode_or_none(line: bytes | str, body: bool = True) -> Record | None:
     """A log line's record, None if it is not one (never raises)."""
     if len(line) > MAX_LINE_BYTES or (
         isinstance(line, str)
@@ -200,7 +214,7 @@ def decode_or_none(line: bytes | str) -> Record | None:
     ):
         return None
     try:
-        return decode_line(line)
+        return decode_line(line, body)
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -291,9 +305,13 @@ class Logs:
         self._files: dict[str, LogFile] = {}
         self._readers: dict[str, BinaryIO] = {}  # read_record's handles
 
-    def records(self, name: str) -> Iterator[tuple[int, int, Record | None]]:
+    def records(
+        self, name: str, bodies_last: int | None = None
+    ) -> Iterator[tuple[int, int, Record | None]]:
         """``(line number, offset, record)`` for each line of a log, None for
-        a line that is not a record; a torn last line is moved aside first."""
+        a line that is not a record; a torn last line is moved aside first.
+        With ``bodies_last``, only the messages of the last that many lines
+        come with their bodies (``decode_line``'s ``body``)."""
         path = self.data_dir / name
         try:
             data = path.read_bytes()
@@ -303,9 +321,10 @@ class Logs:
         if end < len(data):
             self._move_torn_tail(path, data[end:], end)
             data = data[:end]
+        light = data.count(b"\n") - bodies_last if bodies_last is not None else 0
         for number, (offset, line) in enumerate(_lines(data), start=1):
             if line.strip():
-                yield number, offset, decode_or_none(line)
+                yield number, offset, decode_or_none(line, number > light)
 
     def read_record(self, name: str, offset: int) -> Record | None:
         """The record of the line starting at ``offset``; None if there is

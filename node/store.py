@@ -27,8 +27,9 @@ import logging
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
+from node.cold import Row
 from node.horizons import MAX_GONE_RUN, REFUSED, STATE_FILE, Gone
-from node.index import MAX_HLC, Index, RoomLog, parse_hlc
+from node.index import ARRIVALS_KEPT, MAX_HLC, Index, RoomLog, parse_hlc
 from node.logs import (
     ACCOUNTS_LOG,
     DIRECT_LOG,
@@ -43,6 +44,7 @@ from node.logs import (
     decode_line,
     decode_or_none,
     encode_line,
+    has_body,
     load_or_make_node_id,
     log_name,
     room_log_name,
@@ -149,6 +151,7 @@ class Store:
         self.node_id = load_or_make_node_id(self.data_dir)
         self.logs = Logs(self.data_dir)
         self.held = Index(rooms, read=self._read_cold, hot=hot)
+        self._rooms_by_log = {room_log_name(n): n for n in range(1, rooms + 1)}
         self.cold_misses = 0  # records of the columns whose line did not give them back
         self.gone = Gone(self.data_dir, self.vector, self.node_id)
         self.seqs = SeqReservation(self.data_dir, self.node_id, self.vector)
@@ -221,9 +224,24 @@ class Store:
 
     def _load_log(self, name: str) -> None:
         gone = self.gone
-        for number, offset, record in self.logs.records(name):
+        room = self._rooms_by_log.get(name)
+        columns = room is not None and self.held.room_logs[room].cold is not None
+        # A room's older lines are held as columns: read without their bodies
+        # (checked all the same), all but those that may end up records.
+        bodies_last = max(2 * self.held.hot, 2 * ARRIVALS_KEPT) if columns else None
+        older: list[Row] = []  # such lines, not yet in the columns
+        older_ids: set[tuple[str, int]] = set()
+        for number, offset, record in self.logs.records(name, bodies_last):
             if number % SETTLE_EVERY == 0:
+                self._hold_older(room, older, older_ids)
                 self.held.settle()  # the older messages to columns as the log is read
+            if record is not None and not has_body(record):
+                if not self._load_older(name, record, offset, older, older_ids):
+                    self.skipped_lines += 1
+                    log.warning("%s:%d: skipped a line that is not a valid record", name, number)
+                continue
+            if older:  # a line read whole: the older ones go first (order of arrival)
+                self._hold_older(room, older, older_ids)
             if record is not None and gone.is_expired(record):
                 gone.expired(record.origin, record.seq)  # still in the file until compact()
                 if record.kind in (RecordKind.READ, RecordKind.DIRECT):
@@ -240,6 +258,45 @@ class Store:
             ):
                 self.skipped_lines += 1
                 log.warning("%s:%d: skipped a line that is not a valid record", name, number)
+
+        self._hold_older(room, older, older_ids)
+        if columns and room is not None:
+            self.held.settle()
+            self.held.room_logs[room].fill_arrivals()
+
+    def _load_older(
+        self,
+        name: str,
+        record: Record,
+        offset: int,
+        older: list[Row],
+        older_ids: set[tuple[str, int]],
+    ) -> bool:
+        """A message read without its body (``_load_log``): noted as gone,
+        or to be held in the columns; False if it is no valid record here."""
+        rid = (record.origin, record.seq)
+        if self.gone.is_expired(record):
+            self.gone.expired(*rid)
+        elif self.gone.is_removed(record):
+            self.gone.remove({rid})
+        elif (
+            name != room_log_name(record.room) or rid in older_ids or self.held.holds_record(record)
+        ):
+            return False
+        else:
+            older.append((record.hlc, record.origin, record.seq, offset))
+            older_ids.add(rid)
+            assert self._loaded_seqs is not None
+            self._loaded_seqs.setdefault(record.origin, []).append(record.seq)
+        return True
+
+    def _hold_older(
+        self, room: int | None, older: list[Row], older_ids: set[tuple[str, int]]
+    ) -> None:
+        if older and room is not None:
+            self.held.hold_cold(room, older)
+        older.clear()
+        older_ids.clear()
 
     # -- writing -------------------------------------------------------------
 

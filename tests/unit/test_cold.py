@@ -65,13 +65,14 @@ class Twins:
             for rid in rng.sample(ids, min(5, len(ids))):
                 for limit in (1, 4, 50):
                     assert cold.before(room, rid, limit) == full.before(room, rid, limit)
+                for limit in (1, 2):  # a page asks for fewer than a room remembers
                     assert cold.since(room, rid, limit) == full.since(room, rid, limit)
             for hlc in (0, *rng.sample(range(0, 400), 3)):
                 assert list(cold.after(room, hlc)) == list(full.after(room, hlc))
                 assert list(cold.newest_first(room, hlc)) == list(full.after(room, hlc))[::-1]
         for origin in ORIGINS:
             assert cold.max_hlc_of(origin) == full.max_hlc_of(origin)
-            for seq in range(1, 60):
+            for seq in range(1, seqs_max(full) + 2):
                 assert cold.get(origin, seq) == full.get(origin, seq)
                 assert cold.holds(origin, seq) == full.holds(origin, seq)
                 assert cold.is_gone(origin, seq) == full.is_gone(origin, seq)
@@ -79,12 +80,28 @@ class Twins:
         assert cold.cold_misses == 0
 
 
-STEPS = ("one", "one", "one", "batch", "late", "delete", "clear", "expire", "trim", "compact")
+STEPS = ("one", "one", "batch", "flood", "late", "delete", "clear", "expire", "trim", "compact")
+
+
+def seqs_max(store: Store) -> int:
+    """The highest seq of any origin the store has seen."""
+    return max([store.vector.highest(origin) for origin in ORIGINS])
+
+
 OPS = st.lists(
     st.sampled_from([*STEPS, "restart"]),
     min_size=5,
     max_size=40,
 )
+
+
+@pytest.fixture(autouse=True)
+def few_arrivals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A room remembers 3 to 6 arrivals, not 256 to 512: so a load reads
+    most lines of these short logs without their bodies, as it does the
+    older lines of a long one."""
+    monkeypatch.setattr("node.index.ARRIVALS_KEPT", 3)
+    monkeypatch.setattr("node.store.ARRIVALS_KEPT", 3)
 
 
 @settings(max_examples=200, deadline=None)
@@ -117,8 +134,9 @@ def test_columns_answer_as_records_do(
             twins.do("append", fresh())
         elif op == "late":
             twins.do("append", fresh(late=True))
-        elif op == "batch":
-            batch = [fresh(late=rng.random() < 0.5) for _ in range(rng.randint(2, 12))]
+        elif op in ("batch", "flood"):  # a catch-up burst; a flood makes logs long
+            size = rng.randint(2, 12) if op == "batch" else rng.randint(20, 40)
+            batch = [fresh(late=rng.random() < 0.5) for _ in range(size)]
             rng.shuffle(batch)
             twins.do("append_many", batch)
         elif op in ("delete", "clear"):
