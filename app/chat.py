@@ -1364,6 +1364,10 @@ class Chat:
             "store": {
                 "skipped_lines": self.store.skipped_lines,
                 "torn_bytes": self.store.torn_bytes,
+                # messages held as records, and as columns read from the logs (node/cold.py)
+                "as_records": len(self.store.held.records),
+                "as_columns": self.store.held.in_columns(),
+                "column_misses": self.store.cold_misses,
                 "gone": self.store.gone_counts(),  # since start, by reason (node/horizons.py)
                 "refused": dict(self.refused),
             },

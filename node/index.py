@@ -437,9 +437,11 @@ class Index:
         return None
 
     def __len__(self) -> int:
-        return len(self.records) + sum(
-            len(log.cold) for log in self.room_logs.values() if log.cold is not None
-        )
+        return len(self.records) + self.in_columns()
+
+    def in_columns(self) -> int:
+        """How many messages the rooms hold as columns."""
+        return sum(len(log.cold) for log in self.room_logs.values() if log.cold is not None)
 
     def ids(self) -> Iterator[tuple[str, int]]:
         """Every id held."""

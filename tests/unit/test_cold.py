@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app import search
+from app.chat import Chat
 from app.moderation import ChatPolicy
 from node.record import Record, RecordKind
 from node.store import Store, encode_line, room_log_name
@@ -233,3 +234,14 @@ def test_a_message_in_another_rooms_log_is_skipped(tmp_path: Path) -> None:
     assert again.get(ORIGINS[1], 1) is None and again.count(1) == 7
     assert [r.seq for r in again.latest(1, 3)] == [5, 6, 7]
     again.close()
+
+
+def test_status_says_how_messages_are_held(tmp_path: Path) -> None:
+    """/status tells an operator how many messages are records and how
+    many columns, and whether a column's line failed to give one back."""
+    store = Store(tmp_path, rooms=1, hot=3)
+    store.append_many([msg(ORIGINS[0], seq, 100 + seq, 1, "x") for seq in range(1, 21)])
+    held = Chat(store, "here").status()["store"]
+    assert held["as_records"] + held["as_columns"] == 20
+    assert held["as_columns"] >= 14 and held["column_misses"] == 0
+    store.close()
