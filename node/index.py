@@ -115,6 +115,10 @@ class RoomLog:
         if cold is None:
             return []
         records = self.sorted
+        if not records or (
+            len(records) <= 2 * hot and (not cold.hlcs or records[0].hlc > cold.hlcs[-1])
+        ):
+            return []  # the usual case, at once: nothing sorts before the columns' last
         last = cold.last_key()
         move = bisect.bisect_left(records, last, key=_order_key) if last is not None else 0
         if len(records) > 2 * hot:
@@ -353,13 +357,13 @@ class Index:
         cold.add(rows)
         self.max_hlc = max(self.max_hlc, rows[-1][0])
 
-    def settle(self) -> None:
-        """Each room's older messages to its columns (``RoomLog.settle``):
-        called once what was added is written."""
+    def settle(self, rooms: Iterable[int] | None = None) -> None:
+        """Each room's (of ``rooms``, default all) older messages to its
+        columns (``RoomLog.settle``): called once what was added is written."""
         if self.hot:
             records = self.records
-            for room_log in self.room_logs.values():
-                for record in room_log.settle(self.hot):
+            for n in self.room_logs if rooms is None else rooms:
+                for record in self.room_logs[n].settle(self.hot):
                     del records[(record.origin, record.seq)]
 
     def remove(self, rids: set[tuple[str, int]]) -> None:

@@ -293,6 +293,7 @@ def load_or_make_node_id(data_dir: Path) -> str:
 class LogFile:
     path: Path
     handle: BinaryIO
+    end: int = 0  # where the next line goes (the file's size: only we append)
     dirty: bool = False  # written since the last fsync
 
 
@@ -358,7 +359,7 @@ class Logs:
 
     def end(self, lf: LogFile) -> int:
         """Where the next line written to ``lf`` will start."""
-        return lf.handle.tell()
+        return lf.end
 
     def _move_torn_tail(self, path: Path, tail: bytes, keep: int) -> None:
         """Cut an unterminated last line (a crash mid-write) off the log."""
@@ -379,13 +380,15 @@ class Logs:
         lf = self._files.get(name)
         if lf is None:
             path = self.data_dir / name
-            lf = self._files[name] = LogFile(path, open(path, "ab"))
+            handle = open(path, "ab")
+            lf = self._files[name] = LogFile(path, handle, handle.tell())
         return lf
 
     def write(self, lf: LogFile, data: bytes) -> None:
         """Append and flush: in the kernel's hands, fsynced by ``sync()``."""
         lf.handle.write(data)
         lf.handle.flush()
+        lf.end += len(data)
         lf.dirty = True
 
     def rewrite_without(

@@ -312,7 +312,8 @@ class Store:
         if not self._accept(record, self.logs.end(lf)):
             return False
         self.logs.write(lf, line)
-        self.held.settle()
+        if record.kind == RecordKind.MESSAGE:
+            self.held.settle((record.room,))
         return True
 
     def append_many(self, records: list[Record]) -> list[Record]:
@@ -338,7 +339,7 @@ class Store:
                 ends[name] += len(line)
         for name, chunk in lines.items():
             self.logs.write(files[name], b"".join(chunk))
-        self.held.settle()
+        self.held.settle({r.room for r in new if r.kind == RecordKind.MESSAGE})
         return new
 
     def _check(self, record: Record) -> None:
