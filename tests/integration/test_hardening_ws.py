@@ -403,7 +403,11 @@ def test_hub_overflow_closes_the_slow_client_once(caplog: pytest.LogCaptureFixtu
         for _ in range(HUB_FRAMES_MAX):
             hub.broadcast(1, frame)  # raised RecursionError on overflow
             sent += 1
-            gevent.sleep(0)  # the flush and the writers run
+            # The flush, the writers and the reader run.  A millisecond, not
+            # sleep(0): which greenlet a bare yield reaches first depends on
+            # what else the loop holds (an idle worker thread's watcher made
+            # the reader keep up; without it the reader was dropped too).
+            gevent.sleep(0.001)
             if slow.closed:
                 break
         assert slow.closed and not reader.closed
