@@ -288,26 +288,18 @@ def _check_message(record: Record, rooms: int) -> str | None:
     if not 1 <= record.room <= rooms:
         return "no_such_room"
     body = record.body
-    author, node, when = body.get("author"), body.get("node"), body.get("time")
-    text = body.get("text")
+    author, text = body.get("author"), body.get("text")
     fields, captioned = set(body), True
     if fields in _BLOB_MESSAGE_FIELDS:  # a picture or a file: bounded, the thumbnail re-checked
         if not check_blob_fields(body):
             return "bad_blob"
         fields, captioned = _MESSAGE_FIELDS, text != ""  # a caption is optional
-    well_formed = (
+    ok = (
         fields == _MESSAGE_FIELDS
         and isinstance(author, str)
         and USERNAME_RE.fullmatch(author)
-        and isinstance(node, str)
-        and 0 < len(node) <= NODE_NAME_MAX
-        and isinstance(when, int)
-        and not isinstance(when, bool)
-        # Showable, and not ahead of the record's own HLC (see MAX_TIME_SKEW_MS).
-        and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
-        and isinstance(text, str)
+        and _is_showable(record, captioned)
     )
-    ok = well_formed and (not captioned or is_clean_text(text))
     return None if ok else "bad_message"
 
 
@@ -316,23 +308,30 @@ def _check_direct(record: Record) -> str | None:
     router's name, a time and a text, each bounded as a room message's;
     with a picture or file, its blob and thumbnail as a room message's (the
     text a caption, which may be empty)."""
-    node, when, text = (record.body.get(k) for k in ("node", "time", "text"))
     captioned = True
     if "blob" in record.body:
         if not check_blob_fields(record.body):
             return "bad_blob"
-        captioned = text != ""
-    well_formed = (
-        direct.check_direct(record)
-        and isinstance(node, str)
+        captioned = record.body.get("text") != ""
+    ok = direct.check_direct(record) and _is_showable(record, captioned)
+    return None if ok else "bad_direct"
+
+
+def _is_showable(record: Record, captioned: bool) -> bool:
+    """The router's name, time and text of a room or direct message, as a
+    page shows them: the name bounded, the time showable and not ahead of
+    the record's own HLC (see ``MAX_TIME_SKEW_MS``), the text clean but
+    for a picture's or file's empty caption (``captioned`` False)."""
+    node, when, text = (record.body.get(k) for k in ("node", "time", "text"))
+    return (
+        isinstance(node, str)
         and 0 < len(node) <= NODE_NAME_MAX
         and isinstance(when, int)
         and not isinstance(when, bool)
         and 0 <= when <= min(LATEST_SHOWN_MS, physical_ms(record.hlc) + MAX_TIME_SKEW_MS)
         and isinstance(text, str)
+        and (not captioned or is_clean_text(text))
     )
-    ok = well_formed and (not captioned or is_clean_text(text))
-    return None if ok else "bad_direct"
 
 
 # The exact fields of a moderation record per action, as ``Chat.moderate``
@@ -725,12 +724,7 @@ class Chat:
         (app/routes_blobs.py), with ``thumb`` its thumbnail (base64); the
         text is then a caption and may be empty.
         """
-        extra: dict[str, Any] = {}
-        if blob is not None:
-            extra = self._attachment(user, blob, thumb)
-            text = "" if text in (None, "") else clean_text(text)
-        else:
-            text = clean_text(text)
+        text, extra = self._text_and_attachment(user, text, blob, thumb)
         if self.moderation.is_banned(user):
             raise ChatError("banned", BANNED)
         self._take_send_token(user)
@@ -749,6 +743,17 @@ class Chat:
         self.delivery.track(record)
         self.room_lists.changed()
         return record
+
+    def _text_and_attachment(
+        self, user: str, text: Any, blob: Any, thumb: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """A message's text, cleaned, and its ``blob`` and ``thumb`` fields
+        (none without a ``blob``; with one, the text is a caption and may be
+        empty); raises ChatError."""
+        if blob is None:
+            return clean_text(text), {}
+        extra = self._attachment(user, blob, thumb)
+        return ("" if text in (None, "") else clean_text(text)), extra
 
     def _attachment(self, user: str, blob: Any, thumb: Any) -> dict[str, Any]:
         """A message's ``blob`` (and ``thumb``) fields, of a blob ``user``
@@ -1079,12 +1084,7 @@ class Chat:
         ChatError (``blocked`` if either blocks the other).  ``blob`` and
         ``thumb`` as for ``post``: a picture or file, served to these two
         people only (app/attachments.py)."""
-        extra: dict[str, Any] = {}
-        if blob is not None:
-            extra = self._attachment(user, blob, thumb)
-            text = "" if text in (None, "") else clean_text(text)
-        else:
-            text = clean_text(text)
+        text, extra = self._text_and_attachment(user, text, blob, thumb)
         peer = self.direct_peer(user, peer)
         if self.moderation.is_banned(user):
             raise ChatError("banned", BANNED)

@@ -314,12 +314,16 @@ _CLOSE_CODES: tuple[tuple[type[BaseException], int | None], ...] = (
 _CLOSE_ERRORS = tuple(kind for kind, _ in _CLOSE_CODES)
 
 
-def send_history(chat: Chat, client: Client, records: list[Record], reset: bool) -> None:
+def send_history(
+    chat: Chat, client: Client, records: list[Record], reset: bool, key: Hashable | None = None
+) -> None:
+    """A ``history`` frame of ``records``, with the last arrival in the
+    client's room or, given its ``key``, in a conversation."""
     client.send(
         {
             "type": "history",
             "messages": [message_frame(r) for r in records],
-            "last": chat.store.last_arrival(client.room),
+            "last": chat.store.last_arrival(client.room if key is None else key),
             "reset": reset,
         }
     )
@@ -460,15 +464,25 @@ def _echo_client_id(frame: Any) -> dict[str, str]:
     return {}
 
 
-def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+def _client_id(frame: dict[str, Any]) -> str:
+    """A ``send`` frame's ``client_id``; ChatError ``bad_request`` if it is none."""
     client_id = frame.get("client_id")
     if not _valid_client_id(client_id):
         raise ChatError(
             "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
         )
+    return client_id
+
+
+def _ack(client: Client, client_id: str, mid: str) -> None:
+    client.send({"type": "ack", "client_id": client_id, "id": mid})
+
+
+def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    client_id = _client_id(frame)
     first = chat.first_ack(client.user, client.room, client_id)
     if first is not None:  # a resend after a lost ack: stored already
-        client.send({"type": "ack", "client_id": client_id, "id": first})
+        _ack(client, client_id, first)
         return
     # The ack goes first into this client's outbox, so the page learns the id
     # before (or with) the message's own fan-out frame.
@@ -476,29 +490,42 @@ def receive_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
         client.user,
         client.room,
         frame.get("text"),
-        on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+        on_stored=lambda r: _ack(client, client_id, r.id),
         client_id=client_id,
         blob=frame.get("blob"),  # a picture or file uploaded first (app/routes_blobs.py)
         thumb=frame.get("thumb"),
     )
 
 
-def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    before, limit = frame.get("before"), frame.get("limit", OLDER_DEFAULT)
-    rid = parse_message_id(before)
+def _id_and_limit(frame: dict[str, Any], kind: str, key: str) -> tuple[tuple[str, int], int]:
+    """The message id under ``key`` of an ``older`` or ``newer`` frame, and
+    its ``limit`` (``OLDER_DEFAULT`` if none); ChatError ``bad_request`` otherwise."""
+    rid, limit = parse_message_id(frame.get(key)), frame.get("limit", OLDER_DEFAULT)
     if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
-        raise ChatError("bad_request", "older needs before=<id> and an integer limit")
-    records = chat.older(client.room, rid, limit)
-    client.send(
-        {"type": "older", "before": before, "messages": [message_frame(r) for r in records]}
-    )
+        raise ChatError("bad_request", f"{kind} needs {key}=<id> and an integer limit")
+    return rid, limit
 
 
-def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+def _send_older(client: Client, before: str, records: list[Record]) -> None:
+    messages = [message_frame(r) for r in records]
+    client.send({"type": "older", "before": before, "messages": messages})
+
+
+def _upto(frame: dict[str, Any]) -> int:
+    """A ``read`` frame's ``upto``; ChatError ``bad_request`` if it is no HLC."""
     upto = parse_hlc(frame.get("upto"))
     if upto is None:
         raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
-    chat.mark_read(client.user, client.room, upto)
+    return upto
+
+
+def receive_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    rid, limit = _id_and_limit(frame, "older", "before")
+    _send_older(client, frame["before"], chat.older(client.room, rid, limit))
+
+
+def receive_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
+    chat.mark_read(client.user, client.room, _upto(frame))
 
 
 def where(chat: Chat, client: Client) -> Hashable:
@@ -531,15 +558,12 @@ def receive_around(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
 
 
 def receive_newer(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    after, limit = frame.get("after"), frame.get("limit", OLDER_DEFAULT)
-    rid = parse_message_id(after)
-    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
-        raise ChatError("bad_request", "newer needs after=<id> and an integer limit")
+    rid, limit = _id_and_limit(frame, "newer", "after")
     records, more = chat.newer(where(chat, client), rid, limit)
     client.send(
         {
             "type": "newer",
-            "after": after,
+            "after": frame["after"],
             "messages": [message_frame(r) for r in records],
             "more": more,
         }
@@ -606,14 +630,7 @@ def serve_direct_socket(
     key = chat.conversation(user, peer)
     client.send(direct_hello(chat, user, peer))
     records, reset = chat.direct_history(user, peer, parse_message_id(after))
-    client.send(
-        {
-            "type": "history",
-            "messages": [message_frame(r) for r in records],
-            "last": chat.store.last_arrival(key),
-            "reset": reset,
-        }
-    )
+    send_history(chat, client, records, reset, key)
     chat.hub.join_topic(key, client)  # no switch since the history: nothing slips between
     read_frames(
         chat,
@@ -648,21 +665,17 @@ def _peer(client: Client) -> str:
 
 
 def receive_direct_send(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    client_id = frame.get("client_id")
-    if not _valid_client_id(client_id):
-        raise ChatError(
-            "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters"
-        )
+    client_id = _client_id(frame)
     peer = _peer(client)
     first = chat.first_direct_ack(client.user, peer, client_id)
     if first is not None:  # a resend after a lost ack: stored already
-        client.send({"type": "ack", "client_id": client_id, "id": first})
+        _ack(client, client_id, first)
         return
     chat.send_direct(
         client.user,
         peer,
         frame.get("text"),
-        on_stored=lambda r: client.send({"type": "ack", "client_id": client_id, "id": r.id}),
+        on_stored=lambda r: _ack(client, client_id, r.id),
         client_id=client_id,
         blob=frame.get("blob"),  # uploaded first (POST /dm/<peer>/upload): for these two only
         thumb=frame.get("thumb"),
@@ -670,33 +683,18 @@ def receive_direct_send(chat: Chat, client: Client, frame: dict[str, Any]) -> No
 
 
 def receive_direct_older(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    before, limit = frame.get("before"), frame.get("limit", OLDER_DEFAULT)
-    rid = parse_message_id(before)
-    if rid is None or not isinstance(limit, int) or isinstance(limit, bool):
-        raise ChatError("bad_request", "older needs before=<id> and an integer limit")
-    records = chat.direct_older(client.user, _peer(client), rid, limit)
-    client.send(
-        {"type": "older", "before": before, "messages": [message_frame(r) for r in records]}
-    )
+    rid, limit = _id_and_limit(frame, "older", "before")
+    _send_older(client, frame["before"], chat.direct_older(client.user, _peer(client), rid, limit))
 
 
 def receive_direct_read(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
-    upto = parse_hlc(frame.get("upto"))
-    if upto is None:
-        raise ChatError("bad_request", "read needs upto=<hlc>, a decimal string")
+    upto = _upto(frame)
     chat.mark_direct_read(client.user, _peer(client), upto)
 
 
 def receive_direct_latest(chat: Chat, client: Client, frame: dict[str, Any]) -> None:
     key = chat.conversation(client.user, _peer(client))
-    client.send(
-        {
-            "type": "history",
-            "messages": [message_frame(r) for r in chat.store.latest(key, HISTORY_LIMIT)],
-            "last": chat.store.last_arrival(key),
-            "reset": True,
-        }
-    )
+    send_history(chat, client, chat.store.latest(key, HISTORY_LIMIT), reset=True, key=key)
 
 
 def receive_block(chat: Chat, client: Client, frame: dict[str, Any]) -> None:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0  # a router starts in well under a second; CI machines are shared
 PASSWORD = "correct horse"
+# What a transport (``WsgiTransport``, ``HttpTransport``) answers: the status,
+# the headers and the body, as they came.
+RawResponse = tuple[int, list[tuple[str, str]], bytes]
 
 
 @dataclass
@@ -96,13 +99,7 @@ class WsgiTransport:
     def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1:8080") -> None:
         self.app, self.host = app, host
 
-    def __call__(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> RawResponse:
         path_info, _, query = path.partition("?")
         environ = {
             "REQUEST_METHOD": method,
@@ -144,13 +141,7 @@ class HttpTransport:
     def __init__(self, host: str, port: int, source: str | None = None) -> None:
         self.host, self.port, self.source = host, port, source
 
-    def __call__(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> RawResponse:
         bind = (self.source, 0) if self.source else None
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10, source_address=bind)
         try:
@@ -165,7 +156,7 @@ class HttpTransport:
 class HttpSession:
     """A browser-like client: keeps cookies, never follows redirects."""
 
-    transport: Callable[..., tuple[int, list[tuple[str, str]], bytes]]
+    transport: Callable[..., RawResponse]
     cookies: dict[str, str] = field(default_factory=dict)
 
     def request(
@@ -320,6 +311,15 @@ class Router:
         return WsClient(conn)
 
 
+def rss_bytes(router: Router) -> int:
+    """The router process's resident memory (VmRSS), in bytes."""
+    assert router.proc is not None
+    for line in Path(f"/proc/{router.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 class WsClient:
     """A WebSocket to a router that reads JSON frames."""
 
@@ -355,6 +355,18 @@ class WsClient:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
+
+
+@contextlib.contextmanager
+def running(made: list[Router]) -> Iterator[list[Router]]:
+    """``made`` started in turn, and all stopped at the end, however it ends."""
+    try:
+        for r in made:
+            r.start()
+        yield made
+    finally:
+        for r in made:
+            r.stop()
 
 
 @contextlib.contextmanager

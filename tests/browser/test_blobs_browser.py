@@ -21,16 +21,20 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import PHONE, WAIT_MS, Tab
-from tests.browser.test_chat_browser import (
+from tests.browser.conftest import (
+    PHONE,
+    WAIT_MS,
     OpenTab,
+    Tab,
     chat_tab,
+    expect_clean,
     expect_connected,
     expect_rooms_page,
+    logged_in_tab,
+    no_sideways_scroll,
     ui_login,
 )
-from tests.browser.test_phone_browser import logged_in_tab
-from tests.helpers import Router, wait_for
+from tests.helpers import Router, running, wait_for
 from tests.integration.test_blobs_chat import blob_file, two_routers
 from tests.unit.test_images import HTML, PDF, SVG_WITH_SCRIPT
 
@@ -41,14 +45,8 @@ GPS_MARK = b"GPSLatitude 52.5200 N 13.4050 E"
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[list[Router]]:
-    made = two_routers(tmp_path)
-    try:
-        for r in made:
-            r.start()
+    with running(two_routers(tmp_path)) as made:
         yield made
-    finally:
-        for r in made:
-            r.stop()
 
 
 def camera_photo(page: Page, tmp_path: Path) -> Path:
@@ -102,6 +100,19 @@ def attach(page: Page, path: Path) -> None:
     page.locator("#attach-file").set_input_files(str(path))
 
 
+def viewer_size(page: Page) -> list[int]:
+    """The natural size of the picture the viewer shows, once it has loaded."""
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#viewer img');"
+        " return i && i.naturalWidth > 0; }",
+        timeout=WAIT_MS,
+    )
+    return page.evaluate(  # type: ignore[no-any-return]
+        "() => { const i = document.querySelector('#viewer img');"
+        " return [i.naturalWidth, i.naturalHeight]; }"
+    )
+
+
 def test_a_photo_on_a_shows_and_opens_full_size_on_b(
     pair: list[Router], open_tab: OpenTab, tmp_path: Path
 ) -> None:
@@ -146,25 +157,15 @@ def test_a_photo_on_a_shows_and_opens_full_size_on_b(
     other.locator("button.blob-open").click()
     full = bob.page.locator("#viewer img.viewer-img")
     expect(full).to_be_visible()
-    bob.page.wait_for_function(
-        "() => { const i = document.querySelector('#viewer img');"
-        " return i && i.naturalWidth > 0; }",
-        timeout=WAIT_MS,
-    )
-    size = bob.page.evaluate(
-        "() => { const i = document.querySelector('#viewer img');"
-        " return [i.naturalWidth, i.naturalHeight]; }"
-    )
+    size = viewer_size(bob.page)
     assert size == [1600, 1067], size  # 3,000 x 2,000 made 1,600 px on its longest side
     assert blob_file(b, sha).read_bytes() == data  # fetched from A when the page asked
     assert b.status()["blobs"]["fetched"] == 1
     bob.shot("photo-full-size-360")
     # Nothing sideways at 360 px, nothing against the CSP, no script error.
     for tab in (ann, bob):
-        width = tab.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], width
-        assert tab.csp_violations() == []
-        assert tab.page_errors == []
+        no_sideways_scroll(tab.page)
+        expect_clean(tab)
 
 
 def test_a_pdf_downloads_under_its_name(
@@ -268,15 +269,7 @@ def test_a_photo_in_a_direct_message_opens_on_the_other_router_and_for_no_one_el
     bob.shot("dm-photo-thumbnail-360")
     other.locator("button.blob-open").click()
     expect(bob.page.locator("#viewer img.viewer-img")).to_be_visible()
-    bob.page.wait_for_function(
-        "() => { const i = document.querySelector('#viewer img');"
-        " return i && i.naturalWidth > 0; }",
-        timeout=WAIT_MS,
-    )
-    size = bob.page.evaluate(
-        "() => { const i = document.querySelector('#viewer img');"
-        " return [i.naturalWidth, i.naturalHeight]; }"
-    )
+    size = viewer_size(bob.page)
     assert size == [1600, 1067], size
     assert blob_file(b, sha).read_bytes() == stored.read_bytes(), "pulled from A when asked"
     bob.shot("dm-photo-full-size-360")
@@ -288,7 +281,5 @@ def test_a_photo_in_a_direct_message_opens_on_the_other_router_and_for_no_one_el
     assert carol.page.request.get(f"{a.base}/blob/{sha}").status == 404
     assert ann.page.request.get(f"{a.base}/blob/{sha}").status == 200
     for tab in (ann, bob):
-        width = tab.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], width
-        assert tab.csp_violations() == []
-        assert tab.page_errors == []
+        no_sideways_scroll(tab.page)
+        expect_clean(tab)

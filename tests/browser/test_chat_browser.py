@@ -6,24 +6,30 @@ fixture) and opens fresh browser contexts."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS, Tab
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    RECONNECT_MS,
+    WAIT_MS,
+    OpenTab,
+    chat_tab,
+    enter_room,
+    expect_connected,
+    expect_rooms_page,
+    messages_with_text,
+    type_and_enter,
+    ui_login,
+)
 from tests.helpers import PASSWORD, Router
 
 pytestmark = pytest.mark.browser
 
-OpenTab = Callable[..., Tab]
-# The page retries with back-off 0.5, 1, 2, 4 s (±25 %): a router that is back
-# within a second or two is reconnected to within this.
-RECONNECT_MS = 12_000
-
-
-# -- flows through the UI -----------------------------------------------------
+# -- flows through the UI (the others: tests/browser/conftest.py) -------------
 
 
 def ui_register(
@@ -34,60 +40,6 @@ def ui_register(
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_label("Password again").fill(password if confirm is None else confirm)
     page.get_by_role("button", name="Create account").click()
-
-
-def ui_login(
-    page: Page, router: Router, name: str, password: str = PASSWORD, *, navigate: bool = True
-) -> None:
-    if navigate:
-        page.goto(router.base + "/login")
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-
-
-def expect_rooms_page(page: Page, router: Router, name: str) -> None:
-    expect(page).to_have_url(router.base + "/", timeout=WAIT_MS)
-    expect(page.get_by_role("heading", name="Rooms")).to_be_visible(timeout=WAIT_MS)
-    expect(page.locator("main")).to_contain_text(f"Logged in as {name}", timeout=WAIT_MS)
-
-
-def enter_room(page: Page, router: Router, room: int = 1) -> None:
-    page.get_by_role("link", name=f"Room {room}", exact=True).click()
-    expect(page).to_have_url(f"{router.base}/room/{room}", timeout=WAIT_MS)
-    expect_connected(page)
-
-
-def expect_connected(page: Page, timeout: int = WAIT_MS) -> None:
-    state = page.locator("#state")
-    expect(state).to_have_text("connected", timeout=timeout)
-    expect(state).to_have_class(re.compile(r"\bok\b"), timeout=timeout)
-
-
-def chat_tab(
-    open_tab: OpenTab, router: Router, name: str, viewport: dict[str, int] | None = None
-) -> Tab:
-    """A tab of a new user, in room 1: registered over HTTP, logged in by the form."""
-    r = router.http().register(name)
-    assert r.status == 303, r.text
-    tab = open_tab(viewport or PHONE)
-    ui_login(tab.page, router, name)
-    expect_rooms_page(tab.page, router, name)
-    enter_room(tab.page, router)
-    return tab
-
-
-def type_and_enter(page: Page, text: str) -> None:
-    box = page.locator("#text")
-    box.fill(text)
-    box.press("Enter")
-    expect(box).to_have_value("", timeout=WAIT_MS)
-
-
-def messages_with_text(page: Page, text: str) -> Locator:
-    return page.locator("#messages li.message").filter(
-        has=page.locator("p.text").filter(has_text=re.compile("^" + re.escape(text) + "$"))
-    )
 
 
 # -- tests --------------------------------------------------------------------

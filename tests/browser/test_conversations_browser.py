@@ -11,32 +11,27 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import WebSocketRoute, expect
 
-from tests.browser.conftest import WAIT_MS
-from tests.browser.test_chat_browser import (
+from tests.browser.conftest import (
+    HISTORY_SIZE,
+    VIEWPORTS,
+    WAIT_MS,
     OpenTab,
     chat_tab,
     enter_room,
+    expect_clean,
     expect_connected,
     expect_rooms_page,
+    logged_in_tab,
     messages_with_text,
+    post,
     type_and_enter,
     ui_login,
-)
-from tests.browser.test_phone_browser import (  # noqa: F401  (a fixture)
-    HISTORY_SIZE,
-    VIEWPORTS,
-    logged_in_tab,
-    long_history,
-    post,
+    vp_name,
 )
 from tests.helpers import Router, loopback_mesh, routers, wait_for
 from tests.integration.test_moderation import bind_admin
 
 pytestmark = pytest.mark.browser
-
-
-def vp_name(viewport: dict[str, int]) -> str:
-    return str(viewport["width"])
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -85,12 +80,12 @@ def test_the_room_list_updates_live(
     expect(item.locator(".badge")).to_have_text("2 unread")
     expect(item.locator(".preview")).to_have_text("bob: the kettle is on")
     tab.shot(f"rooms-live-{vp_name(viewport)}")
-    assert tab.page_errors == [] and tab.csp_violations() == []
+    expect_clean(tab)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_search_finds_a_message_and_jumps_to_it(
-    long_history: Router,  # noqa: F811
+    long_history: Router,
     open_tab: OpenTab,
     viewport: dict[str, int],
 ) -> None:
@@ -117,7 +112,7 @@ def test_search_finds_a_message_and_jumps_to_it(
     expect(page.locator("#messages li.message:last-child .text")).to_have_text(
         f"old {HISTORY_SIZE - 1:03d}"
     )
-    assert tab.page_errors == [] and tab.csp_violations() == []
+    expect_clean(tab)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)

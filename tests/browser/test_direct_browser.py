@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser.conftest import WAIT_MS
-from tests.browser.test_chat_browser import (
+from tests.browser.conftest import (
+    VIEWPORTS,
+    WAIT_MS,
     OpenTab,
     enter_room,
+    expect_clean,
     expect_connected,
+    logged_in_tab,
     messages_with_text,
     type_and_enter,
     ui_login,
+    vp_name,
 )
-from tests.browser.test_phone_browser import VIEWPORTS, logged_in_tab
 from tests.helpers import Router, loopback_mesh, routers, wait_for
 
 pytestmark = pytest.mark.browser
@@ -45,17 +47,8 @@ ASK_OVER_WS = """async ([path, frame]) => {
 }"""
 
 
-def vp_name(viewport: dict[str, int]) -> str:
-    return str(viewport["width"])
-
-
 def in_step(a: Router, c: Router) -> None:
     wait_for(lambda: a.status()["vector"] == c.status()["vector"], what="A and C hold the same")
-
-
-def clean(page: Page, tab: Any) -> None:
-    assert tab.page_errors == [], tab.page_errors
-    assert tab.csp_violations() == [], tab.csp_violations()
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -121,7 +114,7 @@ def test_a_direct_message_between_two_routers_and_no_one_else(
         expect(carol.page.locator("#messages li.message")).to_have_count(0)
         assert "lunch" not in carol.page.content()
         for tab in (ann, bob, carol):
-            clean(tab.page, tab)
+            expect_clean(tab)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -159,7 +152,7 @@ def test_a_block_refuses_the_sender_on_another_router(
         ann.page.get_by_role("button", name="Retry").click()
         expect(messages_with_text(bob.page, "let me in")).to_have_count(1, timeout=3 * WAIT_MS)
         for tab in (ann, bob):
-            clean(tab.page, tab)
+            expect_clean(tab)
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -202,4 +195,4 @@ def test_the_attention_setting_is_kept_on_every_router(
         expect(page.get_by_label("Play a sound")).not_to_be_checked()
         expect(page.get_by_label("Vibrate")).to_be_checked()
         for tab in (ann, there):
-            clean(tab.page, tab)
+            expect_clean(tab)

@@ -20,9 +20,17 @@ from playwright.sync_api import Dialog, Page, expect
 
 from app.i18n import languages
 from tests import catalogues
-from tests.browser.conftest import PHONE, WAIT_MS, Tab
-from tests.browser.test_chat_browser import OpenTab, expect_rooms_page, messages_with_text
-from tests.browser.test_phone_browser import VIEWPORTS
+from tests.browser.conftest import (
+    PHONE,
+    VIEWPORTS,
+    WAIT_MS,
+    OpenTab,
+    Tab,
+    expect_clean,
+    expect_rooms_page,
+    messages_with_text,
+    no_sideways_scroll,
+)
 from tests.helpers import PASSWORD, HttpSession, Router, loopback_mesh, routers, wait_for
 
 pytestmark = pytest.mark.browser
@@ -33,16 +41,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "screenshots" / "login-de-360.png"
 # ...and of the chat's own pages in German (README, "Screenshots").
 README_SHOTS = {"rooms-de-360", "room-de-360", "dm-de-1280"}
-
-
-def no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"the page is {width}px wide"
-
-
-def clean(tab: Tab) -> None:
-    assert not tab.csp_violations(), tab.csp_violations()
-    assert not tab.page_errors, tab.page_errors
 
 
 def test_pages_in_german_for_a_german_browser(router: Router, open_tab: OpenTab) -> None:
@@ -63,7 +61,7 @@ def test_pages_in_german_for_a_german_browser(router: Router, open_tab: OpenTab)
     strings = page.evaluate("JSON.parse(document.getElementById('strings').textContent)")
     assert isinstance(strings, dict)
     no_sideways_scroll(page)
-    clean(tab)
+    expect_clean(tab)
     if os.environ.get("CC_SHOTS") or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
@@ -112,7 +110,7 @@ def test_pages_in_german_for_a_german_browser(router: Router, open_tab: OpenTab)
     expect(page.locator("p.error")).to_have_text("Unter dieser Adresse gibt es nichts.")
     expect(page.get_by_role("link", name="Zurück zu den Räumen")).to_be_visible()
     no_sideways_scroll(page)
-    clean(tab)
+    expect_clean(tab)
 
 
 def test_pages_in_english_for_an_english_browser(router: Router, open_tab: OpenTab) -> None:
@@ -132,7 +130,7 @@ def test_pages_in_english_for_an_english_browser(router: Router, open_tab: OpenT
     expect_rooms_page(page, router, "ann")
     page.goto(router.base + "/nowhere")
     expect(page.get_by_role("heading", name="404 Not Found")).to_be_visible()
-    clean(tab)
+    expect_clean(tab)
 
 
 def test_a_german_browser_keeps_its_language_across_pages(
@@ -146,7 +144,7 @@ def test_a_german_browser_keeps_its_language_across_pages(
     expect(page.locator("html")).to_have_attribute("lang", "de")
     expect(page).to_have_title("Registrieren · Community Chat")
     assert json.loads(page.locator("#strings").text_content() or "null") is not None
-    clean(tab)
+    expect_clean(tab)
 
 
 # -- the chat's pages in German ------------------------------------------------------------
@@ -264,7 +262,7 @@ def test_room_list_room_and_conversation_in_german(
         expect(page.get_by_label("Einen Ton spielen")).to_be_visible()
         expect(page.get_by_role("button", name="Abmelden")).to_be_visible()
         assert english_left(page, "rooms") == []
-        no_sideways_scroll_at(page, w)
+        no_sideways_scroll(page, w)
         shot(tab, f"rooms-de-{w}")
 
         # A room: its state, a message of mine seen by router C, search.
@@ -296,7 +294,7 @@ def test_room_list_room_and_conversation_in_german(
         assert lines == 1, f"the search button's word takes {lines} lines at {w} px"
         expect(page.locator("summary")).to_have_text("Online: 1")
         assert english_left(page, "room") == []
-        no_sideways_scroll_at(page, w)
+        no_sideways_scroll(page, w)
         shot(tab, f"room-de-{w}")
         # A refusal on this room's socket comes in German (the upgrade's Accept-Language).
         refused: dict[str, Any] = page.evaluate(REFUSED_OVER_WS, "/ws/1")
@@ -320,7 +318,7 @@ def test_room_list_room_and_conversation_in_german(
             re.compile(r"^(Gesendet|Von 1 Router gesehen)$"), timeout=WAIT_MS
         )
         assert english_left(page, "room") == []
-        no_sideways_scroll_at(page, w)
+        no_sideways_scroll(page, w)
         shot(tab, f"dm-de-{w}")
         asked: list[str] = []
 
@@ -338,9 +336,4 @@ def test_room_list_room_and_conversation_in_german(
             "Du hast bob blockiert. Hebe die Blockierung auf, um zu schreiben."
         )
         assert english_left(page, "room") == []
-        clean(tab)
-
-
-def no_sideways_scroll_at(page: Page, width: int) -> None:
-    scroll = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"the page is {scroll}px wide"
+        expect_clean(tab)

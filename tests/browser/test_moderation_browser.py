@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS, Tab
-from tests.browser.test_chat_browser import (
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    WAIT_MS,
     OpenTab,
+    Tab,
     chat_tab,
     enter_room,
     expect_rooms_page,

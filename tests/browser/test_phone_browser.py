@@ -5,48 +5,32 @@ scroll-back and the captive-portal redirect."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from node.clock import pack
-from node.record import Record, RecordKind
-from node.store import Store
-from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS, Tab
-from tests.browser.test_chat_browser import (
+from tests.browser.conftest import (
+    HISTORY_SIZE,
+    PHONE,
     RECONNECT_MS,
+    VIEWPORTS,
+    WAIT_MS,
     OpenTab,
     chat_tab,
     enter_room,
+    expect_clean,
     expect_connected,
     expect_rooms_page,
+    logged_in_tab,
     messages_with_text,
+    post,
     type_and_enter,
-    ui_login,
 )
-from tests.helpers import HttpSession, Router, free_port, loopback_mesh, routers
+from tests.helpers import Router, loopback_mesh, routers
 
 pytestmark = pytest.mark.browser
-
-VIEWPORTS = [pytest.param(PHONE, id="phone"), pytest.param(DESKTOP, id="desktop")]
-
-
-def post(router: Router, session: HttpSession, texts: dict[int, list[str]]) -> None:
-    """Post ``texts[room]`` in each room over a WebSocket, each acknowledged."""
-    for room, items in texts.items():
-        ws = router.ws(session, room)
-        try:
-            ws.recv_type("history")
-            for text in items:
-                # Each message its own client id: a repeated one is a resend (app/resend.py).
-                cid = f"c{time.monotonic_ns()}"
-                ws.send({"type": "send", "text": text, "client_id": cid})
-                ws.recv_until(lambda f, cid=cid: f.get("type") == "ack" and f["client_id"] == cid)
-        finally:
-            ws.close()
 
 
 def wait_until(pred: Callable[[], object], page: Page, timeout_ms: int = WAIT_MS) -> None:
@@ -68,16 +52,6 @@ def record_sent_frames(page: Page) -> list[dict]:
 
     page.on("websocket", on_socket)
     return sent
-
-
-def logged_in_tab(open_tab: OpenTab, router: Router, name: str, viewport: dict[str, int]) -> Tab:
-    """A tab of a new user on the room list."""
-    r = router.http().register(name)
-    assert r.status == 303, r.text
-    tab = open_tab(viewport)
-    ui_login(tab.page, router, name)
-    expect_rooms_page(tab.page, router, name)
-    return tab
 
 
 def expect_unread(page: Page, counts: dict[int, int]) -> None:
@@ -220,38 +194,6 @@ def test_banner_while_the_router_is_away_then_exactly_the_missed_messages(
     assert tab.page_errors == []
 
 
-HISTORY_SIZE = 160  # more than the first page (100) and one scroll-back page (50)
-OLD_ORIGIN = "0123456789abcdef"
-
-
-@pytest.fixture
-def long_history(tmp_path: Path) -> Iterator[Router]:
-    """A router whose room 1 already holds ``HISTORY_SIZE`` messages, one per
-    15 minutes (so they span two days or more), by bob and cat in runs."""
-    data = tmp_path / "hist" / "data"
-    store = Store(data, 4)
-    now_ms = int(time.time() * 1000)
-    for i in range(HISTORY_SIZE):
-        at = now_ms - (HISTORY_SIZE - i) * 15 * 60_000
-        author = "bob" if (i // 3) % 2 == 0 else "cat"
-        store.append(
-            Record(
-                OLD_ORIGIN,
-                i + 1,
-                pack(at, 0),
-                RecordKind.MESSAGE,
-                1,
-                {"author": author, "node": "elsewhere", "time": at, "text": f"old {i:03d}"},
-            )
-        )
-    store.close()
-    r = Router(data, free_port(), "hist", ["--no-mesh", "--retention", "7d"])
-    try:
-        yield r.start()
-    finally:
-        r.stop()
-
-
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_scrolling_up_loads_older_history(
     long_history: Router, open_tab: OpenTab, viewport: dict[str, int]
@@ -350,7 +292,7 @@ def test_captive_portal_probe_opens_the_login_page(
         manifest = page.locator("link[rel=manifest]").get_attribute("href")
         assert manifest == "/static/manifest.webmanifest"
         assert page.request.get(r.base + manifest).json()["name"] == "Community Chat"
-        assert tab.csp_violations() == [] and tab.page_errors == []
+        expect_clean(tab)
 
 
 def assert_no_sideways_scroll(page: Page, width: int) -> None:

@@ -9,8 +9,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS
-from tests.browser.test_chat_browser import OpenTab, chat_tab, type_and_enter
+from tests.browser.conftest import DESKTOP, PHONE, WAIT_MS, OpenTab, chat_tab, type_and_enter
 from tests.helpers import Router
 
 pytestmark = pytest.mark.browser

@@ -90,6 +90,17 @@ def blob_router(data: Path, key: Path, *args: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
+def a_and_b(tmp_path: Path, key: Path, *a_args: str) -> Iterator[tuple[int, int]]:
+    """Blob router A on ``tmp_path / "a"`` (with ``a_args``) and B on
+    ``tmp_path / "b"``, which fetches from A as peer ``node-a``: their ports."""
+    with (
+        blob_router(tmp_path / "a", key, *a_args) as a,
+        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
+    ):
+        yield a, b
+
+
+@contextlib.contextmanager
 def lying_peer(size: int) -> Iterator[tuple[int, list[str]]]:
     """A peer on a real socket that answers every blob with ``size`` bytes
     that are not the blob (a broken or hostile router with the key)."""
@@ -135,10 +146,7 @@ def blob() -> bytes:
 def test_a_page_on_b_gets_a_blob_only_a_holds(tmp_path: Path, blob: bytes) -> None:
     key = key_file(tmp_path / "mesh.key")
     sha = seed(tmp_path / "a", blob)
-    with (
-        blob_router(tmp_path / "a", key) as a,
-        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
-    ):
+    with a_and_b(tmp_path, key) as (a, b):
         code, headers, body = get(b, f"/blob/{sha}?size={len(blob)}&origin=node-a")
         assert code == 200
         assert hashlib.sha256(body).hexdigest() == sha and body == blob
@@ -221,10 +229,7 @@ def test_a_blob_rotten_on_the_holders_disk_is_never_served(tmp_path: Path, blob:
     rotten = bytearray(path.read_bytes())
     rotten[len(rotten) // 2] ^= 1  # one bit flipped on flash
     path.write_bytes(bytes(rotten))
-    with (
-        blob_router(tmp_path / "a", key) as a,
-        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
-    ):
+    with a_and_b(tmp_path, key) as (a, b):
         assert get(b, f"/blob/{sha}?size={len(blob)}&origin=node-a")[0] == 404
         assert status(a)["server"] == {"corrupt": 1}
         assert status(a)["store"]["count"] == 0  # removed from A
@@ -238,11 +243,7 @@ def test_concurrent_askers_share_one_fetch(tmp_path: Path) -> None:
     key = key_file(tmp_path / "mesh.key")
     sha = seed(tmp_path / "a", blob)
     # A serves at 1 MB/s: the fetch takes 1.5 s, and every page asks meanwhile.
-    with (
-        blob_router(tmp_path / "a", key, "--rate", "1000000") as a,
-        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
-        ThreadPoolExecutor(8) as pool,
-    ):
+    with a_and_b(tmp_path, key, "--rate", "1000000") as (a, b), ThreadPoolExecutor(8) as pool:
         barrier = threading.Barrier(8)
 
         def ask(_: int) -> tuple[int, bytes]:
@@ -262,10 +263,7 @@ def test_a_peer_whose_clock_is_off_is_asked_again_in_its_time(tmp_path: Path, bl
     day behind; B learns A's time from A's signed 401 and asks again."""
     key = key_file(tmp_path / "mesh.key")
     sha = seed(tmp_path / "a", blob)
-    with (
-        blob_router(tmp_path / "a", key, "--clock-offset", "-86400") as a,
-        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
-    ):
+    with a_and_b(tmp_path, key, "--clock-offset", "-86400") as (a, b):
         code, _, body = get(b, f"/blob/{sha}?size={len(blob)}&origin=node-a")
         assert code == 200 and body == blob
         assert status(a)["server"] == {"skew": 1, "served": 1}
@@ -275,10 +273,7 @@ def test_a_peer_whose_clock_is_off_is_asked_again_in_its_time(tmp_path: Path, bl
 def test_a_size_unlike_the_records_is_refused(tmp_path: Path, blob: bytes) -> None:
     key = key_file(tmp_path / "mesh.key")
     sha = seed(tmp_path / "a", blob)
-    with (
-        blob_router(tmp_path / "a", key) as a,
-        blob_router(tmp_path / "b", key, "--peer", f"node-a=127.0.0.1:{a}") as b,
-    ):
+    with a_and_b(tmp_path, key) as (_, b):
         assert get(b, f"/blob/{sha}?size={len(blob) - 1}&origin=node-a")[0] == 404
         assert status(b)["fetcher"]["wrong_size"] == 1
     assert held(tmp_path / "b") == []

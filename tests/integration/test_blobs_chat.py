@@ -31,6 +31,7 @@ from tests.helpers import (
     WsClient,
     free_port,
     loopback_mesh,
+    running,
     wait_for,
 )
 from tests.integration.test_hardening_records import KeyHolder
@@ -60,14 +61,8 @@ def two_routers(tmp_path: Path, *extra: str) -> list[Router]:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[list[Router]]:
-    made = two_routers(tmp_path)
-    try:
-        for r in made:
-            r.start()
+    with running(two_routers(tmp_path)) as made:
         yield made
-    finally:
-        for r in made:
-            r.stop()
 
 
 def upload(r: Router, s: HttpSession, data: bytes, name: str) -> dict[str, object]:
@@ -105,6 +100,17 @@ def send_blob(
     )
 
 
+def send_photo(
+    r: Router, s: HttpSession, w: WsClient, name: str, client_id: str
+) -> tuple[str, dict[str, object]]:
+    """``JPEG_37x23`` uploaded as ``name`` and sent on ``w`` with its
+    thumbnail: its sha and the ack."""
+    found = upload(r, s, JPEG_37x23, name)
+    ack = send_blob(w, found, THUMB, client_id)
+    assert ack["type"] == "ack", ack
+    return str(found["sha"]), ack
+
+
 def get(r: Router, s: HttpSession, path: str) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=30)
     try:
@@ -127,10 +133,7 @@ def test_a_photo_from_a_is_fetched_by_b_only_when_a_page_asks(pair: list[Router]
     wb.recv_type("history")
     wa = a.ws(ann)
     wa.recv_type("history")
-    found = upload(a, ann, JPEG_37x23, "street.jpg")
-    sha = str(found["sha"])
-    ack = send_blob(wa, found, THUMB, "p1")
-    assert ack["type"] == "ack", ack
+    sha, ack = send_photo(a, ann, wa, "street.jpg", "p1")
     mine = wa.recv_until(lambda f: f.get("type") == "message" and f.get("id") == ack["id"])
     assert mine["blob"] == {
         "sha": sha,
@@ -161,19 +164,13 @@ def test_a_photo_from_a_is_fetched_by_b_only_when_a_page_asks(pair: list[Router]
 
 
 def test_an_admin_delete_takes_the_blob_off_every_router(tmp_path: Path) -> None:
-    a, b = two_routers(tmp_path)
-    try:
-        a.start()
-        b.start()
+    with running(two_routers(tmp_path)) as (a, b):
         bind_admin(a, "boss", b)
         boss = a.user("boss", register=False)
         bob = b.user("bob")
         wa = a.ws(boss)
         wa.recv_type("history")
-        found = upload(a, boss, JPEG_37x23, "cat.jpg")
-        sha = str(found["sha"])
-        ack = send_blob(wa, found, THUMB, "d1")
-        assert ack["type"] == "ack", ack
+        sha, ack = send_photo(a, boss, wa, "cat.jpg", "d1")
         wait_for(lambda: b.status()["rooms"]["1"] == 1, 10, "the message on B")
         assert get(b, bob, f"/blob/{sha}")[0] == 200
         assert blob_file(a, sha).exists() and blob_file(b, sha).exists()
@@ -182,9 +179,6 @@ def test_an_admin_delete_takes_the_blob_off_every_router(tmp_path: Path) -> None
         wait_for(lambda: not blob_file(b, sha).exists(), 10, "the blob gone from B")
         assert a.status()["blobs"]["deleted"] == 1 and b.status()["blobs"]["deleted"] == 1
         assert get(b, bob, f"/blob/{sha}")[0] == 404
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_a_file_downloads_under_its_name(pair: list[Router]) -> None:
@@ -257,9 +251,7 @@ def blob_record(seq: int, **change: object) -> Record:
 def test_blob_fields_from_the_mesh_are_bounded_and_the_thumbnail_rechecked(
     tmp_path: Path,
 ) -> None:
-    (r,) = two_routers(tmp_path)[:1]
-    r.start()
-    try:
+    with running(two_routers(tmp_path)[:1]) as (r,):
         holder = KeyHolder(r, bytes.fromhex((tmp_path / "mesh.key").read_text().split()[0]))
         bad = {
             "svg thumbnail": {"thumb": base64.b64encode(SVG_WITH_SCRIPT).decode()},
@@ -288,22 +280,14 @@ def test_blob_fields_from_the_mesh_are_bounded_and_the_thumbnail_rechecked(
         line = (r.data_dir / room_log_name(1)).read_text().strip()
         assert json.loads(line)["id"] == f"{KEY_HOLDER}:{good}"
         holder.close()
-    finally:
-        r.stop()
 
 
 def test_retention_removes_the_blob_with_its_message(tmp_path: Path) -> None:
-    (r,) = two_routers(tmp_path, "--retention", "10s")[:1]
-    r.start()
-    try:
+    with running(two_routers(tmp_path, "--retention", "10s")[:1]) as (r,):
         ann = r.user("ann")
         w = r.ws(ann)
         w.recv_type("history")
-        found = upload(r, ann, JPEG_37x23, "x.jpg")
-        assert send_blob(w, found, THUMB, "r1")["type"] == "ack"
-        sha = str(found["sha"])
+        sha, _ = send_photo(r, ann, w, "x.jpg", "r1")
         assert blob_file(r, sha).exists()
         wait_for(lambda: not blob_file(r, sha).exists(), 25, "the blob expired with its message")
         assert r.status()["rooms"]["1"] == 0
-    finally:
-        r.stop()

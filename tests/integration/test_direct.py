@@ -32,6 +32,7 @@ from tests.helpers import (
     WsClient,
     loopback_mesh,
     routers,
+    running,
     wait_for,
 )
 from tests.integration.test_blobs_chat import THUMB, blob_file, get, send_blob, two_routers
@@ -443,11 +444,9 @@ def test_a_picture_in_a_direct_message_is_served_to_its_two_people_only(tmp_path
     on both routers, gets the 404 of a blob nobody holds, and B fetches
     nothing for her; nobody logged in is sent to the login page.  Until the
     message exists the upload is ann's alone, not even a peer's."""
-    a, b = two_routers(tmp_path)
+    made = two_routers(tmp_path)
     key = bytes.fromhex((tmp_path / "mesh.key").read_text().split()[0])
-    try:
-        a.start()
-        b.start()
+    with running(made) as (a, b):
         ann, carol_a = a.user("ann"), a.user("carol")
         bob = b.user("bob")
         wait_for(lambda: ann.get("/dm/bob").status == 200, 10, "bob's account on A")
@@ -533,6 +532,3 @@ def test_a_picture_in_a_direct_message_is_served_to_its_two_people_only(tmp_path
         assert headers["cache-control"] == "private, max-age=31536000, immutable"
         for ws in (to_bob, to_ann, in_room):
             ws.close()
-    finally:
-        a.stop()
-        b.stop()

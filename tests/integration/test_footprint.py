@@ -9,13 +9,11 @@ broken figure, so a noisy machine cannot flip them.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from app.accounts import SCRYPT_N, SCRYPT_R
-from tests.helpers import Router, routers
+from tests.helpers import Router, rss_bytes
 
 # scrypt's working buffer: 128 * r * N bytes (16 MiB at our parameters).
 SCRYPT_BUFFER = 128 * SCRYPT_R * SCRYPT_N
@@ -24,20 +22,6 @@ LOGINS = 3  # the first hash is mapped and unmapped even by a broken malloc
 pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the kept buffer is glibc's behaviour"
 )
-
-
-def rss_bytes(router: Router) -> int:
-    assert router.proc is not None
-    for line in Path(f"/proc/{router.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-@pytest.fixture
-def router(tmp_path: Path) -> Iterator[Router]:
-    with routers(tmp_path, "a", extra=["--no-mesh"]) as started:
-        yield started[0]
 
 
 def test_scrypt_buffer_is_given_back_after_logins(router: Router) -> None:

@@ -41,6 +41,7 @@ from tests.helpers import (
     free_port,
     free_udp_port,
     routers,
+    rss_bytes,
     wait_for,
 )
 
@@ -282,19 +283,11 @@ def test_clear_far_ahead_already_on_disk(tmp_path: Path) -> None:
 # -- item 11: exactly the known fields, our own scrypt parameters --------------------------
 
 
-def rss(router: Router) -> int:
-    assert router.proc is not None
-    for line in Path(f"/proc/{router.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_padded_records_are_refused_and_counted(keyed: tuple[Router, KeyHolder]) -> None:
     router, holder = keyed
     holder.send(message(1, now_ms(), "warm-up", origin="0f0f0f0f0f0f0f10"))
     wait_for(lambda: router.status()["rooms"]["1"] == 1, what="the warm-up stored")
-    before = rss(router)
+    before = rss_bytes(router)
     log_path = router.data_dir / room_log_name(1)
     log_size = log_path.stat().st_size
     flooders = [f"0f0f0f0f0f0f{n:04x}" for n in range(0x100, 0x100 + FLOODERS)]
@@ -313,7 +306,7 @@ def test_padded_records_are_refused_and_counted(keyed: tuple[Router, KeyHolder])
                 what=f"{handled} padded records handled",
             )
     got = refused(router)
-    grown = rss(router) - before
+    grown = rss_bytes(router) - before
     print(f"\n{PADDED} padded records: refused {got}, RSS grew {grown / 2**20:.1f} MiB")
     assert got.get("bad_message") == PADDED, got
     assert router.status()["rooms"]["1"] == 1

@@ -45,7 +45,7 @@ from node.wire import (
     RecordDatagram,
     RequestDatagram,
 )
-from tests.helpers import Router, free_udp_port, routers, wait_for
+from tests.helpers import Router, free_udp_port, routers, rss_bytes, wait_for
 
 TOTAL = 100_000
 BURST = 200  # datagrams sent back to back
@@ -200,14 +200,6 @@ class Mesh:
         return bytes([rng.choice([0, VERSION + 1, 255])]) + base[1:]  # another version
 
 
-def rss(router: Router) -> int:
-    assert router.proc is not None
-    for line in Path(f"/proc/{router.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture
 def fuzzed(tmp_path: Path) -> Iterator[tuple[Router, bytes]]:
     key = secrets.token_bytes(32)
@@ -270,7 +262,7 @@ def test_router_survives_100000_hostile_datagrams(fuzzed: tuple[Router, bytes]) 
         if mesh.sent % CHECK_EVERY < BURST:
             check()
             if before is None:  # warmed up: every table has met its kinds
-                before = rss(router)
+                before = rss_bytes(router)
 
         def backlog() -> int:
             return mesh.sent - base_sent - (received() - base_received)
@@ -284,7 +276,7 @@ def test_router_survives_100000_hostile_datagrams(fuzzed: tuple[Router, bytes]) 
     time.sleep(0.5)
     check()
     took = time.monotonic() - start
-    after = rss(router)
+    after = rss_bytes(router)
 
     st = router.status()
     datagrams = st["mesh"]["datagrams"]

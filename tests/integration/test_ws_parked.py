@@ -30,7 +30,7 @@ from geventwebsocket.websocket import Stream
 from greenlet import greenlet
 
 from app.hub import BoundedWebSocket, Page, serve_page
-from tests.helpers import HttpSession, Router, free_port, routers, wait_for
+from tests.helpers import HttpSession, Router, free_port, routers, rss_bytes, wait_for
 from tests.integration.test_hardening_ws import RawSocket, raw_frame
 
 # Pages held at once for the memory figure.  Each cost about 27 KB of the
@@ -52,14 +52,6 @@ def router(tmp_path: Path) -> Iterator[Router]:
     extra = ["--no-mesh", "--max-connections-per-address", "1000"]
     with routers(tmp_path, "alpha", extra=extra) as (r,):
         yield r
-
-
-def rss_bytes(router: Router) -> int:
-    assert router.proc is not None
-    for line in Path(f"/proc/{router.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def descriptors(router: Router) -> int:

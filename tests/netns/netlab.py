@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import HttpSession, HttpTransport, Router, WsClient
+from tests.helpers import HttpSession, HttpTransport, RawResponse, Router, WsClient
 
 NETNS_DIR = Path("/var/run/netns")
 # Which process owns which tag: the sweep leaves a live run's namespaces alone.
@@ -171,13 +171,7 @@ class NetnsHttpTransport(HttpTransport):
         super().__init__(host, port)
         self.executor = executor
 
-    def __call__(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> RawResponse:
         call = super().__call__
         return self.executor.submit(call, method, path, headers, body).result()
 

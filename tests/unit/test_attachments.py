@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,10 @@ class Clock:
         return self.now
 
 
-def make(tmp_path: Path, clock: Clock, per_day: int = 1000) -> Attachments:
+def make(
+    tmp_path: Path, clock: Clock, per_day: int = 1000, wall: Callable[[], float] = time.time
+) -> Attachments:
+    """Attachments on a blob store in ``tmp_path``, ``clock`` its monotonic clock."""
     store = BlobStore(tmp_path, 10 * 1024 * 1024)
     return Attachments(
         store,
@@ -51,6 +56,7 @@ def make(tmp_path: Path, clock: Clock, per_day: int = 1000) -> Attachments:
         node_id="0123456789abcdef",
         max_upload=1 << 20,
         per_day=per_day,
+        wall=wall,
         monotonic=clock,
     )
 
@@ -90,17 +96,7 @@ class Restarts:
 
     def boot(self, tmp_path: Path, per_day: int = 1000) -> Attachments:
         self.mono.now = float(hash(self.wall.now) % 100_000)  # a new process
-        store = BlobStore(tmp_path, 10 * 1024 * 1024)
-        return Attachments(
-            store,
-            lambda: [b"k" * 32],
-            list,
-            node_id="0123456789abcdef",
-            max_upload=1 << 20,
-            per_day=per_day,
-            wall=self.wall,
-            monotonic=self.mono,
-        )
+        return make(tmp_path, self.mono, per_day, wall=self.wall)
 
     def later(self, seconds: float) -> None:
         self.wall.now += seconds
