@@ -14,16 +14,16 @@ changed under us) answers None and is counted.
 Changes are rare and made whole: records come in sorted batches (the oldest
 of a room's records held as objects, ``RoomLog.settle``), appended when they
 sort after every one here (the usual case), merged by slices otherwise;
-expiry cuts a prefix; removal and compaction (which moves every offset)
-rebuild the columns.  Origins are numbered by an ``Origins`` table shared by
-the rooms of an index.
+expiry cuts a prefix; removal rebuilds the columns; compaction, which moves
+every line, sets each record's new offset (``RoomLog.moved``).  Origins
+are numbered by an ``Origins`` table shared by the rooms of an index.
 """
 
 from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
 # (hlc, origin, seq, offset): a record as the columns hold it.
 Row = tuple[int, str, int, int]
@@ -111,12 +111,6 @@ class Cold:
         n = self.table.numbers.get(origin)
         columns = self._by_origin.get(n) if n is not None else None
         return max(columns[1]) if columns else 0
-
-    def rows(self, start: int = 0, end: int | None = None) -> Iterator[Row]:
-        names = self.table.names
-        stop = len(self.hlcs) if end is None else end
-        for pos in range(start, stop):
-            yield self.hlcs[pos], names[self.origins[pos]], self.seqs[pos], self.offsets[pos]
 
     # -- changing ------------------------------------------------------------------
 
@@ -206,19 +200,6 @@ class Cold:
             setattr(self, name, array(column.typecode, (column[pos] for pos in keep)))
         self._index()
         return gone
-
-    def move(self, offset_of: Callable[[tuple[str, int]], int | None]) -> int:
-        """The log was rewritten: each record's new offset (None: its line
-        is no longer there, the record is dropped).  Returns how many went."""
-        missing = []
-        for pos in range(len(self.hlcs)):
-            offset = offset_of(self.rid(pos))
-            if offset is None:
-                missing.append(self.rid(pos))
-            else:
-                self.offsets[pos] = offset
-        self.remove(missing)
-        return len(missing)
 
     def _index(self) -> None:
         """Rebuild the per-origin seqs from the columns."""

@@ -435,9 +435,9 @@ class Index:
         if record is not None or not self.hot:
             return record
         for room_log in self.room_logs.values():
-            pos = room_log.cold.find(origin, seq) if room_log.cold is not None else None
-            if pos is not None:
-                return room_log.cold_record(pos)
+            record = room_log.get_cold(origin, seq)
+            if record is not None:
+                return record
         return None
 
     def __len__(self) -> int:
