@@ -63,7 +63,7 @@ from app.attachments import (
 from app.config import NODE_NAME_MAX
 from app.delivery import DeliveryTracker
 from app.hub import Client, Hub
-from app.i18n import DEFAULT, languages, message
+from app.i18n import DEFAULT, Language, languages, message
 from app.mesh import Mesh, NoMesh
 from app.moderation import RECORD_ACTIONS, ROOM_NAME, Moderation
 from app.resend import SentIds
@@ -164,6 +164,14 @@ class ChatError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def error_frame(error: ChatError, lang: Language | None, **extra: str) -> dict[str, Any]:
+    """A refusal for the page: its message in the language of the socket's
+    upgrade request, English if none (app/i18n.py ``message``: a message a
+    person reads is translated; protocol ones have no msgid, stay English)."""
+    said = message(lang or languages()[DEFAULT], str(error))
+    return {"type": "error", "code": error.code, "message": said, **extra}
 
 
 class StoreFailed(ChatError):
@@ -426,17 +434,10 @@ def _text_field(body: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def banned_notice(client: Client) -> dict[str, Any]:
-    """What a banned person's page is told as its socket closes, in the
-    language it was opened in."""
-    said = message(client.lang or languages()[DEFAULT], BANNED)
-    return {"type": "error", "code": "banned", "message": said}
-
-
-def name_taken_notice(client: Client) -> dict[str, Any]:
-    """What a displaced person's page is told as its socket closes."""
-    said = message(client.lang or languages()[DEFAULT], NAME_TAKEN)
-    return {"type": "error", "code": "name_taken", "message": said}
+def closing_notice(code: str, english: str) -> Callable[[Client], dict[str, Any]]:
+    """What a page is told as the router closes its socket (a ban, a name
+    taken): an error frame in the language the socket was opened in."""
+    return lambda client: error_frame(ChatError(code, english), client.lang)
 
 
 def parse_hlc_or_zero(value: Any) -> int:
@@ -635,7 +636,9 @@ class Chat:
             self.accounts.add(record)
             name = record.body.get("name")
             if isinstance(name, str):  # a claim that came first elsewhere displaces one here
-                self.hub.disconnect_user(name, name_key, name_taken_notice, self._displaced)
+                self.hub.disconnect_user(
+                    name, name_key, closing_notice("name_taken", NAME_TAKEN), self._displaced
+                )
         elif record.kind == RecordKind.DIRECT:
             self._note_blob(record)  # before any page is told of it
             self._show_direct(record)
@@ -907,7 +910,7 @@ class Chat:
         elif self.moderation.is_banned(body["user"]):
             for n in range(1, self.rooms + 1):
                 self.hub.broadcast(n, {"type": "banned", "user": body["user"], "by": body["by"]})
-            self.hub.disconnect_user(body["user"], name_key, banned_notice)
+            self.hub.disconnect_user(body["user"], name_key, closing_notice("banned", BANNED))
 
     def history(
         self,

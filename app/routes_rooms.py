@@ -47,12 +47,13 @@ from app.chat import (
     ROOM_TOPIC_MAX,
     Chat,
     ChatError,
+    error_frame,
     is_utf8,
     message_frame,
 )
 from app.direct import other_identity
 from app.hub import BoundedWebSocket, Client, FrameFlood, serve_page
-from app.i18n import DEFAULT, Language, languages, message
+from app.i18n import Language
 from app.moderation import ACTIONS
 from app.sessions import Session, Sessions
 from app.site import SESSION_COOKIE, Site, cookie
@@ -216,14 +217,6 @@ class RoomRoutes:
             ws, s = upgraded
             serve_room_list(self.chat, ws, s.user, self.site.language(), s.account)
         return ""
-
-
-def error_frame(error: ChatError, lang: Language | None, **extra: str) -> dict[str, Any]:
-    """A refusal for the page: its message in the language of the socket's
-    upgrade request, English if none (app/i18n.py ``message``: a message a
-    person reads is translated; protocol ones have no msgid, stay English)."""
-    said = message(lang or languages()[DEFAULT], str(error))
-    return {"type": "error", "code": error.code, "message": said, **extra}
 
 
 def origin_matches_host(environ: dict[str, Any]) -> bool:
