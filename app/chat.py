@@ -549,7 +549,7 @@ class Chat:
             for room in range(1, store.rooms + 1):
                 for record in store.recent(room):
                     self._note_blob(record)
-                for record in store.scan(room, BLOB_LINE):  # the older ones: one pass
+                for record in store.scan(room, BLOB_LINE, folded=False):  # the older ones
                     self._note_blob(record)
             for key in store.conversations():
                 for record in store.messages(key):

@@ -357,6 +357,22 @@ class Logs:
                     yield offset, _text(line[:-1].rstrip(b"\r"))
                 offset += len(line)
 
+    def lines_holding(self, name: str, needle: bytes) -> Iterator[tuple[int, str | bytes]]:
+        """``lines`` that hold ``needle``, found by searching the file's
+        bytes: a line is taken apart only if it holds it."""
+        try:
+            data = (self.data_dir / name).read_bytes()
+        except FileNotFoundError:
+            return
+        at = data.find(needle)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            if end < 0:  # what follows the last line end is not a line
+                return
+            yield start, _text(data[start:end].rstrip(b"\r"))
+            at = data.find(needle, end)
+
     def end(self, lf: LogFile) -> int:
         """Where the next line written to ``lf`` will start."""
         return lf.end

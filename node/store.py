@@ -566,16 +566,30 @@ class Store:
         (all of a conversation's).  ``scan`` gives the others."""
         return list(self.held.log_of(room).sorted)
 
-    def scan(self, room: Hashable, contains: str | None = None) -> Iterator[Record]:
+    def scan(
+        self, room: Hashable, contains: str | None = None, *, folded: bool = True
+    ) -> Iterator[Record]:
         """The messages of ``room`` held as columns (not ``recent``), in the
         log's order, read in one pass over the log: with ``contains``, only
-        those whose line, casefolded, holds it."""
+        those whose line, casefolded, holds it (``folded=False``: the line
+        as it is, found by a search over the file's bytes, no line taken
+        apart but those that hold it)."""
         room_log = self.held.log_of(room)
         cold = room_log.cold
         if cold is None or not len(cold) or not isinstance(room, int):
             return
-        for offset, line in self.logs.lines(room_log_name(room)):
-            if contains is not None and isinstance(line, str) and contains not in line.casefold():
+        name = room_log_name(room)
+        if contains is not None and not folded:
+            lines = self.logs.lines_holding(name, contains.encode())
+        else:
+            lines = self.logs.lines(name)
+        for offset, line in lines:
+            if (
+                folded
+                and contains is not None
+                and isinstance(line, str)
+                and contains not in line.casefold()
+            ):
                 continue
             record = decode_or_none(line)
             pos = cold.find(record.origin, record.seq) if record is not None else None

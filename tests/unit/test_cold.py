@@ -245,3 +245,18 @@ def test_status_says_how_messages_are_held(tmp_path: Path) -> None:
     assert held["as_records"] + held["as_columns"] == 20
     assert held["as_columns"] >= 14 and held["column_misses"] == 0
     store.close()
+
+
+def test_a_scan_for_a_needle_as_it_is_finds_the_lines_holding_it(tmp_path: Path) -> None:
+    """``scan(..., folded=False)`` (the start-up's walk over pictures) finds
+    by the file's bytes exactly the older messages whose line holds the
+    needle as it is; the casefolded scan (search's) finds more."""
+    store = Store(tmp_path, rooms=1, hot=2)
+    texts = ["Straße 5", "STRASSE", "x", "an der Straße"]
+    store.append_many([msg(ORIGINS[0], seq, 100 + seq, 1, texts[seq % 4]) for seq in range(1, 40)])
+    older = list(store.scan(1))
+    exact = [r.seq for r in older if "Straße" in encode_line(r).decode()]
+    assert [r.seq for r in store.scan(1, "Straße", folded=False)] == exact
+    assert len(exact) < len([r.seq for r in store.scan(1, "strasse")])
+    assert [r.seq for r in store.scan(1, "nowhere", folded=False)] == []
+    store.close()
